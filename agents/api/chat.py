@@ -1,0 +1,307 @@
+"""POST /v1/chat/completions and the turn event stream: async views, so a waiting or streaming
+client holds no thread, only a Redis XREAD on its turn's stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from adrf.views import APIView as AsyncAPIView
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+
+from agents import backpressure, openai_format, streams
+from agents.admission import admit
+from agents.api.serializers import ChatCompletionRequestSerializer, TurnEventSerializer, TurnSerializer
+from agents.models import Turn, TurnEventRecord, TurnStatus
+from agents.tasks import enqueue_turn
+from budgets import roles
+from sentinel_site.errors import ApiError, not_found
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets DRF's content negotiation accept `Accept: text/event-stream`; the view streams itself."""
+
+    media_type = "text/event-stream"
+    format = "event-stream"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return json.dumps(data).encode()
+
+
+def sse(data: Any, *, event: str | None = None, id: str | None = None) -> bytes:
+    lines = []
+    if id is not None:
+        lines.append(f"id: {id}")
+    if event is not None:
+        lines.append(f"event: {event}")
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    lines.append(f"data: {payload}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def error_response(error: dict[str, Any]) -> JsonResponse:
+    return ApiError(
+        error.get("status", 502), error.get("message", "The turn failed."), type=error.get("type", "provider_error"), code=error.get("code")
+    ).response()
+
+
+def turn_headers(turn: Turn) -> dict[str, str]:
+    return {"Sentinel-Turn-Id": str(turn.id), "Sentinel-Conversation-Id": str(turn.conversation_id)}
+
+
+def finished_turn_response(turn: Turn) -> HttpResponse | None:
+    """The answer for a turn already finished (an idempotent replay), read from PostgreSQL."""
+    if turn.status == TurnStatus.SUCCEEDED:
+        return JsonResponse(TurnSerializer(turn).data["response"], headers=turn_headers(turn))
+    if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
+        return error_response(turn.error or {"status": 500, "message": "The turn was cancelled.", "code": "turn_cancelled"})
+    return None
+
+
+def _prefers_async(request) -> bool:
+    return any(part.strip().lower() == "respond-async" for part in request.headers.get("Prefer", "").split(","))
+
+
+class ChatCompletionsView(AsyncAPIView):
+    """OpenAI's chat completions, answered by an agent turn run on a worker."""
+
+    required_scopes = {"POST": roles.TURNS_EXECUTE}
+
+    @extend_schema(
+        operation_id="chat_completions_create",
+        summary="Create a chat completion",
+        description=(
+            "OpenAI's chat completion. `model` names one of your agents (GET /v1/models). The request is stored and "
+            "run as a turn by a worker. `stream: true` answers with Server-Sent Events in OpenAI's chunk format "
+            "ending `data: [DONE]`. `Prefer: respond-async` answers 202 at once with the turn's URL. Send "
+            "`conversation` (a Sentinel extra) to continue a conversation with only the new messages."
+        ),
+        request=ChatCompletionRequestSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="Same key and body: the same turn. Same key, another body: 422.",
+            ),
+            OpenApiParameter(
+                "Prefer",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="`respond-async` returns 202 Accepted with the turn instead of waiting.",
+            ),
+        ],
+        responses={
+            (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="A chat.completion object."),
+            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="chat.completion.chunk events, then `data: [DONE]`."),
+            202: OpenApiResponse(TurnSerializer, description="Accepted: the queued turn; follow its events_url."),
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Invalid request; `error.param` names the field."),
+            401: OpenApiResponse(OpenApiTypes.OBJECT, description="Missing or bad API key, or the provider rejected its key."),
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="Unknown model (agent) or conversation."),
+            422: OpenApiResponse(OpenApiTypes.OBJECT, description="Idempotency-Key reused with a different body."),
+            503: OpenApiResponse(
+                OpenApiTypes.OBJECT, description="Over budget (`budget_exceeded`) or overloaded (`overloaded`); see Retry-After."
+            ),
+            429: OpenApiResponse(OpenApiTypes.OBJECT, description="The model provider is rate limiting."),
+            502: OpenApiResponse(OpenApiTypes.OBJECT, description="The model provider failed or could not be reached."),
+            504: OpenApiResponse(OpenApiTypes.OBJECT, description="The model provider timed out, or the turn did not finish in time."),
+        },
+        examples=[
+            OpenApiExample("Simple", request_only=True, value={"model": "assistant", "messages": [{"role": "user", "content": "Hello"}]})
+        ],
+        tags=["chat"],
+    )
+    async def post(self, request):
+        serializer = ChatCompletionRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        idempotency_key = request.headers.get("Idempotency-Key") or None
+        if idempotency_key is not None and len(idempotency_key) > 255:
+            raise ApiError(400, "Idempotency-Key must be at most 255 characters.", param="Idempotency-Key", code="invalid_value")
+        principal = request.user
+        await backpressure.check_turn_queue()
+        admission = await sync_to_async(admit)(
+            tenant=principal.tenant,
+            api_key=principal.api_key,
+            data=data,
+            idempotency_key=idempotency_key,
+            enqueue=enqueue_turn,
+        )
+        turn = admission.turn
+        headers = turn_headers(turn)
+        if _prefers_async(request):
+            body = await sync_to_async(lambda: TurnSerializer(Turn.objects.select_related("agent", "output").get(id=turn.id)).data)()
+            return JsonResponse(
+                body, status=202, headers={**headers, "Location": f"/v1/turns/{turn.id}", "Preference-Applied": "respond-async"}
+            )
+        if not admission.created:
+            finished = await sync_to_async(finished_turn_response)(await _reload(turn.id))
+            if finished is not None:
+                return finished
+        if data.get("stream"):
+            include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+            return await _stream(turn, data["model"], include_usage, headers)
+        return await _wait(turn, headers)
+
+
+async def _reload(turn_id) -> Turn:
+    return await Turn.objects.select_related("agent", "output").aget(id=turn_id)
+
+
+async def _wait(turn: Turn, headers: dict[str, str]) -> HttpResponse:
+    try:
+        async for event in streams.follow(turn.id, timeout=settings.SENTINEL["SYNC_WAIT_SECONDS"]):
+            if event is None:
+                continue
+            if event.kind == "done":
+                return JsonResponse(event.data["response"], headers=headers)
+            if event.kind == "error":
+                response = error_response(event.data)
+                for name, value in headers.items():
+                    response[name] = value
+                return response
+    except TimeoutError:
+        pass
+    error = ApiError(
+        504,
+        f"The turn did not finish in time; it continues. Poll /v1/turns/{turn.id}.",
+        type="timeout_error",
+        code="turn_timeout",
+        headers={**headers, "Location": f"/v1/turns/{turn.id}"},
+    )
+    return error.response()
+
+
+async def _stream(turn: Turn, model: str, include_usage: bool, headers: dict[str, str]) -> HttpResponse:
+    """Wait for the first piece of the answer, so an early failure still gets its HTTP status."""
+    events = streams.follow(turn.id, timeout=settings.SENTINEL["SYNC_WAIT_SECONDS"])
+    created = int(turn.created_at.timestamp())
+    first = None
+    try:
+        async for event in events:
+            if event is not None and event.kind in ("delta", "done", "error"):
+                first = event
+                break
+    except TimeoutError:
+        pass
+    if first is None:
+        return ApiError(
+            504, f"The turn did not start in time; it continues. Poll /v1/turns/{turn.id}.", type="timeout_error", code="turn_timeout"
+        ).response()
+    if first.kind == "error":
+        response = error_response(first.data)
+        for name, value in headers.items():
+            response[name] = value
+        return response
+
+    async def body() -> AsyncIterator[bytes]:
+        yield sse(openai_format.chunk(turn_id=turn.id, created=created, model=model, delta={"role": "assistant", "content": ""}))
+        event = first
+        try:
+            while True:
+                if event is None:
+                    yield b": keep-alive\n\n"
+                elif event.kind == "delta":
+                    yield sse(openai_format.chunk(turn_id=turn.id, created=created, model=model, delta=event.data))
+                elif event.kind == "done":
+                    final = event.data["response"]
+                    choice = final["choices"][0]
+                    yield sse(
+                        openai_format.chunk(turn_id=turn.id, created=created, model=model, delta={}, finish_reason=choice["finish_reason"])
+                    )
+                    if include_usage:
+                        yield sse(openai_format.usage_chunk(turn_id=turn.id, created=created, model=model, usage_=final["usage"]))
+                    yield b"data: [DONE]\n\n"
+                    return
+                elif event.kind == "error":
+                    yield sse(
+                        ApiError(
+                            event.data.get("status", 502),
+                            event.data.get("message", ""),
+                            type=event.data.get("type", "provider_error"),
+                            code=event.data.get("code"),
+                        ).body()
+                    )
+                    return
+                event = await anext(events)
+        except (StopAsyncIteration, TimeoutError):
+            yield sse(ApiError(504, "The turn did not finish in time.", type="timeout_error", code="turn_timeout").body())
+
+    return StreamingHttpResponse(body(), content_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+
+
+class TurnEventsView(AsyncAPIView):
+    """A turn's event log: JSON from PostgreSQL, or a live SSE stream that resumes from Last-Event-ID."""
+
+    required_scopes = {"GET": roles.TURNS_READ}
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        operation_id="turns_events",
+        summary="A turn's events",
+        description=(
+            "With `Accept: application/json`: the turn's immutable event log (state transitions, provider request "
+            "and response, errors). With `Accept: text/event-stream`: live events (`state`, `delta`, `done`, `error`) "
+            "as SSE whose ids resume the stream when sent back as `Last-Event-ID`."
+        ),
+        parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER, required=False)],
+        responses={
+            (200, "application/json"): TurnEventSerializer(many=True),
+            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="SSE events: state, delta, done, error."),
+            404: OpenApiResponse(OpenApiTypes.OBJECT),
+        },
+        tags=["turns"],
+    )
+    async def get(self, request, turn_id):
+        tenant = request.user.tenant
+        turn = await Turn.objects.filter(id=turn_id, tenant=tenant).afirst()
+        if turn is None:
+            raise not_found("turn")
+        if "text/event-stream" not in request.headers.get("Accept", ""):
+            events = [e async for e in TurnEventRecord.objects.filter(turn=turn).order_by("attempt", "seq")]
+            return JsonResponse({"object": "list", "data": TurnEventSerializer(events, many=True).data})
+        after = request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id") or "0"
+        if not _valid_stream_id(after):
+            raise ApiError(400, "Last-Event-ID must be an id from this stream.", param="Last-Event-ID", code="invalid_value")
+        if not await streams.exists(turn.id) and turn.is_finished:
+            return StreamingHttpResponse(_replay_from_log(turn), content_type="text/event-stream", headers=SSE_HEADERS)
+        return StreamingHttpResponse(_live(turn.id, after), content_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _valid_stream_id(value: str) -> bool:
+    head, _, tail = value.partition("-")
+    return head.isdigit() and (tail == "" or tail.isdigit())
+
+
+async def _live(turn_id, after: str) -> AsyncIterator[bytes]:
+    try:
+        async for event in streams.follow(turn_id, after, timeout=settings.SENTINEL["SYNC_WAIT_SECONDS"]):
+            if event is None:
+                yield b": keep-alive\n\n"
+            else:
+                yield sse(event.data, event=event.kind, id=event.id)
+    except TimeoutError:
+        return
+
+
+async def _replay_from_log(turn: Turn) -> AsyncIterator[bytes]:
+    """The live stream expired: replay the durable log, ending with the outcome."""
+    async for record in TurnEventRecord.objects.filter(turn=turn).order_by("attempt", "seq"):
+        if record.kind == "state":
+            yield sse({"from": record.from_state, "to": record.to_state}, event="state")
+    reloaded = await _reload(turn.id)
+    if reloaded.status == TurnStatus.SUCCEEDED:
+        response = await sync_to_async(lambda: TurnSerializer(reloaded).data["response"])()
+        yield sse({"response": response}, event="done")
+    else:
+        yield sse(reloaded.error or {}, event="error")

@@ -1,0 +1,265 @@
+"""Agents, their conversations, and the turns that run them.
+
+Every row carries its tenant, and every query the API makes filters on it. Messages are ordered by
+(seq, index): `seq` is the conversation's turn (or import) number and `index` the position inside
+it, so a reply always sorts right after the input of its own turn, even if a later request stored
+its message while this turn was still running.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from agents.turns import AgentState
+from budgets.models import Tenant
+
+
+class Agent(models.Model):
+    """A configured assistant: a system prompt, a model and where to reach it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="agents")
+    name = models.SlugField(max_length=64, help_text="Clients select the agent by sending this as `model`.")
+    system_prompt = models.TextField(blank=True)
+    model = models.CharField(max_length=200, blank=True, help_text="Provider model; blank uses the deployment default.")
+    provider_base_url = models.URLField(blank=True, help_text="OpenAI-compatible base URL; blank uses the deployment default.")
+    provider_api_key = models.CharField(max_length=500, blank=True, help_text="Blank uses the deployment key. Never returned by the API.")
+    specialization = models.CharField(max_length=200, blank=True)
+    default_params = models.JSONField(default=dict, blank=True, help_text="Defaults for temperature, max_tokens, ...")
+    # Memory: what one turn may send, and when the Dreamer consolidates (see memory/context.py).
+    context_budget = models.PositiveIntegerField(default=2048, help_text="Tokens of context sent to the model per turn.")
+    short_term_messages = models.PositiveIntegerField(default=12, help_text="Most recent messages kept verbatim.")
+    short_term_tokens = models.PositiveIntegerField(default=1024, help_text="Token cap of the verbatim recent window.")
+    recall_limit = models.PositiveIntegerField(default=8, help_text="Long-term memories recalled per turn.")
+    consolidation_threshold = models.PositiveIntegerField(default=10000, help_text="Unconsolidated tokens that trigger the Dreamer.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="agent_name_unique_per_tenant")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Conversation(models.Model):
+    """A thread of messages with one agent. `last_seq` numbers its turns and imports."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="conversations")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    last_seq = models.PositiveIntegerField(default=0, editable=False)
+    # The Dreamer's claim: while this lies in the future, one Dreamer owns the conversation.
+    consolidation_lease = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="conversation_tenant_recent")]
+
+    def __str__(self) -> str:
+        return self.title or str(self.id)
+
+
+class Role(models.TextChoices):
+    SYSTEM = "system"
+    DEVELOPER = "developer"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class Message(models.Model):
+    """One message of a conversation, in OpenAI's chat shape."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    turn = models.ForeignKey("Turn", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages")
+    seq = models.PositiveIntegerField()
+    index = models.PositiveIntegerField()
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    name = models.CharField(max_length=64, blank=True)
+    tool_calls = models.JSONField(null=True, blank=True)
+    tool_call_id = models.CharField(max_length=100, blank=True)
+    client_id = models.CharField(max_length=200, blank=True, help_text="The importer's own id for this message.")
+    occurred_at = models.DateTimeField(default=timezone.now, help_text="When it was said (imports may give it).")
+    token_count = models.PositiveIntegerField(null=True, blank=True, help_text="Filled by the memory task.")
+    embedded = models.BooleanField(default=False, help_text="Its long-term memory exists.")
+    summary = models.ForeignKey(
+        "memory.Summary",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="messages",
+        help_text="Set when the Dreamer consolidated it; the message itself is never deleted.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["seq", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "seq", "index"], name="message_position_unique"),
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"], condition=~models.Q(client_id=""), name="message_client_id_unique"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["created_at"], condition=models.Q(embedded=False), name="message_not_embedded"),
+            models.Index(fields=["conversation", "seq", "index"], condition=models.Q(summary__isnull=True), name="message_unconsolidated"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+    def as_openai(self) -> dict:
+        """The message as the chat completions API expects it."""
+        message: dict = {"role": self.role, "content": self.content}
+        if self.name:
+            message["name"] = self.name
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+            if not self.content:
+                message["content"] = None
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+class TurnStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+UNFINISHED = (TurnStatus.QUEUED, TurnStatus.RUNNING)
+
+
+class Turn(models.Model):
+    """One request to an agent and everything that happened running it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="turns")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="turns")
+    api_key = models.ForeignKey("budgets.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="turns")
+    seq = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=TurnStatus.choices, default=TurnStatus.QUEUED)
+    agent_state = models.CharField(max_length=16, choices=[(s.value, s.name.title()) for s in AgentState], default=AgentState.IDLE)
+    # Incremented by every claim; a worker's writes are fenced on the attempt it claimed.
+    attempt = models.PositiveIntegerField(default=0)
+    stream = models.BooleanField(default=False)
+    params = models.JSONField(default=dict, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL keeps the unique constraint partial
+    request_hash = models.CharField(max_length=64, blank=True)
+    trace_id = models.CharField(max_length=64, blank=True, help_text="Ties the worker's logs to the request's.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    provider_latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    output = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "seq"], name="turn_seq_unique_per_conversation"),
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="turn_idempotency_key_unique_per_tenant",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="turn_status_heartbeat"),
+            models.Index(fields=["tenant", "-created_at"], name="turn_tenant_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"turn {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status not in UNFINISHED
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class ImmutableError(Exception):
+    """Turn events are an append-only log."""
+
+
+class TurnEventRecord(models.Model):
+    """An immutable entry in a turn's log: a state transition, a provider exchange, an error.
+
+    Together they are the replay log: what was sent to the provider and what came back.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveIntegerField()
+    attempt = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=32)
+    from_state = models.CharField(max_length=16, blank=True)
+    to_state = models.CharField(max_length=16, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        # Numbered within an attempt: a worker that lost its claim can only ever append to its
+        # own (old) attempt, never collide with the attempt that replaced it.
+        ordering = ["turn", "attempt", "seq"]
+        db_table = "agents_turnevent"
+        verbose_name = "turn event"
+        constraints = [models.UniqueConstraint(fields=["turn", "attempt", "seq"], name="turn_event_seq_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.seq}"
+
+    def save(self, *args, **kwargs) -> None:
+        if not self._state.adding:
+            raise ImmutableError("turn events cannot be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ImmutableError("turn events cannot be deleted")
+
+
+class DeadLetter(models.Model):
+    """A turn given up on after its attempts: why, how often, and the last error; re-drivable."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    turn = models.OneToOneField(Turn, on_delete=models.CASCADE, related_name="dead_letter")
+    reason = models.CharField(max_length=64)
+    attempts = models.PositiveIntegerField()
+    last_error = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    redriven_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="deadletter_tenant_recent")]
+
+    def __str__(self) -> str:
+        return f"dead letter {self.turn_id} ({self.reason})"

@@ -1,0 +1,389 @@
+"""Running one turn: claim it, call the model through the state machine, persist, publish.
+
+Safe to run twice for the same turn: the claim is a conditional update (only a queued turn whose
+earlier turns in the conversation are finished can be claimed), and every later write is fenced on
+the attempt number the claim produced, so a worker that lost its claim cannot overwrite anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agents import breaker, openai_format, providers, streams
+from agents.models import UNFINISHED, Conversation, DeadLetter, Message, Turn, TurnEventRecord, TurnStatus
+from agents.turns import AgentState, TurnEvent, transition_state
+from budgets import audit, spend
+from budgets.models import Reservation
+from memory import context as memory_context
+from memory import embeddings, tokens
+from sentinel_site import logs, metrics
+
+log = logging.getLogger(__name__)
+
+
+class LostClaim(Exception):
+    """Another attempt owns this turn now; stop without writing anything more."""
+
+
+@dataclass
+class Recorder:
+    """Buffers a turn's events and writes them (PostgreSQL, then Redis) in batches."""
+
+    turn: Turn
+    attempt: int
+    state: AgentState = AgentState.IDLE
+    next_seq: int = 0
+    pending: list[TurnEventRecord] = field(default_factory=list)
+    reservation: Reservation | None = None
+
+    def record(self, kind: str, payload: dict[str, Any] | None = None) -> None:
+        self.pending.append(
+            TurnEventRecord(turn_id=self.turn.id, attempt=self.attempt, seq=self.next_seq, kind=kind, payload=payload or {})
+        )
+        self.next_seq += 1
+
+    def move(self, event: TurnEvent, *, wants_tools: bool = False) -> AgentState:
+        """Apply a state machine event; the transition becomes an event in the log."""
+        target = transition_state(self.state, event, wants_tools=wants_tools)
+        self.pending.append(
+            TurnEventRecord(
+                turn_id=self.turn.id,
+                attempt=self.attempt,
+                seq=self.next_seq,
+                kind="state",
+                from_state=self.state.value,
+                to_state=target.value,
+                payload={"event": event.value},
+            )
+        )
+        self.next_seq += 1
+        self.state = target
+        return target
+
+    def flush(self) -> list[TurnEventRecord]:
+        """Write buffered events to PostgreSQL; call inside the transaction they belong to."""
+        written, self.pending = self.pending, []
+        if written:
+            TurnEventRecord.objects.bulk_create(written)
+        return written
+
+
+def publish_states(turn_id: Any, events: list[TurnEventRecord]) -> None:
+    for event in events:
+        if event.kind == "state":
+            streams.publish(turn_id, "state", {"from": event.from_state, "to": event.to_state})
+
+
+def claim(turn_id: Any) -> Recorder | None:
+    """Claim a queued turn for this worker, or None if it is not ours to run (yet)."""
+    with transaction.atomic():
+        turn = Turn.objects.select_related("agent", "conversation__agent", "api_key").filter(id=turn_id).first()
+        if turn is None or turn.status != TurnStatus.QUEUED:
+            return None
+        # One turn per conversation at a time, in order: the conversation row is the lock, and a
+        # turn with an unfinished predecessor is left queued; the predecessor enqueues it when done.
+        Conversation.objects.select_for_update().filter(id=turn.conversation_id).first()
+        if Turn.objects.filter(conversation_id=turn.conversation_id, seq__lt=turn.seq, status__in=UNFINISHED).exists():
+            return None
+        now = timezone.now()
+        claimed = Turn.objects.filter(id=turn.id, status=TurnStatus.QUEUED).update(
+            status=TurnStatus.RUNNING,
+            attempt=F("attempt") + 1,
+            started_at=now,
+            heartbeat_at=now,
+            agent_state=AgentState.THINKING,
+        )
+        if not claimed:
+            return None
+        turn.refresh_from_db(fields=["status", "attempt", "started_at", "heartbeat_at", "agent_state"])
+        logs.trace_id.set(turn.trace_id or "-")
+        logs.tenant_id.set(str(turn.tenant_id))
+        recorder = Recorder(turn=turn, attempt=turn.attempt)
+        recorder.record("claimed", {"attempt": turn.attempt})
+        recorder.move(TurnEvent.MESSAGE_RECEIVED)
+        written = recorder.flush()
+    publish_states(turn.id, written)
+    return recorder
+
+
+def _fenced(recorder: Recorder):
+    return Turn.objects.filter(id=recorder.turn.id, attempt=recorder.attempt, status=TurnStatus.RUNNING)
+
+
+class Heartbeat:
+    """Refreshes the turn's heartbeat while the model streams; detects a lost claim."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.every = settings.SENTINEL["HEARTBEAT_SECONDS"]
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        if not _fenced(self.recorder).update(heartbeat_at=timezone.now()):
+            raise LostClaim
+
+
+def execute(recorder: Recorder) -> Turn | None:
+    """Run a claimed turn to its end. Returns the next queued turn of the conversation, if any."""
+    turn = recorder.turn
+    config = providers.ProviderConfig.for_agent(turn.agent)
+    if turn.params.get("model_override"):
+        config = providers.ProviderConfig(**{**config.__dict__, "model": turn.params["model_override"]})
+    ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embeddings.embed)
+    metrics.CONTEXT_TOKENS.observe(ctx.total_tokens)
+    body = providers.request_body(config, ctx.messages, turn.params, stream=True)
+    heartbeat = Heartbeat(recorder)
+    recorder.record("provider_request", {"endpoint": config.endpoint, "body": body, "context": ctx.explain()})
+    recorder.flush()  # what was asked is on record before the call, whatever happens during it
+    try:
+        recorder.reservation = hold_budget(turn, config, body, ctx.total_tokens)
+        result = call_provider(recorder, config, body, heartbeat)
+    except providers.ProviderError as error:
+        return fail(recorder, error)
+    return succeed(recorder, result, prompt_estimate=ctx.total_tokens, config=config, body=body)
+
+
+def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: dict, heartbeat: Heartbeat) -> providers.Completion:
+    """Stream from the provider through the circuit breaker, retrying retryable failures with
+    exponential backoff and jitter, but only while nothing has reached the client yet."""
+    turn = recorder.turn
+    conf = settings.SENTINEL
+    sent = False
+
+    def on_delta(delta: dict) -> None:
+        nonlocal sent
+        sent = True
+        streams.publish(turn.id, "delta", delta)
+        heartbeat.beat()
+
+    for attempt in range(conf["PROVIDER_RETRIES"] + 1):
+        breaker.before_call(config.endpoint)
+        started = time.monotonic()
+        try:
+            result = providers.stream(config, body, on_delta)
+        except providers.ProviderError as error:
+            metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], error.code).inc()
+            breaker.record_failure(config.endpoint, error)
+            if not error.retryable or sent or attempt == conf["PROVIDER_RETRIES"]:
+                raise
+            delay = conf["PROVIDER_RETRY_BASE_SECONDS"] * 2**attempt * random.uniform(0.5, 1.5)
+            recorder.record("provider_retry", {"try": attempt + 1, "error": error.as_dict(), "delay_s": round(delay, 3)})
+            metrics.RETRIES.labels(error.code).inc()
+            recorder.flush()
+            time.sleep(delay)
+            heartbeat.beat()
+            continue
+        breaker.record_success(config.endpoint)
+        metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], "ok").inc()
+        metrics.LLM_DURATION.labels(config.endpoint, body["model"]).observe(time.monotonic() - started)
+        return result
+    raise AssertionError("unreachable")
+
+
+def hold_budget(turn: Turn, config: providers.ProviderConfig, body: dict, prompt_tokens: int) -> Reservation:
+    """The budget check before every provider call: the admission's reservation if it still holds,
+    else a new one (it expired while the turn waited), else the turn fails with budget_exceeded."""
+    held = Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD).first()
+    if held is not None:
+        return held
+    max_out = body.get("max_tokens") or body.get("max_completion_tokens") or settings.SENTINEL["DEFAULT_MAX_TOKENS"]
+    amount = spend.cost(turn.tenant_id, body["model"], config.endpoint, prompt_tokens, max_out)
+    try:
+        return spend.reserve(turn.tenant_id, turn.api_key_id, amount, turn_id=turn.id)
+    except spend.BudgetExceeded as exceeded:
+        raise providers.ProviderError(503, "budget_exceeded", str(exceeded), retryable=False, type="budget_exceeded") from None
+
+
+def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate: int, config, body: dict) -> Turn | None:
+    turn = recorder.turn
+    wants_tools = bool(result.tool_calls)
+    prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else prompt_estimate
+    completion_tokens = result.completion_tokens if result.completion_tokens is not None else tokens.count(result.content)
+    finish_reason = "tool_calls" if wants_tools else result.finish_reason
+    actual = spend.cost(turn.tenant_id, body["model"], config.endpoint, prompt_tokens, completion_tokens)
+    recorder.record(
+        "provider_response",
+        {
+            "content": result.content,
+            "tool_calls": result.tool_calls,
+            "finish_reason": finish_reason,
+            "model": result.model,
+            "usage": openai_format.usage(prompt_tokens, completion_tokens),
+            "usage_reported": result.prompt_tokens is not None,
+            "latency_ms": result.latency_ms,
+            "first_token_ms": result.first_token_ms,
+        },
+    )
+    recorder.move(TurnEvent.LLM_RESPONSE, wants_tools=wants_tools)
+    if wants_tools:
+        # Tools run on the client (OpenAI's contract): the call is handed back in the answer, and
+        # the client's `tool` messages arrive as the conversation's next turn.
+        recorder.move(TurnEvent.TOOL_RESULT)
+    recorder.move(TurnEvent.COMPLETE)
+    now = timezone.now()
+    with transaction.atomic():
+        message = Message.objects.create(
+            tenant_id=turn.tenant_id,
+            conversation_id=turn.conversation_id,
+            turn=turn,
+            seq=turn.seq,
+            index=_next_index(turn),
+            role="assistant",
+            content=result.content,
+            tool_calls=result.tool_calls or None,
+        )
+        updated = _fenced(recorder).update(
+            status=TurnStatus.SUCCEEDED,
+            agent_state=recorder.state,
+            finished_at=now,
+            heartbeat_at=now,
+            model=result.model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_ms=_ms_since(turn.created_at, now),
+            provider_latency_ms=result.latency_ms,
+            first_token_ms=result.first_token_ms,
+            finish_reason=finish_reason,
+            output=message,
+            error=None,
+            cost=actual,
+        )
+        if not updated:
+            transaction.set_rollback(True)
+            raise LostClaim
+        if recorder.reservation is not None:
+            spend.settle(
+                recorder.reservation.id,
+                model=body["model"],
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                actual=actual,
+                turn_id=turn.id,
+            )
+        audit.record(
+            "turn.succeeded",
+            actor=_actor(turn),
+            tenant_id=turn.tenant_id,
+            target=str(turn.id),
+            data={
+                "agent": turn.agent.name,
+                "model": body["model"],
+                "tokens": prompt_tokens + completion_tokens,
+                "cost": str(actual),
+                "attempt": recorder.attempt,
+            },
+        )
+        recorder.record("completed", {"message_id": str(message.id), "cost": str(actual)})
+        written = recorder.flush()
+        following = _next_queued(turn)
+    response = openai_format.completion(
+        turn_id=turn.id,
+        created=int(turn.created_at.timestamp()),
+        model=turn.agent.name,
+        content=result.content,
+        tool_calls=result.tool_calls,
+        finish_reason=finish_reason,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
+    publish_states(turn.id, written)
+    streams.publish(turn.id, "done", {"response": response})
+    metrics.TURNS.labels("succeeded").inc()
+    metrics.TURN_DURATION.observe((now - turn.created_at).total_seconds())
+    metrics.LLM_TOKENS.labels(config.endpoint, body["model"], "input").inc(prompt_tokens)
+    metrics.LLM_TOKENS.labels(config.endpoint, body["model"], "output").inc(completion_tokens)
+    metrics.LLM_COST.labels(config.endpoint, body["model"]).inc(float(actual))
+    log.info("turn succeeded", extra={"turn": str(turn.id), "latency_ms": _ms_since(turn.created_at, now)})
+    return following
+
+
+def fail(recorder: Recorder, error: providers.ProviderError) -> Turn | None:
+    turn = recorder.turn
+    now = timezone.now()
+    recorder.record("provider_error", error.as_dict())
+    with transaction.atomic():
+        updated = _fenced(recorder).update(
+            status=TurnStatus.FAILED,
+            finished_at=now,
+            heartbeat_at=now,
+            error=error.as_dict(),
+            latency_ms=_ms_since(turn.created_at, now),
+            agent_state=recorder.state,
+        )
+        if not updated:
+            transaction.set_rollback(True)
+            raise LostClaim
+        if recorder.reservation is not None:
+            spend.release(recorder.reservation.id)
+        else:
+            for held in Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD):
+                spend.release(held.id)
+        if error.retryable:
+            # Retries ran out on a failure that might pass (timeouts, 5xx): keep it re-drivable.
+            DeadLetter.objects.update_or_create(
+                turn_id=turn.id,
+                defaults={
+                    "tenant_id": turn.tenant_id,
+                    "reason": error.code,
+                    "attempts": recorder.attempt,
+                    "last_error": error.as_dict(),
+                    "redriven_at": None,
+                },
+            )
+            metrics.DEAD_LETTERED.labels(error.code).inc()
+        audit.record(
+            "turn.failed",
+            actor=_actor(turn),
+            tenant_id=turn.tenant_id,
+            target=str(turn.id),
+            data={"agent": turn.agent.name, "code": error.code, "status": error.status, "attempt": recorder.attempt},
+        )
+        recorder.record("failed", {"code": error.code})
+        recorder.flush()
+        following = _next_queued(turn)
+    streams.publish(turn.id, "error", error.as_dict())
+    metrics.TURNS.labels("failed").inc()
+    metrics.TURN_DURATION.observe((now - turn.created_at).total_seconds())
+    log.warning("turn failed", extra={"turn": str(turn.id), "code": error.code, "status": error.status})
+    return following
+
+
+def crash(recorder: Recorder) -> Turn | None:
+    """Fail a turn after an unexpected error in Sentinel itself (not the provider's fault)."""
+    recorder.pending.clear()
+    error = providers.ProviderError(500, "internal_error", "Sentinel failed while running this turn.", retryable=False, type="server_error")
+    try:
+        return fail(recorder, error)
+    except LostClaim:
+        return None
+
+
+def _actor(turn: Turn) -> str:
+    return f"key:{turn.api_key.key_id}" if turn.api_key_id and turn.api_key else "system"
+
+
+def _next_index(turn: Turn) -> int:
+    last = Message.objects.filter(conversation_id=turn.conversation_id, seq=turn.seq).order_by("-index").first()
+    return (last.index + 1) if last else 0
+
+
+def _next_queued(turn: Turn) -> Turn | None:
+    return Turn.objects.filter(conversation_id=turn.conversation_id, seq__gt=turn.seq, status=TurnStatus.QUEUED).order_by("seq").first()
+
+
+def _ms_since(start, end) -> int:
+    return max(0, int((end - start) / timedelta(milliseconds=1)))

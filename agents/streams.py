@@ -1,0 +1,112 @@
+"""Per-turn event streams in Redis: the worker appends, the API reads (blocking, never polling).
+
+Each turn has one Redis stream `sentinel:turn:<id>` of entries `{k: kind, d: json}`:
+    state  {"from", "to"}                  a state machine transition
+    delta  {"content"?, "tool_calls"?}     a piece of the model's answer
+    done   {"response": chat.completion}   the turn succeeded; the final message is already in PostgreSQL
+    error  {"status", "type", "code", "message"}   the turn failed for good
+Stream entry ids double as SSE event ids, so a client resuming with Last-Event-ID loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+TERMINAL = frozenset({"done", "error"})
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    id: str
+    kind: str
+    data: dict[str, Any]
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.kind in TERMINAL
+
+
+def key(turn_id: Any) -> str:
+    return f"sentinel:turn:{turn_id}"
+
+
+@lru_cache(maxsize=1)
+def sync_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+
+
+def publish(turn_id: Any, kind: str, data: dict[str, Any]) -> str:
+    """Append one event to the turn's stream (one round trip) and return its id."""
+    pipe = sync_client().pipeline(transaction=False)
+    pipe.xadd(key(turn_id), {"k": kind, "d": json.dumps(data, separators=(",", ":"))})
+    pipe.expire(key(turn_id), settings.SENTINEL["STREAM_TTL_SECONDS"])
+    entry_id, _ = pipe.execute()
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+_async_clients: dict[tuple[int, str], aioredis.Redis] = {}
+
+
+def async_client(url: str | None = None) -> aioredis.Redis:
+    """One pooled client per event loop and URL (an asyncio Redis client is bound to its loop)."""
+    url = url or settings.REDIS_URL
+    key = (id(asyncio.get_running_loop()), url)
+    client = _async_clients.get(key)
+    if client is None:
+        client = aioredis.Redis.from_url(url, health_check_interval=30)
+        _async_clients[key] = client
+    return client
+
+
+def _decode(entry_id: bytes | str, fields: dict) -> StreamEvent:
+    kind = fields.get(b"k", fields.get("k"))
+    data = fields.get(b"d", fields.get("d"))
+    return StreamEvent(
+        id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+        kind=kind.decode() if isinstance(kind, bytes) else kind,
+        data=json.loads(data),
+    )
+
+
+async def read(turn_id: Any, after: str = "0", block_ms: int = 15000) -> list[StreamEvent]:
+    """Events after `after`, waiting up to block_ms for the first one; [] on timeout."""
+    response = await async_client().xread({key(turn_id): after}, block=block_ms, count=500)
+    if not response:
+        return []
+    _, entries = response[0]
+    return [_decode(entry_id, fields) for entry_id, fields in entries]
+
+
+async def follow(turn_id: Any, after: str = "0", *, timeout: float, idle_block_ms: int = 15000) -> AsyncIterator[StreamEvent | None]:
+    """Yield events until a terminal one; yield None every idle_block_ms with nothing new (keep-alive).
+
+    Raises TimeoutError once `timeout` seconds pass without reaching a terminal event.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise TimeoutError
+        events = await read(turn_id, after, block_ms=max(1, min(idle_block_ms, int(remaining * 1000))))
+        if not events:
+            yield None
+            continue
+        for event in events:
+            after = event.id
+            yield event
+            if event.is_terminal:
+                return
+
+
+async def exists(turn_id: Any) -> bool:
+    return bool(await async_client().exists(key(turn_id)))

@@ -1,0 +1,113 @@
+"""The Supervisor (seed 000 section 6.2.2.3): finds stuck turns and gets them moving, or gives up.
+
+A running turn whose heartbeat is older than ZOMBIE_SECONDS is a zombie (its worker died or hung).
+Taking it back is a conditional update from running to queued on the attempt it was seen with: the
+zombie's own late writes are fenced on (attempt, running) and fail from then on. It is re-enqueued
+with exponential backoff until MAX_ATTEMPTS, then dead-lettered with the reason. Turns committed
+but never enqueued (a crash between commit and publish) are found by age and enqueued; running a
+turn twice is harmless, so a duplicate enqueue is too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agents import streams
+from agents.models import UNFINISHED, DeadLetter, Turn, TurnEventRecord, TurnStatus
+from agents.turns import AgentState
+from budgets import audit, spend
+from budgets.models import Reservation
+from sentinel_site import metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sweep:
+    requeued: list[tuple[str, int]] = field(default_factory=list)  # (turn id, delay seconds)
+    dead: list[str] = field(default_factory=list)
+    unsent: list[str] = field(default_factory=list)
+
+
+def backoff_seconds(attempt: int) -> int:
+    return min(settings.SENTINEL["RETRY_BACKOFF_MAX"], settings.SENTINEL["RETRY_BACKOFF_BASE"] * 2 ** max(0, attempt - 1))
+
+
+def _event(turn: Turn, kind: str, payload: dict) -> None:
+    """Supervisor events go in lane 0 (with admission's), never into a worker's attempt, whose
+    numbering that worker owns; the attempt they concern is in the payload."""
+    last = TurnEventRecord.objects.filter(turn=turn, attempt=0).order_by("-seq").first()
+    payload = {"attempt": turn.attempt, **payload}
+    TurnEventRecord.objects.create(turn=turn, attempt=0, seq=(last.seq + 1) if last else 0, kind=kind, payload=payload)
+
+
+def dead_letter(turn: Turn, reason: str, error: dict | None) -> bool:
+    """Fail a turn for good and keep it re-drivable. False if it had already moved on."""
+    now = timezone.now()
+    with transaction.atomic():
+        taken = Turn.objects.filter(id=turn.id, attempt=turn.attempt, status__in=UNFINISHED).update(
+            status=TurnStatus.FAILED, finished_at=now, error=error or {"status": 500, "code": reason, "message": reason}
+        )
+        if not taken:
+            return False
+        DeadLetter.objects.update_or_create(
+            turn=turn,
+            defaults={"tenant_id": turn.tenant_id, "reason": reason, "attempts": turn.attempt, "last_error": error, "redriven_at": None},
+        )
+        for held in Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD):
+            spend.release(held.id)
+        _event(turn, "dead_lettered", {"reason": reason})
+        audit.record("turn.dead_lettered", actor="supervisor", tenant_id=turn.tenant_id, target=str(turn.id),
+                     data={"reason": reason, "attempts": turn.attempt})  # fmt: skip
+    metrics.DEAD_LETTERED.labels(reason).inc()
+    message = f"The turn was given up after {turn.attempt} attempts ({reason})."
+    streams.publish(turn.id, "error", {"status": 500, "type": "server_error", "code": "turn_dead_lettered", "message": message})
+    return True
+
+
+def sweep(now=None) -> Sweep:
+    now = now or timezone.now()
+    conf = settings.SENTINEL
+    result = Sweep()
+    cutoff = now - timedelta(seconds=conf["ZOMBIE_SECONDS"])
+    for turn in Turn.objects.filter(status=TurnStatus.RUNNING, heartbeat_at__lt=cutoff).select_related("agent")[:500]:
+        if turn.attempt >= conf["MAX_ATTEMPTS"]:
+            if dead_letter(turn, "heartbeat_lost", {"status": 500, "code": "heartbeat_lost", "message": "the worker stopped responding"}):
+                result.dead.append(str(turn.id))
+            continue
+        with transaction.atomic():
+            taken = Turn.objects.filter(id=turn.id, attempt=turn.attempt, status=TurnStatus.RUNNING, heartbeat_at__lt=cutoff).update(
+                status=TurnStatus.QUEUED, agent_state=AgentState.IDLE, heartbeat_at=now
+            )
+            if taken:
+                _event(turn, "zombie_requeued", {"heartbeat_at": turn.heartbeat_at.isoformat(), "attempt": turn.attempt})
+                audit.record(
+                    "turn.requeued", actor="supervisor", tenant_id=turn.tenant_id, target=str(turn.id), data={"attempt": turn.attempt}
+                )
+        if taken:
+            result.requeued.append((str(turn.id), backoff_seconds(turn.attempt)))
+            log.warning("requeued a zombie turn", extra={"turn": str(turn.id), "attempt": turn.attempt})
+    # Never enqueued: fresh turns older than UNSENT_SECONDS, or requeued ones whose delayed task
+    # should long have started. Either way only the head of a conversation's queue can run.
+    unsent_cutoff = now - timedelta(seconds=conf["UNSENT_SECONDS"])
+    requeued_cutoff = unsent_cutoff - timedelta(seconds=conf["RETRY_BACKOFF_MAX"])
+    queued = (
+        Turn.objects.filter(status=TurnStatus.QUEUED)
+        .filter(Q(attempt=0, created_at__lt=unsent_cutoff) | Q(attempt__gt=0, heartbeat_at__lt=requeued_cutoff))
+        .order_by("conversation_id", "seq")
+    )
+    seen_conversations = set()
+    for turn in queued[:1000]:
+        if turn.conversation_id in seen_conversations:
+            continue  # only the head of each conversation's queue can run
+        seen_conversations.add(turn.conversation_id)
+        if not Turn.objects.filter(conversation_id=turn.conversation_id, seq__lt=turn.seq, status__in=UNFINISHED).exists():
+            result.unsent.append(str(turn.id))
+    return result

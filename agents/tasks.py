@@ -1,0 +1,57 @@
+"""Celery tasks for turns: thin wrappers that take ids and hand off to agents.runner."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+
+from agents import runner, supervisor
+from memory.tasks import schedule_indexing
+from sentinel_site import logs
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="agents.tasks.run_turn", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_turn(turn_id: str) -> str:
+    """Run one turn. Delivered twice, or for a turn not ready yet, it does nothing."""
+    # Worker threads run task after task: start each turn with a clean log context.
+    tokens = [logs.turn_id.set(turn_id), logs.trace_id.set("-"), logs.tenant_id.set("-")]
+    try:
+        recorder = runner.claim(turn_id)
+        if recorder is None:
+            return "skipped"
+        try:
+            following = runner.execute(recorder)
+        except runner.LostClaim:
+            log.warning("lost the claim on a turn; another attempt owns it")
+            return "lost-claim"
+        except Exception:
+            # A bug or a lost dependency mid-turn: fail the turn visibly rather than leave it
+            # running; if even that fails, the supervisor's sweep finds it by its stale heartbeat.
+            log.exception("turn crashed")
+            following = runner.crash(recorder)
+        schedule_indexing()  # the new messages go to long-term memory
+        if following is not None:
+            enqueue_turn(following.id)
+        return "done"
+    finally:
+        for var, token in zip((logs.turn_id, logs.trace_id, logs.tenant_id), tokens, strict=True):
+            var.reset(token)
+
+
+def enqueue_turn(turn_id: Any, countdown: int = 0) -> None:
+    run_turn.apply_async(args=[str(turn_id)], queue="turns", countdown=countdown or None)
+
+
+@shared_task(name="agents.tasks.supervise", ignore_result=True)
+def supervise() -> dict:
+    """The Supervisor's sweep: requeue zombies with backoff, dead-letter the hopeless, send the unsent."""
+    result = supervisor.sweep()
+    for turn_id, delay in result.requeued:
+        enqueue_turn(turn_id, countdown=delay)
+    for turn_id in result.unsent:
+        enqueue_turn(turn_id)
+    return {"requeued": len(result.requeued), "dead": len(result.dead), "unsent": len(result.unsent)}

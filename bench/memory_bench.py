@@ -1,0 +1,268 @@
+"""Memory benchmark: does a small context still carry facts planted long ago?
+
+Generates long multi-session conversations (about 26K tokens each, the size the issue's anchor
+uses) with facts planted early and asked about at the end, among distractors on the same topics.
+For every question it assembles the context the next turn would send, and reports its size against
+the full history and whether the planted fact is in it: first with the recent window and recall
+only, then after the Dreamer consolidated the conversation with the real local model. It also
+times indexing (tokens + embeddings), consolidation per 100 messages and memory search.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+
+from agents.models import Agent, Conversation, Message
+from budgets.models import Tenant
+from memory import dreamer, embeddings, indexing, search
+from memory.context import assemble
+
+FACTS = [
+    ("My sister's name is Ingrid and she lives in Trondheim.", "What is my sister called?", "Ingrid"),
+    ("I am allergic to peanuts, so please remember that.", "What food am I allergic to?", "peanut"),
+    ("My car is a blue 2014 Volvo V70.", "What car do I drive?", "Volvo"),
+    ("I work as a veterinary nurse at a clinic downtown.", "What is my job?", "veterinary"),
+    ("My flight to Lisbon leaves on the 3rd of March.", "When is my flight to Lisbon?", "3rd of March"),
+    ("Our wifi password at the cabin is blue-heron-77.", "What is the cabin wifi password?", "blue-heron-77"),
+    ("My daughter Maya turns seven on June 12.", "When is Maya's birthday?", "June 12"),
+    ("I keep my spare key under the green flower pot.", "Where is my spare key?", "green flower pot"),
+    ("My favourite author is Ursula K. Le Guin.", "Who is my favourite author?", "Le Guin"),
+    ("The dentist appointment is at 9:40 on Thursday.", "What time is my dentist appointment?", "9:40"),
+]
+
+TOPICS = {
+    "cooking": ["a lentil soup", "sourdough bread", "a mushroom risotto", "pancakes", "a curry with chickpeas", "roast vegetables"],
+    "travel": [
+        "a train trip through the Alps",
+        "a weekend in Copenhagen",
+        "camping by a lake",
+        "a ferry to the islands",
+        "a hike in Scotland",
+    ],
+    "work": ["the quarterly report", "a tricky spreadsheet", "the new project plan", "a long meeting", "an email from a client"],
+    "garden": ["the tomato plants", "pruning the apple tree", "planting tulip bulbs", "the compost heap", "slugs on the lettuce"],
+    "health": ["a morning run", "stretching exercises", "sleeping better", "drinking more water", "a yoga class"],
+    "people": ["my neighbour Tom", "an old school friend", "my colleague Priya", "my uncle in Bergen", "a new friend from the choir"],
+    "things": ["a new bicycle", "the broken dishwasher", "a second-hand piano", "the family car's tyres", "a leaking kitchen tap"],
+}
+USER_LINES = [
+    "I've been thinking about {x} again today.",
+    "Do you have any advice about {x}?",
+    "Yesterday I spent most of the afternoon on {x}.",
+    "What would you suggest for {x} this week?",
+    "Can we go back to {x} for a moment?",
+    "I'm not sure how to handle {x}, honestly.",
+]
+ASSISTANT_LINES = [
+    "That sounds worthwhile. With {x}, it often helps to start small and keep notes on what works.",
+    "A good approach to {x} is to plan a little ahead and leave room for surprises.",
+    "Many people find {x} easier once they break it into a few simple steps.",
+    "It might help to set aside a fixed time for {x} and see how it goes for a week.",
+    "I'd suggest checking what you already have before you start on {x}.",
+]
+
+
+@dataclass
+class Result:
+    conversations: int = 0
+    messages: int = 0
+    history_tokens: list[int] = field(default_factory=list)
+    context_tokens: dict[str, list[int]] = field(default_factory=lambda: {"recall": [], "consolidated": []})
+    found: dict[str, list[bool]] = field(default_factory=lambda: {"recall": [], "consolidated": []})
+    index_seconds: float = 0.0
+    consolidation: list[tuple[int, float]] = field(default_factory=list)  # (messages, seconds)
+    search_ms: dict[str, list[float]] = field(default_factory=dict)
+    hnsw_recall: float = 0.0
+    memories: int = 0
+
+
+def _conversation_texts(rng: random.Random, facts: list[tuple[str, str, str]], target_messages: int) -> list[tuple[str, str]]:
+    subjects = [s for items in TOPICS.values() for s in items]
+    lines: list[tuple[str, str]] = []
+    plant_at = sorted(rng.sample(range(4, target_messages // 5), len(facts)))
+    fact_iter = iter(facts)
+    for i in range(target_messages):
+        subject = rng.choice(subjects)
+        if i % 2 == 0:
+            if plant_at and i >= plant_at[0]:
+                plant_at.pop(0)
+                lines.append(("user", next(fact_iter)[0]))
+                continue
+            lines.append(("user", rng.choice(USER_LINES).format(x=subject)))
+        else:
+            extra = " " + rng.choice(ASSISTANT_LINES).format(x=rng.choice(subjects)) if rng.random() < 0.6 else ""
+            lines.append(("assistant", rng.choice(ASSISTANT_LINES).format(x=subject) + extra))
+    return lines
+
+
+def build(rng: random.Random, conversations: int, messages_each: int, facts_each: int) -> tuple[Tenant, list]:
+    tenant = Tenant.objects.create(name=f"bench-{int(time.time() * 1000)}")
+    agent = Agent.objects.create(
+        tenant=tenant,
+        name="bench",
+        system_prompt="You are a helpful assistant with a long memory.",
+        context_budget=2048,
+        short_term_messages=12,
+        short_term_tokens=1024,
+        recall_limit=8,
+        consolidation_threshold=4000,
+    )
+    plan = []
+    start = datetime(2026, 1, 1, 9, tzinfo=UTC)
+    for c in range(conversations):
+        facts = rng.sample(FACTS, facts_each)
+        conversation = Conversation.objects.create(tenant=tenant, agent=agent, last_seq=1, title=f"bench {c}")
+        texts = _conversation_texts(rng, facts, messages_each)
+        # multi-session: a new day every 80 messages
+        Message.objects.bulk_create(
+            Message(
+                tenant=tenant,
+                conversation=conversation,
+                seq=1,
+                index=i,
+                role=role,
+                content=text,
+                occurred_at=start + timedelta(days=i // 80, minutes=i),
+            )
+            for i, (role, text) in enumerate(texts)
+        )
+        plan.append((conversation, facts))
+    return tenant, plan
+
+
+def _rendered(context) -> str:
+    return "\n".join(str(m.get("content") or "") for m in context.messages)
+
+
+def _ask_all(plan, mode: str, result: Result) -> None:
+    for conversation, facts in plan:
+        for _, question, answer in facts:
+            context = assemble(conversation, query=question, embed=embeddings.embed)
+            result.context_tokens[mode].append(context.total_tokens)
+            result.found[mode].append(answer.lower() in _rendered(context).lower())
+            if mode == "recall":
+                result.history_tokens.append(context.history_tokens)
+
+
+def run(
+    *,
+    conversations: int = 8,
+    messages_each: int = 1000,
+    facts_each: int = 5,
+    consolidate_conversations: int = 1,
+    consolidation_budget_s: float = 300.0,
+    seed: int = 7,
+) -> Result:
+    rng = random.Random(seed)
+    result = Result(conversations=conversations)
+    tenant, plan = build(rng, conversations, messages_each, facts_each)
+    result.messages = conversations * messages_each
+
+    embeddings.embed(["warm up the model before timing"])
+    started = time.monotonic()
+    indexing.index_pending(limit=512)
+    result.index_seconds = time.monotonic() - started
+    from memory.models import Memory
+
+    result.memories = Memory.objects.filter(tenant=tenant).count()
+
+    _ask_all(plan, "recall", result)
+
+    # search latency (query embedding + search) over all this tenant's memories: the exact scan used
+    # at this size, and the HNSW index forced, with its recall@10 against the exact answer
+    questions = [q for _, facts in plan for _, q, _ in facts]
+    vectors = embeddings.embed(questions)
+    conf = settings.SENTINEL
+    for mode, exact_max in (("exact", 10**9), ("hnsw", 0)):
+        settings.SENTINEL = {**conf, "EXACT_SEARCH_MAX": exact_max}
+        for question in questions * 3:
+            t0 = time.perf_counter()
+            search.search(tenant.id, embeddings.embed([question])[0], k=10)
+            result.search_ms.setdefault(mode, []).append((time.perf_counter() - t0) * 1000)
+    settings.SENTINEL = {**conf, "EXACT_SEARCH_MAX": 10**9}
+    exact_ids = [{h.memory.id for h in search.search(tenant.id, v, k=10)} for v in vectors]
+    settings.SENTINEL = {**conf, "EXACT_SEARCH_MAX": 0}
+    hnsw_ids = [{h.memory.id for h in search.search(tenant.id, v, k=10)} for v in vectors]
+    settings.SENTINEL = conf
+    result.hnsw_recall = sum(len(a & b) for a, b in zip(exact_ids, hnsw_ids, strict=True)) / max(1, sum(len(a) for a in exact_ids))
+
+    # consolidation with the real local model, within a time budget
+    deadline = time.monotonic() + consolidation_budget_s
+    consolidated = []
+    for conversation, facts in plan[:consolidate_conversations]:
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            runs = dreamer.consolidate(conversation.id, trigger="bench", force=True)
+            if not runs or runs[-1].status != "succeeded":
+                break
+            result.consolidation.append((sum(r.message_count for r in runs), time.monotonic() - t0))
+            if dreamer.unconsolidated_tokens(conversation) <= conversation.agent.consolidation_threshold:
+                break
+        indexing.index_pending()
+        consolidated.append((conversation, facts))
+    _ask_all(consolidated, "consolidated", result)
+    return result
+
+
+def report(result: Result) -> list[str]:
+    def pct(xs):
+        return f"{100 * sum(xs) / len(xs):.0f}%" if xs else "n/a"
+
+    history = statistics.mean(result.history_tokens)
+    lines = [
+        "## Memory (issue 3)",
+        "",
+        f"{result.conversations} generated multi-session conversations of {result.messages // result.conversations} messages "
+        f"(mean full history {history:,.0f} tokens), 5 facts planted in the first fifth of each among same-topic "
+        "distractors, each asked at the end. Context budget 2,048 tokens; recent window 12 messages; recall 8. "
+        "Embeddings all-MiniLM-L6-v2 (local, CPU); tokens counted with SmolLM2's tokenizer; consolidation by the "
+        "local SmolLM2-135M through llama.cpp.",
+        "",
+        "| measure | result | target |",
+        "| --- | --- | --- |",
+    ]
+    for mode, label in (("recall", "window + recall (no consolidation)"), ("consolidated", "after consolidation")):
+        tokens_ = result.context_tokens[mode]
+        if not tokens_:
+            continue
+        mean = statistics.mean(tokens_)
+        lines.append(
+            f"| context size, {label} | {mean:,.0f} tokens, {100 * (1 - mean / history):.1f}% smaller than the history "
+            f"| at least 80% smaller (aim 90%) |"
+        )
+        lines.append(
+            f"| planted fact in the context, {label} | {pct(result.found[mode])} of {len(result.found[mode])} questions | at least 90% |"
+        )
+    if result.consolidation:
+        msgs = sum(m for m, _ in result.consolidation)
+        secs = sum(s for _, s in result.consolidation)
+        lines.append(
+            f"| consolidation time per 100 messages (local SmolLM2-135M, 2 CPU cores) | {100 * secs / msgs:.1f} s "
+            f"({msgs} messages in {secs:.0f} s) | seed: 100 messages within 30 s |"
+        )
+    lines.append(
+        f"| indexing (token count + embedding) | {1000 * result.index_seconds / result.messages:.2f} ms per message "
+        f"({result.messages:,} messages in {result.index_seconds:.1f} s) | in the background |"
+    )
+    for mode, label in (("exact", "exact scan (used up to SENTINEL_EXACT_SEARCH_MAX scoped memories)"), ("hnsw", "HNSW index")):
+        ms = sorted(result.search_ms.get(mode, [0.0]))
+        lines.append(
+            f"| memory search over {result.memories:,} memories, {label}, with query embedding, in process | "
+            f"p50 {statistics.median(ms):.1f} ms, p95 {ms[int(0.95 * (len(ms) - 1))]:.1f} ms | |"
+        )
+    lines.append(f"| HNSW recall@10 against the exact scan (ef_search 200), by memory id | {result.hnsw_recall:.2f} | |")
+    lines += [
+        "",
+        "The generated history repeats many texts word for word (as chat does: greetings, stock phrases); identical "
+        "vectors tie, so recall counted by memory id is a lower bound. It is also why Sentinel scans scoped sets of up "
+        "to `SENTINEL_EXACT_SEARCH_MAX` memories exactly: the first run of this benchmark, searching through HNSW at "
+        "pgvector's default ef_search 40, found the planted fact for only 38% of the 40 questions (commit df3c093).",
+    ]
+    lines.append("")
+    return lines

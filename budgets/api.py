@@ -1,0 +1,349 @@
+"""The governance API: budgets, pricing, usage, audit and API keys, each for the caller's tenant."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from budgets import audit, keys, roles, spend
+from budgets.models import ApiKey, AuditEntry, Budget, Period, Price, SpendEntry
+from budgets.roles import Role
+from sentinel_site.errors import ApiError, not_found
+
+
+def actor(request) -> str:
+    return f"key:{request.user.api_key.key_id}"
+
+
+class BudgetInSerializer(serializers.Serializer):
+    period = serializers.ChoiceField(choices=Period.choices)
+    limit = serializers.DecimalField(max_digits=14, decimal_places=6, min_value=0)
+    api_key = serializers.CharField(required=False, allow_null=True, help_text="A key id (the part after snt_); null: the tenant.")
+    soft_limit_share = serializers.DecimalField(max_digits=4, decimal_places=3, min_value=0, max_value=1, required=False, default="0.8")
+    fallback_model = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+
+
+class BudgetsInSerializer(serializers.Serializer):
+    budgets = BudgetInSerializer(many=True, allow_empty=False)
+
+
+def budget_view(standing: spend.Standing) -> dict:
+    budget = standing.budget
+    return {
+        "id": str(budget.id),
+        "period": budget.period,
+        "api_key": budget.api_key.key_id if budget.api_key_id else None,
+        "limit": str(budget.limit),
+        "soft_limit_share": str(budget.soft_limit_share),
+        "fallback_model": budget.fallback_model,
+        "window_start": str(spend.window_start(budget.period)),
+        "settled": str(standing.settled),
+        "reserved": str(standing.reserved),
+        "remaining": str(max(budget.limit - standing.settled - standing.reserved, 0)),
+        "resets_in_seconds": spend.seconds_until_reset(budget.period),
+    }
+
+
+class BudgetsView(APIView):
+    """GET/PUT /v1/budgets: the tenant's and its keys' daily and monthly budgets, with spend against limit."""
+
+    required_scopes = {"GET": roles.BUDGETS_ADMIN, "PUT": roles.BUDGETS_ADMIN}
+
+    def _all(self, tenant) -> list[dict]:
+        budgets = Budget.objects.filter(tenant=tenant).select_related("api_key").order_by("api_key_id", "period")
+        return [budget_view(s) for b in budgets for s in [_standing(b)]]
+
+    @extend_schema(summary="List budgets", responses=OpenApiResponse(OpenApiTypes.OBJECT), tags=["governance"])
+    def get(self, request):
+        return Response({"object": "list", "data": self._all(request.user.tenant)})
+
+    @extend_schema(summary="Set budgets", request=BudgetsInSerializer, responses=OpenApiResponse(OpenApiTypes.OBJECT), tags=["governance"])
+    def put(self, request):
+        data = BudgetsInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        tenant = request.user.tenant
+        with transaction.atomic():
+            for index, item in enumerate(data.validated_data["budgets"]):
+                api_key = None
+                if item.get("api_key"):
+                    api_key = ApiKey.objects.filter(tenant=tenant, key_id=item["api_key"]).first()
+                    if api_key is None:
+                        raise ApiError(404, "No such API key in this tenant.", param=f"budgets[{index}].api_key", code="key_not_found")
+                budget, _ = Budget.objects.update_or_create(
+                    tenant=tenant,
+                    api_key=api_key,
+                    period=item["period"],
+                    defaults={
+                        "limit": item["limit"],
+                        "soft_limit_share": item["soft_limit_share"],
+                        "fallback_model": item["fallback_model"],
+                    },
+                )
+                audit.record(
+                    "budget.changed",
+                    actor=actor(request),
+                    tenant_id=tenant.id,
+                    target=str(budget.id),
+                    data={"period": budget.period, "limit": str(budget.limit), "api_key": item.get("api_key")},
+                )
+        return Response({"object": "list", "data": self._all(tenant)})
+
+
+def _standing(budget: Budget) -> spend.Standing:
+    from budgets.models import BudgetWindow
+
+    window = BudgetWindow.objects.filter(budget=budget, starts=spend.window_start(budget.period)).first()
+    return spend.Standing(budget, window.settled if window else 0, window.reserved if window else 0)
+
+
+class PriceSerializer(serializers.ModelSerializer):
+    scope = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Price
+        fields = ["model", "endpoint", "input_per_mtok", "output_per_mtok", "scope", "updated_at"]
+        extra_kwargs = {"input_per_mtok": {"min_value": 0}, "output_per_mtok": {"min_value": 0}, "endpoint": {"required": False}}
+        validators = []  # uniqueness is per scope; PUT upserts
+
+    def get_scope(self, price: Price) -> str:
+        return "tenant" if price.tenant_id else "global"
+
+
+class PricesInSerializer(serializers.Serializer):
+    prices = PriceSerializer(many=True, allow_empty=False)
+
+
+class PricingView(APIView):
+    """GET/PUT /v1/pricing: prices per model (USD per million tokens). PUT sets this tenant's own prices."""
+
+    required_scopes = {"GET": roles.BUDGETS_ADMIN, "PUT": roles.BUDGETS_ADMIN}
+
+    def _all(self, tenant):
+        from django.db.models import Q
+
+        return PriceSerializer(Price.objects.filter(Q(tenant=tenant) | Q(tenant__isnull=True)).order_by("model", "tenant"), many=True).data
+
+    @extend_schema(summary="List prices", responses=OpenApiResponse(OpenApiTypes.OBJECT), tags=["governance"])
+    def get(self, request):
+        return Response({"object": "list", "data": self._all(request.user.tenant)})
+
+    @extend_schema(
+        summary="Set this tenant's prices", request=PricesInSerializer, responses=OpenApiResponse(OpenApiTypes.OBJECT), tags=["governance"]
+    )
+    def put(self, request):
+        data = PricesInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        tenant = request.user.tenant
+        with transaction.atomic():
+            for item in data.validated_data["prices"]:
+                Price.objects.update_or_create(
+                    tenant=tenant,
+                    model=item["model"],
+                    endpoint=item.get("endpoint", ""),
+                    defaults={"input_per_mtok": item["input_per_mtok"], "output_per_mtok": item["output_per_mtok"]},
+                )
+            audit.record(
+                "pricing.changed",
+                actor=actor(request),
+                tenant_id=tenant.id,
+                data={"models": [i["model"] for i in data.validated_data["prices"]]},
+            )
+        spend._price_cache.clear()
+        return Response({"object": "list", "data": self._all(tenant)})
+
+
+class UsageView(APIView):
+    """GET /v1/usage: spend and tokens by key, model and day, from the ledger."""
+
+    required_scopes = {"GET": roles.BUDGETS_ADMIN}
+
+    @extend_schema(
+        summary="Usage by key, model and day",
+        parameters=[OpenApiParameter("days", int, required=False, description="1-366, default 30")],
+        responses=OpenApiResponse(OpenApiTypes.OBJECT),
+        tags=["governance"],
+    )
+    def get(self, request):
+        try:
+            days = int(request.query_params.get("days", "30"))
+        except ValueError:
+            days = 0
+        if not 1 <= days <= 366:
+            raise ApiError(400, "days must be an integer from 1 to 366.", param="days", code="invalid_value")
+        since = timezone.now() - timedelta(days=days)
+        rows = (
+            SpendEntry.objects.filter(tenant=request.user.tenant, created_at__gte=since)
+            .annotate(day=TruncDate("created_at"))
+            .values("day", "api_key__key_id", "model")
+            .annotate(cost=Sum("cost"), prompt_tokens=Sum("prompt_tokens"), completion_tokens=Sum("completion_tokens"), calls=Count("id"))
+            .order_by("-day", "api_key__key_id", "model")
+        )
+        data = [
+            {
+                "day": str(r["day"]),
+                "api_key": r["api_key__key_id"],
+                "model": r["model"],
+                "cost": str(r["cost"]),
+                "prompt_tokens": r["prompt_tokens"],
+                "completion_tokens": r["completion_tokens"],
+                "calls": r["calls"],
+            }
+            for r in rows
+        ]
+        return Response({"object": "list", "data": data})
+
+
+class AuditPagination(CursorPagination):
+    ordering = "-seq"
+    page_size_query_param = "limit"
+    max_page_size = 500
+
+
+class AuditView(APIView):
+    """GET /v1/audit: this tenant's audit entries, newest first."""
+
+    required_scopes = {"GET": roles.AUDIT_READ}
+
+    @extend_schema(
+        summary="Audit log",
+        parameters=[OpenApiParameter("action", str, required=False)],
+        responses=OpenApiResponse(OpenApiTypes.OBJECT),
+        tags=["governance"],
+    )
+    def get(self, request):
+        entries = AuditEntry.objects.filter(tenant=request.user.tenant)
+        if request.query_params.get("action"):
+            entries = entries.filter(action=request.query_params["action"])
+        paginator = AuditPagination()
+        page = paginator.paginate_queryset(entries, request, view=self)
+        return paginator.get_paginated_response(
+            [
+                {
+                    "seq": e.seq,
+                    "action": e.action,
+                    "actor": e.actor,
+                    "target": e.target,
+                    "data": e.data,
+                    "created_at": e.created_at,
+                    "hash": e.hash,
+                }
+                for e in page
+            ]
+        )
+
+
+class KeyInSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    role = serializers.ChoiceField(choices=Role.choices, default=Role.EXECUTOR)
+    expires_in_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True)
+
+
+def key_view(api_key: ApiKey, plaintext: str | None = None) -> dict:
+    view = {
+        "id": api_key.key_id,
+        "display": keys.display(api_key.key_id),
+        "name": api_key.name,
+        "role": api_key.role,
+        "created_at": api_key.created_at,
+        "expires_at": api_key.expires_at,
+        "revoked_at": api_key.revoked_at,
+        "last_used_at": api_key.last_used_at,
+    }
+    if plaintext:
+        view["key"] = plaintext  # shown this once
+    return view
+
+
+class KeysView(APIView):
+    """GET/POST /v1/keys: list and create API keys of this tenant."""
+
+    required_scopes = {"GET": roles.KEYS_ADMIN, "POST": roles.KEYS_ADMIN}
+
+    @extend_schema(summary="List API keys", responses=OpenApiResponse(OpenApiTypes.OBJECT), tags=["governance"])
+    def get(self, request):
+        return Response({"object": "list", "data": [key_view(k) for k in ApiKey.objects.filter(tenant=request.user.tenant)]})
+
+    @extend_schema(
+        summary="Create an API key (its secret is shown once)",
+        request=KeyInSerializer,
+        responses={201: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["governance"],
+    )
+    def post(self, request):
+        data = KeyInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if data.validated_data["role"] == Role.ADMIN and request.user.role != Role.ADMIN:
+            raise ApiError(403, "Only an admin key may create admin keys.", type="permission_error", code="insufficient_permissions")
+        days = data.validated_data.get("expires_in_days")
+        api_key, plaintext = ApiKey.issue(
+            request.user.tenant,
+            role=data.validated_data["role"],
+            name=data.validated_data["name"],
+            expires_at=timezone.now() + timedelta(days=days) if days else None,
+            actor=actor(request),
+        )
+        return Response(key_view(api_key, plaintext), status=status.HTTP_201_CREATED)
+
+
+def tenant_key(request, key_id) -> ApiKey:
+    api_key = ApiKey.objects.filter(tenant=request.user.tenant, key_id=key_id).first()
+    if api_key is None:
+        raise not_found("API key")
+    return api_key
+
+
+class KeyView(APIView):
+    """DELETE /v1/keys/{id}: revoke a key now."""
+
+    required_scopes = {"DELETE": roles.KEYS_ADMIN}
+
+    @extend_schema(summary="Revoke an API key", responses={204: None}, tags=["governance"])
+    def delete(self, request, key_id):
+        tenant_key(request, key_id).revoke(actor=actor(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class KeyRotateView(APIView):
+    """POST /v1/keys/{id}/rotate: a new key with the same role; the old one expires after an overlap."""
+
+    required_scopes = {"POST": roles.KEYS_ADMIN}
+
+    @extend_schema(
+        summary="Rotate an API key",
+        parameters=[OpenApiParameter("overlap_hours", int, required=False, description="0-720, default 24")],
+        request=None,
+        responses={201: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["governance"],
+    )
+    def post(self, request, key_id):
+        old = tenant_key(request, key_id)
+        if not old.is_usable:
+            raise ApiError(409, "A revoked or expired key cannot be rotated.", code="key_not_usable")
+        try:
+            overlap = int(request.query_params.get("overlap_hours", "24"))
+        except ValueError:
+            overlap = -1
+        if not 0 <= overlap <= 720:
+            raise ApiError(400, "overlap_hours must be an integer from 0 to 720.", param="overlap_hours", code="invalid_value")
+        with transaction.atomic():
+            new, plaintext = ApiKey.issue(old.tenant, role=old.role, name=old.name, expires_at=old.expires_at, actor=actor(request))
+            ends = timezone.now() + timedelta(hours=overlap)
+            ApiKey.objects.filter(pk=old.pk).update(expires_at=ends if old.expires_at is None else min(ends, old.expires_at))
+            audit.record(
+                "key.rotated",
+                actor=actor(request),
+                tenant_id=old.tenant_id,
+                target=old.key_id,
+                data={"new_key": new.key_id, "old_key_expires": ends.isoformat()},
+            )
+        return Response(key_view(new, plaintext), status=status.HTTP_201_CREATED)

@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class BudgetsConfig(AppConfig):
+    name = "budgets"
+    verbose_name = "Governance"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from budgets import schema, signals  # noqa: F401 - registers the OpenAPI auth extension and the signals
+        from budgets.admin_roles import sync_groups
+
+        post_migrate.connect(sync_groups, sender=self)

@@ -1,0 +1,290 @@
+"""The memory API: create conversations, import history, inspect context, search, forget, consolidate.
+
+Everything is scoped to the caller's tenant; an id of another tenant's object answers 404.
+"""
+
+from __future__ import annotations
+
+from adrf.views import APIView as AsyncAPIView
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.db.models import F
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents.api.serializers import ChatMessageSerializer, ConversationSerializer
+from agents.models import Agent, Conversation, Message
+from budgets import roles
+from memory import dreamer, remote, search
+from memory.context import assemble, recall_query
+from memory.models import Memory, Summary
+from memory.tasks import consolidate as consolidate_task
+from memory.tasks import schedule_indexing
+from sentinel_site.errors import ApiError, not_found
+
+MAX_IMPORT = 1000
+
+
+class ImportMessageSerializer(ChatMessageSerializer):
+    client_id = serializers.CharField(max_length=200, required=False, allow_blank=False)
+    timestamp = serializers.DateTimeField(required=False)
+
+
+class ImportSerializer(serializers.Serializer):
+    messages = ImportMessageSerializer(many=True, allow_empty=False)
+
+    def validate_messages(self, value):
+        if len(value) > MAX_IMPORT:
+            raise serializers.ValidationError(f"at most {MAX_IMPORT} messages per call")
+        client_ids = [m["client_id"] for m in value if m.get("client_id")]
+        if len(client_ids) != len(set(client_ids)):
+            raise serializers.ValidationError("client_id values must be unique within a request")
+        return value
+
+
+class ConversationCreateSerializer(serializers.Serializer):
+    agent = serializers.CharField(max_length=64, help_text="The agent's name.")
+    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    metadata = serializers.DictField(required=False, default=dict)
+
+
+class SummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Summary
+        fields = ["id", "text", "token_count", "source_message_ids", "first_seq", "last_seq", "source_tokens", "model", "created_at"]
+
+
+def tenant_conversation(request, conversation_id) -> Conversation:
+    return get_object_or_404(Conversation.objects.select_related("agent"), id=conversation_id, tenant=request.user.tenant)
+
+
+def create_conversation(request) -> Response:
+    """POST /v1/conversations: a conversation for an agent, so history can be imported first."""
+    data = ConversationCreateSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    agent = Agent.objects.filter(tenant=request.user.tenant, name=data.validated_data["agent"]).first()
+    if agent is None:
+        raise ApiError(404, "No such agent.", param="agent", code="agent_not_found")
+    conversation = Conversation.objects.create(
+        tenant=request.user.tenant, agent=agent, title=data.validated_data["title"], metadata=data.validated_data["metadata"]
+    )
+    return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
+
+
+def import_messages(request, conversation: Conversation) -> Response:
+    """POST /v1/conversations/{id}/messages: append up to 1,000 messages without running a turn."""
+    data = ImportSerializer(data=request.data)
+    data.is_valid(raise_exception=True)
+    items = data.validated_data["messages"]
+    client_ids = [m["client_id"] for m in items if m.get("client_id")]
+    with transaction.atomic():
+        taken = list(Message.objects.filter(conversation=conversation, client_id__in=client_ids).values_list("client_id", flat=True)[:5])
+        if taken:
+            raise ApiError(
+                409,
+                f"These client_id values already exist in this conversation: {', '.join(taken)}.",
+                param="messages",
+                code="duplicate_client_id",
+            )
+        Conversation.objects.filter(id=conversation.id).update(last_seq=F("last_seq") + 1)
+        seq = Conversation.objects.values_list("last_seq", flat=True).get(id=conversation.id)
+        created = Message.objects.bulk_create(
+            Message(
+                tenant=conversation.tenant,
+                conversation=conversation,
+                seq=seq,
+                index=index,
+                role=m["role"],
+                content=m.get("content") or "",
+                name=m.get("name", ""),
+                tool_calls=m.get("tool_calls") or None,
+                tool_call_id=m.get("tool_call_id", ""),
+                client_id=m.get("client_id", ""),
+                **({"occurred_at": m["timestamp"]} if m.get("timestamp") else {}),
+            )
+            for index, m in enumerate(items)
+        )
+        transaction.on_commit(schedule_indexing)
+    return Response(
+        {"object": "list", "seq": seq, "data": [{"id": str(m.id), "client_id": m.client_id or None} for m in created]},
+        status=status.HTTP_201_CREATED,
+    )
+
+
+def forget_message(conversation: Conversation, message_id) -> Response:
+    """DELETE /v1/conversations/{id}/messages/{message_id}: the message and its embedding."""
+    deleted, _ = Message.objects.filter(id=message_id, conversation=conversation).delete()
+    if not deleted:
+        raise not_found("message")
+    return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def list_summaries(conversation: Conversation) -> Response:
+    summaries = Summary.objects.filter(conversation=conversation, tenant=conversation.tenant).order_by("first_seq")
+    return Response({"object": "list", "data": SummarySerializer(summaries, many=True).data})
+
+
+def consolidate_now(request, conversation: Conversation) -> Response:
+    """POST /v1/conversations/{id}/consolidate (?dry_run=true: the plan only, nothing changes)."""
+    dry_run = request.query_params.get("dry_run", "").lower() in ("1", "true", "yes")
+    if dry_run:
+        plan = dreamer.plan_span(conversation)
+        return Response(
+            {
+                "object": "consolidation.plan",
+                "dry_run": True,
+                "unconsolidated_tokens": dreamer.unconsolidated_tokens(conversation),
+                "threshold": conversation.agent.consolidation_threshold,
+                "next_span": plan.as_dict() if plan else None,
+            }
+        )
+    consolidate_task.apply_async(args=[str(conversation.id)], kwargs={"trigger": "api"}, queue="memory")
+    return Response(
+        {
+            "object": "consolidation",
+            "status": "queued",
+            "conversation": str(conversation.id),
+            "summaries_url": f"/v1/conversations/{conversation.id}/summaries",
+        },
+        status=status.HTTP_202_ACCEPTED,
+    )
+
+
+class MemoryDeleteView(APIView):
+    """DELETE /v1/memory/{id}: forget a long-term memory (its embedding); the message stays in history."""
+
+    required_scopes = {"DELETE": roles.MEMORY_WRITE}
+
+    @extend_schema(summary="Forget a memory", responses={204: None, 404: OpenApiResponse(OpenApiTypes.OBJECT)}, tags=["memory"])
+    def delete(self, request, memory_id):
+        deleted, _ = Memory.objects.filter(id=memory_id, tenant=request.user.tenant).delete()
+        if not deleted:
+            raise not_found("memory")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ContextView(AsyncAPIView):
+    """GET /v1/conversations/{id}/context: what the next turn would send to the model, piece by piece."""
+
+    required_scopes = {"GET": roles.MEMORY_READ}
+
+    @extend_schema(
+        summary="Explain the next turn's context",
+        description="The pieces of context the next turn would receive: kind (system, summary, recalled, recent), text, "
+        "source message ids and client ids, tokens; with the total and, for comparison, the tokens of the whole "
+        "history and of its unconsolidated part. `query` overrides what recall searches for.",
+        parameters=[OpenApiParameter("query", str, required=False)],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["memory"],
+    )
+    async def get(self, request, conversation_id):
+        conversation = await sync_to_async(tenant_conversation)(request, conversation_id)
+        query = request.query_params.get("query")
+        if query is not None and not (0 < len(query) <= 2000):
+            raise ApiError(400, "query must be 1 to 2000 characters.", param="query", code="invalid_value")
+        texts = [query] if query is not None else await sync_to_async(recall_query)(conversation)
+        vectors = await remote.embed_texts(texts) if texts else []
+        context = await sync_to_async(assemble)(conversation, query=query, embed=lambda _: vectors)
+        pieces = [
+            {
+                "kind": p.kind,
+                "text": p.text if p.kind != "recent" else (p.message or {}).get("content"),
+                "tokens": p.tokens,
+                "source_message_ids": p.source_message_ids,
+                "client_ids": p.client_ids,
+                "score": p.score,
+                "memory_id": p.memory_id,
+                "summary_id": p.summary_id,
+            }
+            for p in context.pieces
+        ]
+        return Response(
+            {
+                "object": "context",
+                "conversation": str(conversation.id),
+                "query": context.query,
+                "pieces": pieces,
+                "total_tokens": context.total_tokens,
+                "history_tokens": context.history_tokens,
+                "unconsolidated_tokens": context.unconsolidated_tokens,
+                "budget": conversation.agent.context_budget,
+            }
+        )
+
+
+class MemorySearchView(AsyncAPIView):
+    """GET /v1/memory/search: memories ranked by similarity to `q`."""
+
+    required_scopes = {"GET": roles.MEMORY_READ}
+
+    @extend_schema(
+        summary="Search long-term memory",
+        parameters=[
+            OpenApiParameter("q", str, required=True),
+            OpenApiParameter("k", int, required=False, description="1-50, default 10"),
+            OpenApiParameter("conversation", str, required=False),
+            OpenApiParameter("agent", str, required=False, description="agent name"),
+        ],
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT), 400: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["memory"],
+    )
+    async def get(self, request):
+        params = request.query_params
+        q = params.get("q", "")
+        if not (0 < len(q) <= 2000):
+            raise ApiError(400, "q is required (1 to 2000 characters).", param="q", code="invalid_value")
+        try:
+            k = int(params.get("k", "10"))
+        except ValueError:
+            k = 0
+        if not 1 <= k <= 50:
+            raise ApiError(400, "k must be an integer from 1 to 50.", param="k", code="invalid_value")
+        tenant = request.user.tenant
+        scope: dict = {}
+        if params.get("agent"):
+            agent = await Agent.objects.filter(tenant=tenant, name=params["agent"]).afirst()
+            if agent is None:
+                raise ApiError(404, "No such agent.", param="agent", code="agent_not_found")
+            scope["agent_id"] = agent.id
+        if params.get("conversation"):
+            conversation = await sync_to_async(_conversation_or_404)(tenant, params["conversation"])
+            scope["conversation_id"] = conversation.id
+        vector = (await remote.embed_texts([q]))[0]
+        hits = await sync_to_async(search.search)(tenant.id, vector, k=k, **scope)
+        return Response(
+            {
+                "object": "list",
+                "query": q,
+                "data": [
+                    {
+                        "id": str(h.memory.id),
+                        "score": round(h.score, 4),
+                        "kind": h.memory.kind,
+                        "role": h.memory.role,
+                        "text": h.memory.text,
+                        "conversation": str(h.memory.conversation_id),
+                        "agent": str(h.memory.agent_id),
+                        "occurred_at": h.memory.occurred_at,
+                        "source_message_ids": [str(i) for i in h.memory.source_message_ids],
+                    }
+                    for h in hits
+                ],
+            }
+        )
+
+
+def _conversation_or_404(tenant, conversation_id) -> Conversation:
+    import uuid
+
+    try:
+        uuid.UUID(str(conversation_id))
+    except ValueError:
+        raise ApiError(404, "No such conversation.", param="conversation", code="conversation_not_found") from None
+    conversation = Conversation.objects.filter(tenant=tenant, id=conversation_id).first()
+    if conversation is None:
+        raise ApiError(404, "No such conversation.", param="conversation", code="conversation_not_found")
+    return conversation

@@ -1,0 +1,271 @@
+"""Context assembly: what one turn sends to the model, within the agent's token budget.
+
+    system prompt                                   always
+    + the recent window (newest messages verbatim)  short_term_messages / short_term_tokens; the
+                                                    turn's own input is always kept
+    + summaries of this conversation                newest first, up to half of what is left
+    + recalled memories                             nearest to the query (the new message and the
+                                                    last reply) among this agent's messages and
+                                                    summaries, up to recall_limit, filling the rest
+
+No piece appears twice: recall skips what the window or the summaries already carry. Every piece
+keeps its source message ids, so any turn's context can be explained and replayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from django.db.models import Q, Sum
+
+from memory import search as memory_search
+from memory import tokens
+
+MIN_RECALL_SCORE = 0.2  # below this cosine similarity a "memory" is noise for all-MiniLM-L6-v2
+SUMMARY_SHARE = 0.5
+
+
+@dataclass
+class Piece:
+    kind: str  # system | summary | recalled | recent
+    text: str
+    tokens: int
+    source_message_ids: list[str] = field(default_factory=list)
+    client_ids: list[str] = field(default_factory=list)
+    summary_id: str | None = None
+    memory_id: str | None = None
+    score: float | None = None
+    message: dict | None = None  # recent pieces: the message as sent
+
+    def explain(self) -> dict:
+        """The piece without its text, for the turn's event log."""
+        data = asdict(self)
+        data.pop("text")
+        data.pop("message")
+        return {key: value for key, value in data.items() if value not in (None, [])}
+
+
+@dataclass
+class Context:
+    pieces: list[Piece]
+    messages: list[dict]
+    total_tokens: int
+    history_tokens: int  # every message so far, verbatim: what a memoryless server would send
+    unconsolidated_tokens: int
+    query: str = ""
+
+    @property
+    def recent_message_ids(self) -> list[str]:
+        return [mid for piece in self.pieces if piece.kind == "recent" for mid in piece.source_message_ids]
+
+    def explain(self) -> dict:
+        return {
+            "pieces": [piece.explain() for piece in self.pieces],
+            "total_tokens": self.total_tokens,
+            "history_tokens": self.history_tokens,
+            "unconsolidated_tokens": self.unconsolidated_tokens,
+            "tokenizer": tokens.tokenizer_name(),
+        }
+
+
+EmbedTexts = Callable[[list[str]], list[list[float]]]
+NEW_MESSAGE_WEIGHT = 0.8  # the recall query leans on the new message; the last reply adds context
+
+
+def assemble(conversation, *, upto_seq: int | None = None, query: str | None = None, embed: EmbedTexts | None = None) -> Context:
+    """The context for the conversation's turn number `upto_seq` (None: the next turn)."""
+    from agents.models import Message
+    from memory.models import Summary
+
+    agent = conversation.agent
+    budget = agent.context_budget
+    history = Message.objects.filter(conversation=conversation)
+    if upto_seq is not None:
+        history = history.filter(seq__lte=upto_seq)
+
+    pieces: list[Piece] = []
+    system_tokens = tokens.count(agent.system_prompt) + tokens.MESSAGE_OVERHEAD if agent.system_prompt else 0
+    remaining = budget - system_tokens
+
+    # The recent window, newest first.
+    window: list[tuple[Message, int]] = []
+    window_tokens = 0
+    # A turn's own input messages are always sent; for "the next turn" (upto_seq None) there are none yet.
+    own_input = list(history.filter(seq=upto_seq).order_by("-index")) if upto_seq is not None else []
+    older = list(history.exclude(seq=upto_seq).order_by("-seq", "-index")[: agent.short_term_messages])
+    for message in own_input + older:
+        cost = message.token_count if message.token_count is not None else tokens.count_message(message.as_openai())
+        is_own = message.seq == upto_seq
+        fits_window = len(window) < agent.short_term_messages and window_tokens + cost <= agent.short_term_tokens
+        if not (fits_window or is_own) or window_tokens + cost > remaining:
+            break
+        window.append((message, cost))
+        window_tokens += cost
+    window.reverse()
+    while window and window[0][0].role == "tool":  # a tool result without the call that asked for it
+        window_tokens -= window.pop(0)[1]
+    remaining -= window_tokens
+
+    # Summaries of this conversation, newest first within their share; shown oldest first.
+    summary_pieces: list[Piece] = []
+    summary_budget = int(remaining * SUMMARY_SHARE)
+    for summary in Summary.objects.filter(conversation=conversation).order_by("-last_seq")[:20]:
+        cost = summary.token_count + tokens.MESSAGE_OVERHEAD
+        if cost > summary_budget:
+            break
+        summary_budget -= cost
+        summary_pieces.append(
+            Piece(
+                kind="summary",
+                text=summary.text,
+                tokens=cost,
+                summary_id=str(summary.id),
+                source_message_ids=[str(mid) for mid in summary.source_message_ids],
+            )
+        )
+    summary_pieces.reverse()
+    remaining -= sum(piece.tokens for piece in summary_pieces)
+
+    # Recall: the agent's memories nearest to what is being asked.
+    window_ids = [message.id for message, _ in window]
+    texts = [query] if query is not None else _default_query([message for message, _ in window])
+    query = "\n".join(texts)
+    recalled: list[Piece] = []
+    vector = query_vector(texts, embed) if embed is not None and query and remaining > 0 and agent.recall_limit else None
+    if vector is not None:
+        hits = memory_search.search(
+            conversation.tenant_id,
+            vector,
+            k=agent.recall_limit * 2,
+            agent_id=agent.id,
+            exclude_message_ids=window_ids,
+        )
+        included_summaries = {piece.summary_id for piece in summary_pieces}
+        seen_texts = {message.content for message, _ in window}
+        for hit in hits:
+            memory = hit.memory
+            if hit.score < MIN_RECALL_SCORE or len(recalled) >= agent.recall_limit:
+                break
+            if memory.summary_id is not None and str(memory.summary_id) in included_summaries:
+                continue
+            if memory.text in seen_texts:  # the same words said again: once is enough
+                continue
+            seen_texts.add(memory.text)
+            text = _recalled_line(memory)
+            cost = tokens.count(text) + 1
+            if cost > remaining:
+                continue
+            remaining -= cost
+            recalled.append(
+                Piece(
+                    kind="recalled",
+                    text=text,
+                    tokens=cost,
+                    memory_id=str(memory.id),
+                    score=round(hit.score, 4),
+                    source_message_ids=[str(mid) for mid in memory.source_message_ids],
+                )
+            )
+        recalled.sort(key=lambda piece: piece.text)  # dated lines: chronological
+
+    if agent.system_prompt:
+        pieces.append(Piece(kind="system", text=agent.system_prompt, tokens=system_tokens))
+    pieces.extend(summary_pieces)
+    pieces.extend(recalled)
+    pieces.extend(
+        Piece(
+            kind="recent",
+            text=message.content,
+            tokens=cost,
+            source_message_ids=[str(message.id)],
+            client_ids=[message.client_id] if message.client_id else [],
+            message=message.as_openai(),
+        )
+        for message, cost in window
+    )
+    _attach_client_ids(pieces)
+
+    totals = history.aggregate(all=Sum("token_count"), unconsolidated=Sum("token_count", filter=Q(summary__isnull=True)))
+    return Context(
+        pieces=pieces,
+        messages=_render(agent.system_prompt, summary_pieces, recalled, window),
+        total_tokens=sum(piece.tokens for piece in pieces),
+        history_tokens=system_tokens + _with_uncounted(history, totals["all"]),
+        unconsolidated_tokens=system_tokens + _with_uncounted(history.filter(summary__isnull=True), totals["unconsolidated"]),
+        query=query or "",
+    )
+
+
+def recall_query(conversation) -> list[str]:
+    """The texts recall would embed for the conversation's next turn."""
+    from agents.models import Message
+
+    recent = Message.objects.filter(conversation=conversation).order_by("-seq", "-index")[: conversation.agent.short_term_messages]
+    return _default_query(list(reversed(list(recent))))
+
+
+def query_vector(texts: list[str], embed: EmbedTexts) -> list[float] | None:
+    """One vector for recall: the new message, nudged toward the reply before it."""
+    vectors = embed(texts)
+    if not vectors:
+        return None
+    if len(vectors) == 1:
+        return vectors[0]
+    combined = [NEW_MESSAGE_WEIGHT * a + (1 - NEW_MESSAGE_WEIGHT) * b for a, b in zip(vectors[0], vectors[1], strict=True)]
+    norm = sum(x * x for x in combined) ** 0.5 or 1.0
+    return [x / norm for x in combined]
+
+
+def _default_query(window) -> list[str]:
+    """[the newest user message, the reply before it]: what the turn is about, and its context."""
+    parts: list[str] = []
+    for message in reversed(window):
+        if message.role == "user" and not parts and message.content:
+            parts.append(message.content)
+        elif message.role == "assistant" and parts and message.content:
+            parts.append(message.content)
+            break
+    return parts
+
+
+def _recalled_line(memory) -> str:
+    when = memory.occurred_at.strftime("%Y-%m-%d")
+    who = "summary" if memory.kind == "summary" else memory.role
+    return f"[{when}, {who}] {memory.text}"
+
+
+def _render(system_prompt: str, summaries: list[Piece], recalled: list[Piece], window) -> list[dict]:
+    sections = [system_prompt] if system_prompt else []
+    if summaries:
+        sections.append("Summary of the earlier conversation:\n" + "\n\n".join(piece.text for piece in summaries))
+    if recalled:
+        sections.append("Things remembered from earlier (may be relevant):\n" + "\n".join(f"- {piece.text}" for piece in recalled))
+    messages = [{"role": "system", "content": "\n\n".join(sections)}] if sections else []
+    messages.extend(message.as_openai() for message, _ in window)
+    return messages
+
+
+def _with_uncounted(queryset, counted: int | None) -> int:
+    """Counted tokens plus those of messages the indexer has not reached yet."""
+    uncounted = sum(tokens.count_message(m.as_openai()) for m in queryset.filter(token_count__isnull=True))
+    return (counted or 0) + uncounted
+
+
+def _attach_client_ids(pieces: list[Piece]) -> None:
+    """Give summary and recalled pieces the importer's ids of their source messages."""
+    from agents.models import Message
+
+    wanted = {mid for piece in pieces if piece.kind in ("summary", "recalled") for mid in piece.source_message_ids}
+    if not wanted:
+        return
+    client_ids = dict(Message.objects.filter(id__in=wanted).exclude(client_id="").values_list("id", "client_id"))
+    for piece in pieces:
+        if piece.kind in ("summary", "recalled"):
+            piece.client_ids = [client_ids[mid] for mid in map(_uuid, piece.source_message_ids) if mid in client_ids]
+
+
+def _uuid(value: str):
+    import uuid
+
+    return uuid.UUID(value)

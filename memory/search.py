@@ -1,0 +1,67 @@
+"""Semantic search over long-term memory, tenant-scoped, by cosine similarity.
+
+A search is scoped (tenant, and often agent or conversation). Up to EXACT_SEARCH_MAX scoped memories
+it scans them exactly: a few milliseconds, and perfect recall. Past that it uses the HNSW index. The
+benchmark measured why: on chat history, where many texts repeat word for word, HNSW at the default
+ef_search found 4 of 10 planted facts among 8,000 memories that an exact scan found all of.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Value
+from pgvector.django import CosineDistance
+
+from memory.models import Memory
+
+
+@dataclass(frozen=True)
+class Hit:
+    memory: Memory
+    score: float  # cosine similarity, 1 = identical
+
+
+def search(
+    tenant_id,
+    vector: list[float],
+    *,
+    k: int = 10,
+    agent_id=None,
+    conversation_id=None,
+    exclude_memory_ids: Iterable = (),
+    exclude_message_ids: Iterable = (),
+) -> list[Hit]:
+    """The k memories nearest to `vector` within a tenant (optionally one agent or conversation)."""
+    queryset = Memory.objects.filter(tenant_id=tenant_id)
+    if agent_id is not None:
+        queryset = queryset.filter(agent_id=agent_id)
+    if conversation_id is not None:
+        queryset = queryset.filter(conversation_id=conversation_id)
+    exclude_memory_ids = list(exclude_memory_ids)
+    exclude_message_ids = list(exclude_message_ids)
+    if exclude_memory_ids:
+        queryset = queryset.exclude(id__in=exclude_memory_ids)
+    if exclude_message_ids:
+        queryset = queryset.exclude(message_id__in=exclude_message_ids)
+    exact = queryset.count() <= settings.SENTINEL["EXACT_SEARCH_MAX"]
+    distance = CosineDistance("embedding", vector)
+    if exact:
+        # A small scoped set: scan it exactly (the btree index finds it; "+ 0" keeps the planner
+        # off the HNSW index, which would search the whole table and filter afterwards).
+        distance = distance + Value(0.0)
+    queryset = queryset.annotate(distance=distance).order_by("distance")[:k]
+    with transaction.atomic():
+        if not exact:
+            with connection.cursor() as cursor:
+                # Filters apply after the index scan; iterative scans keep going until k rows pass
+                # them (pgvector 0.8). A wide candidate list keeps recall up on repetitive data.
+                cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(200, 4 * k)])
+        rows = list(queryset.defer("embedding"))
+    hits = [Hit(memory=row, score=1.0 - float(row.distance)) for row in rows]
+    hits.sort(key=lambda hit: hit.score, reverse=True)  # relaxed order: re-sort the final few
+    return hits

@@ -1,0 +1,65 @@
+"""Celery tasks for memory: thin wrappers over memory.indexing, memory.dreamer and the embedder."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+from agents import streams
+from memory import dreamer, embeddings, indexing, tokens
+
+log = logging.getLogger(__name__)
+
+_INDEX_SCHEDULED = "sentinel:memory:index-scheduled"
+
+
+def schedule_indexing() -> None:
+    """Ask for an indexing pass unless one is already waiting (one Redis round trip)."""
+    if streams.sync_client().set(_INDEX_SCHEDULED, "1", nx=True, ex=30):
+        index_memories.apply_async(queue="memory")
+
+
+@shared_task(name="memory.tasks.index_memories", ignore_result=True)
+def index_memories() -> int:
+    # Cleared before the pass reads, so anything committed after this point schedules another pass.
+    streams.sync_client().delete(_INDEX_SCHEDULED)
+    return indexing.index_pending()
+
+
+@shared_task(name="memory.tasks.dream", ignore_result=True)
+def dream(dry_run: bool | None = None) -> dict:
+    result = dreamer.dream(dry_run=dry_run)
+    if result["runs"]:
+        schedule_indexing()
+    return result
+
+
+@shared_task(name="memory.tasks.consolidate", ignore_result=True)
+def consolidate(conversation_id: str, dry_run: bool = False, trigger: str = "api") -> list[str]:
+    runs = dreamer.consolidate(conversation_id, trigger=trigger, dry_run=dry_run, force=True)
+    if runs:
+        schedule_indexing()
+    return [run.status for run in runs]
+
+
+@shared_task(name="memory.tasks.embed_query", ignore_result=True, acks_late=False)
+def embed_query(texts: list[str], reply_key: str) -> None:
+    """Embed query texts for a web process, which waits on `reply_key` (BLPOP, no polling)."""
+    vectors = embeddings.embed(texts)
+    pipe = streams.sync_client().pipeline(transaction=False)
+    pipe.rpush(reply_key, json.dumps(vectors))
+    pipe.expire(reply_key, 60)
+    pipe.execute()
+
+
+@worker_ready.connect
+def _warm_up(**kwargs) -> None:
+    """Load the embedding model and tokenizer before the first turn needs them."""
+    try:
+        embeddings.embed(["warm up"])
+        tokens.count("warm up")
+    except Exception:
+        log.warning("could not warm up the embedder", exc_info=True)

@@ -1,0 +1,139 @@
+"""Errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}` with the right status.
+
+Domain code raises `ApiError` (or a DRF exception); the DRF exception handler and the plain async
+views both render it through `error_response`, so every endpoint answers errors the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from django import db
+from django.http import Http404, HttpRequest, JsonResponse
+from psycopg_pool import PoolTimeout
+from rest_framework import exceptions
+from rest_framework.response import Response
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error a client should see, already classified."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JsonResponse:
+        response = JsonResponse(self.body(), status=self.status)
+        for name, value in self.headers.items():
+            response[name] = value
+        return response
+
+
+def not_found(what: str = "object") -> ApiError:
+    return ApiError(404, f"No such {what}.", code="not_found")
+
+
+def first_validation_error(detail: Any, path: str = "") -> tuple[str | None, str]:
+    """Walk DRF's nested error detail to the first message and the parameter path leading to it."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            if key == "non_field_errors":
+                return first_validation_error(value, path)
+            child = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
+            return first_validation_error(value, child)
+    if isinstance(detail, list) and detail:
+        for index, item in enumerate(detail):
+            if item in ({}, [], None):  # DRF puts empty placeholders for valid list items
+                continue
+            if isinstance(item, (dict, list)):
+                return first_validation_error(item, f"{path}[{index}]")
+            return (path or None), str(item)
+    return (path or None), str(detail)
+
+
+def classify(exc: Exception) -> ApiError | None:
+    """Map an exception to the ApiError a client should see, or None if it is a bug."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, (db.OperationalError, db.InterfaceError, PoolTimeout)):
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return ApiError(
+            503,
+            "The database is unavailable; retry shortly.",
+            type="service_unavailable",
+            code="database_unavailable",
+            headers={"Retry-After": "2"},
+        )
+    if isinstance(exc, exceptions.ValidationError):
+        param, message = first_validation_error(exc.detail)
+        return ApiError(400, f"{param}: {message}" if param else message, param=param, code="invalid_value")
+    if isinstance(exc, exceptions.ParseError):
+        return ApiError(400, f"We could not parse the JSON body of your request: {exc.detail}", code="invalid_json")
+    if isinstance(exc, exceptions.UnsupportedMediaType):
+        return ApiError(415, str(exc.detail), code="unsupported_media_type")
+    if isinstance(exc, exceptions.NotAuthenticated):
+        return ApiError(
+            401,
+            "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
+            code="missing_api_key",
+            headers={"WWW-Authenticate": 'Bearer realm="sentinel"'},
+        )
+    if isinstance(exc, exceptions.AuthenticationFailed):
+        return ApiError(401, str(exc.detail), code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="sentinel"'})
+    if isinstance(exc, exceptions.PermissionDenied):
+        return ApiError(403, str(exc.detail), type="permission_error", code="insufficient_permissions")
+    if isinstance(exc, (exceptions.NotFound, Http404)):
+        return ApiError(404, "No such object.", code="not_found")
+    if isinstance(exc, exceptions.MethodNotAllowed):
+        return ApiError(405, str(exc.detail), code="method_not_allowed")
+    if isinstance(exc, exceptions.NotAcceptable):
+        return ApiError(406, str(exc.detail), code="not_acceptable")
+    if isinstance(exc, exceptions.Throttled):
+        wait = int(exc.wait or 1)
+        return ApiError(429, str(exc.detail), type="rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": str(wait)})
+    if isinstance(exc, exceptions.APIException):
+        return ApiError(exc.status_code, str(exc.detail), code=exc.default_code)
+    return None
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: every DRF view answers errors in OpenAI's shape."""
+    error = classify(exc)
+    if error is None:
+        return None  # a bug: let Django's 500 handler log it
+    response = Response(error.body(), status=error.status)
+    for name, value in error.headers.items():
+        response[name] = value
+    return response
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return ApiError(404, f"Unknown URL: {request.path}", code="unknown_url").response()
+
+
+def handler500(request: HttpRequest) -> JsonResponse:
+    error = classify(sys.exc_info()[1]) if sys.exc_info()[1] else None
+    if error is not None:
+        return error.response()
+    return ApiError(500, "The server had an error while processing your request.", type="server_error", code="internal_error").response()

@@ -1,0 +1,289 @@
+"""Sentinel settings, all driven by environment variables (see the README's configuration table).
+
+Defaults let a fresh checkout run: `make run` exports DATABASE_URL for its embedded PostgreSQL and
+points the model at the bundled local server. A bad value stops start-up with a message naming it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from sentinel_site.env import (
+    envbool,
+    envchoice,
+    envfloat,
+    envint,
+    envlist,
+    envsecret,
+    envstr,
+    envurl,
+    parse_database_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SENTINEL_ENV = envchoice("SENTINEL_ENV", "development", ("development", "production", "test"))
+PRODUCTION = SENTINEL_ENV == "production"
+DEBUG = envbool("SENTINEL_DEBUG", False)
+
+SECRET_KEY = envsecret("SENTINEL_SECRET_KEY")
+if not SECRET_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured("SENTINEL_SECRET_KEY must be set when SENTINEL_ENV=production")
+    SECRET_KEY = "sentinel-development-key-not-for-production"
+
+ALLOWED_HOSTS = envlist("SENTINEL_ALLOWED_HOSTS", "" if PRODUCTION else "*")
+if PRODUCTION and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("SENTINEL_ALLOWED_HOSTS must list the API's host names in production")
+CSRF_TRUSTED_ORIGINS = envlist("SENTINEL_CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "budgets",
+    "agents",
+    "memory",
+]
+
+MIDDLEWARE = [
+    "sentinel_site.middleware.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "sentinel_site.urls"
+WSGI_APPLICATION = "sentinel_site.wsgi.application"
+ASGI_APPLICATION = "sentinel_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = envstr("DATABASE_URL")
+if not DATABASE_URL:
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set. `make run` and `make test` start an embedded PostgreSQL and set "
+        "it for you; otherwise point it at PostgreSQL with pgvector, e.g. postgresql://user:pass@host/sentinel"
+    )
+DATABASES = {"default": parse_database_url("DATABASE_URL", DATABASE_URL)}
+# A bounded psycopg pool per process: under ASGI every concurrent request runs its sync parts in
+# its own thread, and per-thread persistent connections would exhaust the server's max_connections.
+# With the pool, a burst waits up to DB_POOL_TIMEOUT for a connection instead of failing.
+DB_POOL_MAX_SIZE = envint("SENTINEL_DB_POOL_MAX_SIZE", 20, minimum=0)
+if DB_POOL_MAX_SIZE:
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": min(2, DB_POOL_MAX_SIZE),
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": envfloat("SENTINEL_DB_POOL_TIMEOUT", 10.0, minimum=0.1),
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # With a pool, health checks validate a connection as it is taken from the pool: after a
+    # database restart or a dropped connection, callers get a fresh one instead of an error.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = envint("SENTINEL_DB_CONN_MAX_AGE", 60, minimum=0)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DATABASES["default"]["TEST"] = {"NAME": envstr("SENTINEL_TEST_DATABASE_NAME", "test_sentinel")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis and Celery -------------------------------------------------------------------------
+REDIS_URL = envurl("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix"))
+CELERY_BROKER_URL = envurl("CELERY_BROKER_URL", REDIS_URL, ("redis", "rediss", "unix"))
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True  # results travel on per-turn Redis streams, not the result backend
+# A turn is acknowledged only after it ran; a worker killed mid-turn hands it back to the broker.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "maintenance"
+CELERY_TASK_ROUTES = {
+    "agents.tasks.run_turn": {"queue": "turns"},
+    "memory.tasks.*": {"queue": "memory"},
+}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Redelivery of an unacknowledged task (a worker died holding it); the supervisor sweep
+    # recovers stuck turns much sooner than this.
+    "visibility_timeout": envint("SENTINEL_BROKER_VISIBILITY_TIMEOUT", 3600, minimum=60),
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Synced into django-celery-beat's tables at beat start-up; operators can change them in the admin.
+# `expires` just under each period: a backlog never piles up duplicate runs.
+CELERY_BEAT_SCHEDULE = {
+    "dreamer": {
+        "task": "memory.tasks.dream",
+        "schedule": float(envint("SENTINEL_DREAMER_INTERVAL", 60, minimum=1)),
+        "options": {"queue": "memory", "expires": envint("SENTINEL_DREAMER_INTERVAL", 60, minimum=1) * 0.9},
+    },
+    "index-memories": {"task": "memory.tasks.index_memories", "schedule": 30.0, "options": {"queue": "memory", "expires": 27}},
+    "supervisor": {
+        "task": "agents.tasks.supervise",
+        "schedule": float(envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1)),
+        "options": {"queue": "maintenance", "expires": envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1) * 0.9},
+    },
+    "expire-reservations": {
+        "task": "budgets.tasks.expire_reservations",
+        "schedule": 60.0,
+        "options": {"queue": "maintenance", "expires": 55},
+    },
+}
+CELERY_TIMEZONE = "UTC"
+
+# --- The model provider -----------------------------------------------------------------------
+OPENAI_API_KEY = envsecret("OPENAI_API_KEY")
+_local_model_url = f"http://127.0.0.1:{envint('SENTINEL_LOCAL_MODEL_PORT', 8001, minimum=1, maximum=65535)}/v1"
+LLM_BASE_URL = envurl(
+    "SENTINEL_LLM_BASE_URL",
+    "" if OPENAI_API_KEY else _local_model_url,  # empty means the SDK's default: api.openai.com
+    ("http", "https"),
+)
+LLM_DEFAULT_MODEL = envstr("SENTINEL_LLM_MODEL", "gpt-4o-mini" if OPENAI_API_KEY else "smollm2")
+
+# --- Sentinel's own knobs (one namespaced block, as DRF does) ----------------------------------
+SENTINEL = {
+    "LLM_API_KEY": OPENAI_API_KEY or "sentinel-local",
+    "LLM_BASE_URL": LLM_BASE_URL,
+    "LLM_MODEL": LLM_DEFAULT_MODEL,
+    "LLM_TIMEOUT": envfloat("SENTINEL_LLM_TIMEOUT", 120.0, minimum=0.1),
+    "LLM_CONNECT_TIMEOUT": envfloat("SENTINEL_LLM_CONNECT_TIMEOUT", 5.0, minimum=0.1),
+    # How long a non-streaming request waits for its turn before answering 504 with the turn URL.
+    "SYNC_WAIT_SECONDS": envfloat("SENTINEL_SYNC_WAIT_SECONDS", 300.0, minimum=1),
+    # How long a turn's token/event stream stays in Redis after it was last written.
+    "STREAM_TTL_SECONDS": envint("SENTINEL_STREAM_TTL_SECONDS", 3600, minimum=60),
+    "HEARTBEAT_SECONDS": envfloat("SENTINEL_HEARTBEAT_SECONDS", 5.0, minimum=0.5),
+    "MAX_MESSAGES_PER_REQUEST": envint("SENTINEL_MAX_MESSAGES_PER_REQUEST", 1000, minimum=1),
+    # Memory
+    "EMBEDDINGS": envchoice("SENTINEL_EMBEDDINGS", "local", ("local", "openai")),
+    "EMBEDDING_MODEL": envstr("SENTINEL_EMBEDDING_MODEL", "text-embedding-3-small"),
+    "EMBEDDINGS_BASE_URL": envurl("SENTINEL_EMBEDDINGS_BASE_URL", "", ("http", "https")),
+    "EMBED_QUERY_TIMEOUT": envfloat("SENTINEL_EMBED_QUERY_TIMEOUT", 10.0, minimum=0.1),
+    "EXACT_SEARCH_MAX": envint("SENTINEL_EXACT_SEARCH_MAX", 20000, minimum=0),
+    "DREAMER_INTERVAL": envint("SENTINEL_DREAMER_INTERVAL", 60, minimum=1),
+    "DREAMER_SPAN_TOKENS": envint("SENTINEL_DREAMER_SPAN_TOKENS", 3000, minimum=100),
+    "DREAMER_MAX_TOKENS_PER_RUN": envint("SENTINEL_DREAMER_MAX_TOKENS_PER_RUN", 200_000, minimum=1000),
+    "DREAMER_LEASE_SECONDS": envint("SENTINEL_DREAMER_LEASE_SECONDS", 600, minimum=10),
+    "DREAMER_DRY_RUN": envbool("SENTINEL_DREAMER_DRY_RUN", False),
+    # Governance (seed 000 section 7.3.2: 100 requests/min global, 10/min per IP, $100/day, $2000/month)
+    "RATE_LIMIT_GLOBAL": envint("SENTINEL_RATE_LIMIT_GLOBAL", 100, minimum=0),
+    "RATE_LIMIT_PER_IP": envint("SENTINEL_RATE_LIMIT_PER_IP", 10, minimum=0),
+    "RATE_LIMIT_PER_KEY": envint("SENTINEL_RATE_LIMIT_PER_KEY", 60, minimum=0),
+    "TRUST_X_FORWARDED_FOR": envbool("SENTINEL_TRUST_X_FORWARDED_FOR", False),
+    "DEFAULT_DAILY_BUDGET": envfloat("SENTINEL_DEFAULT_DAILY_BUDGET", 100.0, minimum=0),
+    "DEFAULT_MONTHLY_BUDGET": envfloat("SENTINEL_DEFAULT_MONTHLY_BUDGET", 2000.0, minimum=0),
+    "DEFAULT_MAX_TOKENS": envint("SENTINEL_DEFAULT_MAX_TOKENS", 4096, minimum=1),
+    "RESERVATION_TTL_SECONDS": envint("SENTINEL_RESERVATION_TTL_SECONDS", 3600, minimum=60),
+    # Resilience (seed 000 section 6.2.2.3: a turn silent for 60 s is a zombie; sweep every 10 s)
+    "ZOMBIE_SECONDS": envint("SENTINEL_ZOMBIE_SECONDS", 60, minimum=1),
+    "SUPERVISOR_INTERVAL": envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1),
+    "MAX_ATTEMPTS": envint("SENTINEL_MAX_ATTEMPTS", 3, minimum=1),
+    "UNSENT_SECONDS": envint("SENTINEL_UNSENT_SECONDS", 120, minimum=1),
+    "RETRY_BACKOFF_BASE": envint("SENTINEL_RETRY_BACKOFF_BASE", 2, minimum=0),
+    "RETRY_BACKOFF_MAX": envint("SENTINEL_RETRY_BACKOFF_MAX", 60, minimum=0),
+    "PROVIDER_RETRIES": envint("SENTINEL_PROVIDER_RETRIES", 2, minimum=0),
+    "PROVIDER_RETRY_BASE_SECONDS": envfloat("SENTINEL_PROVIDER_RETRY_BASE_SECONDS", 0.5, minimum=0),
+    "BREAKER_FAILURES": envint("SENTINEL_BREAKER_FAILURES", 5, minimum=1),
+    "MAX_QUEUED_TURNS": envint("SENTINEL_MAX_QUEUED_TURNS", 1000, minimum=0),
+    "SHED_RETRY_AFTER": envint("SENTINEL_SHED_RETRY_AFTER", 2, minimum=1),
+    "BREAKER_OPEN_SECONDS": envint("SENTINEL_BREAKER_OPEN_SECONDS", 30, minimum=1),
+}
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("SENTINEL_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+
+# --- Auth, i18n, static -----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+# Production runs `manage.py collectstatic` into this; development serves from the apps (finders).
+STATIC_ROOT = Path(envstr("SENTINEL_STATIC_ROOT", str(BASE_DIR / "var" / "static"))) if PRODUCTION else None
+
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = envbool("SENTINEL_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- DRF and OpenAPI ------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["budgets.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["budgets.auth.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["budgets.ratelimit.RateLimit"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PAGINATION_CLASS": "sentinel_site.pagination.CursorPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "sentinel_site.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sentinel API",
+    "DESCRIPTION": (
+        "OpenAI-compatible API for running LLM agents. Authenticate with `Authorization: Bearer <key>`. "
+        'Every error has OpenAI\'s shape: `{"error": {"message", "type", "param", "code"}}`.'
+    ),
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Logging --------------------------------------------------------------------------------
+LOG_LEVEL = envchoice("SENTINEL_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOG_FORMAT = envchoice("SENTINEL_LOG_FORMAT", "json" if PRODUCTION else "text", ("json", "text"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "sentinel_site.logs.ContextFilter"}},
+    "formatters": {
+        "json": {"()": "sentinel_site.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)-7s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["context"]},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "httpx": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+        "openai": {"level": "WARNING"},
+        "django.request": {"level": "ERROR"},
+    },
+}
+WHITENOISE_USE_FINDERS = not PRODUCTION  # serve admin and API-docs assets without collectstatic in dev

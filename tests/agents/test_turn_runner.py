@@ -1,0 +1,198 @@
+"""Running turns in-process against the stub model server: claims, fencing, order, errors, replay log."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from agents import runner, streams
+from agents.admission import admit
+from agents.models import Message, Turn, TurnEventRecord, TurnStatus
+from tests.stub_llm import Reply
+
+pytestmark = pytest.mark.django_db
+
+
+def admit_turn(actor, content="hi", *, conversation=None, **params):
+    data = {"model": actor.agent.name, "messages": [{"role": "user", "content": content}], **params}
+    if conversation is not None:
+        data["conversation"] = conversation
+    enqueued = []
+    admission = admit(tenant=actor.tenant, api_key=actor.api_key, data=data, idempotency_key=None, enqueue=enqueued.append)
+    return admission.turn
+
+
+def run(turn):
+    recorder = runner.claim(turn.id)
+    assert recorder is not None, "the turn should have been claimable"
+    return runner.execute(recorder)
+
+
+def test_a_turn_runs_through_the_state_machine_and_persists_the_answer(alice, stub_llm):
+    stub_llm.script(Reply(content="Paris is the capital."))
+    turn = admit_turn(alice, "capital of France?")
+    run(turn)
+    turn.refresh_from_db()
+    assert turn.status == TurnStatus.SUCCEEDED
+    assert turn.agent_state == "idle"
+    assert turn.output.content == "Paris is the capital."
+    assert turn.prompt_tokens > 0 and turn.completion_tokens > 0
+    assert turn.latency_ms is not None and turn.first_token_ms is not None
+    transitions = [(e.from_state, e.to_state) for e in turn.events.filter(kind="state").order_by("attempt", "seq")]
+    assert transitions == [("idle", "thinking"), ("thinking", "reflecting"), ("reflecting", "idle")]
+
+
+def test_the_log_holds_what_was_sent_and_what_came_back(alice, stub_llm):
+    stub_llm.script(Reply(content="42"))
+    turn = admit_turn(alice, "meaning of life?", temperature=0.2)
+    run(turn)
+    request = turn.events.get(kind="provider_request").payload
+    assert request["body"] == stub_llm.requests[0], "the recorded request must be exactly what the provider received"
+    assert request["body"]["messages"][0] == {"role": "system", "content": "You help alice."}
+    assert request["body"]["temperature"] == 0.2
+    response = turn.events.get(kind="provider_response").payload
+    assert response["content"] == "42" and response["finish_reason"] == "stop"
+
+
+def test_a_second_delivery_of_the_same_turn_does_nothing(alice, stub_llm):
+    turn = admit_turn(alice)
+    recorder = runner.claim(turn.id)
+    assert runner.claim(turn.id) is None, "a running turn must not be claimed again"
+    runner.execute(recorder)
+    assert runner.claim(turn.id) is None, "a finished turn must not be claimed again"
+    assert len(stub_llm.requests) == 1
+    assert Message.objects.filter(turn=turn, role="assistant").count() == 1
+
+
+def test_a_worker_that_lost_its_claim_cannot_write(alice, stub_llm):
+    turn = admit_turn(alice)
+    recorder = runner.claim(turn.id)
+    Turn.objects.filter(id=turn.id).update(attempt=recorder.attempt + 1)  # another attempt took over
+    with pytest.raises(runner.LostClaim):
+        runner.execute(recorder)
+    assert not Message.objects.filter(turn=turn, role="assistant").exists(), "a fenced-out worker must leave no reply"
+    assert Turn.objects.get(id=turn.id).status == TurnStatus.RUNNING
+
+
+def test_a_later_turn_waits_for_the_earlier_one_in_its_conversation(alice, stub_llm):
+    first = admit_turn(alice, "one")
+    second = admit_turn(alice, "two", conversation=first.conversation_id)
+    assert runner.claim(second.id) is None, "the second turn must wait while the first is unfinished"
+    following = run(first)
+    assert following is not None and following.id == second.id, "finishing a turn hands over to the next queued one"
+    run(second)
+    history = [(m.role, m.content) for m in Message.objects.filter(conversation_id=first.conversation_id)]
+    assert history == [("user", "one"), ("assistant", "echo: one"), ("user", "two"), ("assistant", "echo: two")]
+    # the second turn saw the first turn's answer, and only what came before it
+    sent = [m["content"] for m in stub_llm.requests[1]["messages"]]
+    assert sent == ["You help alice.", "one", "echo: one", "two"]
+
+
+def test_turns_of_different_conversations_do_not_wait_for_each_other(alice):
+    first = admit_turn(alice, "a")
+    other = admit_turn(alice, "b")
+    assert runner.claim(first.id) is not None
+    assert runner.claim(other.id) is not None
+
+
+def test_tool_calls_go_through_the_toolcall_state_and_back_to_the_client(alice, stub_llm):
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+    stub_llm.script(Reply(tool_calls=[call]))
+    turn = admit_turn(alice, "weather in Oslo?", tools=[{"type": "function", "function": {"name": "get_weather"}}])
+    run(turn)
+    turn.refresh_from_db()
+    assert turn.finish_reason == "tool_calls"
+    assert turn.output.tool_calls == [call]
+    transitions = [(e.from_state, e.to_state) for e in turn.events.filter(kind="state").order_by("attempt", "seq")]
+    assert ("thinking", "tool_call") in transitions and ("tool_call", "reflecting") in transitions
+    assert stub_llm.requests[0]["tools"] == [{"type": "function", "function": {"name": "get_weather"}}]
+
+
+@pytest.mark.parametrize(
+    "reply,status,code",
+    [
+        (Reply(status=401), 401, "provider_auth_failed"),
+        (Reply(status=429), 429, "provider_rate_limited"),
+        (Reply(status=500), 502, "provider_error"),
+        (Reply(status=503), 502, "provider_error"),
+        (Reply(status=400), 400, "provider_rejected_request"),
+        (Reply(hang=5), 504, "provider_timeout"),
+    ],
+)
+def test_provider_failures_fail_the_turn_with_the_seeds_status(alice, stub_llm, reply, status, code):
+    stub_llm.script(reply)
+    turn = admit_turn(alice)
+    run(turn)
+    turn.refresh_from_db()
+    assert turn.status == TurnStatus.FAILED
+    assert turn.error["status"] == status and turn.error["code"] == code
+    assert not Message.objects.filter(turn=turn, role="assistant").exists()
+    assert turn.events.filter(kind="provider_error").exists()
+
+
+def test_an_unreachable_provider_is_a_502(alice, settings):
+    settings.SENTINEL = {**settings.SENTINEL, "LLM_BASE_URL": "http://127.0.0.1:9/v1"}
+    turn = admit_turn(alice)
+    run(turn)
+    turn.refresh_from_db()
+    assert turn.error["status"] == 502 and turn.error["code"] == "provider_unreachable"
+
+
+def test_a_malformed_provider_body_is_a_502(alice, stub_llm):
+    stub_llm.script(Reply(malformed=True))
+    turn = admit_turn(alice)
+    run(turn)
+    turn.refresh_from_db()
+    assert turn.error["status"] == 502 and turn.error["code"] == "provider_bad_response"
+
+
+def test_an_agent_can_have_its_own_provider_and_model(alice, stub_llm, settings):
+    settings.SENTINEL = {**settings.SENTINEL, "LLM_BASE_URL": "http://127.0.0.1:9/v1"}  # the default is down
+    alice.agent.provider_base_url = stub_llm.base_url
+    alice.agent.model = "special-model"
+    alice.agent.save()
+    run(admit_turn(alice))
+    assert stub_llm.requests[0]["model"] == "special-model"
+
+
+def test_the_stream_carries_states_deltas_and_the_outcome(alice, stub_llm):
+    stub_llm.script(Reply(content="one two three"))
+    turn = admit_turn(alice)
+    run(turn)
+    entries = streams.sync_client().xrange(streams.key(turn.id))
+    kinds = [fields[b"k"].decode() for _, fields in entries]
+    assert kinds[0] == "state" and kinds[-1] == "done"
+    assert kinds.count("delta") == 3
+
+
+def test_a_failed_turn_ends_its_stream_with_an_error(alice, stub_llm):
+    stub_llm.script(Reply(status=401))
+    turn = admit_turn(alice)
+    run(turn)
+    entries = streams.sync_client().xrange(streams.key(turn.id))
+    assert entries[-1][1][b"k"] == b"error"
+
+
+def test_events_are_append_only(alice):
+    turn = admit_turn(alice)
+    event = TurnEventRecord.objects.get(turn=turn, kind="queued")
+    event.kind = "tampered"
+    with pytest.raises(Exception, match="cannot be changed"):
+        event.save()
+    with pytest.raises(Exception, match="cannot be deleted"):
+        event.delete()
+
+
+def test_claiming_costs_a_handful_of_queries(alice):
+    turn = admit_turn(alice)
+    with CaptureQueriesContext(connection) as queries:
+        runner.claim(turn.id)
+    assert len(queries) <= 8, [q["sql"] for q in queries]
+
+
+def test_a_stream_cut_short_is_a_502_and_keeps_no_partial_answer(alice, stub_llm):
+    stub_llm.script(Reply(content="one two three four", cut_after=2))
+    turn = admit_turn(alice)
+    run(turn)
+    turn.refresh_from_db()
+    assert turn.status == TurnStatus.FAILED and turn.error["status"] == 502
+    assert not Message.objects.filter(turn=turn, role="assistant").exists()

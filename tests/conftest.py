@@ -1,0 +1,230 @@
+"""Shared fixtures: named tenants (alice, bob), the stub model server, and a live stack.
+
+Tests run against real services: the PostgreSQL with pgvector and the Redis that `make test` starts
+or finds, a real HTTP stub of an OpenAI-compatible server, and for end-to-end tests a real uvicorn
+web process and a real Celery worker pointed at the test database.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+os.environ.setdefault("SENTINEL_ENV", "test")
+
+from sentinel_site.stack import web_command, worker_command
+from tests.stub_llm import StubLLM
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Rate limits stay out of the way except in the tests about them (test_rate_limits.py).
+UNLIMITED = {"RATE_LIMIT_GLOBAL": 0, "RATE_LIMIT_PER_IP": 0, "RATE_LIMIT_PER_KEY": 0}
+# Provider retries are off except in the tests about them, so one scripted failure is one failure.
+NO_RETRIES = {"PROVIDER_RETRIES": 0}
+
+
+@pytest.fixture(scope="session")
+def stub_llm():
+    stub = StubLLM().start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture(autouse=True)
+def _stub_provider(stub_llm, settings):
+    """Point the in-process provider at the stub with short timeouts; forget earlier scripts."""
+    stub_llm.reset()
+    settings.SENTINEL = {
+        **settings.SENTINEL,
+        "LLM_BASE_URL": stub_llm.base_url,
+        "LLM_TIMEOUT": 3.0,
+        "LLM_MODEL": "stub-model",
+        **UNLIMITED,
+        **NO_RETRIES,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _closed_breakers():
+    """Every test starts with closed circuit breakers: the stub is one endpoint for all of them."""
+    from agents import streams
+
+    client = streams.sync_client()
+    for key in client.scan_iter("sentinel:cb:*"):
+        client.delete(key)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _clean_redis():
+    import redis
+    from django.conf import settings
+
+    assert settings.SENTINEL_ENV == "test", "tests flush their Redis database; run them with SENTINEL_ENV=test"
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+@dataclass
+class Actor:
+    """A tenant with an API key and an agent: the cast of cross-tenant tests."""
+
+    tenant: object
+    api_key: object
+    key: str
+    agent: object
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"HTTP_AUTHORIZATION": f"Bearer {self.key}"}
+
+
+def make_actor(name: str, role: str = "developer", agent_name: str = "helper") -> Actor:
+    from agents.models import Agent
+    from budgets.models import ApiKey, Tenant
+
+    tenant, _ = Tenant.objects.get_or_create(name=name)
+    api_key, key = ApiKey.issue(tenant, role=role, name=f"{name}-{role}")
+    agent, _ = Agent.objects.get_or_create(tenant=tenant, name=agent_name, defaults={"system_prompt": f"You help {name}."})
+    return Actor(tenant=tenant, api_key=api_key, key=key, agent=agent)
+
+
+@pytest.fixture
+def alice(db) -> Actor:
+    return make_actor("alice")
+
+
+@pytest.fixture
+def bob(db) -> Actor:
+    return make_actor("bob")
+
+
+# --- the live stack -------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+LIVE_APPLICATION_NAME = "sentinel-live"
+
+
+def database_url(db: dict, application_name: str = "") -> str:
+    auth = quote(db["USER"]) + (":" + quote(db["PASSWORD"]) if db["PASSWORD"] else "")
+    host = db["HOST"]
+    extra = f"application_name={application_name}" if application_name else ""
+    if host.startswith("/"):
+        return f"postgresql://{auth}@/{db['NAME']}?host={quote(host)}" + (f"&{extra}" if extra else "")
+    return f"postgresql://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}" + (f"?{extra}" if extra else "")
+
+
+@dataclass
+class LiveStack:
+    base_url: str
+    web: subprocess.Popen
+    worker: subprocess.Popen
+    worker_log: Path
+    env: dict[str, str]
+
+    @property
+    def api(self) -> str:
+        return f"{self.base_url}/v1"
+
+
+def _wait(check, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{log.read_text()[-4000:] if log else ''}")
+        if check():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start in {timeout}s:\n{log.read_text()[-4000:] if log else ''}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start_worker(env: dict[str, str], log: Path, concurrency: int = 8) -> subprocess.Popen:
+    log.write_text("")
+    name = f"test-{os.getpid()}-{time.monotonic_ns()}@%h"
+    worker = subprocess.Popen(
+        worker_command(concurrency, name, "--without-mingle", "--without-gossip"),
+        cwd=BASE_DIR,
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    _wait(lambda: " ready." in log.read_text(), 60, "the Celery worker", worker, log)
+    return worker
+
+
+@pytest.fixture(scope="session")
+def live_stack(django_db_setup, django_db_blocker, stub_llm, tmp_path_factory) -> LiveStack:
+    """uvicorn + a Celery worker (threads pool) on the test database, provider = the stub."""
+    from django.conf import settings
+
+    logs = tmp_path_factory.mktemp("live")
+    prometheus = tmp_path_factory.mktemp("prometheus")
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(settings.DATABASES["default"], application_name=LIVE_APPLICATION_NAME),
+        "REDIS_URL": settings.REDIS_URL,
+        "SENTINEL_ENV": "test",
+        "SENTINEL_LLM_BASE_URL": stub_llm.base_url,
+        "SENTINEL_LLM_MODEL": "stub-model",
+        "SENTINEL_LLM_TIMEOUT": "3",
+        "SENTINEL_SYNC_WAIT_SECONDS": "30",
+        "SENTINEL_LOG_LEVEL": "INFO",
+        "SENTINEL_RATE_LIMIT_GLOBAL": "0",
+        "SENTINEL_RATE_LIMIT_PER_IP": "0",
+        "SENTINEL_RATE_LIMIT_PER_KEY": "0",
+        "SENTINEL_PROVIDER_RETRIES": "0",
+        "PROMETHEUS_MULTIPROC_DIR": str(prometheus),
+        "SENTINEL_HEARTBEAT_SECONDS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("OPENAI_API_KEY", None)
+    port = free_port()
+    web_log = logs / "web.log"
+    web = subprocess.Popen(
+        web_command("127.0.0.1", port),
+        cwd=BASE_DIR,
+        env=env,
+        stdout=web_log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    worker_log = logs / "worker.log"
+    worker = start_worker(env, worker_log)
+    base = f"http://127.0.0.1:{port}"
+    _wait(lambda: _answers(f"{base}/health/live"), 60, "the web server", web, web_log)
+    stack = LiveStack(base_url=base, web=web, worker=worker, worker_log=worker_log, env=env)
+    yield stack
+    for process in (stack.web, stack.worker):
+        process.terminate()
+    for process in (stack.web, stack.worker):
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, message: str = "condition"):
+    """Tests may poll with a deadline; the product never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")

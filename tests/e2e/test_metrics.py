@@ -1,0 +1,46 @@
+"""/metrics: one scrape of the web process covers what the worker did, plus live state."""
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.stub_llm import Reply
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+EXPECTED = [
+    "sentinel_turns",
+    "sentinel_turn_duration_seconds",
+    "sentinel_llm_requests",
+    "sentinel_llm_request_duration_seconds",
+    "sentinel_llm_tokens",
+    "sentinel_llm_cost_usd",
+    "sentinel_context_tokens",
+    "sentinel_queue_depth",
+    "sentinel_active_turns",
+    "sentinel_queued_turns",
+    "sentinel_dead_letters_open",
+    "sentinel_circuit_breaker_state",
+]
+
+
+def scrape(live_stack) -> dict:
+    text = httpx.get(f"{live_stack.base_url}/metrics").text
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def test_metrics_cover_the_worker_and_the_live_state(live_stack, alice, stub_llm):
+    stub_llm.script(Reply(content="measured"), Reply(status=500))
+    with httpx.Client(base_url=live_stack.api, headers={"Authorization": f"Bearer {alice.key}"}, timeout=30) as h:
+        assert h.post("/chat/completions", json={"model": "helper", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+        assert h.post("/chat/completions", json={"model": "helper", "messages": [{"role": "user", "content": "hi"}]}).status_code == 502
+    families = scrape(live_stack)
+    for name in EXPECTED:
+        assert name in families, f"{name} is missing from /metrics"
+    turns = {s.labels["status"]: s.value for s in families["sentinel_turns"].samples if s.name == "sentinel_turns_total"}
+    assert turns.get("succeeded", 0) >= 1 and turns.get("failed", 0) >= 1, "the worker's counters reach the web's /metrics"
+    statuses = {s.labels["status"] for s in families["sentinel_llm_requests"].samples if s.name == "sentinel_llm_requests_total"}
+    assert {"ok", "provider_error"} <= statuses
+    assert {s.labels["queue"] for s in families["sentinel_queue_depth"].samples} == {"turns", "memory", "maintenance"}
+    breaker_states = {s.labels["provider"]: s.value for s in families["sentinel_circuit_breaker_state"].samples}
+    assert breaker_states.get(stub_llm.base_url) == 0, "one failure leaves the breaker closed"

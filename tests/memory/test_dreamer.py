@@ -1,0 +1,122 @@
+"""The Dreamer: consolidates once per span even when racing, never deletes, loses nothing on failure."""
+
+import threading
+
+import pytest
+from django.db import connection
+
+from agents.models import Message
+from memory import dreamer, indexing
+from memory.models import ConsolidationRun, Memory, Summary
+from tests.memory.helpers import FILLER, conversation_with
+from tests.stub_llm import Reply
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def span_tokens(settings):
+    settings.SENTINEL = {**settings.SENTINEL, "DREAMER_SPAN_TOKENS": 150}
+
+
+def over_threshold(actor, n=60):
+    texts = [FILLER[i % len(FILLER)] + f" ({i})" for i in range(n)]
+    texts[2] = "Remember: the wifi password at the cabin is 'blue-heron-77'."
+    return conversation_with(actor, texts, consolidation_threshold=300, short_term_messages=6)
+
+
+def test_a_conversation_over_its_threshold_is_due(alice, bob):
+    due = over_threshold(alice)
+    conversation_with(bob, FILLER, consolidation_threshold=100000)
+    assert dreamer.due_conversations() == [due.id]
+
+
+def test_consolidation_summarises_the_oldest_span_and_deletes_nothing(alice, stub_llm, span_tokens):
+    conversation = over_threshold(alice)
+    stub_llm.script(*[Reply(content=f"- summary {i}: the cabin wifi password is blue-heron-77") for i in range(20)])
+    runs = dreamer.consolidate(conversation.id)
+    assert runs and all(run.status == "succeeded" for run in runs)
+    assert Message.objects.filter(conversation=conversation).count() == 60, "consolidation never deletes messages"
+    summaries = list(Summary.objects.filter(conversation=conversation).order_by("first_seq"))
+    covered = [mid for s in summaries for mid in s.source_message_ids]
+    assert len(covered) == len(set(covered)), "no message is in two summaries"
+    oldest = list(Message.objects.filter(conversation=conversation).order_by("index").values_list("id", flat=True)[: len(covered)])
+    assert covered == oldest, "spans are taken oldest first, in order"
+    recent = Message.objects.filter(conversation=conversation).order_by("-index")[:6]
+    assert all(m.summary_id is None for m in recent), "the recent window stays verbatim"
+    assert dreamer.unconsolidated_tokens(conversation) <= 300 or not dreamer.plan_span(conversation)
+    prompt = stub_llm.requests[0]["messages"]
+    assert prompt[0]["role"] == "system" and "blue-heron-77" in prompt[1]["content"]
+    indexing.index_pending()
+    assert Memory.objects.filter(kind="summary", conversation=conversation).count() == len(summaries)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_dreamers_racing_consolidate_each_span_once(alice, stub_llm, span_tokens):
+    conversation = over_threshold(alice)
+    stub_llm.script(*[Reply(content=f"- summary {i}", delay=0.2) for i in range(40)])
+    barrier = threading.Barrier(2)
+    results = []
+
+    def dream():
+        try:
+            barrier.wait()
+            results.append(dreamer.consolidate(conversation.id))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=dream) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    made = [run for runs in results for run in runs]
+    assert made and sum(1 for runs in results if runs) == 1, "only one Dreamer may hold the conversation"
+    covered = [mid for s in Summary.objects.filter(conversation=conversation) for mid in s.source_message_ids]
+    assert len(covered) == len(set(covered))
+
+
+def test_a_provider_failure_mid_consolidation_loses_nothing(alice, stub_llm, span_tokens):
+    conversation = over_threshold(alice)
+    stub_llm.script(Reply(content="- first span"), Reply(status=500))
+    runs = dreamer.consolidate(conversation.id)
+    assert [run.status for run in runs] == ["succeeded", "failed"]
+    assert runs[1].error["status"] == 502
+    first = Summary.objects.get(conversation=conversation)
+    unconsolidated = Message.objects.filter(conversation=conversation, summary__isnull=True)
+    assert unconsolidated.count() == 60 - len(first.source_message_ids), "the failed span stays unconsolidated"
+    conversation.refresh_from_db()
+    assert conversation.consolidation_lease is None, "a failure releases the conversation for the next run"
+    stub_llm.script(*[Reply(content="- retried") for _ in range(20)])
+    assert dreamer.consolidate(conversation.id)[0].status == "succeeded"
+
+
+def test_a_dry_run_changes_nothing(alice, stub_llm):
+    conversation = over_threshold(alice)
+    runs = dreamer.consolidate(conversation.id, dry_run=True)
+    assert [run.status for run in runs] == ["dry_run"] and runs[0].message_count > 0
+    assert not Summary.objects.exists() and not Message.objects.filter(summary__isnull=False).exists()
+    assert stub_llm.requests == []
+
+
+def test_the_per_run_token_cap_stops_the_dreamer(alice, bob, stub_llm, settings, span_tokens):
+    over_threshold(alice)
+    over_threshold(bob)
+    settings.SENTINEL = {**settings.SENTINEL, "DREAMER_MAX_TOKENS_PER_RUN": 1000}
+    stub_llm.script(*[Reply(content="- s " * 50) for _ in range(40)])
+    result = dreamer.dream()
+    assert result["tokens"] >= 1000
+    assert ConsolidationRun.objects.filter(status="succeeded").count() < 20
+
+
+def test_unindexed_messages_are_not_consolidated(alice, stub_llm):
+    conversation = conversation_with(alice, FILLER * 5, index=False, consolidation_threshold=10)
+    assert dreamer.plan_span(conversation) is None
+    assert dreamer.consolidate(conversation.id, force=True) == []
+
+
+def test_a_held_lease_keeps_other_dreamers_out(alice, stub_llm):
+    conversation = over_threshold(alice)
+    assert dreamer._claim(conversation.id)
+    assert dreamer.consolidate(conversation.id) == []
+    assert dreamer.due_conversations() == []

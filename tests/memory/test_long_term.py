@@ -1,0 +1,75 @@
+"""Long-term memory: token counts and embeddings filled in batches, deduplicated, searched per tenant."""
+
+import pytest
+
+from agents.models import Message
+from memory import embeddings, indexing, search, tokens
+from memory.models import EmbeddingCache, Memory
+from tests.memory.helpers import FILLER, conversation_with
+
+pytestmark = pytest.mark.django_db
+
+
+def test_tokens_are_counted_with_the_local_models_tokenizer():
+    assert tokens.tokenizer_name() == "smollm2-gguf"
+    assert tokens.count("") == 0
+    assert 3 <= tokens.count("The capital of France is Paris.") <= 10
+    assert tokens.count("word " * 200) > tokens.count("word " * 20)
+
+
+def test_indexing_counts_tokens_and_embeds_every_message(alice):
+    conversation = conversation_with(alice, FILLER, index=False)
+    assert Message.objects.filter(embedded=False).count() == len(FILLER)
+    assert indexing.index_pending() == len(FILLER)
+    assert not Message.objects.filter(embedded=False).exists()
+    assert not Message.objects.filter(token_count__isnull=True).exists()
+    memories = Memory.objects.filter(conversation=conversation)
+    assert memories.count() == len(FILLER)
+    memory = memories.get(message__index=0)
+    assert memory.tenant_id == alice.tenant.id and memory.agent_id == alice.agent.id and memory.role == "user"
+    assert [str(i) for i in memory.source_message_ids] == [str(memory.message_id)]
+    assert len(memory.embedding) == 384
+    assert indexing.index_pending() == 0, "a second pass finds nothing to do"
+
+
+def test_identical_texts_are_embedded_once(alice, bob, monkeypatch):
+    calls = []
+    model = embeddings.embedder()
+    original = model.embed
+    monkeypatch.setattr(model, "embed", lambda texts: calls.append(list(texts)) or original(texts))
+    conversation_with(alice, ["the same words", "other words", "the same words"])
+    conversation_with(bob, ["the same words"])
+    embedded = [text for call in calls for text in call]
+    assert embedded.count("the same words") == 1
+    assert EmbeddingCache.objects.filter(content_hash=embeddings.content_hash("the same words")).count() == 1
+    assert Memory.objects.filter(text="the same words").count() == 3, "each message still gets its own memory"
+
+
+def test_search_ranks_the_relevant_memory_first(alice):
+    conversation_with(alice, [*FILLER, "My sister Ingrid lives in Trondheim and works as a marine biologist."])
+    hits = search.search(alice.tenant.id, embeddings.embed(["Where does Ingrid live?"])[0], k=3)
+    assert "Trondheim" in hits[0].memory.text
+    assert hits[0].score > hits[-1].score
+
+
+def test_search_never_crosses_tenants(alice, bob):
+    conversation_with(bob, ["Bob's bank PIN is 4242."])
+    conversation_with(alice, FILLER)
+    hits = search.search(alice.tenant.id, embeddings.embed(["bank PIN"])[0], k=50)
+    assert hits and all(hit.memory.tenant_id == alice.tenant.id for hit in hits)
+    assert not any("4242" in hit.memory.text for hit in hits)
+
+
+def test_search_filters_by_conversation_and_still_returns_k(alice):
+    first = conversation_with(alice, FILLER)
+    second = conversation_with(alice, FILLER)
+    hits = search.search(alice.tenant.id, embeddings.embed(["sailing"])[0], k=5, conversation_id=second.id)
+    assert len(hits) == 5 and {hit.memory.conversation_id for hit in hits} == {second.id}
+    assert first.id != second.id
+
+
+def test_a_deleted_message_leaves_no_embedding(alice):
+    conversation = conversation_with(alice, FILLER[:2])
+    message = Message.objects.filter(conversation=conversation).first()
+    message.delete()
+    assert not Memory.objects.filter(message_id=message.id).exists()
