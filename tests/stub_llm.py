@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,6 +38,8 @@ class StubState:
     replies: deque = field(default_factory=deque)
     requests: list[dict] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # (marker, action): a request whose last user message contains marker is answered by action(body)
+    rules: list[tuple[str, Callable[[dict], Reply]]] = field(default_factory=list)
 
 
 class StubLLM:
@@ -66,10 +69,17 @@ class StubLLM:
         with self.state.lock:
             self.state.replies.extend(replies)
 
+    def when(self, marker: str, action: Callable[[dict], Reply]) -> None:
+        """Answer every request whose last user message contains marker with action(body), which
+        runs on arrival (so it can, say, kill the worker that asked) and returns the reply."""
+        with self.state.lock:
+            self.state.rules.append((marker, action))
+
     def reset(self) -> None:
         with self.state.lock:
             self.state.replies.clear()
             self.state.requests.clear()
+            self.state.rules.clear()
 
     @property
     def requests(self) -> list[dict]:
@@ -109,11 +119,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         body = json.loads(self.rfile.read(length) or b"{}")
+        last_user = next((m.get("content") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "") or ""
         with self.state.lock:
             self.state.requests.append(body)
-            reply = self.state.replies.popleft() if self.state.replies else None
+            action = next((act for marker, act in self.state.rules if marker in str(last_user)), None)
+            reply = None if action else self.state.replies.popleft() if self.state.replies else None
+        if action is not None:
+            reply = action(body)
         if reply is None:
-            last_user = next((m.get("content") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
             reply = Reply(content=f"echo: {last_user}")
         if reply.hang:
             time.sleep(reply.hang)
