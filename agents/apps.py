@@ -3,3 +3,10 @@ from django.apps import AppConfig
 
 class AgentsConfig(AppConfig):
     name = "agents"
+
+    def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
+        from sentinel_site import metrics
+
+        connection_created.connect(metrics.count_queries, dispatch_uid="sentinel-count-queries")

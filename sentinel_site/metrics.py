@@ -9,6 +9,7 @@ dead letters) are read from Redis and PostgreSQL at scrape time, so they are tru
 from __future__ import annotations
 
 import os
+import sys
 
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
@@ -39,6 +40,19 @@ CONTEXT_TOKENS = Histogram(
     buckets=(128, 256, 512, 1024, 2048, 4096, 8192, 16384),
 )
 MEMORY_INDEXED = Counter("sentinel_memory_indexed_total", "Messages and summaries embedded into long-term memory.")
+DB_QUERIES = Counter("sentinel_db_queries_total", "SQL statements sent to PostgreSQL, by process kind.", ["process"])
+PROCESS_KIND = "worker" if "celery" in " ".join(sys.argv) else "web"
+
+
+def _count_query(execute, sql, params, many, context):
+    DB_QUERIES.labels(PROCESS_KIND).inc()
+    return execute(sql, params, many, context)
+
+
+def count_queries(sender, connection, **kwargs) -> None:
+    """connection_created receiver: every statement on the connection counts (round trips per turn)."""
+    if _count_query not in connection.execute_wrappers:
+        connection.execute_wrappers.append(_count_query)
 
 
 class StateCollector:
