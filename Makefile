@@ -29,6 +29,7 @@ format: setup
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 bench: setup
+	bash scripts/install-system-packages.sh --bench
 	$(BIN)/python -m sentinel_site.stack bench $(BENCH_ARGS)
 
 services: setup

@@ -1,4 +1,5 @@
-"""Run every benchmark and write BENCHMARKS.md. Use `make bench` (it starts what is needed)."""
+"""Run every benchmark and write BENCHMARKS.md. Use `make bench` (it starts what is needed);
+`make bench BENCH_ARGS=--quick` runs smaller sizes for a smoke test."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,9 +16,11 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 django.setup()
 
-from bench import memory_bench  # noqa: E402
+from bench import memory_bench, search_bench, turn_bench  # noqa: E402
+from bench.harness import Stack, percentile, rss_mb  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+HISTORY = Path(__file__).resolve().parent / "HISTORY.md"
 
 
 def machine() -> str:
@@ -31,15 +35,158 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem} GiB RAM, {system}, commit {commit}"
 
 
+def ms(value: float) -> str:
+    return f"{value:.1f} ms"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def turn_sections(stack: Stack, quick: bool) -> list[str]:
+    lines: list[str] = []
+    idle = {"web": rss_mb(stack.pid("web")), "worker": rss_mb(stack.pid("worker"))}
+
+    print("added latency ...", flush=True)
+    lat = turn_bench.added_latency(stack, requests=60 if quick else 300)
+    p50, p99 = percentile(lat.added_ms, 50), percentile(lat.added_ms, 99)
+    lines += [
+        "## Added latency (issue 6.1)",
+        "",
+        f"{lat.requests} sequential pairs on kept-alive connections: a direct call to the stub (0 ms latency), then the same question "
+        "through Sentinel's `/v1/chat/completions` (non-streaming): authentication, rate limits (counted in Redis), a budget "
+        "reservation at a real price, the turn and its messages persisted, Celery, the worker's claim, context assembly, the "
+        "provider call through the circuit breaker, settlement, the audit chain, every event stored, the answer back over a Redis stream.",
+        "",
+        "| measure | Sentinel | target | anchor |",
+        "| --- | --- | --- | --- |",
+        f"| added latency p50 | {ms(p50)} | at most 5 ms: {verdict(p50 <= 5)} | LiteLLM proxy about 4.3 ms |",
+        f"| added latency p99 | {ms(p99)} | at most 15 ms: {verdict(p99 <= 15)} | LiteLLM proxy p99 about 8 ms |",
+        f"| direct call to the stub | {turn_bench_summary(lat.direct_ms)} | | |",
+        f"| through Sentinel | {turn_bench_summary(lat.sentinel_ms)} | | |",
+        f"| of which admission to a worker starting the turn (queue) | {turn_bench_summary(lat.queue_ms)} | | |",
+        "",
+        "LiteLLM's proxy forwards a request; Sentinel makes every request a durable turn (about "
+        f"{lat.db_queries.get('web', 0) + lat.db_queries.get('worker', 0):.0f} SQL statements and {lat.redis_commands:.0f} Redis commands, "
+        "below), which is what survives a killed worker. The gap to a pure proxy is that durability, not parsing or auth.",
+        "",
+        "## Queue and round trips per turn (issue 6.4)",
+        "",
+        "| measure | result |",
+        "| --- | --- |",
+        f"| enqueue to start, unloaded (sequential) | {turn_bench_summary(lat.queue_ms)} |",
+        f"| SQL statements per turn, web process | {lat.db_queries.get('web', 0):.1f} |",
+        f"| SQL statements per turn, worker | {lat.db_queries.get('worker', 0):.1f} |",
+        f"| Redis commands per turn (all processes; broker included) | {lat.redis_commands:.1f} |",
+        f"| top Redis commands per turn | {', '.join(f'{name} {n:.1f}' for name, n in lat.redis_top)} |",
+        "",
+        "Counted, not estimated: `sentinel_db_queries_total` (every statement through Django's connection, by process) and Redis's "
+        "`INFO commandstats`, before and after the sequential run, divided by its turns.",
+        "",
+    ]
+
+    print("throughput ...", flush=True)
+    seconds = 8 if quick else 20
+    runs = []
+    for stub_ms in (0, 500):
+        for clients in (50, 200) if quick else (50, 200, 1000):
+            print(f"  {clients} clients, stub {stub_ms} ms", flush=True)
+            runs.append(turn_bench.throughput(stack, clients, stub_ms, seconds))
+    best = max(r.turns_per_s for r in runs if r.stub_latency_ms == 0)
+    lines += [
+        "## Throughput (issue 6.2)",
+        "",
+        f"wrk (2 threads) posts non-streaming turns for {seconds} s per row with that many open connections; every turn is durable as "
+        f"above. One uvicorn process, one Celery worker (threads pool, {stack.worker_concurrency} threads), PostgreSQL, Redis, the stub "
+        "and wrk itself all share this machine's cores. Turns/s counts turns that succeeded within the window, from the database.",
+        "",
+        "| clients | stub latency | turns/s | HTTP requests/s | success | p50 | p99 | queue wait p50 / p99 | CPU (cores busy) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r.clients} | {r.stub_latency_ms} ms | {r.turns_per_s:.0f} | {r.rps:.0f} | {r.success:.1%} | {ms(r.p50_ms)} | "
+            f"{ms(r.p99_ms)} | {ms(r.queue_p50_ms)} / {ms(r.queue_p99_ms)} | {r.cpu} |"
+        )
+    lines += [
+        "",
+        f"Target: 1,000 turns/s with a 0 ms stub: {verdict(best >= 1000)} (best {best:.0f} turns/s). Anchors: LiteLLM's proxy about "
+        "1,000 requests/s on two 4-vCPU instances (8 vCPUs, no durable state); Celery with Redis about 1,700 no-op tasks/s.",
+        "",
+    ]
+
+    print("streaming ...", flush=True)
+    stream = turn_bench.streaming(stack, sequential=10 if quick else 30, levels=[50, 200] if quick else [50, 200, 500, 1000])
+    added_ttft = [s - d for s, d in zip(stream.sentinel_ttft, stream.direct_ttft, strict=True)]
+    clean = [level["streams"] for level in stream.levels if level["ok"] == level["streams"]]
+    lines += [
+        "## Streaming (issue 6.3)",
+        "",
+        "The stub streams 64 chunks 20 ms apart. Time to first token is from sending the request to the first chunk with content.",
+        "",
+        "| measure | direct | through Sentinel | target | anchor |",
+        "| --- | --- | --- | --- | --- |",
+        f"| time to first token p50 | {ms(percentile(stream.direct_ttft, 50))} | {ms(percentile(stream.sentinel_ttft, 50))} | | |",
+        f"| added time to first token p50 / p99 | | {ms(percentile(added_ttft, 50))} / {ms(percentile(added_ttft, 99))} | "
+        f"at most 8 ms: {verdict(percentile(added_ttft, 50) <= 8)} | LiteLLM about 8.5 ms |",
+        f"| gap between chunks p99 | {ms(percentile(stream.direct_gaps, 99))} | {ms(percentile(stream.sentinel_gaps, 99))} | | |",
+        "",
+        "| concurrent streams | complete without a stall | TTFT p50 / p99 | gap p99 | longest gap | errors |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for level in stream.levels:
+        lines.append(
+            f"| {level['streams']} | {level['ok']} | {ms(level['ttft_p50'])} / {ms(level['ttft_p99'])} | {ms(level['gap_p99'])} | "
+            f"{ms(level['gap_max'])} | {', '.join(level['errors']) or 'none'} |"
+        )
+    most = max(clean) if clean else 0
+    lines += [
+        "",
+        f"A stall is a stream that did not finish or waited more than {turn_bench.STALL_MS} ms for a chunk. Most concurrent streams with "
+        f"no stall: {most} (target 1,000: {verdict(most >= 1000)}). The client reading them runs on the same two cores.",
+        "",
+    ]
+
+    lines += [
+        "## Resources (issue 6.6)",
+        "",
+        "| process | idle | peak under the throughput runs |",
+        "| --- | --- | --- |",
+        f"| web (uvicorn, one process) | {idle['web']:.0f} MiB | {max(r.rss_peak['web'] for r in runs):.0f} MiB |",
+        f"| worker (Celery, threads pool) | {idle['worker']:.0f} MiB | {max(r.rss_peak['worker'] for r in runs):.0f} MiB |",
+        "",
+    ]
+    return lines
+
+
+def turn_bench_summary(values: list[float]) -> str:
+    return f"p50 {ms(percentile(values, 50))}, p99 {ms(percentile(values, 99))}"
+
+
 def main() -> int:
     quick = "--quick" in sys.argv
+    only = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--only=")), "turns,search,memory").split(",")
     started = datetime.now(UTC)
+    clock = time.monotonic()
     sections = ["# Benchmarks", "", f"Written by `make bench` on {started:%Y-%m-%d %H:%M} UTC. Machine: {machine()}.", ""]
-    print("memory benchmark ...", flush=True)
-    result = memory_bench.run(
-        conversations=2 if quick else 8, messages_each=400 if quick else 1000, consolidation_budget_s=60 if quick else 300
-    )
-    sections += memory_bench.report(result)
+    if "turns" in only:
+        stack = Stack().start()
+        try:
+            sections += turn_sections(stack, quick)
+            if "search" in only:
+                print("memory search ...", flush=True)
+                sections += search_bench.report(search_bench.run(stack, sizes=(2_000, 10_000) if quick else (10_000, 100_000)))
+        finally:
+            stack.stop()
+    if "memory" in only:
+        print("memory benchmark ...", flush=True)
+        result = memory_bench.run(
+            conversations=2 if quick else 8, messages_each=400 if quick else 1000, consolidation_budget_s=60 if quick else 240
+        )
+        sections += memory_bench.report(result)
+    if HISTORY.exists():
+        sections += ["", HISTORY.read_text().strip(), ""]
+    sections += [f"The whole run took {time.monotonic() - clock:.0f} s."]
     text = "\n".join(sections) + "\n"
     (BASE_DIR / "BENCHMARKS.md").write_text(text)
     print(text)

@@ -47,7 +47,8 @@ def search(
         queryset = queryset.exclude(id__in=exclude_memory_ids)
     if exclude_message_ids:
         queryset = queryset.exclude(message_id__in=exclude_message_ids)
-    exact = queryset.count() <= settings.SENTINEL["EXACT_SEARCH_MAX"]
+    limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
+    exact = queryset[: limit + 1].count() <= limit  # a bounded count: stops at limit + 1 rows
     distance = CosineDistance("embedding", vector)
     if exact:
         # A small scoped set: scan it exactly (the btree index finds it; "+ 0" keeps the planner

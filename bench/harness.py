@@ -1,0 +1,275 @@
+"""The stack a benchmark runs against: the asyncio stub model server, Sentinel's web process and its
+Celery worker, on the bench database, with a tenant, a key and an agent; plus what measures them.
+
+Everything a production request goes through is on: authentication, rate limits (set high enough
+not to refuse, but counted in Redis on every request), budgets with a real price, the audit chain,
+persistence of every event. Only the model is a stub.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+
+from sentinel_site.stack import BASE_DIR, web_command, worker_command
+
+PYTHON = sys.executable
+LOGS = BASE_DIR / "var" / "log" / "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}; see {LOGS}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer within {timeout:.0f}s; see {LOGS}")
+
+
+def post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary_ms(values: list[float]) -> str:
+    return f"p50 {percentile(values, 50):.1f} ms, p99 {percentile(values, 99):.1f} ms"
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children, in MiB."""
+    total = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        kids = [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (threads included), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("postgres", "postmaster"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def redis_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "redis-server":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds each part of the system used between start() and stop()."""
+
+    parts: dict[str, list[int]]
+    before: dict[str, float] = field(default_factory=dict)
+    used: dict[str, float] = field(default_factory=dict)
+    wall: float = 0.0
+
+    def _read(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(p) for p in pids) for name, pids in self.parts.items()}
+
+    def start(self) -> None:
+        self.before, self.wall = self._read(), time.monotonic()
+
+    def stop(self) -> None:
+        after, self.wall = self._read(), time.monotonic() - self.wall
+        self.used = {name: after[name] - self.before.get(name, 0) for name in after}
+
+    def shares(self) -> str:
+        """Each part's use in cores (of the machine's cores) over the measured interval."""
+        cores = os.cpu_count() or 1
+        parts = sorted(self.used.items(), key=lambda kv: -kv[1])
+        text = ", ".join(f"{name} {used / self.wall:.2f}" for name, used in parts if used / self.wall >= 0.01)
+        return f"{text} (cores busy, of {cores})"
+
+
+class Stack:
+    """Stub + Sentinel web + worker, started once per run and reconfigured between benchmarks."""
+
+    def __init__(self, worker_concurrency: int = 64) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.stub_port, self.web_port = free_port(), free_port()
+        self.stub_url = f"http://127.0.0.1:{self.stub_port}/v1"
+        self.base_url = f"http://127.0.0.1:{self.web_port}"
+        self.worker_concurrency = worker_concurrency
+        self.env = {
+            **os.environ,
+            "SENTINEL_LLM_BASE_URL": self.stub_url,
+            "SENTINEL_LLM_MODEL": "stub-model",
+            "SENTINEL_LLM_TIMEOUT": "60",
+            "SENTINEL_SYNC_WAIT_SECONDS": "120",
+            # On and counted in Redis on every request, but high enough not to refuse a benchmark.
+            "SENTINEL_RATE_LIMIT_GLOBAL": "100000000",
+            "SENTINEL_RATE_LIMIT_PER_IP": "100000000",
+            "SENTINEL_RATE_LIMIT_PER_KEY": "100000000",
+            "SENTINEL_MAX_QUEUED_TURNS": os.environ.get("SENTINEL_MAX_QUEUED_TURNS", "5000"),
+            "SENTINEL_LOG_LEVEL": "WARNING",
+            "SENTINEL_ENV": "production",
+            "SENTINEL_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir()),
+        }
+        self.env.pop("OPENAI_API_KEY", None)
+        self.key = ""
+
+    def _metrics_dir(self) -> Path:
+        path = BASE_DIR / "var" / "prometheus-bench"
+        if path.exists():
+            for f in path.iterdir():
+                f.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = (LOGS / f"{name}.log").open("ab")
+        process = subprocess.Popen(argv, cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.processes[name] = process
+        return process
+
+    def start(self) -> Stack:
+        self.seed()
+        stub = self._spawn("stub", [PYTHON, "-m", "bench.stub_server", "--port", str(self.stub_port)])
+        wait_http(f"{self.stub_url}/models", 30, "the stub server", stub)
+        web = self._spawn("web", [*web_command("127.0.0.1", self.web_port), "--backlog", "4096"])
+        self._spawn("worker", worker_command(self.worker_concurrency, f"bench-{os.getpid()}@%h", "--without-mingle", "--without-gossip"))
+        wait_http(f"{self.base_url}/health/live", 60, "the web server", web)
+        self.wait_worker()
+        return self
+
+    def wait_worker(self) -> None:
+        """Ready when a turn goes through end to end."""
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.processes["worker"].poll() is not None:
+                raise RuntimeError(f"the worker exited; see {LOGS}/worker.log")
+            try:
+                self.chat("warm up")
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError("no turn completed within 90 s of starting the worker")
+
+    def seed(self) -> None:
+        """A tenant with a developer key, an agent, a real price and budgets large enough to run."""
+        from agents.models import Agent
+        from budgets.models import ApiKey, Budget, Price, Tenant
+
+        tenant, _ = Tenant.objects.get_or_create(name="bench")
+        _, self.key = ApiKey.issue(tenant, role="developer", name="bench")
+        Agent.objects.get_or_create(tenant=tenant, name="bench", defaults={"system_prompt": "You are a benchmark."})
+        Price.objects.update_or_create(
+            tenant=None, model="stub-model", endpoint="", defaults={"input_per_mtok": Decimal("0.15"), "output_per_mtok": Decimal("0.60")}
+        )
+        Budget.objects.filter(tenant=tenant).update(limit=Decimal("1000000"))
+
+    def stub(self, **settings_: float) -> None:
+        post_json(f"http://127.0.0.1:{self.stub_port}/control", settings_)
+
+    def chat(self, content: str, stream: bool = False) -> dict:
+        request = urllib.request.Request(
+            f"{self.base_url}/v1/chat/completions",
+            data=json.dumps({"model": "bench", "messages": [{"role": "user", "content": content}], "stream": stream}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self.key}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def pid(self, name: str) -> int:
+        return self.processes[name].pid
+
+    def metrics(self) -> dict[str, float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        values: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                values[f"{sample.name}{{{label}}}"] = sample.value
+        return values
+
+    def redis_commands(self) -> dict[str, int]:
+        import redis
+
+        info = redis.Redis.from_url(settings.REDIS_URL).info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in info.items()}
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
