@@ -27,6 +27,7 @@ from budgets.models import Reservation
 from memory import context as memory_context
 from memory import embeddings, tokens
 from sentinel_site import logs, metrics
+from sentinel_site.db import release_connection
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class Heartbeat:
         self.last = now
         if not _fenced(self.recorder).update(heartbeat_at=timezone.now()):
             raise LostClaim
+        release_connection()
 
 
 def execute(recorder: Recorder) -> Turn | None:
@@ -151,6 +153,7 @@ def execute(recorder: Recorder) -> Turn | None:
     recorder.flush()  # what was asked is on record before the call, whatever happens during it
     try:
         recorder.reservation = hold_budget(turn, config, body, ctx.total_tokens)
+        release_connection()
         result = call_provider(recorder, config, body, heartbeat)
     except providers.ProviderError as error:
         return fail(recorder, error)
@@ -184,6 +187,7 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
             recorder.record("provider_retry", {"try": attempt + 1, "error": error.as_dict(), "delay_s": round(delay, 3)})
             metrics.RETRIES.labels(error.code).inc()
             recorder.flush()
+            release_connection()
             time.sleep(delay)
             heartbeat.beat()
             continue

@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 TERMINAL = frozenset({"done", "error"})
+MAX_BLOCK_MS = 15000  # the longest a read waits for an event before the reader sends a keep-alive
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,9 @@ def async_client(url: str | None = None) -> aioredis.Redis:
     key = (id(asyncio.get_running_loop()), url)
     client = _async_clients.get(key)
     if client is None:
-        client = aioredis.Redis.from_url(url, health_check_interval=30)
+        # Reads block for up to MAX_BLOCK_MS; the socket timeout must outlast them (redis-py's
+        # default of 5 s turned every turn slower than 5 s into a timeout under load).
+        client = aioredis.Redis.from_url(url, health_check_interval=30, socket_timeout=MAX_BLOCK_MS / 1000 + 10)
         _async_clients[key] = client
     return client
 
@@ -77,16 +80,16 @@ def _decode(entry_id: bytes | str, fields: dict) -> StreamEvent:
     )
 
 
-async def read(turn_id: Any, after: str = "0", block_ms: int = 15000) -> list[StreamEvent]:
+async def read(turn_id: Any, after: str = "0", block_ms: int = MAX_BLOCK_MS) -> list[StreamEvent]:
     """Events after `after`, waiting up to block_ms for the first one; [] on timeout."""
-    response = await async_client().xread({key(turn_id): after}, block=block_ms, count=500)
+    response = await async_client().xread({key(turn_id): after}, block=min(block_ms, MAX_BLOCK_MS), count=500)
     if not response:
         return []
     _, entries = response[0]
     return [_decode(entry_id, fields) for entry_id, fields in entries]
 
 
-async def follow(turn_id: Any, after: str = "0", *, timeout: float, idle_block_ms: int = 15000) -> AsyncIterator[StreamEvent | None]:
+async def follow(turn_id: Any, after: str = "0", *, timeout: float, idle_block_ms: int = MAX_BLOCK_MS) -> AsyncIterator[StreamEvent | None]:
     """Yield events until a terminal one; yield None every idle_block_ms with nothing new (keep-alive).
 
     Raises TimeoutError once `timeout` seconds pass without reaching a terminal event.

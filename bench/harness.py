@@ -186,7 +186,7 @@ class Stack:
         return path
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
-        log = (LOGS / f"{name}.log").open("ab")
+        log = (LOGS / f"{name}.log").open("wb")
         process = subprocess.Popen(argv, cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.processes[name] = process
         return process

@@ -48,7 +48,7 @@ class Latency:
 
 def added_latency(stack: Stack, requests: int) -> Latency:
     """Sequential pairs, direct then through Sentinel, on kept-alive connections."""
-    stack.stub(latency_ms=0)
+    stack.stub(latency_ms=0, chunks=1, chunk_ms=0)  # Sentinel streams from the provider: one chunk, no pacing
     result = Latency(requests)
     headers = {"Authorization": f"Bearer {stack.key}"}
     with httpx.Client(timeout=30) as direct, httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as sentinel:
@@ -132,7 +132,7 @@ def drain(timeout: float = 180) -> None:
 def throughput(stack: Stack, clients: int, stub_latency_ms: int, seconds: float) -> Throughput:
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (make bench installs it)")
-    stack.stub(latency_ms=stub_latency_ms)
+    stack.stub(latency_ms=stub_latency_ms, chunks=1, chunk_ms=0)
     script = LOGS / "chat.lua"
     script.write_text(WRK_SCRIPT % stack.key)
     result = Throughput(clients, stub_latency_ms, seconds)
@@ -184,9 +184,9 @@ def throughput(stack: Stack, clients: int, stub_latency_ms: int, seconds: float)
         result.non_2xx += int(m.group(4))  # timed out requests are failures too
     if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
         result.rps = float(m.group(1))
-    if m := re.search(r"50%\s+(\S+)", out):
+    if m := re.search(r"^\s+50%\s+(\S+)", out, re.M):
         result.p50_ms = _unit_ms(m.group(1))
-    if m := re.search(r"99%\s+(\S+)", out):
+    if m := re.search(r"^\s+99%\s+(\S+)", out, re.M):
         result.p99_ms = _unit_ms(m.group(1))
     finished = Turn.objects.filter(
         status=TurnStatus.SUCCEEDED, finished_at__gte=_dt(started_at), finished_at__lte=_dt(started_at + seconds)

