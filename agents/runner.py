@@ -145,7 +145,7 @@ def execute(recorder: Recorder) -> Turn | None:
     config = providers.ProviderConfig.for_agent(turn.agent)
     if turn.params.get("model_override"):
         config = providers.ProviderConfig(**{**config.__dict__, "model": turn.params["model_override"]})
-    ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embeddings.embed)
+    ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embeddings.embed_query)
     metrics.CONTEXT_TOKENS.observe(ctx.total_tokens)
     body = providers.request_body(config, ctx.messages, turn.params, stream=True)
     heartbeat = Heartbeat(recorder)
@@ -269,6 +269,11 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
         if not updated:
             transaction.set_rollback(True)
             raise LostClaim
+        recorder.record("completed", {"message_id": str(message.id), "cost": str(actual)})
+        written = recorder.flush()
+        following = _next_queued(turn)
+        # The shared rows last, so their locks are held for the fewest round trips before the
+        # commit: the tenant's budget windows, then the audit chain's head (every turn's).
         if recorder.reservation is not None:
             spend.settle(
                 recorder.reservation.id,
@@ -291,9 +296,6 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
                 "attempt": recorder.attempt,
             },
         )
-        recorder.record("completed", {"message_id": str(message.id), "cost": str(actual)})
-        written = recorder.flush()
-        following = _next_queued(turn)
     response = openai_format.completion(
         turn_id=turn.id,
         created=int(turn.created_at.timestamp()),

@@ -151,13 +151,14 @@ class CpuMeter:
 class Stack:
     """Stub + Sentinel web + worker, started once per run and reconfigured between benchmarks."""
 
-    def __init__(self, worker_concurrency: int = 64) -> None:
+    def __init__(self, worker_concurrency: int = 32, workers: int = 2) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, subprocess.Popen] = {}
         self.stub_port, self.web_port = free_port(), free_port()
         self.stub_url = f"http://127.0.0.1:{self.stub_port}/v1"
         self.base_url = f"http://127.0.0.1:{self.web_port}"
         self.worker_concurrency = worker_concurrency
+        self.workers = workers  # Celery worker processes: one per core, each a threads pool
         self.env = {
             **os.environ,
             "SENTINEL_LLM_BASE_URL": self.stub_url,
@@ -196,7 +197,9 @@ class Stack:
         stub = self._spawn("stub", [PYTHON, "-m", "bench.stub_server", "--port", str(self.stub_port)])
         wait_http(f"{self.stub_url}/models", 30, "the stub server", stub)
         web = self._spawn("web", [*web_command("127.0.0.1", self.web_port), "--backlog", "4096"])
-        self._spawn("worker", worker_command(self.worker_concurrency, f"bench-{os.getpid()}@%h", "--without-mingle", "--without-gossip"))
+        for n in range(self.workers):
+            name = "worker" if n == 0 else f"worker{n + 1}"
+            self._spawn(name, worker_command(self.worker_concurrency, f"bench{n}-{os.getpid()}@%h", "--without-mingle", "--without-gossip"))
         wait_http(f"{self.base_url}/health/live", 60, "the web server", web)
         self.wait_worker()
         return self
@@ -205,7 +208,7 @@ class Stack:
         """Ready when a turn goes through end to end."""
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            if self.processes["worker"].poll() is not None:
+            if any(p.poll() is not None for name, p in self.processes.items() if name.startswith("worker")):
                 raise RuntimeError(f"the worker exited; see {LOGS}/worker.log")
             try:
                 self.chat("warm up")
@@ -241,6 +244,9 @@ class Stack:
 
     def pid(self, name: str) -> int:
         return self.processes[name].pid
+
+    def pids(self, prefix: str) -> list[int]:
+        return [p.pid for name, p in self.processes.items() if name.startswith(prefix)]
 
     def metrics(self) -> dict[str, float]:
         from prometheus_client.parser import text_string_to_metric_families

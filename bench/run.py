@@ -45,7 +45,7 @@ def verdict(ok: bool) -> str:
 
 def turn_sections(stack: Stack, quick: bool) -> list[str]:
     lines: list[str] = []
-    idle = {"web": rss_mb(stack.pid("web")), "worker": rss_mb(stack.pid("worker"))}
+    idle = {"web": rss_mb(stack.pid("web")), "worker": sum(rss_mb(pid) for pid in stack.pids("worker"))}
 
     print("added latency ...", flush=True)
     lat = turn_bench.added_latency(stack, requests=60 if quick else 300)
@@ -97,7 +97,8 @@ def turn_sections(stack: Stack, quick: bool) -> list[str]:
         "## Throughput (issue 6.2)",
         "",
         f"wrk (2 threads) posts non-streaming turns for {seconds} s per row with that many open connections; every turn is durable as "
-        f"above. One uvicorn process, one Celery worker (threads pool, {stack.worker_concurrency} threads), PostgreSQL, Redis, the stub "
+        f"above. One uvicorn process, {stack.workers} Celery worker processes (threads pool, {stack.worker_concurrency} threads each), "
+        "PostgreSQL, Redis, the stub "
         "and wrk itself all share this machine's cores. Turns/s counts turns that succeeded within the window, from the database.",
         "",
         "| clients | stub latency | turns/s | HTTP requests/s | success | p50 | p99 | queue wait p50 / p99 | CPU (cores busy) |",
@@ -153,7 +154,8 @@ def turn_sections(stack: Stack, quick: bool) -> list[str]:
         "| process | idle | peak under the throughput runs |",
         "| --- | --- | --- |",
         f"| web (uvicorn, one process) | {idle['web']:.0f} MiB | {max(r.rss_peak['web'] for r in runs):.0f} MiB |",
-        f"| worker (Celery, threads pool) | {idle['worker']:.0f} MiB | {max(r.rss_peak['worker'] for r in runs):.0f} MiB |",
+        f"| workers (Celery, threads pool; {stack.workers} processes together) | {idle['worker']:.0f} MiB | "
+        f"{max(r.rss_peak['worker'] for r in runs):.0f} MiB |",
         "",
     ]
     return lines

@@ -139,19 +139,19 @@ def throughput(stack: Stack, clients: int, stub_latency_ms: int, seconds: float)
     meter = CpuMeter(
         {
             "web": [stack.pid("web")],
-            "worker": [stack.pid("worker")],
+            "worker": stack.pids("worker"),
             "postgres": postgres_pids(),
             "redis": redis_pids(),
             "stub": [stack.pid("stub")],
         }
     )
-    peaks = {"web": 0.0, "worker": 0.0}
+    peaks = {"web": 0.0, "worker": 0.0}  # the worker: all worker processes together
     sampling = threading.Event()
 
     def sample() -> None:
         while not sampling.is_set():
-            for name in peaks:
-                peaks[name] = max(peaks[name], rss_mb(stack.pid(name)))
+            peaks["web"] = max(peaks["web"], rss_mb(stack.pid("web")))
+            peaks["worker"] = max(peaks["worker"], sum(rss_mb(pid) for pid in stack.pids("worker")))
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)

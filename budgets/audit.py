@@ -45,7 +45,7 @@ def chain_hash(prev_hash: str, entry: AuditEntry) -> str:
 
 def record(action: str, *, actor: str, tenant_id=None, target: str = "", data: dict[str, Any] | None = None) -> AuditEntry:
     """Append one entry. Joins the caller's transaction: if that rolls back, so does the entry."""
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # no SAVEPOINT round trips while the head is locked
         head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
         entry = AuditEntry(
             seq=head.seq + 1,

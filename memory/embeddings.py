@@ -8,6 +8,7 @@ through a cache keyed by (model, sha256 of the text), so an identical text is em
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import queue
 import threading
@@ -19,13 +20,14 @@ from django.conf import settings
 
 from memory.models import EMBEDDING_DIMENSIONS, EmbeddingCache
 
-MAX_BATCH_TEXTS = 256  # texts per model call when many callers wait at once
+MAX_BATCH_TEXTS = 256  # texts per model call when many queries wait at once
+BACKGROUND_BATCH = 32  # texts per model call for indexing, between which queries go first
 
 
 class Embedder(Protocol):
     name: str
 
-    def embed(self, texts: list[str]) -> list[list[float]]: ...
+    def embed(self, texts: list[str], urgent: bool = False) -> list[list[float]]: ...
 
 
 class LocalEmbedder:
@@ -45,33 +47,46 @@ class LocalEmbedder:
         # One inference at a time, on one thread that takes everything queued since the last one as
         # a single batch: concurrent turns each embedding a query cost one model call, not one each
         # behind a lock (issue 6: the lock was where worker threads spent 60% of their time).
-        self._pending: queue.SimpleQueue[tuple[list[str], Future]] = queue.SimpleQueue()
+        # Queries (a turn waits on them) go before indexing (nobody waits), and indexing is fed in
+        # small batches, so a query waits for at most one small batch.
+        self._pending: queue.PriorityQueue[tuple[int, int, list[str], Future]] = queue.PriorityQueue()
+        self._order = itertools.count()
         threading.Thread(target=self._serve, name="embedder", daemon=True).start()
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
+    def embed(self, texts: list[str], urgent: bool = False) -> list[list[float]]:
+        if urgent:
+            return self._submit(texts, 0)
+        return [vector for lo in range(0, len(texts), BACKGROUND_BATCH) for vector in self._submit(texts[lo : lo + BACKGROUND_BATCH], 1)]
+
+    def _submit(self, texts: list[str], priority: int) -> list[list[float]]:
         future: Future = Future()
-        self._pending.put((texts, future))
+        self._pending.put((priority, next(self._order), texts, future))
         return future.result()
 
     def _serve(self) -> None:
         while True:
-            batch = [self._pending.get()]
-            size = len(batch[0][0])
-            while size < MAX_BATCH_TEXTS:
+            first = self._pending.get()
+            batch, size = [first], len(first[2])
+            limit = MAX_BATCH_TEXTS if first[0] == 0 else BACKGROUND_BATCH
+            while size < limit:
                 try:
-                    batch.append(self._pending.get_nowait())
+                    item = self._pending.get_nowait()
                 except queue.Empty:
                     break
-                size += len(batch[-1][0])
-            texts = [text for wanted, _ in batch for text in wanted]
+                if item[0] != first[0]:
+                    self._pending.put(item)
+                    break
+                batch.append(item)
+                size += len(item[2])
+            texts = [text for _, _, wanted, _ in batch for text in wanted]
             try:
                 vectors = self._model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
             except Exception as exc:  # noqa: BLE001 - handed to every caller of this batch
-                for _, future in batch:
+                for *_, future in batch:
                     future.set_exception(exc)
                 continue
             start = 0
-            for wanted, future in batch:
+            for _, _, wanted, future in batch:
                 future.set_result([vector.tolist() for vector in vectors[start : start + len(wanted)]])
                 start += len(wanted)
 
@@ -85,7 +100,7 @@ class OpenAIEmbedder:
         self.name = model
         self._client = openai.OpenAI(base_url=base_url or None, api_key=api_key, max_retries=2, timeout=30)
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
+    def embed(self, texts: list[str], urgent: bool = False) -> list[list[float]]:
         response = self._client.embeddings.create(model=self.name, input=texts, dimensions=EMBEDDING_DIMENSIONS)
         return [item.embedding for item in sorted(response.data, key=lambda item: item.index)]
 
@@ -102,8 +117,9 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
 
 
-def embed(texts: list[str]) -> list[list[float]]:
-    """Embeddings for texts, computing only those not already in the cache (one batch call)."""
+def embed(texts: list[str], urgent: bool = False) -> list[list[float]]:
+    """Embeddings for texts, computing only those not already in the cache (one batch call).
+    `urgent`: someone waits on the answer (a turn's recall query), so it goes before indexing."""
     if not texts:
         return []
     model = embedder()
@@ -113,10 +129,15 @@ def embed(texts: list[str]) -> list[list[float]]:
     }
     missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
     if missing:
-        vectors = model.embed(list(missing.values()))
+        vectors = model.embed(list(missing.values()), urgent=urgent)
         fresh = dict(zip(missing.keys(), vectors, strict=True))
         EmbeddingCache.objects.bulk_create(
             [EmbeddingCache(model=model.name, content_hash=h, embedding=v) for h, v in fresh.items()], ignore_conflicts=True
         )
         cached.update(fresh)
     return [cached[h] for h in hashes]
+
+
+def embed_query(texts: list[str]) -> list[list[float]]:
+    """embed() for a turn or a search waiting on the answer."""
+    return embed(texts, urgent=True)

@@ -14,6 +14,8 @@ from memory import dreamer, embeddings, indexing, tokens
 log = logging.getLogger(__name__)
 
 _INDEX_SCHEDULED = "sentinel:memory:index-scheduled"
+_INDEX_RUNNING = "sentinel:memory:index-running"
+_INDEX_RUNNING_TTL = 600  # a pass that died holding the flag blocks others this long at most
 
 
 def schedule_indexing() -> None:
@@ -24,9 +26,24 @@ def schedule_indexing() -> None:
 
 @shared_task(name="memory.tasks.index_memories", ignore_result=True)
 def index_memories() -> int:
-    # Cleared before the pass reads, so anything committed after this point schedules another pass.
-    streams.sync_client().delete(_INDEX_SCHEDULED)
-    return indexing.index_pending()
+    """One indexing pass at a time per deployment, looping while work keeps arriving.
+
+    Concurrent passes only queued behind each other for the embedder, each holding a database
+    connection meanwhile, and starved the turns of connections (issue 6: measured). A task that
+    finds a pass running leaves: that pass sees the schedule flag it set and goes round again.
+    """
+    client = streams.sync_client()
+    indexed = 0
+    while client.set(_INDEX_RUNNING, "1", nx=True, ex=_INDEX_RUNNING_TTL):
+        try:
+            # Cleared before the pass reads: anything committed after this schedules another.
+            client.delete(_INDEX_SCHEDULED)
+            indexed += indexing.index_pending()  # loops until nothing is pending
+        finally:
+            client.delete(_INDEX_RUNNING)
+        if not client.exists(_INDEX_SCHEDULED):
+            break
+    return indexed
 
 
 @shared_task(name="memory.tasks.dream", ignore_result=True)
@@ -48,7 +65,7 @@ def consolidate(conversation_id: str, dry_run: bool = False, trigger: str = "api
 @shared_task(name="memory.tasks.embed_query", ignore_result=True, acks_late=False)
 def embed_query(texts: list[str], reply_key: str) -> None:
     """Embed query texts for a web process, which waits on `reply_key` (BLPOP, no polling)."""
-    vectors = embeddings.embed(texts)
+    vectors = embeddings.embed_query(texts)
     pipe = streams.sync_client().pipeline(transaction=False)
     pipe.rpush(reply_key, json.dumps(vectors))
     pipe.expire(reply_key, 60)

@@ -36,7 +36,7 @@ def test_identical_texts_are_embedded_once(alice, bob, monkeypatch):
     calls = []
     model = embeddings.embedder()
     original = model.embed
-    monkeypatch.setattr(model, "embed", lambda texts: calls.append(list(texts)) or original(texts))
+    monkeypatch.setattr(model, "embed", lambda texts, urgent=False: calls.append(list(texts)) or original(texts, urgent))
     conversation_with(alice, ["the same words", "other words", "the same words"])
     conversation_with(bob, ["the same words"])
     embedded = [text for call in calls for text in call]
