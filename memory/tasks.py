@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 _INDEX_SCHEDULED = "sentinel:memory:index-scheduled"
 _INDEX_RUNNING = "sentinel:memory:index-running"
-_INDEX_RUNNING_TTL = 600  # a pass that died holding the flag blocks others this long at most
+_INDEX_RUNNING_TTL = 30  # renewed after every batch; a pass that died blocks others this long at most
 
 
 def schedule_indexing() -> None:
@@ -38,7 +38,9 @@ def index_memories() -> int:
         try:
             # Cleared before the pass reads: anything committed after this schedules another.
             client.delete(_INDEX_SCHEDULED)
-            indexed += indexing.index_pending()  # loops until nothing is pending
+            while step := indexing.index_pending_summaries() + indexing.index_pending_messages():
+                indexed += step
+                client.expire(_INDEX_RUNNING, _INDEX_RUNNING_TTL)  # still alive: keep the flag
         finally:
             client.delete(_INDEX_RUNNING)
         if not client.exists(_INDEX_SCHEDULED):

@@ -32,6 +32,23 @@ def test_indexing_counts_tokens_and_embeds_every_message(alice):
     assert indexing.index_pending() == 0, "a second pass finds nothing to do"
 
 
+def test_one_indexing_pass_runs_at_a_time_and_a_dead_ones_flag_expires(alice):
+    from agents import streams
+    from memory import tasks
+
+    conversation_with(alice, FILLER, index=False)
+    client = streams.sync_client()
+    client.set(tasks._INDEX_RUNNING, "1", ex=tasks._INDEX_RUNNING_TTL)  # a pass is running elsewhere
+    try:
+        assert tasks.index_memories() == 0, "a second pass leaves the work to the running one"
+        assert Message.objects.filter(embedded=False).count() == len(FILLER)
+        assert 0 < client.ttl(tasks._INDEX_RUNNING) <= 30, "a pass that died blocks others for at most 30 s"
+    finally:
+        client.delete(tasks._INDEX_RUNNING)
+    assert tasks.index_memories() == len(FILLER)
+    assert not client.exists(tasks._INDEX_RUNNING), "the flag is cleared when the pass ends"
+
+
 def test_identical_texts_are_embedded_once(alice, bob, monkeypatch):
     calls = []
     model = embeddings.embedder()
