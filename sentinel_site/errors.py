@@ -14,7 +14,6 @@ from django import db
 from django.http import Http404, HttpRequest, JsonResponse
 from psycopg_pool import PoolTimeout
 from rest_framework import exceptions
-from rest_framework.response import Response
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +116,16 @@ def classify(exc: Exception) -> ApiError | None:
     return None
 
 
-def exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF's EXCEPTION_HANDLER: every DRF view answers errors in OpenAI's shape."""
+def exception_handler(exc: Exception, context: dict) -> JsonResponse | None:
+    """DRF's EXCEPTION_HANDLER: every DRF view answers errors in OpenAI's shape.
+
+    A JsonResponse, not a DRF Response, so no renderer picked by the Accept header touches it: an
+    error is application/json even to a client asking a turn's events for text/event-stream.
+    """
     error = classify(exc)
     if error is None:
         return None  # a bug: let Django's 500 handler log it
-    response = Response(error.body(), status=error.status)
-    for name, value in error.headers.items():
-        response[name] = value
-    return response
+    return error.response()
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

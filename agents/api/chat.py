@@ -4,6 +4,7 @@ client holds no thread, only a Redis XREAD on its turn's stream."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,10 +25,15 @@ from budgets import roles
 from sentinel_site.errors import ApiError, not_found
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_ID_PATTERN = r"^\d+(-\d+)?$"  # a Redis stream id, as Last-Event-ID
 
 
 class EventStreamRenderer(BaseRenderer):
-    """Lets DRF's content negotiation accept `Accept: text/event-stream`; the view streams itself."""
+    """Lets DRF's content negotiation accept `Accept: text/event-stream`; the view streams itself.
+
+    Nothing is ever rendered with it: views return Django responses, and errors are JSON whatever
+    the Accept header (see sentinel_site.errors.exception_handler).
+    """
 
     media_type = "text/event-stream"
     format = "event-stream"
@@ -74,6 +80,7 @@ class ChatCompletionsView(AsyncAPIView):
     """OpenAI's chat completions, answered by an agent turn run on a worker."""
 
     required_scopes = {"POST": roles.TURNS_EXECUTE}
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
 
     @extend_schema(
         operation_id="chat_completions_create",
@@ -88,7 +95,7 @@ class ChatCompletionsView(AsyncAPIView):
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
-                str,
+                {"type": "string", "maxLength": 255},
                 OpenApiParameter.HEADER,
                 required=False,
                 description="Same key and body: the same turn. Same key, another body: 422.",
@@ -254,7 +261,9 @@ class TurnEventsView(AsyncAPIView):
             "and response, errors). With `Accept: text/event-stream`: live events (`state`, `delta`, `done`, `error`) "
             "as SSE whose ids resume the stream when sent back as `Last-Event-ID`."
         ),
-        parameters=[OpenApiParameter("Last-Event-ID", str, OpenApiParameter.HEADER, required=False)],
+        parameters=[
+            OpenApiParameter("Last-Event-ID", {"type": "string", "pattern": STREAM_ID_PATTERN}, OpenApiParameter.HEADER, required=False)
+        ],
         responses={
             (200, "application/json"): TurnEventSerializer(many=True),
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="SSE events: state, delta, done, error."),
@@ -267,7 +276,7 @@ class TurnEventsView(AsyncAPIView):
         turn = await Turn.objects.filter(id=turn_id, tenant=tenant).afirst()
         if turn is None:
             raise not_found("turn")
-        if "text/event-stream" not in request.headers.get("Accept", ""):
+        if request.accepted_renderer.format != EventStreamRenderer.format:
             events = [e async for e in TurnEventRecord.objects.filter(turn=turn).order_by("attempt", "seq")]
             return JsonResponse({"object": "list", "data": TurnEventSerializer(events, many=True).data})
         after = request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id") or "0"
@@ -279,8 +288,7 @@ class TurnEventsView(AsyncAPIView):
 
 
 def _valid_stream_id(value: str) -> bool:
-    head, _, tail = value.partition("-")
-    return head.isdigit() and (tail == "" or tail.isdigit())
+    return re.fullmatch(STREAM_ID_PATTERN[1:-1], value, re.ASCII) is not None
 
 
 async def _live(turn_id, after: str) -> AsyncIterator[bytes]:

@@ -24,6 +24,7 @@ def post(client, body, headers=None, raw=None):
 
 def assert_openai_error(response, status, *, param=None, code=None):
     assert response.status_code == status, response.content
+    assert response["Content-Type"] == "application/json", "an error is JSON, whatever the Accept header"
     body = response.json()
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"message", "type", "param", "code"}, body
@@ -208,3 +209,12 @@ def test_a_full_turn_queue_sheds_with_503_overloaded_and_writes_nothing(client, 
     error = assert_openai_error(response, 503, code="queue_full")
     assert error["type"] == "overloaded" and int(response["Retry-After"]) >= 1
     assert_nothing_written()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("accept", ["text/event-stream", "application/json", "*/*"])
+def test_an_error_is_json_whatever_the_accept_header(client, alice, accept):
+    events = f"/v1/turns/{uuid.uuid4()}/events"
+    assert_openai_error(client.get(events, HTTP_ACCEPT=accept), 401, code="missing_api_key")
+    assert_openai_error(client.get(events, HTTP_ACCEPT=accept, **alice.auth), 404)
+    assert_openai_error(post(client, {"model": "helper"}, {"HTTP_ACCEPT": accept, **alice.auth}), 400, param="messages")
