@@ -243,7 +243,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["budgets.auth.HasScope"],
     "DEFAULT_THROTTLE_CLASSES": ["budgets.ratelimit.RateLimit"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["sentinel_site.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "sentinel_site.pagination.CursorPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "sentinel_site.errors.exception_handler",
@@ -254,7 +254,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Sentinel API",
     "DESCRIPTION": (
         "OpenAI-compatible API for running LLM agents. Authenticate with `Authorization: Bearer <key>`. "
-        'Every error has OpenAI\'s shape: `{"error": {"message", "type", "param", "code"}}`.'
+        'Every error has OpenAI\'s shape: `{"error": {"message", "type", "param", "code"}}`. Text may not contain NUL '
+        "(`\\u0000`) or unpaired surrogates, which PostgreSQL cannot store."
     ),
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,

@@ -106,3 +106,17 @@ def test_list_endpoints_take_a_limit(client, alice):
         Conversation.objects.create(tenant=alice.tenant, agent=alice.agent)
     page = client.get("/v1/conversations?limit=2", **alice.auth).json()
     assert len(page["results"]) == 2 and page["next"]
+
+
+@pytest.mark.parametrize(
+    "body,param",
+    [
+        ({"name": "ok", "system_prompt": "a\u0000b"}, "system_prompt"),
+        ({"name": "ok", "default_params": {"stop\u0000": 1}}, "default_params.stop\u0000"),
+        ({"name": "ok", "default_params": {"stop": ["x", "\ud800"]}}, "default_params.stop[1]"),
+    ],
+)
+def test_text_postgresql_cannot_store_is_a_400_not_a_500(client, alice, body, param):
+    response = client.post("/v1/agents", body, content_type="application/json", **alice.auth)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param, response.content
+    assert Agent.objects.filter(tenant=alice.tenant).count() == 1
