@@ -11,7 +11,6 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -19,6 +18,8 @@ from budgets import audit, keys, roles, spend
 from budgets.models import ApiKey, AuditEntry, Budget, Period, Price, SpendEntry
 from budgets.roles import Role
 from sentinel_site.errors import ApiError, not_found
+from sentinel_site.pagination import CursorPagination
+from sentinel_site.params import IntegerParam, TextParam
 
 
 def actor(request) -> str:
@@ -166,20 +167,16 @@ class UsageView(APIView):
     """GET /v1/usage: spend and tokens by key, model and day, from the ledger."""
 
     required_scopes = {"GET": roles.BUDGETS_ADMIN}
+    days = IntegerParam("days", 1, 366, default=30)
 
     @extend_schema(
         summary="Usage by key, model and day",
-        parameters=[OpenApiParameter("days", int, required=False, description="1-366, default 30")],
+        parameters=[days.openapi("Days back from now.")],
         responses=OpenApiResponse(OpenApiTypes.OBJECT),
         tags=["governance"],
     )
     def get(self, request):
-        try:
-            days = int(request.query_params.get("days", "30"))
-        except ValueError:
-            days = 0
-        if not 1 <= days <= 366:
-            raise ApiError(400, "days must be an integer from 1 to 366.", param="days", code="invalid_value")
+        days = self.days.read(request)
         since = timezone.now() - timedelta(days=days)
         rows = (
             SpendEntry.objects.filter(tenant=request.user.tenant, created_at__gte=since)
@@ -205,7 +202,6 @@ class UsageView(APIView):
 
 class AuditPagination(CursorPagination):
     ordering = "-seq"
-    page_size_query_param = "limit"
     max_page_size = 500
 
 
@@ -213,17 +209,23 @@ class AuditView(APIView):
     """GET /v1/audit: this tenant's audit entries, newest first."""
 
     required_scopes = {"GET": roles.AUDIT_READ}
+    action_filter = TextParam("action")  # not `action`: DRF views use that name
 
     @extend_schema(
         summary="Audit log",
-        parameters=[OpenApiParameter("action", str, required=False)],
+        parameters=[
+            action_filter.openapi("Only entries of this action, e.g. key.created."),
+            OpenApiParameter("cursor", str, required=False, description="The `next` or `previous` of a page."),
+            AuditPagination().limit.openapi("Entries per page."),
+        ],
         responses=OpenApiResponse(OpenApiTypes.OBJECT),
         tags=["governance"],
     )
     def get(self, request):
         entries = AuditEntry.objects.filter(tenant=request.user.tenant)
-        if request.query_params.get("action"):
-            entries = entries.filter(action=request.query_params["action"])
+        action = self.action_filter.read(request)
+        if action:
+            entries = entries.filter(action=action)
         paginator = AuditPagination()
         page = paginator.paginate_queryset(entries, request, view=self)
         return paginator.get_paginated_response(
@@ -317,10 +319,11 @@ class KeyRotateView(APIView):
     """POST /v1/keys/{id}/rotate: a new key with the same role; the old one expires after an overlap."""
 
     required_scopes = {"POST": roles.KEYS_ADMIN}
+    overlap_hours = IntegerParam("overlap_hours", 0, 720, default=24)
 
     @extend_schema(
         summary="Rotate an API key",
-        parameters=[OpenApiParameter("overlap_hours", int, required=False, description="0-720, default 24")],
+        parameters=[overlap_hours.openapi("Hours the old key keeps working.")],
         request=None,
         responses={201: OpenApiResponse(OpenApiTypes.OBJECT)},
         tags=["governance"],
@@ -329,12 +332,7 @@ class KeyRotateView(APIView):
         old = tenant_key(request, key_id)
         if not old.is_usable:
             raise ApiError(409, "A revoked or expired key cannot be rotated.", code="key_not_usable")
-        try:
-            overlap = int(request.query_params.get("overlap_hours", "24"))
-        except ValueError:
-            overlap = -1
-        if not 0 <= overlap <= 720:
-            raise ApiError(400, "overlap_hours must be an integer from 0 to 720.", param="overlap_hours", code="invalid_value")
+        overlap = self.overlap_hours.read(request)
         with transaction.atomic():
             new, plaintext = ApiKey.issue(old.tenant, role=old.role, name=old.name, expires_at=old.expires_at, actor=actor(request))
             ends = timezone.now() + timedelta(hours=overlap)

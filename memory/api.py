@@ -25,6 +25,7 @@ from memory.models import Memory, Summary
 from memory.tasks import consolidate as consolidate_task
 from memory.tasks import schedule_indexing
 from sentinel_site.errors import ApiError, not_found
+from sentinel_site.params import IntegerParam, TextParam
 
 MAX_IMPORT = 1000
 
@@ -171,21 +172,20 @@ class ContextView(AsyncAPIView):
     """GET /v1/conversations/{id}/context: what the next turn would send to the model, piece by piece."""
 
     required_scopes = {"GET": roles.MEMORY_READ}
+    query = TextParam("query", min_length=1, max_length=2000)
 
     @extend_schema(
         summary="Explain the next turn's context",
         description="The pieces of context the next turn would receive: kind (system, summary, recalled, recent), text, "
         "source message ids and client ids, tokens; with the total and, for comparison, the tokens of the whole "
         "history and of its unconsolidated part. `query` overrides what recall searches for.",
-        parameters=[OpenApiParameter("query", str, required=False)],
+        parameters=[query.openapi()],
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
         tags=["memory"],
     )
     async def get(self, request, conversation_id):
         conversation = await sync_to_async(tenant_conversation)(request, conversation_id)
-        query = request.query_params.get("query")
-        if query is not None and not (0 < len(query) <= 2000):
-            raise ApiError(400, "query must be 1 to 2000 characters.", param="query", code="invalid_value")
+        query = self.query.read(request)
         texts = [query] if query is not None else await sync_to_async(recall_query)(conversation)
         vectors = await remote.embed_texts(texts) if texts else []
         context = await sync_to_async(assemble)(conversation, query=query, embed=lambda _: vectors)
@@ -220,33 +220,28 @@ class MemorySearchView(AsyncAPIView):
     """GET /v1/memory/search: memories ranked by similarity to `q`."""
 
     required_scopes = {"GET": roles.MEMORY_READ}
+    q = TextParam("q", required=True, min_length=1, max_length=2000)
+    k = IntegerParam("k", 1, 50, default=10)
+    agent = TextParam("agent")
 
     @extend_schema(
         summary="Search long-term memory",
         parameters=[
-            OpenApiParameter("q", str, required=True),
-            OpenApiParameter("k", int, required=False, description="1-50, default 10"),
+            q.openapi("What to search for."),
+            k.openapi("How many memories."),
             OpenApiParameter("conversation", str, required=False),
-            OpenApiParameter("agent", str, required=False, description="agent name"),
+            agent.openapi("An agent's name."),
         ],
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT), 400: OpenApiResponse(OpenApiTypes.OBJECT)},
         tags=["memory"],
     )
     async def get(self, request):
         params = request.query_params
-        q = params.get("q", "")
-        if not (0 < len(q) <= 2000):
-            raise ApiError(400, "q is required (1 to 2000 characters).", param="q", code="invalid_value")
-        try:
-            k = int(params.get("k", "10"))
-        except ValueError:
-            k = 0
-        if not 1 <= k <= 50:
-            raise ApiError(400, "k must be an integer from 1 to 50.", param="k", code="invalid_value")
+        q, k, agent_name = self.q.read(request), self.k.read(request), self.agent.read(request)
         tenant = request.user.tenant
         scope: dict = {}
-        if params.get("agent"):
-            agent = await Agent.objects.filter(tenant=tenant, name=params["agent"]).afirst()
+        if agent_name:
+            agent = await Agent.objects.filter(tenant=tenant, name=agent_name).afirst()
             if agent is None:
                 raise ApiError(404, "No such agent.", param="agent", code="agent_not_found")
             scope["agent_id"] = agent.id

@@ -1,5 +1,6 @@
 """Agents, conversations and turns over the API: scoped to the caller's tenant, guarded by role."""
 
+import base64
 import uuid
 
 import pytest
@@ -106,6 +107,23 @@ def test_list_endpoints_take_a_limit(client, alice):
         Conversation.objects.create(tenant=alice.tenant, agent=alice.agent)
     page = client.get("/v1/conversations?limit=2", **alice.auth).json()
     assert len(page["results"]) == 2 and page["next"]
+
+
+@pytest.mark.parametrize("limit", ["null", "", "0", "201", "-1", "2.5", "+5", "٣"])
+@pytest.mark.parametrize("listing", ["conversations", "turns", "messages"])
+def test_a_limit_that_is_not_an_integer_from_1_to_200_is_a_400_naming_it(client, alice, listing, limit):
+    conversation = Conversation.objects.create(tenant=alice.tenant, agent=alice.agent)
+    path = f"/v1/conversations/{conversation.id}/messages" if listing == "messages" else f"/v1/{listing}"
+    response = client.get(path, {"limit": limit}, **alice.auth)
+    assert response.status_code == 400, f"?limit={limit!r} must not fall back to the default: {response.content}"
+    assert response.json()["error"]["param"] == "limit"
+    assert client.get(path, {"limit": "200"}, **alice.auth).status_code == 200
+
+
+@pytest.mark.parametrize("position", ["not-a-date", "\u0000"])
+def test_a_forged_cursor_is_a_404_not_a_500(client, alice, position):
+    cursor = base64.b64encode(f"p={position}".encode()).decode()
+    assert client.get("/v1/conversations", {"cursor": cursor}, **alice.auth).status_code == 404
 
 
 @pytest.mark.parametrize(

@@ -125,6 +125,7 @@ def test_keys_can_be_created_listed_rotated_and_revoked(admin):
     created = client.post("/v1/keys", {"role": "viewer", "name": "ci"}, content_type="application/json", **admin.auth).json()
     assert created["key"].startswith("snt_") and created["role"] == "viewer"
     assert "key" not in client.get("/v1/keys", **admin.auth).json()["data"][0]
+    assert client.post(f"/v1/keys/{created['id']}/rotate?overlap_hours=1.5", **admin.auth).status_code == 400
     rotated = client.post(f"/v1/keys/{created['id']}/rotate?overlap_hours=1", **admin.auth)
     assert rotated.status_code == 201 and rotated.json()["role"] == "viewer"
     old = ApiKey.objects.get(key_id=created["id"])
@@ -134,6 +135,22 @@ def test_keys_can_be_created_listed_rotated_and_revoked(admin):
     assert client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {created['key']}").status_code == 401
     actions = list(AuditEntry.objects.filter(tenant=admin.tenant).values_list("action", flat=True))
     assert {"key.created", "key.rotated", "key.revoked"} <= set(actions)
+
+
+@pytest.mark.parametrize(
+    "path,param",
+    [
+        ("/v1/usage?days=null", "days"),
+        ("/v1/usage?days=%2B3", "days"),
+        ("/v1/usage?days=367", "days"),
+        ("/v1/audit?limit=501", "limit"),
+        ("/v1/audit?limit=", "limit"),
+        ("/v1/audit?action=%00", "action"),
+    ],
+)
+def test_a_bad_query_parameter_is_a_400_naming_it(admin, path, param):
+    response = Client().get(path, **admin.auth)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param, response.content
 
 
 def test_a_developer_cannot_mint_admin_keys_and_nobody_reaches_another_tenants_keys(admin):

@@ -89,6 +89,7 @@ def test_search_ranks_memories_and_never_crosses_tenants(live_stack, alice, bob)
         assert h.get("/memory/search", params={"q": "born", "conversation": conversation}).status_code == 200
         assert h.get("/memory/search", params={"q": ""}).status_code == 400
         assert h.get("/memory/search", params={"q": "x", "k": "500"}).json()["error"]["param"] == "k"
+        assert h.get("/memory/search", params={"q": "x", "agent": "\u0000"}).json()["error"]["param"] == "agent"
     with http(live_stack, bob) as h:
         assert h.get("/memory/search", params={"q": "Where was I born?"}).json()["data"] == []
         assert h.get("/memory/search", params={"q": "born", "conversation": conversation}).status_code == 404
