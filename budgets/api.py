@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from budgets import audit, keys, roles, spend
 from budgets.models import ApiKey, AuditEntry, Budget, Period, Price, SpendEntry
 from budgets.roles import Role
+from sentinel_site import strict
 from sentinel_site.errors import ApiError, not_found
 from sentinel_site.pagination import CursorPagination
 from sentinel_site.params import IntegerParam, TextParam
@@ -28,10 +29,12 @@ def actor(request) -> str:
 
 class BudgetInSerializer(serializers.Serializer):
     period = serializers.ChoiceField(choices=Period.choices)
-    limit = serializers.DecimalField(max_digits=14, decimal_places=6, min_value=0)
-    api_key = serializers.CharField(required=False, allow_null=True, help_text="A key id (the part after snt_); null: the tenant.")
-    soft_limit_share = serializers.DecimalField(max_digits=4, decimal_places=3, min_value=0, max_value=1, required=False, default="0.8")
-    fallback_model = serializers.CharField(required=False, allow_blank=True, default="", max_length=200)
+    limit = strict.DecimalField(max_digits=14, decimal_places=6, help_text="USD per period.")
+    api_key = strict.CharField(required=False, allow_null=True, help_text="A key id (the part after snt_); null: the tenant.")
+    soft_limit_share = strict.DecimalField(
+        max_digits=4, decimal_places=3, max_value=1, pattern=r"^(0(\.\d{1,3})?|1(\.0{1,3})?)$", required=False, default="0.8"
+    )
+    fallback_model = strict.CharField(required=False, allow_blank=True, default="", max_length=200)
 
 
 class BudgetsInSerializer(serializers.Serializer):
@@ -107,13 +110,17 @@ def _standing(budget: Budget) -> spend.Standing:
     return spend.Standing(budget, window.settled if window else 0, window.reserved if window else 0)
 
 
-class PriceSerializer(serializers.ModelSerializer):
+class PriceSerializer(strict.ModelSerializer):
+    """A model's price in USD per million tokens: global, or this tenant's own."""
+
+    input_per_mtok = strict.DecimalField(max_digits=12, decimal_places=6, help_text="USD per million input tokens.")
+    output_per_mtok = strict.DecimalField(max_digits=12, decimal_places=6, help_text="USD per million output tokens.")
     scope = serializers.SerializerMethodField()
 
     class Meta:
         model = Price
         fields = ["model", "endpoint", "input_per_mtok", "output_per_mtok", "scope", "updated_at"]
-        extra_kwargs = {"input_per_mtok": {"min_value": 0}, "output_per_mtok": {"min_value": 0}, "endpoint": {"required": False}}
+        extra_kwargs = {"endpoint": {"required": False}}
         validators = []  # uniqueness is per scope; PUT upserts
 
     def get_scope(self, price: Price) -> str:
@@ -245,7 +252,7 @@ class AuditView(APIView):
 
 
 class KeyInSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    name = strict.CharField(max_length=100, required=False, allow_blank=True, default="")
     role = serializers.ChoiceField(choices=Role.choices, default=Role.EXECUTOR)
     expires_in_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True)
 

@@ -24,6 +24,7 @@ from memory.context import assemble, recall_query
 from memory.models import Memory, Summary
 from memory.tasks import consolidate as consolidate_task
 from memory.tasks import schedule_indexing
+from sentinel_site import strict
 from sentinel_site.errors import ApiError, not_found
 from sentinel_site.params import IntegerParam, TextParam
 
@@ -31,7 +32,7 @@ MAX_IMPORT = 1000
 
 
 class ImportMessageSerializer(ChatMessageSerializer):
-    client_id = serializers.CharField(max_length=200, required=False, allow_blank=False)
+    client_id = strict.CharField(max_length=200, required=False, allow_blank=False)
     timestamp = serializers.DateTimeField(required=False)
 
 
@@ -48,8 +49,8 @@ class ImportSerializer(serializers.Serializer):
 
 
 class ConversationCreateSerializer(serializers.Serializer):
-    agent = serializers.CharField(max_length=64, help_text="The agent's name.")
-    title = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    agent = strict.CharField(max_length=64, help_text="The agent's name.")
+    title = strict.CharField(max_length=200, required=False, allow_blank=True, default="")
     metadata = serializers.DictField(required=False, default=dict)
 
 

@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.models import Agent, Conversation, Message, Turn, TurnEventRecord
+from sentinel_site import strict
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -52,12 +53,12 @@ class ContentField(serializers.Field):
 
 
 class ToolCallFunctionSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=64)
-    arguments = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    name = strict.CharField(max_length=64)
+    arguments = strict.CharField(allow_blank=True)
 
 
 class ToolCallSerializer(serializers.Serializer):
-    id = serializers.CharField(max_length=100)
+    id = strict.CharField(max_length=100)
     type = serializers.ChoiceField(choices=["function"])
     function = ToolCallFunctionSerializer()
 
@@ -65,9 +66,9 @@ class ToolCallSerializer(serializers.Serializer):
 class ChatMessageSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=ROLES)
     content = ContentField(allow_null=True, required=False)
-    name = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    name = strict.CharField(max_length=64, required=False, allow_blank=True)
     tool_calls = ToolCallSerializer(many=True, required=False)
-    tool_call_id = serializers.CharField(max_length=100, required=False)
+    tool_call_id = strict.CharField(max_length=100, required=False)
 
     def validate(self, attrs):
         role = attrs["role"]
@@ -85,8 +86,8 @@ class ChatMessageSerializer(serializers.Serializer):
 
 
 class FunctionDefinitionSerializer(serializers.Serializer):
-    name = serializers.RegexField(r"^[A-Za-z0-9_-]{1,64}$")
-    description = serializers.CharField(required=False, allow_blank=True)
+    name = strict.RegexField(r"^[A-Za-z0-9_-]{1,64}$")
+    description = strict.CharField(required=False, allow_blank=True)
     parameters = serializers.JSONField(required=False)
     strict = serializers.BooleanField(required=False, allow_null=True)
 
@@ -103,7 +104,7 @@ class StreamOptionsSerializer(serializers.Serializer):
 class ChatCompletionRequestSerializer(serializers.Serializer):
     """OpenAI's chat completion request, plus Sentinel's optional `conversation`."""
 
-    model = serializers.CharField(max_length=200, help_text="The agent's name (see GET /v1/models).")
+    model = strict.CharField(max_length=200, help_text="The agent's name (see GET /v1/models).")
     messages = ChatMessageSerializer(many=True, allow_empty=False)
     stream = serializers.BooleanField(required=False, default=False)
     stream_options = StreamOptionsSerializer(required=False, allow_null=True)
@@ -127,7 +128,7 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
     parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
     response_format = serializers.JSONField(required=False, allow_null=True)
     logit_bias = serializers.DictField(child=serializers.FloatField(), required=False, allow_null=True)
-    user = serializers.CharField(required=False, allow_null=True, max_length=256)
+    user = strict.CharField(required=False, allow_null=True, max_length=256)
 
     def validate_messages(self, value):
         limit = settings.SENTINEL["MAX_MESSAGES_PER_REQUEST"]
@@ -155,8 +156,10 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
         raise serializers.ValidationError("must be an object with type text, json_object or json_schema")
 
 
-class AgentSerializer(serializers.ModelSerializer):
-    provider_api_key = serializers.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
+class AgentSerializer(strict.ModelSerializer):
+    """An agent: the model it calls, what it is told, and how much it remembers."""
+
+    provider_api_key = strict.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
     has_provider_api_key = serializers.SerializerMethodField()
 
     class Meta:

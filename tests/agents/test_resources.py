@@ -129,6 +129,27 @@ def test_a_forged_cursor_is_a_404_not_a_500(client, alice, position):
 @pytest.mark.parametrize(
     "body,param",
     [
+        ({"name": 12}, "name"),
+        ({"name": "ok", "system_prompt": 0}, "system_prompt"),
+        ({"name": "ok", "model": False}, "model"),
+        ({"name": "ok", "provider_api_key": 1}, "provider_api_key"),
+    ],
+)
+def test_a_number_where_text_belongs_is_a_400_not_coerced(client, alice, body, param):
+    response = client.post("/v1/agents", body, content_type="application/json", **alice.auth)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param, response.content
+    assert Agent.objects.filter(tenant=alice.tenant).count() == 1
+
+
+def test_text_is_stored_as_sent(client, alice):
+    body = {"name": "spaced", "system_prompt": "  Be brief.\n", "specialization": " "}
+    agent = client.post("/v1/agents", body, content_type="application/json", **alice.auth).json()
+    assert (agent["system_prompt"], agent["specialization"]) == ("  Be brief.\n", " "), "no trimming: the schema promises none"
+
+
+@pytest.mark.parametrize(
+    "body,param",
+    [
         ({"name": "ok", "system_prompt": "a\u0000b"}, "system_prompt"),
         ({"name": "ok", "default_params": {"stop\u0000": 1}}, "default_params.stop\u0000"),
         ({"name": "ok", "default_params": {"stop": ["x", "\ud800"]}}, "default_params.stop[1]"),

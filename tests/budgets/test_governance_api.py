@@ -109,6 +109,27 @@ def test_bad_budget_input_is_a_400_and_changes_nothing(admin):
     assert Budget.objects.get(tenant=admin.tenant, period="daily", api_key=None).limit == 100
 
 
+@pytest.mark.parametrize("limit", [".", "", "1e3", " 1", "-0", "1_0", "٣", "NaN", "123456789", "1.1234567", True, None, -0.5])
+def test_a_budget_limit_is_a_plain_non_negative_decimal(admin, limit):
+    body = {"budgets": [{"period": "daily", "limit": limit}]}
+    response = Client().put("/v1/budgets", body, content_type="application/json", **admin.auth)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "budgets[0].limit", response.content
+
+
+@pytest.mark.parametrize("share,accepted", [("1", True), ("0.125", True), (1, True), ("1.001", False), ("2", False), (1.5, False)])
+def test_a_soft_limit_share_is_from_0_to_1(admin, share, accepted):
+    body = {"budgets": [{"period": "daily", "limit": "1", "soft_limit_share": share}]}
+    response = Client().put("/v1/budgets", body, content_type="application/json", **admin.auth)
+    assert (response.status_code == 200) is accepted, response.content
+
+
+def test_a_json_number_amount_is_rounded_to_the_fields_places(admin):
+    body = {"budgets": [{"period": "daily", "limit": 0.1 + 0.2}]}  # 0.30000000000000004
+    response = Client().put("/v1/budgets", body, content_type="application/json", **admin.auth)
+    assert response.status_code == 200, response.content
+    assert Budget.objects.get(tenant=admin.tenant, period="daily", api_key=None).limit == Decimal("0.3")
+
+
 def test_pricing_put_sets_only_this_tenants_prices(admin):
     Price.objects.create(model="gpt-x", input_per_mtok=1, output_per_mtok=1)
     body = {"prices": [{"model": "gpt-x", "input_per_mtok": "3", "output_per_mtok": "6"}]}
@@ -135,6 +156,12 @@ def test_keys_can_be_created_listed_rotated_and_revoked(admin):
     assert client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {created['key']}").status_code == 401
     actions = list(AuditEntry.objects.filter(tenant=admin.tenant).values_list("action", flat=True))
     assert {"key.created", "key.rotated", "key.revoked"} <= set(actions)
+
+
+def test_a_key_name_must_be_text(admin):
+    response = Client().post("/v1/keys", {"name": 0}, content_type="application/json", **admin.auth)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "name", "DRF would have stored 0 as '0'"
+    assert not ApiKey.objects.filter(tenant=admin.tenant, name="0").exists()
 
 
 @pytest.mark.parametrize(
