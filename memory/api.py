@@ -37,11 +37,9 @@ class ImportMessageSerializer(ChatMessageSerializer):
 
 
 class ImportSerializer(serializers.Serializer):
-    messages = ImportMessageSerializer(many=True, allow_empty=False)
+    messages = ImportMessageSerializer(many=True, allow_empty=False, max_length=MAX_IMPORT)
 
     def validate_messages(self, value):
-        if len(value) > MAX_IMPORT:
-            raise serializers.ValidationError(f"at most {MAX_IMPORT} messages per call")
         client_ids = [m["client_id"] for m in value if m.get("client_id")]
         if len(client_ids) != len(set(client_ids)):
             raise serializers.ValidationError("client_id values must be unique within a request")

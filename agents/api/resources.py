@@ -55,12 +55,15 @@ class ModelsView(APIView):
         return Response({"object": "list", "data": data})
 
 
+NAME_TAKEN = OpenApiResponse(description="Another agent of yours has this name.")
+
+
 @extend_schema_view(
     list=extend_schema(summary="List agents", tags=["agents"]),
-    create=extend_schema(summary="Create an agent", tags=["agents"]),
+    create=extend_schema(summary="Create an agent", responses={201: AgentSerializer, 409: NAME_TAKEN}, tags=["agents"]),
     retrieve=extend_schema(summary="Read an agent", tags=["agents"]),
-    update=extend_schema(summary="Replace an agent", tags=["agents"]),
-    partial_update=extend_schema(summary="Update an agent", tags=["agents"]),
+    update=extend_schema(summary="Replace an agent", responses={200: AgentSerializer, 409: NAME_TAKEN}, tags=["agents"]),
+    partial_update=extend_schema(summary="Update an agent", responses={200: AgentSerializer, 409: NAME_TAKEN}, tags=["agents"]),
     destroy=extend_schema(summary="Delete an agent and its conversations", tags=["agents"]),
 )
 class AgentViewSet(TenantScoped, viewsets.ModelViewSet):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.models import Agent, Conversation, Message, Turn, TurnEventRecord
 from sentinel_site import strict
+from sentinel_site.errors import ApiError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
@@ -18,10 +20,13 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
             {"type": "string"},
             {
                 "type": "array",
-                "items": {"type": "object", "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}},
+                "items": {
+                    "type": "object",
+                    "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
+                    "required": ["type", "text"],
+                },
             },
         ],
-        "nullable": True,
     }
 )
 class ContentField(serializers.Field):
@@ -46,6 +51,76 @@ class ContentField(serializers.Field):
                     self.fail("invalid")
                 texts.append(part["text"])
             return "".join(texts)
+        self.fail("invalid")
+
+    def to_representation(self, value):
+        return value
+
+
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]})
+class StopField(serializers.Field):
+    """OpenAI's `stop`: a string, or a list of up to 4 strings."""
+
+    default_error_messages = {"invalid": "must be a string or a list of up to 4 strings"}
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) or (isinstance(data, list) and len(data) <= 4 and all(isinstance(s, str) for s in data)):
+            return data
+        self.fail("invalid")
+
+    def to_representation(self, value):
+        return value
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "enum": ["none", "auto", "required"]},
+            {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string", "enum": ["function"]},
+                    "function": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+                },
+                "required": ["type", "function"],
+            },
+        ]
+    }
+)
+class ToolChoiceField(serializers.Field):
+    """OpenAI's `tool_choice`: none, auto, required, or the function to call."""
+
+    # Doubled braces: DRF formats error messages.
+    default_error_messages = {"invalid": "must be 'none', 'auto', 'required' or {{'type': 'function', 'function': {{'name': ...}}}}"}
+
+    def to_internal_value(self, data):
+        if data in ("none", "auto", "required"):
+            return data
+        if isinstance(data, dict) and data.get("type") == "function":
+            function = data.get("function")
+            if isinstance(function, dict) and isinstance(function.get("name"), str):
+                return data
+        self.fail("invalid")
+
+    def to_representation(self, value):
+        return value
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "properties": {"type": {"type": "string", "enum": ["text", "json_object", "json_schema"]}},
+        "required": ["type"],
+    }
+)
+class ResponseFormatField(serializers.Field):
+    """OpenAI's `response_format`: an object whose `type` is text, json_object or json_schema."""
+
+    default_error_messages = {"invalid": "must be an object with type text, json_object or json_schema"}
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and data.get("type") in ("text", "json_object", "json_schema"):
+            return data
         self.fail("invalid")
 
     def to_representation(self, value):
@@ -85,10 +160,43 @@ class ChatMessageSerializer(serializers.Serializer):
         return attrs
 
 
+class ChatMessageSchema(OpenApiSerializerExtension):
+    """Documents ChatMessageSerializer.validate as one schema per role, as OpenAI's own document does."""
+
+    target_class = ChatMessageSerializer
+    match_subclasses = True  # ImportMessageSerializer too, with its extra fields
+
+    def map_serializer(self, auto_schema, direction):
+        fields = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        properties, required = fields["properties"], fields.get("required", [])
+        content = {key: value for key, value in properties["content"].items() if key != "nullable"}
+        no_tool_calls = {**properties["tool_calls"], "maxItems": 0}
+
+        def message(roles: list[str], *, needs: list[str], **overrides) -> dict:
+            return {
+                "type": "object",
+                "properties": {**properties, "role": {"type": "string", "enum": roles}, **overrides},
+                "required": sorted({*required, "role", *needs}),
+            }
+
+        assistant = message(["assistant"], needs=[])
+        assistant["anyOf"] = [
+            {"properties": {"content": content}, "required": ["content"]},
+            {"properties": {"tool_calls": {"type": "array", "minItems": 1}}, "required": ["tool_calls"]},
+        ]
+        return {
+            "oneOf": [
+                message(["system", "developer", "user"], needs=["content"], content=content, tool_calls=no_tool_calls),
+                assistant,
+                message(["tool"], needs=["content", "tool_call_id"], content=content, tool_calls=no_tool_calls),
+            ]
+        }
+
+
 class FunctionDefinitionSerializer(serializers.Serializer):
     name = strict.RegexField(r"^[A-Za-z0-9_-]{1,64}$")
     description = strict.CharField(required=False, allow_blank=True)
-    parameters = serializers.JSONField(required=False)
+    parameters = serializers.DictField(required=False, help_text="A JSON Schema object.")
     strict = serializers.BooleanField(required=False, allow_null=True)
 
 
@@ -119,14 +227,14 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
     max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
     n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1, help_text="Only 1 is supported.")
-    stop = serializers.JSONField(required=False, allow_null=True)
+    stop = StopField(required=False, allow_null=True)
     presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
     frequency_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)
     seed = serializers.IntegerField(required=False, allow_null=True)
     tools = ToolSerializer(many=True, required=False, allow_null=True)
-    tool_choice = serializers.JSONField(required=False, allow_null=True)
+    tool_choice = ToolChoiceField(required=False, allow_null=True)
     parallel_tool_calls = serializers.BooleanField(required=False, allow_null=True)
-    response_format = serializers.JSONField(required=False, allow_null=True)
+    response_format = ResponseFormatField(required=False, allow_null=True)
     logit_bias = serializers.DictField(child=serializers.FloatField(), required=False, allow_null=True)
     user = strict.CharField(required=False, allow_null=True, max_length=256)
 
@@ -136,31 +244,13 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError(f"at most {limit} messages per request")
         return value
 
-    def validate_stop(self, value):
-        if value is None or isinstance(value, str):
-            return value
-        if isinstance(value, list) and len(value) <= 4 and all(isinstance(s, str) for s in value):
-            return value
-        raise serializers.ValidationError("must be a string or a list of up to 4 strings")
-
-    def validate_tool_choice(self, value):
-        if value is None or value in ("none", "auto", "required"):
-            return value
-        if isinstance(value, dict) and value.get("type") == "function" and isinstance(value.get("function"), dict):
-            return value
-        raise serializers.ValidationError("must be 'none', 'auto', 'required' or {'type': 'function', 'function': {'name': ...}}")
-
-    def validate_response_format(self, value):
-        if value is None or (isinstance(value, dict) and value.get("type") in ("text", "json_object", "json_schema")):
-            return value
-        raise serializers.ValidationError("must be an object with type text, json_object or json_schema")
-
 
 class AgentSerializer(strict.ModelSerializer):
     """An agent: the model it calls, what it is told, and how much it remembers."""
 
     provider_api_key = strict.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
     has_provider_api_key = serializers.SerializerMethodField()
+    default_params = serializers.DictField(required=False, help_text="Defaults for temperature, max_tokens, ...")
 
     class Meta:
         model = Agent
@@ -199,13 +289,8 @@ class AgentSerializer(strict.ModelSerializer):
         clash = Agent.objects.filter(tenant=tenant, name=value)
         if self.instance is not None:
             clash = clash.exclude(pk=self.instance.pk)
-        if clash.exists():
-            raise serializers.ValidationError("an agent with this name already exists")
-        return value
-
-    def validate_default_params(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("must be an object")
+        if clash.exists():  # a well-formed request that conflicts with what exists: 409, not 400
+            raise ApiError(409, "An agent with this name already exists.", param="name", code="agent_name_taken")
         return value
 
 

@@ -40,7 +40,7 @@ def test_it_creates_reads_updates_and_deletes_an_agent(client, alice):
 
 def test_agent_names_are_unique_per_tenant_only(client, alice, bob):
     clash = client.post("/v1/agents", {"name": "helper"}, content_type="application/json", **alice.auth)
-    assert clash.status_code == 400 and clash.json()["error"]["param"] == "name"
+    assert clash.status_code == 409 and clash.json()["error"]["param"] == "name", clash.content
     assert Agent.objects.filter(name="helper").count() == 2  # alice's and bob's, nothing new
 
 
@@ -49,6 +49,7 @@ def test_bad_agent_input_is_a_400_naming_the_field(client, alice):
         ({"name": "no spaces allowed"}, "name"),
         ({"name": "ok", "provider_base_url": "ftp://x"}, "provider_base_url"),
         ({"name": "ok", "default_params": [1]}, "default_params"),
+        ({"name": "ok", "default_params": None}, "default_params"),
     ]:
         response = client.post("/v1/agents", body, content_type="application/json", **alice.auth)
         assert response.status_code == 400 and response.json()["error"]["param"] == param, response.content
