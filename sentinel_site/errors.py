@@ -10,6 +10,7 @@ import logging
 import sys
 from typing import Any
 
+import redis
 from django import db
 from django.http import Http404, HttpRequest, JsonResponse
 from psycopg_pool import PoolTimeout
@@ -82,6 +83,15 @@ def classify(exc: Exception) -> ApiError | None:
             "The database is unavailable; retry shortly.",
             type="service_unavailable",
             code="database_unavailable",
+            headers={"Retry-After": "2"},
+        )
+    if isinstance(exc, redis.RedisError):
+        log.warning("redis unavailable: %s", type(exc).__name__)
+        return ApiError(
+            503,
+            "The event store is unavailable; retry shortly.",
+            type="service_unavailable",
+            code="redis_unavailable",
             headers={"Retry-After": "2"},
         )
     if isinstance(exc, exceptions.ValidationError):

@@ -22,6 +22,7 @@ from agents.api.serializers import ChatCompletionRequestSerializer, TurnEventSer
 from agents.models import Turn, TurnEventRecord, TurnStatus
 from agents.tasks import enqueue_turn
 from budgets import roles
+from sentinel_site.db import release_connection
 from sentinel_site.errors import ApiError, not_found
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -155,6 +156,7 @@ class ChatCompletionsView(AsyncAPIView):
             finished = await sync_to_async(finished_turn_response)(await _reload(turn.id))
             if finished is not None:
                 return finished
+        await sync_to_async(release_connection)()  # waiting on the turn needs no database connection
         if data.get("stream"):
             include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
             return await _stream(turn, data["model"], include_usage, headers)
@@ -284,6 +286,7 @@ class TurnEventsView(AsyncAPIView):
             raise ApiError(400, "Last-Event-ID must be an id from this stream.", param="Last-Event-ID", code="invalid_value")
         if not await streams.exists(turn.id) and turn.is_finished:
             return StreamingHttpResponse(_replay_from_log(turn), content_type="text/event-stream", headers=SSE_HEADERS)
+        await sync_to_async(release_connection)()
         return StreamingHttpResponse(_live(turn.id, after), content_type="text/event-stream", headers=SSE_HEADERS)
 
 
