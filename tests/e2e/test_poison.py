@@ -25,6 +25,9 @@ def test_a_poison_turn_is_dead_lettered_without_holding_up_the_others(live_stack
     kills = []
 
     def kill_the_worker(body):
+        # Like a turn that runs the worker out of memory: it dies a moment into the call, long
+        # enough for the turns beside it to finish (a kill takes down whatever is in flight).
+        time.sleep(1.5)
         kills.append(live_stack.worker.pid)
         os.kill(live_stack.worker.pid, signal.SIGKILL)
         return Reply(hang=1)
@@ -70,6 +73,13 @@ def test_a_poison_turn_is_dead_lettered_without_holding_up_the_others(live_stack
         stop.set()
         keeper.join(5)
         client.close()
+        # The killed workers' deliveries stay unacknowledged until the visibility timeout; when they
+        # come back, their turns are finished and they do nothing. Clear them so the next test
+        # starts idle, whatever this one found.
+        import redis
+        from django.conf import settings as django_settings
+
+        redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete("unacked", "unacked_index")
 
     turn = Turn.objects.get(id=poison)
     assert turn.status == TurnStatus.FAILED and turn.attempt == 3
@@ -78,11 +88,5 @@ def test_a_poison_turn_is_dead_lettered_without_holding_up_the_others(live_stack
     assert len(kills) == 3, "each attempt ran once and took its worker down"
     assert not Message.objects.filter(turn=turn, role="assistant").exists()
     for turn in Turn.objects.filter(id__in=[behind, *others]):
-        assert turn.status == TurnStatus.SUCCEEDED, f"turn {turn.id} was held up by the poison turn"
+        assert turn.status == TurnStatus.SUCCEEDED, f"turn {turn.id} was held up by the poison turn: {turn.error}"
         assert Message.objects.filter(turn=turn, role="assistant").count() == 1
-    # The killed workers' deliveries stay unacknowledged until the visibility timeout; when they come
-    # back, their turns are finished and they do nothing. Clear them so the next test starts idle.
-    import redis
-    from django.conf import settings as django_settings
-
-    redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete("unacked", "unacked_index")
