@@ -6,21 +6,30 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from django import db
 
 from agents import runner, supervisor
 from memory.tasks import schedule_indexing
 from sentinel_site import logs
 
 log = logging.getLogger(__name__)
+CLAIM_RETRY_SECONDS = 1
+CLAIM_RETRIES = 30
 
 
-@shared_task(name="agents.tasks.run_turn", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def run_turn(turn_id: str) -> str:
+@shared_task(bind=True, name="agents.tasks.run_turn", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_turn(self, turn_id: str) -> str:
     """Run one turn. Delivered twice, or for a turn not ready yet, it does nothing."""
     # Worker threads run task after task: start each turn with a clean log context.
     tokens = [logs.turn_id.set(turn_id), logs.trace_id.set("-"), logs.tenant_id.set("-")]
     try:
-        recorder = runner.claim(turn_id)
+        try:
+            recorder = runner.claim(turn_id)
+        except (db.OperationalError, db.InterfaceError) as error:
+            # The database blinked (a restart, dropped connections): nothing was claimed, so try
+            # again in a moment rather than leave the turn to the Supervisor's slower sweep.
+            log.warning("could not claim a turn: %s; retrying", type(error).__name__)
+            raise self.retry(countdown=CLAIM_RETRY_SECONDS, max_retries=CLAIM_RETRIES) from None
         if recorder is None:
             return "skipped"
         try:
