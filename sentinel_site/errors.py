@@ -72,28 +72,20 @@ def first_validation_error(detail: Any, path: str = "") -> tuple[str | None, str
     return (path or None), str(detail)
 
 
+def _unavailable(what: str, code: str, exc: Exception) -> ApiError:
+    """A dependency is down: 503 with Retry-After, and no traceback for the client."""
+    log.warning("%s: %s", code, type(exc).__name__)
+    return ApiError(503, f"{what} is unavailable; retry shortly.", type="service_unavailable", code=code, headers={"Retry-After": "2"})
+
+
 def classify(exc: Exception) -> ApiError | None:
     """Map an exception to the ApiError a client should see, or None if it is a bug."""
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, (db.OperationalError, db.InterfaceError, PoolTimeout)):
-        log.warning("database unavailable: %s", type(exc).__name__)
-        return ApiError(
-            503,
-            "The database is unavailable; retry shortly.",
-            type="service_unavailable",
-            code="database_unavailable",
-            headers={"Retry-After": "2"},
-        )
+        return _unavailable("The database", "database_unavailable", exc)
     if isinstance(exc, redis.RedisError):
-        log.warning("redis unavailable: %s", type(exc).__name__)
-        return ApiError(
-            503,
-            "The event store is unavailable; retry shortly.",
-            type="service_unavailable",
-            code="redis_unavailable",
-            headers={"Retry-After": "2"},
-        )
+        return _unavailable("The event store", "redis_unavailable", exc)
     if isinstance(exc, exceptions.ValidationError):
         param, message = first_validation_error(exc.detail)
         return ApiError(400, f"{param}: {message}" if param else message, param=param, code="invalid_value")

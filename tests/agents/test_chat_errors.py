@@ -215,3 +215,11 @@ def test_an_error_is_json_whatever_the_accept_header(client, alice, accept):
     assert_openai_error(client.get(events, HTTP_ACCEPT=accept), 401, code="missing_api_key")
     assert_openai_error(client.get(events, HTTP_ACCEPT=accept, **alice.auth), 404)
     assert_openai_error(post(client, {"model": "helper"}, {"HTTP_ACCEPT": accept, **alice.auth}), 400, param="messages")
+
+
+def test_redis_out_of_reach_is_a_503_and_nothing_is_written(client, alice, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens there: the broker is down
+    response = post(client, good_body(alice), alice.auth)
+    assert_openai_error(response, 503, code="redis_unavailable")
+    assert response["Retry-After"] == "2" and "Traceback" not in response.text
+    assert_nothing_written()
