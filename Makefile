@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test lint format services bench clean
 
-$(STAMP): requirements.txt requirements-local.txt requirements-dev.txt scripts/install-system-packages.sh
+$(STAMP): requirements.txt requirements-local.txt requirements-dev.txt requirements-otel.txt scripts/install-system-packages.sh
 	bash scripts/install-system-packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
