@@ -10,4 +10,4 @@ RUN SENTINEL_SECRET_KEY=build SENTINEL_ALLOWED_HOSTS=build DATABASE_URL=postgres
 RUN useradd --create-home sentinel
 USER sentinel
 EXPOSE 8000
-CMD ["python", "-m", "uvicorn", "sentinel_site.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--no-access-log", "--timeout-graceful-shutdown", "30", "--lifespan", "off"]
+CMD ["python", "-m", "uvicorn", "sentinel_site.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--no-access-log", "--timeout-graceful-shutdown", "30", "--lifespan", "on"]

@@ -1,4 +1,5 @@
-"""Request-scoped context: an id for every request, echoed back and attached to log lines."""
+"""Request-scoped context: an id for every request, echoed back and attached to log lines, and the
+request's trace span when tracing is on (sentinel_site.tracing)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from collections.abc import Awaitable, Callable
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
-from sentinel_site import logs
+from sentinel_site import logs, tracing
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+# A resolved route's parameters, as Django writes them (`<uuid:pk>`) and as DRF routers do (`(?P<pk>...)`).
+_ROUTE_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>|\(\?P<(\w+)>[^)]*\)")
 
 
 def _incoming_id(request: HttpRequest) -> str:
@@ -26,6 +29,42 @@ def _trace_id(request: HttpRequest, request_id: str) -> str:
     """The W3C traceparent's trace id when a caller sends one, else the request id."""
     match = _TRACEPARENT.match(request.headers.get("traceparent", ""))
     return match.group(1) if match else request_id
+
+
+def _server_span(request: HttpRequest):
+    """The request's SERVER span, continuing the caller's traceparent; named once the route is known."""
+    if not tracing.is_on():
+        return tracing.span("")  # a no-op: spare building its attributes
+    return tracing.span(
+        request.method or "HTTP",
+        "server",
+        {"http.request.method": request.method, "url.path": request.path, "url.scheme": request.scheme},
+        parent_traceparent=request.headers.get("traceparent", ""),
+    )
+
+
+def _route(request: HttpRequest) -> str:
+    """The matched URL pattern as a template (`/v1/turns/{pk}`), or "" when none matched."""
+    match = getattr(request, "resolver_match", None)
+    if match is None or not match.route:
+        return ""
+    template = _ROUTE_PARAMETER.sub(lambda m: "{" + (m.group(1) or m.group(2)) + "}", match.route)
+    return "/" + template.replace("^", "").replace("$", "")
+
+
+def _finish(span: tracing.Span, request: HttpRequest, response: HttpResponse) -> None:
+    if not tracing.is_on():
+        return
+    route = _route(request)
+    if route:
+        span.rename(f"{request.method} {route}")
+        span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", response.status_code)
+    tenant = logs.tenant_id.get()
+    if tenant != "-":
+        span.set_attribute("sentinel.tenant.id", tenant)
+    if response.status_code >= 500:
+        span.fail(str(response.status_code))
 
 
 class RequestIdMiddleware:
@@ -46,9 +85,13 @@ class RequestIdMiddleware:
         token = logs.request_id.set(_incoming_id(request))
         trace = logs.trace_id.set(_trace_id(request, logs.request_id.get()))
         try:
-            response = self.get_response(request)
-            response["X-Request-Id"] = logs.request_id.get()
-            return response
+            with _server_span(request) as span:
+                if span.trace_id:  # tracing is on: logs carry the span's trace id, so they join
+                    logs.trace_id.set(span.trace_id)
+                response = self.get_response(request)
+                response["X-Request-Id"] = logs.request_id.get()
+                _finish(span, request, response)
+                return response
         finally:
             logs.trace_id.reset(trace)
             logs.request_id.reset(token)
@@ -57,9 +100,13 @@ class RequestIdMiddleware:
         token = logs.request_id.set(_incoming_id(request))
         trace = logs.trace_id.set(_trace_id(request, logs.request_id.get()))
         try:
-            response = await self.get_response(request)
-            response["X-Request-Id"] = logs.request_id.get()
-            return response
+            with _server_span(request) as span:
+                if span.trace_id:
+                    logs.trace_id.set(span.trace_id)
+                response = await self.get_response(request)
+                response["X-Request-Id"] = logs.request_id.get()
+                _finish(span, request, response)
+                return response
         finally:
             logs.trace_id.reset(trace)
             logs.request_id.reset(token)

@@ -226,7 +226,7 @@ def web_command(host: str, port: int) -> list[str]:
         "--timeout-graceful-shutdown",
         str(SHUTDOWN_GRACE_SECONDS),
         "--lifespan",
-        "off",
+        "on",
     ]
 
 
