@@ -22,7 +22,7 @@ from agents import providers
 from agents.models import Agent, Conversation, Message, Turn, TurnEventRecord
 from budgets import audit, spend
 from budgets.models import ApiKey, Tenant
-from sentinel_site import logs, metrics
+from sentinel_site import logs, metrics, tracing
 from sentinel_site.errors import ApiError
 
 
@@ -92,6 +92,7 @@ def admit(
                 idempotency_key=idempotency_key or None,
                 request_hash=digest,
                 trace_id=logs.trace_id.get() if logs.trace_id.get() != "-" else "",
+                traceparent=tracing.current_traceparent(),
             )
             Message.objects.bulk_create(
                 Message(

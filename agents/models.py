@@ -163,6 +163,9 @@ class Turn(models.Model):
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL keeps the unique constraint partial
     request_hash = models.CharField(max_length=64, blank=True)
     trace_id = models.CharField(max_length=64, blank=True, help_text="Ties the worker's logs to the request's.")
+    traceparent = models.CharField(
+        max_length=55, blank=True, default="", help_text="The request span's W3C traceparent: each attempt's span is its child."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 from django.conf import settings
+
+from sentinel_site import tracing
 
 # Request fields passed to the provider untouched when a client sends them.
 PASSTHROUGH_PARAMS = (
@@ -115,9 +119,16 @@ def request_body(config: ProviderConfig, messages: list[dict], params: dict[str,
 
 
 def complete(config: ProviderConfig, body: dict) -> Completion:
+    with _call_span(config, body) as span:
+        result = _complete(config, body)
+        _record_result(span, result)
+        return result
+
+
+def _complete(config: ProviderConfig, body: dict) -> Completion:
     started = time.monotonic()
     try:
-        response = client_for(config).chat.completions.create(**body)
+        response = client_for(config).chat.completions.create(**body, extra_headers=tracing.outgoing_headers())
     except Exception as exc:
         raise classify(exc) from exc
     if not getattr(response, "choices", None):
@@ -137,12 +148,19 @@ def complete(config: ProviderConfig, body: dict) -> Completion:
 
 def stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]) -> Completion:
     """Stream a completion, calling `on_delta` with each chunk's delta; return the whole of it."""
+    with _call_span(config, body) as span:
+        result = _stream(config, body, on_delta)
+        _record_result(span, result)
+        return result
+
+
+def _stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]) -> Completion:
     started = time.monotonic()
     result = Completion(model=config.model)
     calls: dict[int, dict] = {}
     finished = False
     try:
-        for chunk in client_for(config).chat.completions.create(**body):
+        for chunk in client_for(config).chat.completions.create(**body, extra_headers=tracing.outgoing_headers()):
             if chunk.usage:
                 result.prompt_tokens = chunk.usage.prompt_tokens
                 result.completion_tokens = chunk.usage.completion_tokens
@@ -177,6 +195,40 @@ def stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None])
     result.tool_calls = [calls[index] for index in sorted(calls)]
     result.latency_ms = int((time.monotonic() - started) * 1000)
     return result
+
+
+@contextmanager
+def _call_span(config: ProviderConfig, body: dict) -> Iterator[tracing.Span]:
+    """The CLIENT span of one provider call, with GenAI semantic-convention attributes: what was
+    asked of which model and server, and the usage, never the messages or the answer."""
+    with tracing.span(f"chat {body['model']}", "client", _call_attributes(config, body) if tracing.is_on() else None) as span:
+        try:
+            yield span
+        except ProviderError as error:
+            span.fail(error.code)  # the code, not the message: a provider's message may quote the request
+            raise
+
+
+def _call_attributes(config: ProviderConfig, body: dict) -> dict[str, Any]:
+    endpoint = urlsplit(config.endpoint)
+    return {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.system": "openai",  # the API spoken; older name of gen_ai.provider.name
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": body["model"],
+        "gen_ai.request.max_tokens": body.get("max_tokens") or body.get("max_completion_tokens"),
+        "gen_ai.request.temperature": body.get("temperature"),
+        "gen_ai.request.top_p": body.get("top_p"),
+        "server.address": endpoint.hostname,
+        "server.port": endpoint.port or (443 if endpoint.scheme == "https" else 80),
+    }
+
+
+def _record_result(span: tracing.Span, result: Completion) -> None:
+    span.set_attribute("gen_ai.response.model", result.model)
+    span.set_attribute("gen_ai.response.finish_reasons", [result.finish_reason])
+    span.set_attribute("gen_ai.usage.input_tokens", result.prompt_tokens)
+    span.set_attribute("gen_ai.usage.output_tokens", result.completion_tokens)
 
 
 def _merge_tool_calls(calls: dict[int, dict], deltas: list) -> None:

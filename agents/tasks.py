@@ -9,8 +9,9 @@ from celery import shared_task
 from django import db
 
 from agents import runner, supervisor
+from agents.turns import AgentState
 from memory.tasks import schedule_indexing
-from sentinel_site import logs
+from sentinel_site import logs, tracing
 
 log = logging.getLogger(__name__)
 CLAIM_RETRY_SECONDS = 1
@@ -32,16 +33,22 @@ def run_turn(self, turn_id: str) -> str:
             raise self.retry(countdown=CLAIM_RETRY_SECONDS, max_retries=CLAIM_RETRIES) from None
         if recorder is None:
             return "skipped"
-        try:
-            following = runner.execute(recorder)
-        except runner.LostClaim:
-            log.warning("lost the claim on a turn; another attempt owns it")
-            return "lost-claim"
-        except Exception:
-            # A bug or a lost dependency mid-turn: fail the turn visibly rather than leave it
-            # running; if even that fails, the supervisor's sweep finds it by its stale heartbeat.
-            log.exception("turn crashed")
-            following = runner.crash(recorder)
+        with _attempt_span(recorder) as span:
+            try:
+                following = runner.execute(recorder)
+                # A turn that completed is back to Idle; a failed one stopped where it failed.
+                span.set_attribute("sentinel.turn.status", "succeeded" if recorder.state == AgentState.IDLE else "failed")
+            except runner.LostClaim:
+                log.warning("lost the claim on a turn; another attempt owns it")
+                span.set_attribute("sentinel.turn.status", "lost_claim")
+                return "lost-claim"
+            except Exception as error:
+                # A bug or a lost dependency mid-turn: fail the turn visibly rather than leave it
+                # running; if even that fails, the supervisor's sweep finds it by its stale heartbeat.
+                log.exception("turn crashed")
+                span.fail(type(error).__qualname__, error)
+                following = runner.crash(recorder)
+                span.set_attribute("sentinel.turn.status", "failed")
         schedule_indexing()  # the new messages go to long-term memory
         if following is not None:
             enqueue_turn(following.id)
@@ -49,6 +56,24 @@ def run_turn(self, turn_id: str) -> str:
     finally:
         for var, token in zip((logs.turn_id, logs.trace_id, logs.tenant_id), tokens, strict=True):
             var.reset(token)
+
+
+def _attempt_span(recorder: runner.Recorder):
+    """The CONSUMER span of one attempt, a child of the request's span wherever and whenever it runs."""
+    turn = recorder.turn
+    return tracing.span(
+        "turn.run",
+        "consumer",
+        {
+            "messaging.operation.type": "process",
+            "messaging.destination.name": "turns",
+            "sentinel.turn.id": str(turn.id),
+            "sentinel.turn.attempt": recorder.attempt,
+            "sentinel.tenant.id": str(turn.tenant_id),
+            "sentinel.agent.name": turn.agent.name,
+        },
+        parent_traceparent=turn.traceparent,
+    )
 
 
 def enqueue_turn(turn_id: Any, countdown: int = 0) -> None:
