@@ -230,7 +230,7 @@ def web_command(host: str, port: int) -> list[str]:
     ]
 
 
-def worker_command(concurrency: int, name: str, *extra: str) -> list[str]:
+def worker_command(concurrency: int, name: str, *extra: str, queues: str = "turns,memory,maintenance") -> list[str]:
     """The threads pool: a turn mostly waits on the model's HTTP answer (see the README)."""
     return [
         PYTHON,
@@ -244,7 +244,7 @@ def worker_command(concurrency: int, name: str, *extra: str) -> list[str]:
         "-c",
         str(concurrency),
         "-Q",
-        "turns,memory,maintenance",
+        queues,
         "-l",
         "INFO",
         "-n",

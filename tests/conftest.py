@@ -155,11 +155,11 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start_worker(env: dict[str, str], log: Path, concurrency: int = 8) -> subprocess.Popen:
+def start_worker(env: dict[str, str], log: Path, concurrency: int = 8, queues: str = "turns,memory,maintenance") -> subprocess.Popen:
     log.write_text("")
     name = f"test-{os.getpid()}-{time.monotonic_ns()}@%h"
     worker = subprocess.Popen(
-        worker_command(concurrency, name, "--without-mingle", "--without-gossip"),
+        worker_command(concurrency, name, "--without-mingle", "--without-gossip", queues=queues),
         cwd=BASE_DIR,
         env=env,
         stdout=log.open("ab"),

@@ -2,7 +2,7 @@
 
 Tests queue `Reply`s; each POST /v1/chat/completions takes the next one (or, with none queued, echoes
 the last user message). A reply can answer with text or tool calls, stream at a pace, fail with a
-status, hang, or send a malformed body. Every request body is recorded for assertions.
+status, hang, or send a malformed body. Every request's body and headers are recorded for assertions.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class Reply:
 class StubState:
     replies: deque = field(default_factory=deque)
     requests: list[dict] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)  # of each request, names lower-cased
     lock: threading.Lock = field(default_factory=threading.Lock)
     # (marker, action): a request whose last user message contains marker is answered by action(body)
     rules: list[tuple[str, Callable[[dict], Reply]]] = field(default_factory=list)
@@ -79,12 +80,18 @@ class StubLLM:
         with self.state.lock:
             self.state.replies.clear()
             self.state.requests.clear()
+            self.state.headers.clear()
             self.state.rules.clear()
 
     @property
     def requests(self) -> list[dict]:
         with self.state.lock:
             return list(self.state.requests)
+
+    @property
+    def request_headers(self) -> list[dict[str, str]]:
+        with self.state.lock:
+            return list(self.state.headers)
 
 
 def _split(text: str, pieces: int | None) -> list[str]:
@@ -122,6 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
         last_user = next((m.get("content") for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "") or ""
         with self.state.lock:
             self.state.requests.append(body)
+            self.state.headers.append({name.lower(): value for name, value in self.headers.items()})
             action = next((act for marker, act in self.state.rules if marker in str(last_user)), None)
             reply = None if action else self.state.replies.popleft() if self.state.replies else None
         if action is not None:
