@@ -73,7 +73,8 @@ def admit(
     if params.get("max_tokens") is None and params.get("max_completion_tokens") is None:
         params["max_tokens"] = settings.SENTINEL["DEFAULT_MAX_TOKENS"]  # so the reserved worst case is a true bound
     api_key_id = api_key.id if api_key else None
-    fallback = spend.fallback_model(tenant.id, api_key_id)
+    budgets = spend.applicable_budgets(tenant.id, api_key_id)
+    fallback = spend.fallback_model(tenant.id, api_key_id, budgets)
     if fallback:
         params["model_override"] = fallback
     amount = worst_case_cost(tenant, agent, data["messages"], params)
@@ -116,7 +117,7 @@ def admit(
                 kind="queued",
                 payload={"message_count": len(data["messages"]), "params": params, "stream": turn.stream},
             )
-            spend.reserve(tenant.id, api_key_id, amount, turn_id=turn.id)
+            spend.reserve(tenant.id, api_key_id, amount, turn_id=turn.id, budgets=budgets)
             transaction.on_commit(lambda: enqueue(turn.id))
     except spend.BudgetExceeded as exceeded:
         budget = exceeded.budget

@@ -97,23 +97,46 @@ class Standing:
         return (self.settled + self.reserved) / self.budget.limit if self.budget.limit else Decimal(1)
 
 
-def standings(tenant_id, api_key_id=None) -> list[Standing]:
-    result = []
-    for budget in applicable_budgets(tenant_id, api_key_id):
-        window = BudgetWindow.objects.filter(budget=budget, starts=window_start(budget.period)).first()
-        result.append(Standing(budget, window.settled if window else Decimal(0), window.reserved if window else Decimal(0)))
-    return result
+def current_windows(budgets: list[Budget], *, create: bool = False) -> dict:
+    """Each budget's counter row for the window now running, in one query ({budget id: window}).
+    With create, missing rows (a new day or month) are inserted first; racing inserts are fine."""
+    if not budgets:
+        return {}
+    starts = {budget.id: window_start(budget.period) for budget in budgets}
+    current = Q()
+    for budget_id, start in starts.items():
+        current |= Q(budget_id=budget_id, starts=start)
+    windows = {window.budget_id: window for window in BudgetWindow.objects.filter(current)}
+    if create and len(windows) < len(budgets):
+        missing = [BudgetWindow(budget_id=budget_id, starts=start) for budget_id, start in starts.items() if budget_id not in windows]
+        BudgetWindow.objects.bulk_create(missing, ignore_conflicts=True)
+        windows = {window.budget_id: window for window in BudgetWindow.objects.filter(current)}
+    return windows
 
 
-def fallback_model(tenant_id, api_key_id) -> str | None:
+def standings(tenant_id, api_key_id=None, budgets: list[Budget] | None = None) -> list[Standing]:
+    budgets = applicable_budgets(tenant_id, api_key_id) if budgets is None else budgets
+    windows = current_windows(budgets)
+    zero = Decimal(0)
+    return [
+        Standing(budget, windows[budget.id].settled, windows[budget.id].reserved) if budget.id in windows else Standing(budget, zero, zero)
+        for budget in budgets
+    ]
+
+
+def fallback_model(tenant_id, api_key_id, budgets: list[Budget] | None = None) -> str | None:
     """A cheaper model to switch to once a budget passes its soft limit, if the operator set one."""
-    for standing in standings(tenant_id, api_key_id):
-        if standing.budget.fallback_model and standing.used_share >= standing.budget.soft_limit_share:
+    budgets = applicable_budgets(tenant_id, api_key_id) if budgets is None else budgets
+    with_fallback = [budget for budget in budgets if budget.fallback_model]
+    if not with_fallback:
+        return None  # the usual case: no window to read
+    for standing in standings(tenant_id, api_key_id, with_fallback):
+        if standing.used_share >= standing.budget.soft_limit_share:
             return standing.budget.fallback_model
     return None
 
 
-def reserve(tenant_id, api_key_id, amount: Decimal, *, turn_id=None) -> Reservation:
+def reserve(tenant_id, api_key_id, amount: Decimal, *, turn_id=None, budgets: list[Budget] | None = None) -> Reservation:
     """Hold `amount` against every applicable budget, atomically; BudgetExceeded if one has no room.
 
     The budget windows are a tenant's hottest rows: every turn of the tenant updates them. So they
@@ -121,13 +144,15 @@ def reserve(tenant_id, api_key_id, amount: Decimal, *, turn_id=None) -> Reservat
     holds their locks for as few round trips as possible (issue 6: measured as the bottleneck).
     """
     ttl = timedelta(seconds=settings.SENTINEL["RESERVATION_TTL_SECONDS"])
-    budgets = applicable_budgets(tenant_id, api_key_id)
+    budgets = applicable_budgets(tenant_id, api_key_id) if budgets is None else budgets
     with transaction.atomic():  # a savepoint: a caller may go on after BudgetExceeded
-        windows = [BudgetWindow.objects.get_or_create(budget=budget, starts=window_start(budget.period))[0] for budget in budgets]
+        current = current_windows(budgets, create=True)
+        windows = [current[budget.id] for budget in budgets]
         reservation = Reservation.objects.create(
             tenant_id=tenant_id, api_key_id=api_key_id, turn_id=turn_id, amount=amount, expires_at=timezone.now() + ttl
         )
-        reservation.windows.set(windows)
+        through = Reservation.windows.through
+        through.objects.bulk_create(through(reservation_id=reservation.id, budgetwindow_id=window.id) for window in windows)
         for budget, window in sorted(zip(budgets, windows, strict=True), key=lambda pair: pair[1].id):
             room = BudgetWindow.objects.filter(id=window.id, reserved__lte=Value(budget.limit - amount) - F("settled"))
             if not room.update(reserved=F("reserved") + amount):

@@ -187,12 +187,14 @@ def assemble(conversation, *, upto_seq: int | None = None, query: str | None = N
     _attach_client_ids(pieces)
 
     totals = history.aggregate(all=Sum("token_count"), unconsolidated=Sum("token_count", filter=Q(summary__isnull=True)))
+    # Messages the indexer has not counted yet are counted here (one query serves both totals).
+    uncounted = [(tokens.count_message(m.as_openai()), m.summary_id is None) for m in history.filter(token_count__isnull=True)]
     return Context(
         pieces=pieces,
         messages=_render(agent.system_prompt, summary_pieces, recalled, window),
         total_tokens=sum(piece.tokens for piece in pieces),
-        history_tokens=system_tokens + _with_uncounted(history, totals["all"]),
-        unconsolidated_tokens=system_tokens + _with_uncounted(history.filter(summary__isnull=True), totals["unconsolidated"]),
+        history_tokens=system_tokens + (totals["all"] or 0) + sum(count for count, _ in uncounted),
+        unconsolidated_tokens=system_tokens + (totals["unconsolidated"] or 0) + sum(count for count, fresh in uncounted if fresh),
         query=query or "",
     )
 
@@ -244,12 +246,6 @@ def _render(system_prompt: str, summaries: list[Piece], recalled: list[Piece], w
     messages = [{"role": "system", "content": "\n\n".join(sections)}] if sections else []
     messages.extend(message.as_openai() for message, _ in window)
     return messages
-
-
-def _with_uncounted(queryset, counted: int | None) -> int:
-    """Counted tokens plus those of messages the indexer has not reached yet."""
-    uncounted = sum(tokens.count_message(m.as_openai()) for m in queryset.filter(token_count__isnull=True))
-    return (counted or 0) + uncounted
 
 
 def _attach_client_ids(pieces: list[Piece]) -> None:
