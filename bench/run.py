@@ -66,6 +66,19 @@ def turn_sections(stack: Stack, quick: bool) -> list[str]:
         f"| through Sentinel | {turn_bench_summary(lat.sentinel_ms)} | | |",
         f"| of which admission to a worker starting the turn (queue) | {turn_bench_summary(lat.queue_ms)} | | |",
         "",
+        "Where a sequential turn's time goes (p50 of each phase, from the timestamps the turn records):",
+        "",
+        "| phase | p50 | p90 | what happens |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {name} | {ms(percentile(lat.phases[name], 50))} | {ms(percentile(lat.phases[name], 90))} | {what} |"
+            for name, what in turn_bench.PHASES.items()
+        ),
+        "",
+        "CPU per turn in the sequential run (background work such as indexing the new messages included): "
+        + ", ".join(f"{name} {value:.1f} ms" for name, value in sorted(lat.cpu_ms.items(), key=lambda kv: -kv[1]))
+        + ".",
+        "",
         "LiteLLM's proxy forwards a request; Sentinel makes every request a durable turn (about "
         f"{lat.db_queries.get('web', 0) + lat.db_queries.get('worker', 0):.0f} SQL statements and {lat.redis_commands:.0f} Redis commands, "
         "below), which is what survives a killed worker. The gap to a pure proxy is that durability, not parsing or auth.",
@@ -101,13 +114,16 @@ def turn_sections(stack: Stack, quick: bool) -> list[str]:
         "PostgreSQL, Redis, the stub "
         "and wrk itself all share this machine's cores. Turns/s counts turns that succeeded within the window, from the database.",
         "",
-        "| clients | stub latency | turns/s | HTTP requests/s | success | p50 | p99 | queue wait p50 / p99 | CPU (cores busy) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| clients | stub latency | turns/s | HTTP requests/s | success | p50 | p99 | queue wait p50 / p99 | CPU (cores busy) "
+        "| CPU ms per turn: web / workers / PostgreSQL |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
         lines.append(
             f"| {r.clients} | {r.stub_latency_ms} ms | {r.turns_per_s:.0f} | {r.rps:.0f} | {r.success:.1%} | {ms(r.p50_ms)} | "
-            f"{ms(r.p99_ms)} | {ms(r.queue_p50_ms)} / {ms(r.queue_p99_ms)} | {r.cpu} |"
+            f"{ms(r.p99_ms)} | {ms(r.queue_p50_ms)} / {ms(r.queue_p99_ms)} | {r.cpu} | "
+            + " / ".join(f"{r.cpu_ms_per_turn.get(part, 0):.0f}" for part in ("web", "worker", "postgres"))
+            + " |"
         )
     lines += [
         "",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import httpx
 from django.db import connection
 
-from agents.models import Turn, TurnStatus
+from agents.models import Turn, TurnEventRecord, TurnStatus
 from bench.harness import BASE_DIR, LOGS, CpuMeter, Stack, percentile, postgres_pids, redis_pids, rss_mb
 
 BODY_DIRECT = {
@@ -44,6 +44,31 @@ class Latency:
     db_queries: dict[str, float] = field(default_factory=dict)  # per turn, by process
     redis_commands: float = 0.0  # per turn
     redis_top: list[tuple[str, float]] = field(default_factory=list)
+    phases: dict[str, list[float]] = field(default_factory=dict)  # where each turn's time went, ms
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU per turn, by process kind
+
+
+# Where a sequential turn's time goes, from timestamps the turn records anyway (one clock: this machine).
+PHASES = {
+    "admission": "request sent -> turn row created (HTTP, auth, rate limit, validation, agent, budgets)",
+    "queue": "turn created -> a worker claims it (commit, reservation, enqueue, Celery, the claim)",
+    "context": "claimed -> provider request recorded (history, summaries, query embedding, recall)",
+    "provider": "provider request -> response recorded (budget hold, the model call)",
+    "reply": "response -> answer received (settle, audit, commit, Redis stream, HTTP)",
+}
+
+
+def _phases(turn: Turn, sent: float, received: float) -> dict[str, float]:
+    events = {e.kind: e.created_at.timestamp() for e in TurnEventRecord.objects.filter(turn=turn, attempt=turn.attempt)}
+    marks = [
+        sent,
+        turn.created_at.timestamp(),
+        turn.started_at.timestamp(),
+        events["provider_request"],
+        events["provider_response"],
+        received,
+    ]
+    return {name: (marks[i + 1] - marks[i]) * 1000 for i, name in enumerate(PHASES)}
 
 
 def added_latency(stack: Stack, requests: int) -> Latency:
@@ -56,19 +81,25 @@ def added_latency(stack: Stack, requests: int) -> Latency:
             direct.post(f"{stack.stub_url}/chat/completions", json=BODY_DIRECT)
             sentinel.post("/v1/chat/completions", json=_sentinel_body())
         metrics_before, redis_before = stack.metrics(), stack.redis_commands()
-        ids = []
+        meter = CpuMeter({"web": [stack.pid("web")], "worker": stack.pids("worker"), "postgres": postgres_pids(), "redis": redis_pids()})
+        meter.start()
+        ids, walls = [], []
         for i in range(requests):
             started = time.perf_counter()
             assert direct.post(f"{stack.stub_url}/chat/completions", json=BODY_DIRECT).status_code == 200
             middle = time.perf_counter()
+            sent = time.time()
             response = sentinel.post("/v1/chat/completions", json=_sentinel_body(f"question {i}"))
+            walls.append((sent, time.time()))
             ended = time.perf_counter()
             assert response.status_code == 200, response.text
             ids.append(response.headers["Sentinel-Turn-Id"])
             result.direct_ms.append((middle - started) * 1000)
             result.sentinel_ms.append((ended - middle) * 1000)
             result.added_ms.append(result.sentinel_ms[-1] - result.direct_ms[-1])
+        meter.stop()
         metrics_after, redis_after = stack.metrics(), stack.redis_commands()
+    result.cpu_ms = {name: used * 1000 / requests for name, used in meter.used.items()}
     for process in ("web", "worker"):
         key = f"sentinel_db_queries_total{{process={process}}}"
         result.db_queries[process] = (metrics_after.get(key, 0) - metrics_before.get(key, 0)) / requests
@@ -76,9 +107,14 @@ def added_latency(stack: Stack, requests: int) -> Latency:
     calls = {name: n for name, n in calls.items() if n > 0 and name not in ("info", "config|resetstat")}
     result.redis_commands = sum(calls.values()) / requests
     result.redis_top = sorted(((name, n / requests) for name, n in calls.items()), key=lambda kv: -kv[1])[:8]
-    for turn in Turn.objects.filter(id__in=ids):
+    turns = {str(turn.id): turn for turn in Turn.objects.filter(id__in=ids)}
+    result.phases = {name: [] for name in PHASES}
+    for turn_id, (sent, received) in zip(ids, walls, strict=True):
+        turn = turns[turn_id]
         result.queue_ms.append((turn.started_at - turn.created_at).total_seconds() * 1000)
         result.provider_ms.append(turn.provider_latency_ms or 0)
+        for name, value in _phases(turn, sent, received).items():
+            result.phases[name].append(value)
     return result
 
 
@@ -98,6 +134,7 @@ class Throughput:
     queue_p50_ms: float = 0.0
     queue_p99_ms: float = 0.0
     cpu: str = ""
+    cpu_ms_per_turn: dict[str, float] = field(default_factory=dict)
     rss_peak: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -195,6 +232,7 @@ def throughput(stack: Stack, clients: int, stub_latency_ms: int, seconds: float)
     waits = [(t.started_at - t.created_at).total_seconds() * 1000 for t in finished.only("started_at", "created_at")[:20000]]
     result.queue_p50_ms, result.queue_p99_ms = percentile(waits, 50), percentile(waits, 99)
     result.cpu = meter.shares()
+    result.cpu_ms_per_turn = {name: used * 1000 / max(1, finished.count()) for name, used in meter.used.items()}
     result.rss_peak = dict(peaks)
     drain()
     return result
