@@ -79,10 +79,9 @@ class Recorder:
         return written
 
 
-def publish_states(turn_id: Any, events: list[TurnEventRecord]) -> None:
-    for event in events:
-        if event.kind == "state":
-            streams.publish(turn_id, "state", {"from": event.from_state, "to": event.to_state})
+def state_events(events: list[TurnEventRecord]) -> list[tuple[str, dict]]:
+    """The state transitions among written events, as stream events."""
+    return [("state", {"from": event.from_state, "to": event.to_state}) for event in events if event.kind == "state"]
 
 
 def claim(turn_id: Any) -> Recorder | None:
@@ -113,7 +112,7 @@ def claim(turn_id: Any) -> Recorder | None:
         recorder.record("claimed", {"attempt": turn.attempt})
         recorder.move(TurnEvent.MESSAGE_RECEIVED)
         written = recorder.flush()
-    publish_states(turn.id, written)
+    streams.publish_many(turn.id, state_events(written))
     return recorder
 
 
@@ -306,8 +305,7 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
     )
-    publish_states(turn.id, written)
-    streams.publish(turn.id, "done", {"response": response})
+    streams.publish_many(turn.id, [*state_events(written), ("done", {"response": response})])  # one round trip
     metrics.TURNS.labels("succeeded").inc()
     metrics.TURN_DURATION.observe((now - turn.created_at).total_seconds())
     metrics.LLM_TOKENS.labels(config.endpoint, body["model"], "input").inc(prompt_tokens)

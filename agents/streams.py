@@ -47,11 +47,19 @@ def sync_client() -> redis.Redis:
 
 def publish(turn_id: Any, kind: str, data: dict[str, Any]) -> str:
     """Append one event to the turn's stream (one round trip) and return its id."""
+    return publish_many(turn_id, [(kind, data)])[-1]
+
+
+def publish_many(turn_id: Any, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Append events in order in one round trip (a reader blocked on the stream wakes once)."""
+    if not events:
+        return []
     pipe = sync_client().pipeline(transaction=False)
-    pipe.xadd(key(turn_id), {"k": kind, "d": json.dumps(data, separators=(",", ":"))})
+    for kind, data in events:
+        pipe.xadd(key(turn_id), {"k": kind, "d": json.dumps(data, separators=(",", ":"))})
     pipe.expire(key(turn_id), settings.SENTINEL["STREAM_TTL_SECONDS"])
-    entry_id, _ = pipe.execute()
-    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ids = pipe.execute()[:-1]
+    return [entry_id.decode() if isinstance(entry_id, bytes) else entry_id for entry_id in ids]
 
 
 _async_clients: dict[tuple[int, str], aioredis.Redis] = {}

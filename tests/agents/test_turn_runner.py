@@ -1,5 +1,7 @@
 """Running turns in-process against the stub model server: claims, fencing, order, errors, replay log."""
 
+import json
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -160,8 +162,9 @@ def test_the_stream_carries_states_deltas_and_the_outcome(alice, stub_llm):
     run(turn)
     entries = streams.sync_client().xrange(streams.key(turn.id))
     kinds = [fields[b"k"].decode() for _, fields in entries]
-    assert kinds[0] == "state" and kinds[-1] == "done"
-    assert kinds.count("delta") == 3
+    assert kinds == ["state", "delta", "delta", "delta", "state", "state", "done"]
+    states = [json.loads(fields[b"d"]) for _, fields in entries if fields[b"k"] == b"state"]
+    assert [(s["from"], s["to"]) for s in states] == [("idle", "thinking"), ("thinking", "reflecting"), ("reflecting", "idle")]
 
 
 def test_a_failed_turn_ends_its_stream_with_an_error(alice, stub_llm):
@@ -180,6 +183,15 @@ def test_events_are_append_only(alice):
         event.save()
     with pytest.raises(Exception, match="cannot be deleted"):
         event.delete()
+
+
+def test_admitting_a_turn_costs_a_bounded_number_of_queries(alice):
+    admit_turn(alice)  # the first request of the day creates the budget windows
+    with CaptureQueriesContext(connection) as queries:
+        admit_turn(alice)
+    # agent, budgets; conversation, turn, messages, event; windows, reservation, its links, one
+    # update per budget window (2 here); 4 savepoints (the test's own transaction included)
+    assert len(queries) <= 15, [q["sql"] for q in queries]
 
 
 def test_claiming_costs_a_handful_of_queries(alice):
