@@ -17,8 +17,12 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+import redis
+from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
+from agents import backpressure
 from agents.models import Turn, TurnEventRecord, TurnStatus
 from bench.harness import BASE_DIR, LOGS, CpuMeter, Stack, percentile, postgres_pids, redis_pids, rss_mb
 
@@ -155,9 +159,18 @@ def _unit_ms(value: str) -> float:
 
 
 def drain(timeout: float = 180) -> None:
-    """Wait until no admitted turn is left unfinished, so one run does not bleed into the next."""
-    deadline = time.monotonic() + timeout
+    """End a run so the next does not inherit its backlog: turns still queued are cancelled (their
+    broker messages dropped, their budget holds released), turns running are let finish."""
+    from budgets import spend
+    from budgets.models import Reservation
+
     try:
+        redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(backpressure.TURN_QUEUE)
+        queued = Turn.objects.filter(status=TurnStatus.QUEUED)
+        for reservation_id in Reservation.objects.filter(turn__in=queued, status=Reservation.Status.HELD).values_list("id", flat=True):
+            spend.release(reservation_id)
+        queued.update(status=TurnStatus.CANCELLED, finished_at=timezone.now())
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not Turn.objects.filter(status__in=[TurnStatus.QUEUED, TurnStatus.RUNNING]).exists():
                 return
