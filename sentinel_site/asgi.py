@@ -7,18 +7,14 @@ from typing import Any
 
 from django.core.asgi import get_asgi_application
 
-from sentinel_site import lanes, tracing
+from sentinel_site import tracing
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
-django_application = get_asgi_application()  # the full middleware stack: admin, docs, static files
-api_application = lanes.ApiHandler()  # /v1/, /health, /metrics: async middleware only
+django_application = get_asgi_application()
 tracing.configure("sentinel-web")
 
 
 async def application(scope: dict[str, Any], receive: Callable[[], Awaitable[dict]], send: Callable[[dict], Awaitable[None]]) -> None:
-    if lanes.is_api(scope):
-        await api_application(scope, receive, send)
-        return
     if scope["type"] != "lifespan":
         await django_application(scope, receive, send)
         return

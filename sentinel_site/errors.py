@@ -78,30 +78,11 @@ def _unavailable(what: str, code: str, exc: Exception) -> ApiError:
     return ApiError(503, f"{what} is unavailable; retry shortly.", type="service_unavailable", code=code, headers={"Retry-After": "2"})
 
 
-def _pool_exhausted() -> ApiError:
-    """Every pooled connection stayed busy past SENTINEL_DB_POOL_TIMEOUT: the process is overloaded
-    (the database itself answers), so shed like backpressure does rather than report an outage."""
-    from django.conf import settings
-
-    from sentinel_site import metrics
-
-    metrics.SHED.labels("db_pool").inc()
-    return ApiError(
-        503,
-        "Sentinel is overloaded (no database connection came free in time); retry shortly.",
-        type="overloaded",
-        code="db_pool_exhausted",
-        headers={"Retry-After": str(settings.SENTINEL["SHED_RETRY_AFTER"])},
-    )
-
-
 def classify(exc: Exception) -> ApiError | None:
     """Map an exception to the ApiError a client should see, or None if it is a bug."""
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, PoolTimeout) or isinstance(exc.__cause__, PoolTimeout):
-        return _pool_exhausted()
-    if isinstance(exc, (db.OperationalError, db.InterfaceError)):
+    if isinstance(exc, (db.OperationalError, db.InterfaceError, PoolTimeout)):
         return _unavailable("The database", "database_unavailable", exc)
     if isinstance(exc, redis.RedisError):
         return _unavailable("The event store", "redis_unavailable", exc)

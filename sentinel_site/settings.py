@@ -67,13 +67,6 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
-# The API lane's middleware (sentinel_site.lanes): async-native only; the API uses bearer keys, not
-# sessions or CSRF cookies.
-API_MIDDLEWARE = [
-    "sentinel_site.middleware.RequestIdMiddleware",
-    "sentinel_site.lanes.SecurityMiddleware",
-]
-
 ROOT_URLCONF = "sentinel_site.urls"
 WSGI_APPLICATION = "sentinel_site.wsgi.application"
 ASGI_APPLICATION = "sentinel_site.asgi.application"

@@ -223,19 +223,3 @@ def test_redis_out_of_reach_is_a_503_and_nothing_is_written(client, alice, setti
     assert_openai_error(response, 503, code="redis_unavailable")
     assert response["Retry-After"] == "2" and "Traceback" not in response.text
     assert_nothing_written()
-
-
-def test_a_pool_with_no_free_connection_is_shed_as_overload_not_reported_as_an_outage(settings):
-    # Django wraps the pool's timeout in its own OperationalError; both forms must read as overload.
-    from django import db
-    from psycopg_pool import PoolTimeout
-
-    from sentinel_site.errors import classify
-
-    wrapped = db.OperationalError("couldn't get a connection after 10.00 sec")
-    wrapped.__cause__ = PoolTimeout("couldn't get a connection after 10.00 sec")
-    for exc in (wrapped, PoolTimeout("couldn't get a connection after 10.00 sec")):
-        error = classify(exc)
-        assert (error.status, error.type, error.code) == (503, "overloaded", "db_pool_exhausted")
-        assert error.headers["Retry-After"] == str(settings.SENTINEL["SHED_RETRY_AFTER"])
-    assert classify(db.OperationalError("server closed the connection")).code == "database_unavailable"
