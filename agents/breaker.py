@@ -9,14 +9,17 @@ timeouts, unreachable, malformed answers), not a request the provider rightly re
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 
+import redis
 from django.conf import settings
 
 from agents import streams
 from agents.providers import ProviderError
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+log = logging.getLogger(__name__)
 _COUNTED = {"provider_error", "provider_timeout", "provider_unreachable", "provider_bad_response"}
 
 
@@ -34,14 +37,19 @@ def state(endpoint: str, now: float | None = None) -> str:
 
 
 def before_call(endpoint: str) -> None:
-    """Raise a fast 503 unless a call may go to this endpoint now."""
-    current = state(endpoint)
-    if current == CLOSED:
+    """Raise a fast 503 unless a call may go to this endpoint now. With Redis out of reach the
+    breaker fails open: it protects the provider, it must not become a dependency of every turn."""
+    try:
+        current = state(endpoint)
+        if current == CLOSED:
+            return
+        if current == HALF_OPEN and streams.sync_client().set(
+            _key(endpoint) + ":probe", "1", nx=True, ex=settings.SENTINEL["BREAKER_OPEN_SECONDS"]
+        ):
+            return  # this call is the probe
+    except redis.RedisError as error:
+        log.warning("circuit breaker state unreadable (%s); letting the call through", type(error).__name__)
         return
-    if current == HALF_OPEN and streams.sync_client().set(
-        _key(endpoint) + ":probe", "1", nx=True, ex=settings.SENTINEL["BREAKER_OPEN_SECONDS"]
-    ):
-        return  # this call is the probe
     raise ProviderError(
         503,
         "circuit_open",
@@ -52,14 +60,24 @@ def before_call(endpoint: str) -> None:
 
 
 def record_success(endpoint: str) -> None:
-    client = streams.sync_client()
-    if client.exists(_key(endpoint)):
-        client.delete(_key(endpoint), _key(endpoint) + ":probe")
+    try:
+        client = streams.sync_client()
+        if client.exists(_key(endpoint)):
+            client.delete(_key(endpoint), _key(endpoint) + ":probe")
+    except redis.RedisError as error:
+        log.warning("could not record a provider success on the breaker: %s", type(error).__name__)
 
 
 def record_failure(endpoint: str, error: ProviderError) -> None:
     if error.code not in _COUNTED:
         return
+    try:
+        _count_failure(endpoint)
+    except redis.RedisError as redis_error:
+        log.warning("could not record a provider failure on the breaker: %s", type(redis_error).__name__)
+
+
+def _count_failure(endpoint: str) -> None:
     key = _key(endpoint)
     client = streams.sync_client()
     pipe = client.pipeline()

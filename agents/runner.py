@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -79,6 +80,16 @@ class Recorder:
         return written
 
 
+def announce(turn_id: Any, events: list[tuple[str, dict]]) -> None:
+    """Publish to the turn's live stream, best effort: PostgreSQL already holds the record, so a
+    Redis blip must not fail a turn (a reader of the lost stream falls back to the turn's log)."""
+    try:
+        streams.publish_many(turn_id, events)
+    except redis.RedisError as error:
+        metrics.STREAM_PUBLISH_FAILURES.inc()
+        log.warning("could not publish %d event(s) to the turn's stream: %s", len(events), type(error).__name__)
+
+
 def state_events(events: list[TurnEventRecord]) -> list[tuple[str, dict]]:
     """The state transitions among written events, as stream events."""
     return [("state", {"from": event.from_state, "to": event.to_state}) for event in events if event.kind == "state"]
@@ -112,7 +123,7 @@ def claim(turn_id: Any) -> Recorder | None:
         recorder.record("claimed", {"attempt": turn.attempt})
         recorder.move(TurnEvent.MESSAGE_RECEIVED)
         written = recorder.flush()
-    streams.publish_many(turn.id, state_events(written))
+    announce(turn.id, state_events(written))
     return recorder
 
 
@@ -169,7 +180,7 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
     def on_delta(delta: dict) -> None:
         nonlocal sent
         sent = True
-        streams.publish(turn.id, "delta", delta)
+        announce(turn.id, [("delta", delta)])
         heartbeat.beat()
 
     for attempt in range(conf["PROVIDER_RETRIES"] + 1):
@@ -305,7 +316,7 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
     )
-    streams.publish_many(turn.id, [*state_events(written), ("done", {"response": response})])  # one round trip
+    announce(turn.id, [*state_events(written), ("done", {"response": response})])  # one round trip
     metrics.TURNS.labels("succeeded").inc()
     metrics.TURN_DURATION.observe((now - turn.created_at).total_seconds())
     metrics.LLM_TOKENS.labels(config.endpoint, body["model"], "input").inc(prompt_tokens)
@@ -359,7 +370,7 @@ def fail(recorder: Recorder, error: providers.ProviderError) -> Turn | None:
         recorder.record("failed", {"code": error.code})
         recorder.flush()
         following = _next_queued(turn)
-    streams.publish(turn.id, "error", error.as_dict())
+    announce(turn.id, [("error", error.as_dict())])
     metrics.TURNS.labels("failed").inc()
     metrics.TURN_DURATION.observe((now - turn.created_at).total_seconds())
     log.warning("turn failed", extra={"turn": str(turn.id), "code": error.code, "status": error.status})

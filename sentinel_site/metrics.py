@@ -29,6 +29,9 @@ LLM_DURATION = Histogram(
 LLM_TOKENS = Counter("sentinel_llm_tokens_total", "Tokens by direction.", ["provider", "model", "type"])
 LLM_COST = Counter("sentinel_llm_cost_usd_total", "Settled provider cost in USD.", ["provider", "model"])
 RETRIES = Counter("sentinel_retries_total", "Provider call retries, by reason.", ["reason"])
+STREAM_PUBLISH_FAILURES = Counter(
+    "sentinel_stream_publish_failures_total", "Turn events that could not reach the live stream (Redis out of reach)."
+)
 BUDGET_EXCEEDED = Counter("sentinel_budget_exceeded_total", "Requests refused for want of budget.", ["period"])
 RATE_LIMITED = Counter("sentinel_rate_limited_total", "Requests refused by a rate limit.")
 SHED = Counter("sentinel_shed_requests_total", "Requests shed by backpressure.", ["reason"])

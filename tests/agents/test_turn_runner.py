@@ -167,6 +167,21 @@ def test_the_stream_carries_states_deltas_and_the_outcome(alice, stub_llm):
     assert [(s["from"], s["to"]) for s in states] == [("idle", "thinking"), ("thinking", "reflecting"), ("reflecting", "idle")]
 
 
+def test_a_turn_whose_live_stream_is_out_of_reach_still_succeeds(alice, stub_llm, settings):
+    # Redis restarting mid-turn: the stream and the breaker's state are unreachable, PostgreSQL is fine.
+    stub_llm.script(Reply(content="safe and sound"))
+    turn = admit_turn(alice)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    streams.sync_client.cache_clear()
+    try:
+        run(turn)
+    finally:
+        streams.sync_client.cache_clear()
+    turn.refresh_from_db()
+    assert turn.status == TurnStatus.SUCCEEDED
+    assert Message.objects.get(turn=turn, role="assistant").content == "safe and sound"
+
+
 def test_a_failed_turn_ends_its_stream_with_an_error(alice, stub_llm):
     stub_llm.script(Reply(status=401))
     turn = admit_turn(alice)
