@@ -10,6 +10,7 @@ from django import db
 
 from agents import runner, supervisor
 from agents.turns import AgentState
+from memory import embeddings
 from memory.tasks import schedule_indexing
 from sentinel_site import logs, tracing
 
@@ -19,11 +20,14 @@ CLAIM_RETRIES = 30
 
 
 @shared_task(bind=True, name="agents.tasks.run_turn", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def run_turn(self, turn_id: str) -> str:
-    """Run one turn. Delivered twice, or for a turn not ready yet, it does nothing."""
+def run_turn(self, turn_id: str, recall_hint: str | None = None) -> str:
+    """Run one turn. Delivered twice, or for a turn not ready yet, it does nothing.
+    `recall_hint`: the text the turn will recall by, embedded while the turn is claimed."""
     # Worker threads run task after task: start each turn with a clean log context.
     tokens = [logs.turn_id.set(turn_id), logs.trace_id.set("-"), logs.tenant_id.set("-")]
     try:
+        if recall_hint:
+            _prefetch(recall_hint)
         try:
             recorder = runner.claim(turn_id)
         except (db.OperationalError, db.InterfaceError) as error:
@@ -58,6 +62,14 @@ def run_turn(self, turn_id: str) -> str:
             var.reset(token)
 
 
+def _prefetch(text: str) -> None:
+    """Only a head start: if it fails, the turn embeds its query itself, as without it."""
+    try:
+        embeddings.prefetch([text])
+    except Exception as error:  # noqa: BLE001 - never a reason to fail or delay a turn
+        log.info("could not prefetch the recall query: %s", type(error).__name__)
+
+
 def _attempt_span(recorder: runner.Recorder):
     """The CONSUMER span of one attempt, a child of the request's span wherever and whenever it runs."""
     turn = recorder.turn
@@ -76,8 +88,9 @@ def _attempt_span(recorder: runner.Recorder):
     )
 
 
-def enqueue_turn(turn_id: Any, countdown: int = 0) -> None:
-    run_turn.apply_async(args=[str(turn_id)], queue="turns", countdown=countdown or None)
+def enqueue_turn(turn_id: Any, countdown: int = 0, recall_hint: str | None = None) -> None:
+    kwargs = {"recall_hint": recall_hint} if recall_hint else {}
+    run_turn.apply_async(args=[str(turn_id)], kwargs=kwargs, queue="turns", countdown=countdown or None)
 
 
 @shared_task(name="agents.tasks.supervise", ignore_result=True)

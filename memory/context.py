@@ -231,6 +231,19 @@ def _default_query(window) -> list[str]:
     return parts
 
 
+RECALL_HINT_MAX_CHARS = 4000  # longer texts are not sent through the broker; the worker embeds them as before
+
+
+def recall_hint(messages: list[dict]) -> str | None:
+    """The text a turn with these input messages will recall by (the newest user message, as
+    `_default_query` picks it), for the worker to start embedding early; None if there is none."""
+    for message in reversed(messages):
+        content = message.get("content")
+        if message.get("role") == "user" and isinstance(content, str) and content:
+            return content if len(content) <= RECALL_HINT_MAX_CHARS else None
+    return None
+
+
 def _recalled_line(memory) -> str:
     when = memory.occurred_at.strftime("%Y-%m-%d")
     who = "summary" if memory.kind == "summary" else memory.role

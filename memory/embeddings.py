@@ -12,6 +12,7 @@ import itertools
 import os
 import queue
 import threading
+from collections import OrderedDict
 from concurrent.futures import Future
 from functools import lru_cache
 from typing import Protocol
@@ -58,13 +59,15 @@ class LocalEmbedder:
 
     def embed(self, texts: list[str], urgent: bool = False) -> list[list[float]]:
         if urgent:
-            return self._submit(texts, 0)
-        return [vector for lo in range(0, len(texts), BACKGROUND_BATCH) for vector in self._submit(texts[lo : lo + BACKGROUND_BATCH], 1)]
+            return self.submit(texts).result()
+        batches = [self.submit(texts[lo : lo + BACKGROUND_BATCH], urgent=False) for lo in range(0, len(texts), BACKGROUND_BATCH)]
+        return [vector for batch in batches for vector in batch.result()]
 
-    def _submit(self, texts: list[str], priority: int) -> list[list[float]]:
+    def submit(self, texts: list[str], urgent: bool = True) -> Future:
+        """Queue texts for the model without waiting; the future's result is their vectors."""
         future: Future = Future()
-        self._pending.put((priority, next(self._order), texts, future))
-        return future.result()
+        self._pending.put((0 if urgent else 1, next(self._order), texts, future))
+        return future
 
     def _serve(self) -> None:
         while True:
@@ -127,18 +130,66 @@ def embed(texts: list[str], urgent: bool = False) -> list[list[float]]:
         return []
     model = embedder()
     hashes = [content_hash(text) for text in texts]
-    cached = {
-        row.content_hash: list(row.embedding) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=set(hashes))
-    }
-    missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in cached}
+    known, fresh = _take_prefetched(set(hashes))
+    wanted = set(hashes) - known.keys() - fresh.keys()
+    if wanted:
+        known.update(
+            (row.content_hash, list(row.embedding)) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=wanted)
+        )
+    missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known and h not in fresh}
     if missing:
-        vectors = model.embed(list(missing.values()), urgent=urgent)
-        fresh = dict(zip(missing.keys(), vectors, strict=True))
+        fresh.update(zip(missing.keys(), model.embed(list(missing.values()), urgent=urgent), strict=True))
+    if fresh:
         EmbeddingCache.objects.bulk_create(
             [EmbeddingCache(model=model.name, content_hash=h, embedding=v) for h, v in fresh.items()], ignore_conflicts=True
         )
-        cached.update(fresh)
-    return [cached[h] for h in hashes]
+    known.update(fresh)
+    return [known[h] for h in hashes]
+
+
+# Prefetching: a turn's recall query starts on the model while the worker claims the turn and reads
+# its history, instead of after (issue 6: the query embedding was the longest step of a turn's
+# context). Each prefetched text is taken once, by the next embed() of the same text.
+PREFETCH_KEEP = 256  # prefetched texts nobody took (a turn that was not claimed) are dropped past this
+_prefetched: OrderedDict[str, tuple[Future, int, bool]] = OrderedDict()  # hash -> (vectors, index, computed)
+_prefetched_lock = threading.Lock()
+
+
+def prefetch(texts: list[str]) -> None:
+    """Start embedding texts a turn is about to ask for, without waiting (local model only)."""
+    model = embedder()
+    if not texts or not isinstance(model, LocalEmbedder):
+        return
+    by_hash = {content_hash(text): text for text in texts}
+    cached = {row.content_hash: list(row.embedding) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=by_hash)}
+    missing = [h for h in by_hash if h not in cached]
+    entries: dict[str, tuple[Future, int, bool]] = {}
+    for h, vector in cached.items():
+        done: Future = Future()
+        done.set_result([vector])
+        entries[h] = (done, 0, False)
+    if missing:
+        future = model.submit([by_hash[h] for h in missing])
+        entries.update((h, (future, index, True)) for index, h in enumerate(missing))
+    with _prefetched_lock:
+        _prefetched.update(entries)
+        while len(_prefetched) > PREFETCH_KEEP:
+            _prefetched.popitem(last=False)
+
+
+def _take_prefetched(hashes: set[str]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Prefetched vectors for these hashes, waiting for any still on the model: (from the cache, computed)."""
+    with _prefetched_lock:
+        taken = {h: _prefetched.pop(h) for h in hashes if h in _prefetched}
+    known: dict[str, list[float]] = {}
+    fresh: dict[str, list[float]] = {}
+    for h, (future, index, computed) in taken.items():
+        try:
+            vector = future.result()[index]
+        except Exception:  # noqa: BLE001 - the model failed on the prefetch: embed() tries again itself
+            continue
+        (fresh if computed else known)[h] = vector
+    return known, fresh
 
 
 def embed_query(texts: list[str]) -> list[list[float]]:

@@ -22,6 +22,7 @@ from agents.api.serializers import ChatCompletionRequestSerializer, TurnEventSer
 from agents.models import Turn, TurnEventRecord, TurnStatus
 from agents.tasks import enqueue_turn
 from budgets import roles
+from memory.context import recall_hint
 from sentinel_site.db import release_connection
 from sentinel_site.errors import ApiError, not_found
 
@@ -143,7 +144,8 @@ class ChatCompletionsView(AsyncAPIView):
             api_key=principal.api_key,
             data=data,
             idempotency_key=idempotency_key,
-            enqueue=enqueue_turn,
+            # The worker starts embedding the recall query while it claims the turn (issue 6).
+            enqueue=lambda turn_id: enqueue_turn(turn_id, recall_hint=recall_hint(data["messages"])),
         )
         turn = admission.turn
         headers = turn_headers(turn)

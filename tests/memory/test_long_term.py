@@ -62,6 +62,58 @@ def test_identical_texts_are_embedded_once(alice, bob, monkeypatch):
     assert Memory.objects.filter(text="the same words").count() == 3, "each message still gets its own memory"
 
 
+def _spy_on_the_model(monkeypatch) -> list[list[str]]:
+    """Every text the local model is asked to embed, by any path."""
+    calls: list[list[str]] = []
+    model = embeddings.embedder()
+    original = model.submit
+    monkeypatch.setattr(model, "submit", lambda texts, urgent=True: calls.append(list(texts)) or original(texts, urgent))
+    return calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prefetched_query_is_computed_once_and_cached_by_whoever_takes_it(monkeypatch):
+    calls = _spy_on_the_model(monkeypatch)
+    text = "Where did Ingrid move to last spring?"
+    expected = embeddings.embedder().embed([text], urgent=True)
+    calls.clear()
+    embeddings.prefetch([text])
+    assert calls == [[text]], "the prefetch starts the model without waiting for anyone to ask"
+    assert not EmbeddingCache.objects.filter(content_hash=embeddings.content_hash(text)).exists()
+    vector = embeddings.embed_query([text, "an earlier reply"])[0]
+    assert calls == [[text], ["an earlier reply"]], "the prefetched text is not computed a second time"
+    assert vector == pytest.approx(expected[0], abs=1e-6)
+    assert EmbeddingCache.objects.filter(content_hash=embeddings.content_hash(text)).count() == 1, "taken, then cached"
+    calls.clear()
+    assert embeddings.embed_query([text])[0] == pytest.approx(vector, abs=1e-6)
+    assert calls == [], "a prefetch is taken once; after that the cache answers"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_prefetching_a_cached_text_costs_no_model_call_and_unclaimed_prefetches_are_bounded(monkeypatch):
+    embeddings.embed(["already known"])
+    calls = _spy_on_the_model(monkeypatch)
+    embeddings.prefetch(["already known"])
+    assert embeddings.embed_query(["already known"]) and calls == []
+    for i in range(embeddings.PREFETCH_KEEP + 10):  # turns that were never claimed leave their prefetch behind
+        embeddings.prefetch([f"never asked for {i}"])
+    assert len(embeddings._prefetched) == embeddings.PREFETCH_KEEP
+    embeddings._prefetched.clear()
+
+
+def test_the_recall_hint_is_the_text_the_turn_recalls_by():
+    from memory.context import RECALL_HINT_MAX_CHARS, recall_hint
+
+    assert (
+        recall_hint([{"role": "user", "content": "first"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "last"}])
+        == "last"
+    )
+    assert recall_hint([{"role": "user", "content": "asked"}, {"role": "tool", "content": "42", "tool_call_id": "c"}]) == "asked"
+    assert recall_hint([{"role": "system", "content": "be brief"}]) is None
+    assert recall_hint([{"role": "user", "content": ""}]) is None
+    assert recall_hint([{"role": "user", "content": "x" * (RECALL_HINT_MAX_CHARS + 1)}]) is None, "long texts stay out of the broker"
+
+
 def test_search_ranks_the_relevant_memory_first(alice):
     conversation_with(alice, [*FILLER, "My sister Ingrid lives in Trondheim and works as a marine biologist."])
     hits = search.search(alice.tenant.id, embeddings.embed(["Where does Ingrid live?"])[0], k=3)
