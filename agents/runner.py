@@ -17,7 +17,6 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from agents import breaker, openai_format, providers, streams
@@ -98,25 +97,27 @@ def state_events(events: list[TurnEventRecord]) -> list[tuple[str, dict]]:
 def claim(turn_id: Any) -> Recorder | None:
     """Claim a queued turn for this worker, or None if it is not ours to run (yet)."""
     with transaction.atomic():
-        turn = Turn.objects.select_related("agent", "conversation__agent", "api_key").filter(id=turn_id).first()
+        # The turn row is locked as it is read, so what the claim writes below is what it holds.
+        turn = Turn.objects.select_related("agent", "conversation", "api_key").select_for_update(of=("self",)).filter(id=turn_id).first()
         if turn is None or turn.status != TurnStatus.QUEUED:
             return None
+        turn.conversation.agent = turn.agent  # one agent per conversation (admission checks it)
         # One turn per conversation at a time, in order: the conversation row is the lock, and a
         # turn with an unfinished predecessor is left queued; the predecessor enqueues it when done.
         Conversation.objects.select_for_update().filter(id=turn.conversation_id).first()
         if Turn.objects.filter(conversation_id=turn.conversation_id, seq__lt=turn.seq, status__in=UNFINISHED).exists():
             return None
         now = timezone.now()
-        claimed = Turn.objects.filter(id=turn.id, status=TurnStatus.QUEUED).update(
-            status=TurnStatus.RUNNING,
-            attempt=F("attempt") + 1,
-            started_at=now,
-            heartbeat_at=now,
-            agent_state=AgentState.THINKING,
-        )
-        if not claimed:
-            return None
-        turn.refresh_from_db(fields=["status", "attempt", "started_at", "heartbeat_at", "agent_state"])
+        claimed = {
+            "status": TurnStatus.RUNNING,
+            "attempt": turn.attempt + 1,
+            "started_at": now,
+            "heartbeat_at": now,
+            "agent_state": AgentState.THINKING,
+        }
+        Turn.objects.filter(id=turn.id).update(**claimed)
+        for name, value in claimed.items():
+            setattr(turn, name, value)
         logs.trace_id.set(turn.trace_id or "-")
         logs.tenant_id.set(str(turn.tenant_id))
         recorder = Recorder(turn=turn, attempt=turn.attempt)
@@ -167,7 +168,7 @@ def execute(recorder: Recorder) -> Turn | None:
         result = call_provider(recorder, config, body, heartbeat)
     except providers.ProviderError as error:
         return fail(recorder, error)
-    return succeed(recorder, result, prompt_estimate=ctx.total_tokens, config=config, body=body)
+    return succeed(recorder, result, prompt_estimate=ctx.total_tokens, config=config, body=body, reply_index=ctx.next_index)
 
 
 def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: dict, heartbeat: Heartbeat) -> providers.Completion:
@@ -222,7 +223,7 @@ def hold_budget(turn: Turn, config: providers.ProviderConfig, body: dict, prompt
         raise providers.ProviderError(503, "budget_exceeded", str(exceeded), retryable=False, type="budget_exceeded") from None
 
 
-def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate: int, config, body: dict) -> Turn | None:
+def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate: int, config, body: dict, reply_index: int) -> Turn | None:
     turn = recorder.turn
     wants_tools = bool(result.tool_calls)
     prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else prompt_estimate
@@ -255,7 +256,7 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
             conversation_id=turn.conversation_id,
             turn=turn,
             seq=turn.seq,
-            index=_next_index(turn),
+            index=reply_index,
             role="assistant",
             content=result.content,
             tool_calls=result.tool_calls or None,
@@ -286,7 +287,7 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
         # commit: the tenant's budget windows, then the audit chain's head (every turn's).
         if recorder.reservation is not None:
             spend.settle(
-                recorder.reservation.id,
+                recorder.reservation,
                 model=body["model"],
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
@@ -389,11 +390,6 @@ def crash(recorder: Recorder) -> Turn | None:
 
 def _actor(turn: Turn) -> str:
     return f"key:{turn.api_key.key_id}" if turn.api_key_id and turn.api_key else "system"
-
-
-def _next_index(turn: Turn) -> int:
-    last = Message.objects.filter(conversation_id=turn.conversation_id, seq=turn.seq).order_by("-index").first()
-    return (last.index + 1) if last else 0
 
 
 def _next_queued(turn: Turn) -> Turn | None:

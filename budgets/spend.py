@@ -13,6 +13,7 @@ update first, so each happens at most once. The append-only SpendEntry ledger is
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -160,10 +161,13 @@ def reserve(tenant_id, api_key_id, amount: Decimal, *, turn_id=None, budgets: li
     return reservation
 
 
-def _claim(reservation_id, status: str) -> Reservation | None:
-    """Mark a held reservation closed (at most once); None if it was closed already."""
+def _claim(reservation: Reservation | uuid.UUID, status: str) -> Reservation | None:
+    """Mark a held reservation (given, or by id) closed, at most once; None if it was closed already."""
+    reservation_id = reservation.id if isinstance(reservation, Reservation) else reservation
     if not Reservation.objects.filter(id=reservation_id, status=Reservation.Status.HELD).update(status=status, closed_at=timezone.now()):
         return None
+    if isinstance(reservation, Reservation):  # what a reservation holds never changes: no need to read it again
+        return reservation
     return Reservation.objects.get(id=reservation_id)
 
 
@@ -175,10 +179,13 @@ def _move_out_of_reserved(reservation: Reservation, actual: Decimal, tokens: int
         )
 
 
-def settle(reservation_id, *, model: str, prompt_tokens: int, completion_tokens: int, actual: Decimal, turn_id=None) -> bool:
-    """Turn a reservation into spend: counters and the ledger, once. False if it was already closed."""
+def settle(
+    reservation: Reservation | uuid.UUID, *, model: str, prompt_tokens: int, completion_tokens: int, actual: Decimal, turn_id=None
+) -> bool:
+    """Turn a reservation (or the one with this id) into spend: counters and the ledger, once.
+    False if it was already closed."""
     with transaction.atomic(savepoint=False):  # no SAVEPOINT round trips while the hot rows are locked
-        reservation = _claim(reservation_id, Reservation.Status.SETTLED)
+        reservation = _claim(reservation, Reservation.Status.SETTLED)
         if reservation is None:
             return False
         SpendEntry.objects.create(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from django.db.models import Q, Sum
+from django.db.models import Count, Q, Sum
 
 from memory import search as memory_search
 from memory import tokens
@@ -54,6 +54,7 @@ class Context:
     history_tokens: int  # every message so far, verbatim: what a memoryless server would send
     unconsolidated_tokens: int
     query: str = ""
+    next_index: int = 0  # where the turn's reply goes among its messages (after its own input)
 
     @property
     def recent_message_ids(self) -> list[str]:
@@ -88,13 +89,16 @@ def assemble(conversation, *, upto_seq: int | None = None, query: str | None = N
     system_tokens = tokens.count(agent.system_prompt) + tokens.MESSAGE_OVERHEAD if agent.system_prompt else 0
     remaining = budget - system_tokens
 
-    # The recent window, newest first.
+    # The recent window, newest first. A turn's own input messages are always sent (for "the next
+    # turn", upto_seq None, there are none yet); both sets come back in one round trip.
     window: list[tuple[Message, int]] = []
     window_tokens = 0
-    # A turn's own input messages are always sent; for "the next turn" (upto_seq None) there are none yet.
-    own_input = list(history.filter(seq=upto_seq).order_by("-index")) if upto_seq is not None else []
-    older = list(history.exclude(seq=upto_seq).order_by("-seq", "-index")[: agent.short_term_messages])
-    for message in own_input + older:
+    recent = history.exclude(seq=upto_seq).order_by("-seq", "-index")[: agent.short_term_messages]
+    if upto_seq is not None:
+        recent = history.filter(seq=upto_seq).union(recent, all=True)
+    loaded = sorted(recent, key=lambda message: (-message.seq, -message.index))
+    own_input = [message for message in loaded if message.seq == upto_seq]
+    for message in loaded:
         cost = message.token_count if message.token_count is not None else tokens.count_message(message.as_openai())
         is_own = message.seq == upto_seq
         fits_window = len(window) < agent.short_term_messages and window_tokens + cost <= agent.short_term_tokens
@@ -186,9 +190,17 @@ def assemble(conversation, *, upto_seq: int | None = None, query: str | None = N
     )
     _attach_client_ids(pieces)
 
-    totals = history.aggregate(all=Sum("token_count"), unconsolidated=Sum("token_count", filter=Q(summary__isnull=True)))
-    # Messages the indexer has not counted yet are counted here (one query serves both totals).
-    uncounted = [(tokens.count_message(m.as_openai()), m.summary_id is None) for m in history.filter(token_count__isnull=True)]
+    totals = history.aggregate(
+        all=Sum("token_count"),
+        unconsolidated=Sum("token_count", filter=Q(summary__isnull=True)),
+        uncounted=Count("id", filter=Q(token_count__isnull=True)),
+    )
+    # Messages the indexer has not counted yet are counted here. They are usually the newest, loaded
+    # above already; only when some are not is another query needed.
+    uncounted_messages = [m for m in loaded if m.token_count is None]
+    if len(uncounted_messages) != totals["uncounted"]:
+        uncounted_messages = list(history.filter(token_count__isnull=True))
+    uncounted = [(tokens.count_message(m.as_openai()), m.summary_id is None) for m in uncounted_messages]
     return Context(
         pieces=pieces,
         messages=_render(agent.system_prompt, summary_pieces, recalled, window),
@@ -196,6 +208,7 @@ def assemble(conversation, *, upto_seq: int | None = None, query: str | None = N
         history_tokens=system_tokens + (totals["all"] or 0) + sum(count for count, _ in uncounted),
         unconsolidated_tokens=system_tokens + (totals["unconsolidated"] or 0) + sum(count for count, fresh in uncounted if fresh),
         query=query or "",
+        next_index=max((message.index for message in own_input), default=-1) + 1,
     )
 
 

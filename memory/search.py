@@ -54,15 +54,16 @@ def search(
         # A small scoped set: scan it exactly (the btree index finds it; "+ 0" keeps the planner
         # off the HNSW index, which would search the whole table and filter afterwards).
         distance = distance + Value(0.0)
-    queryset = queryset.annotate(distance=distance).order_by("distance")[:k]
-    with transaction.atomic():
-        if not exact:
-            with connection.cursor() as cursor:
-                # Filters apply after the index scan; iterative scans keep going until k rows pass
-                # them (pgvector 0.8). A wide candidate list keeps recall up on repetitive data.
-                cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-                cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(200, 4 * k)])
-        rows = list(queryset.defer("embedding"))
+    queryset = queryset.annotate(distance=distance).order_by("distance").defer("embedding")[:k]
+    if exact:
+        rows = list(queryset)  # one statement: no transaction round trips around it
+    else:
+        with transaction.atomic(), connection.cursor() as cursor:
+            # Filters apply after the index scan; iterative scans keep going until k rows pass
+            # them (pgvector 0.8). A wide candidate list keeps recall up on repetitive data.
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(200, 4 * k)])
+            rows = list(queryset)
     hits = [Hit(memory=row, score=1.0 - float(row.distance)) for row in rows]
     hits.sort(key=lambda hit: hit.score, reverse=True)  # relaxed order: re-sort the final few
     return hits

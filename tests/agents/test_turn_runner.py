@@ -212,8 +212,33 @@ def test_admitting_a_turn_costs_a_bounded_number_of_queries(alice):
 def test_claiming_costs_a_handful_of_queries(alice):
     turn = admit_turn(alice)
     with CaptureQueriesContext(connection) as queries:
-        runner.claim(turn.id)
-    assert len(queries) <= 8, [q["sql"] for q in queries]
+        recorder = runner.claim(turn.id)
+    # savepoint, the turn (locked), the conversation (locked), earlier unfinished turns, the claim,
+    # its events, release: what the claim wrote is known without reading it back
+    assert len(queries) <= 7, [q["sql"] for q in queries]
+    stored = Turn.objects.get(id=turn.id)
+    claimed = recorder.turn
+    assert (claimed.status, claimed.attempt, claimed.started_at, claimed.agent_state) == (
+        stored.status,
+        stored.attempt,
+        stored.started_at,
+        stored.agent_state,
+    )
+
+
+def test_a_turn_in_a_running_conversation_costs_a_bounded_number_of_queries(alice, stub_llm):
+    stub_llm.script(Reply(content="Noted."), Reply(content="Paris."))
+    first = admit_turn(alice, "I am planning a trip.")
+    run(first)
+    turn = admit_turn(alice, "What is the capital of France?", conversation=str(first.conversation_id))
+    with CaptureQueriesContext(connection) as queries:
+        run(turn)
+    # claim 7; context: window, summaries, embedding cache read and write, memory count and search,
+    # totals; the request event, the budget hold; the reply: its message, the turn, its events, the
+    # next turn, settlement 5, audit 3; savepoints around the claim and the reply (this test's)
+    assert len(queries) <= 30, "\n".join(q["sql"][:120] for q in queries)
+    reply = Message.objects.get(turn=turn, role="assistant")
+    assert (reply.seq, reply.index) == (turn.seq, 1), "the reply follows the turn's one input message"
 
 
 def test_a_stream_cut_short_is_a_502_and_keeps_no_partial_answer(alice, stub_llm):
