@@ -117,7 +117,8 @@ def admit(
                 kind="queued",
                 payload={"message_count": len(data["messages"]), "params": params, "stream": turn.stream},
             )
-            spend.reserve(tenant.id, api_key_id, amount, turn_id=turn.id, budgets=budgets)
+            # BudgetExceeded rolls the whole admission back, so no savepoint is needed around it.
+            spend.reserve(tenant.id, api_key_id, amount, turn_id=turn.id, budgets=budgets, savepoint=False)
             transaction.on_commit(lambda: enqueue(turn.id))
     except spend.BudgetExceeded as exceeded:
         budget = exceeded.budget

@@ -1,6 +1,7 @@
 """Running turns in-process against the stub model server: claims, fencing, order, errors, replay log."""
 
 import json
+from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -8,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from agents import runner, streams
 from agents.admission import admit
-from agents.models import Message, Turn, TurnEventRecord, TurnStatus
+from agents.models import Conversation, Message, Turn, TurnEventRecord, TurnStatus
 from tests.stub_llm import Reply
 
 pytestmark = pytest.mark.django_db
@@ -205,8 +206,22 @@ def test_admitting_a_turn_costs_a_bounded_number_of_queries(alice):
     with CaptureQueriesContext(connection) as queries:
         admit_turn(alice)
     # agent, budgets; conversation, turn, messages, event; windows, reservation, its links, one
-    # update per budget window (2 here); 4 savepoints (the test's own transaction included)
-    assert len(queries) <= 15, [q["sql"] for q in queries]
+    # update per budget window (2 here); a savepoint and its release (the test's own transaction)
+    assert len(queries) <= 13, [q["sql"] for q in queries]
+
+
+def test_an_admission_over_budget_writes_nothing_but_its_audit_entry(alice):
+    from budgets.models import AuditEntry, Budget, Price, Reservation
+    from sentinel_site.errors import ApiError
+
+    Price.objects.create(model="stub-model", input_per_mtok=Decimal(1000), output_per_mtok=Decimal(1000))
+    Budget.objects.filter(tenant=alice.tenant).update(limit=Decimal("0.01"))
+    counts = [model.objects.count() for model in (Conversation, Turn, Message, TurnEventRecord, Reservation)]
+    with pytest.raises(ApiError) as refused:
+        admit_turn(alice, "too expensive")
+    assert refused.value.status == 503 and refused.value.code == "budget_exceeded"
+    assert [model.objects.count() for model in (Conversation, Turn, Message, TurnEventRecord, Reservation)] == counts
+    assert AuditEntry.objects.filter(action="budget.exceeded").count() == 1
 
 
 def test_claiming_costs_a_handful_of_queries(alice):
