@@ -185,6 +185,8 @@ def what_stands_in_the_way(lat: turn_bench.Latency, runs: list[turn_bench.Throug
     per_turn = sum(row.cpu_ms_per_turn.get(part, 0) for part in parts)
     ceiling = 2 * 1000 / per_turn if per_turn else 0
     statements = lat.db_queries.get("web", 0) + lat.db_queries.get("worker", 0)
+    cost = turn_bench.statement_cost()
+    pg_cores = row.cpu_ms_per_turn.get("postgres", 0) * row.turns_per_s / 1000
     chain = sum(percentile(lat.phases[name], 50) for name in turn_bench.PHASES if name != "provider")
     return [
         "### What stands in the way",
@@ -194,18 +196,20 @@ def what_stands_in_the_way(lat: turn_bench.Latency, runs: list[turn_bench.Throug
         f"{row.cpu_ms_per_turn.get('postgres', 0):.0f}, Redis {row.cpu_ms_per_turn.get('redis', 0):.0f}). Two cores give 2,000 ms of "
         f"CPU a second, so this design tops out near {ceiling:.0f} turns/s here, and the run measured {row.turns_per_s:.0f}. "
         "1,000 turns/s leaves 2 ms of CPU per turn for everything: HTTP, JSON, authentication, "
-        f"{statements:.0f} SQL statements with their commits and fsyncs, the broker, the provider call and its stream. Through "
-        "Django's ORM one statement costs a few tenths of a millisecond of Python before PostgreSQL sees it, so the "
-        "statements alone spend that budget several times over. Reaching the target on two cores would take a turn "
+        f"{statements:.0f} SQL statements with their commits and fsyncs, the broker, the provider call and its stream. "
+        f"Measured in this run: one ORM read of a turn by primary key takes {cost.orm_ms:.2f} ms, {cost.build_ms:.2f} ms of it "
+        f"Django building the SQL, while a bare `SELECT 1` round trip takes {cost.raw_ms:.2f} ms. So the "
+        "statements alone spend that budget many times over. Reaching the target on two cores would take a turn "
         "that writes one row in one round trip and skips Python frameworks on the hot path: a different product "
         "(a proxy with an append-only log), not a faster version of this one. More cores scale it: web and workers "
-        "are stateless processes, and PostgreSQL used well under a core here.",
+        f"are stateless processes, and PostgreSQL used {pg_cores:.2f} of a core here.",
         "",
         f"**Added latency is a chain of round trips, not one slow step.** Outside the model call a sequential turn "
         f"spends {chain:.0f} ms (p50 phases above): the web process's statements and commit, the broker hop to a "
-        "worker, the claim, history and recall (one query embedding on the CPU, 15-20 ms), settlement and the audit "
-        "chain in one transaction, then the answer's hop back over Redis. A proxy does none of it; 5 ms is below "
-        "what the durable hand-off between two processes costs here.",
+        "worker, the claim, history and recall (a query embedding on the CPU, started while the worker claims the "
+        "turn), settlement and the audit chain in one transaction, then the answer's hop back over Redis. A proxy "
+        f"does none of it. The durable hand-off alone (the queue phase: commit, enqueue, delivery, claim) takes "
+        f"{percentile(lat.phases['queue'], 50):.0f} ms, more than the 5 ms target for the whole turn.",
         "",
     ]
 

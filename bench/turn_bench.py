@@ -122,6 +122,37 @@ def added_latency(stack: Stack, requests: int) -> Latency:
     return result
 
 
+@dataclass
+class StatementCost:
+    orm_ms: float  # one ORM read of a turn by primary key, start to finish
+    build_ms: float  # of which Django builds and compiles the SQL (no database involved)
+    raw_ms: float  # `SELECT 1` on the same connection: the round trip alone
+
+
+def statement_cost(repeat: int = 300) -> StatementCost:
+    """What one SQL statement costs a Python process here, split into Django's part and the round trip."""
+    missing = "00000000-0000-0000-0000-000000000000"
+
+    def orm() -> None:
+        Turn.objects.filter(id=missing).first()
+
+    def build() -> None:
+        Turn.objects.filter(id=missing).order_by("pk")[:1].query.get_compiler("default").as_sql()
+
+    def raw() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    def timed(step) -> float:
+        step()
+        started = time.perf_counter()
+        for _ in range(repeat):
+            step()
+        return (time.perf_counter() - started) * 1000 / repeat
+
+    return StatementCost(orm_ms=timed(orm), build_ms=timed(build), raw_ms=timed(raw))
+
+
 # --- 2. throughput (wrk) --------------------------------------------------------------------
 @dataclass
 class Throughput:
