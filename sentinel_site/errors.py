@@ -12,9 +12,12 @@ from typing import Any
 
 import redis
 from django import db
+from django.conf import settings
 from django.http import Http404, HttpRequest, JsonResponse
-from psycopg_pool import PoolTimeout
+from psycopg_pool import PoolTimeout, TooManyRequests
 from rest_framework import exceptions
+
+from sentinel_site import metrics
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +81,24 @@ def _unavailable(what: str, code: str, exc: Exception) -> ApiError:
     return ApiError(503, f"{what} is unavailable; retry shortly.", type="service_unavailable", code=code, headers={"Retry-After": "2"})
 
 
+def _connections_busy() -> ApiError:
+    """The web process's connection pool has as many requests waiting as it allows: shed this one."""
+    metrics.SHED.labels("connections_busy").inc()
+    return ApiError(
+        503,
+        "Sentinel is overloaded (every database connection is busy); retry shortly.",
+        type="overloaded",
+        code="connections_busy",
+        headers={"Retry-After": str(settings.SENTINEL["SHED_RETRY_AFTER"])},
+    )
+
+
 def classify(exc: Exception) -> ApiError | None:
     """Map an exception to the ApiError a client should see, or None if it is a bug."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, TooManyRequests) or isinstance(exc.__cause__, TooManyRequests):
+        return _connections_busy()
     if isinstance(exc, (db.OperationalError, db.InterfaceError, PoolTimeout)):
         return _unavailable("The database", "database_unavailable", exc)
     if isinstance(exc, redis.RedisError):

@@ -6,6 +6,7 @@ points the model at the bundled local server. A bad value stops start-up with a 
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -104,6 +105,12 @@ if DB_POOL_MAX_SIZE:
         "max_size": DB_POOL_MAX_SIZE,
         "timeout": envfloat("SENTINEL_DB_POOL_TIMEOUT", 10.0, minimum=0.1),
     }
+    # Load shedding in the web process: past this many requests waiting for a connection, the next
+    # one is answered 503 `overloaded` at once, instead of every request waiting out the timeout and
+    # then being told the database is down (issue 6: 1,000 clients). Workers queue without a bound:
+    # their concurrency bounds the queue, and a turn must not fail for it.
+    if "celery" not in " ".join(sys.argv):
+        DATABASES["default"]["OPTIONS"]["pool"]["max_waiting"] = envint("SENTINEL_DB_POOL_MAX_WAITING", 2 * DB_POOL_MAX_SIZE, minimum=0)
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # With a pool, health checks validate a connection as it is taken from the pool: after a
     # database restart or a dropped connection, callers get a fresh one instead of an error.

@@ -186,3 +186,32 @@ def test_a_traceparent_follows_the_request_into_its_turn():
         **actor.auth,
     )
     assert Turn.objects.get().trace_id == trace
+
+
+def test_a_full_connection_queue_is_overload_and_a_pool_timeout_is_the_database():
+    from django import db
+    from psycopg_pool import PoolTimeout, TooManyRequests
+
+    from sentinel_site.errors import classify
+
+    wrapped = db.OperationalError("pool full")  # how Django re-raises the pool's error from connect()
+    wrapped.__cause__ = TooManyRequests("too many requests")
+    for exc in (TooManyRequests("too many requests"), wrapped):
+        error = classify(exc)
+        assert (error.status, error.type, error.code) == (503, "overloaded", "connections_busy")
+        assert int(error.headers["Retry-After"]) > 0
+    error = classify(PoolTimeout("couldn't get a connection after 10.00 sec"))
+    assert (error.status, error.code) == (503, "database_unavailable")
+
+
+def test_only_the_web_process_bounds_its_connection_queue():
+    code = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.DATABASES['default']['OPTIONS']['pool'].get('max_waiting'))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sentinel_site.settings", "SENTINEL_DB_POOL_MAX_SIZE": "5"}
+    web = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True, check=True)
+    assert web.stdout.strip() == "10"
+    as_worker = [sys.executable, "-c", code, "celery"]  # "celery" in argv, as in a Celery worker's
+    worker = subprocess.run(as_worker, cwd=BASE_DIR, env=env, capture_output=True, text=True, check=True)
+    assert worker.stdout.strip() == "None", "a turn must not fail because its worker's threads queue for connections"
