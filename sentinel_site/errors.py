@@ -81,6 +81,21 @@ def _unavailable(what: str, code: str, exc: Exception) -> ApiError:
     return ApiError(503, f"{what} is unavailable; retry shortly.", type="service_unavailable", code=code, headers={"Retry-After": "2"})
 
 
+def _caused_by(exc: Exception, kind: type[Exception]) -> bool:
+    """The exception, or the driver's error Django re-raised it from, is a `kind`."""
+    return isinstance(exc, kind) or isinstance(exc.__cause__, kind)
+
+
+def _pool_exhausted() -> bool:
+    """Every connection the web process's pool may open is open and lent out. A pool timeout then
+    means too many requests, not a database that is down (which leaves the pool unable to open them)."""
+    pool = db.connections["default"].pool
+    if pool is None:
+        return False
+    stats = pool.get_stats()
+    return stats.get("pool_size", 0) >= pool.max_size and stats.get("pool_available", 0) == 0
+
+
 def _connections_busy() -> ApiError:
     """The web process's connection pool has as many requests waiting as it allows: shed this one."""
     metrics.SHED.labels("connections_busy").inc()
@@ -97,7 +112,7 @@ def classify(exc: Exception) -> ApiError | None:
     """Map an exception to the ApiError a client should see, or None if it is a bug."""
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, TooManyRequests) or isinstance(exc.__cause__, TooManyRequests):
+    if _caused_by(exc, TooManyRequests) or (_caused_by(exc, PoolTimeout) and _pool_exhausted()):
         return _connections_busy()
     if isinstance(exc, (db.OperationalError, db.InterfaceError, PoolTimeout)):
         return _unavailable("The database", "database_unavailable", exc)

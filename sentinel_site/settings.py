@@ -106,11 +106,11 @@ if DB_POOL_MAX_SIZE:
         "timeout": envfloat("SENTINEL_DB_POOL_TIMEOUT", 10.0, minimum=0.1),
     }
     # Load shedding in the web process: past this many requests waiting for a connection, the next
-    # one is answered 503 `overloaded` at once, instead of every request waiting out the timeout and
-    # then being told the database is down (issue 6: 1,000 clients). Workers queue without a bound:
-    # their concurrency bounds the queue, and a turn must not fail for it.
+    # one is answered 503 `overloaded` at once, instead of every request waiting out the timeout
+    # (issue 6: 1,000 clients). The default lets as many wait as a pool serves within its timeout
+    # here. Workers queue without a bound: their concurrency bounds it, and a turn must not fail for it.
     if "celery" not in " ".join(sys.argv):
-        DATABASES["default"]["OPTIONS"]["pool"]["max_waiting"] = envint("SENTINEL_DB_POOL_MAX_WAITING", 2 * DB_POOL_MAX_SIZE, minimum=0)
+        DATABASES["default"]["OPTIONS"]["pool"]["max_waiting"] = envint("SENTINEL_DB_POOL_MAX_WAITING", 10 * DB_POOL_MAX_SIZE, minimum=0)
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # With a pool, health checks validate a connection as it is taken from the pool: after a
     # database restart or a dropped connection, callers get a fresh one instead of an error.

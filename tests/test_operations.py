@@ -201,7 +201,28 @@ def test_a_full_connection_queue_is_overload_and_a_pool_timeout_is_the_database(
         assert (error.status, error.type, error.code) == (503, "overloaded", "connections_busy")
         assert int(error.headers["Retry-After"]) > 0
     error = classify(PoolTimeout("couldn't get a connection after 10.00 sec"))
-    assert (error.status, error.code) == (503, "database_unavailable")
+    assert (error.status, error.code) == (503, "database_unavailable"), "the pool is not exhausted: the database is the problem"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_timeout_while_every_connection_is_lent_out_is_overload():
+    from django.db import connections
+    from psycopg_pool import PoolTimeout
+
+    from sentinel_site.errors import classify
+
+    pool = connections["default"].pool
+    lent = []
+    try:
+        with pytest.raises(PoolTimeout) as timed_out:
+            while len(lent) <= pool.max_size:  # borrow until the pool has nothing left to lend
+                lent.append(pool.getconn(timeout=0.5))
+        error = classify(timed_out.value)
+        assert (error.status, error.type, error.code) == (503, "overloaded", "connections_busy")
+    finally:
+        for conn in lent:
+            pool.putconn(conn)
+    assert classify(PoolTimeout("later")).code == "database_unavailable", "with connections free again, a timeout is the database"
 
 
 def test_only_the_web_process_bounds_its_connection_queue():
@@ -211,7 +232,7 @@ def test_only_the_web_process_bounds_its_connection_queue():
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sentinel_site.settings", "SENTINEL_DB_POOL_MAX_SIZE": "5"}
     web = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True, check=True)
-    assert web.stdout.strip() == "10"
+    assert web.stdout.strip() == "50"
     as_worker = [sys.executable, "-c", code, "celery"]  # "celery" in argv, as in a Celery worker's
     worker = subprocess.run(as_worker, cwd=BASE_DIR, env=env, capture_output=True, text=True, check=True)
     assert worker.stdout.strip() == "None", "a turn must not fail because its worker's threads queue for connections"
