@@ -115,13 +115,20 @@ def _release(conversation_id) -> None:
 
 
 def _transcript(messages: list[Message]) -> str:
+    """The span as the model reads it: a date line where the day changes, then `role: text` lines.
+    A timestamp on every line cost about 15 tokens a message (digits tokenize one by one): 65% more
+    prompt than the messages themselves, and prompt processing is most of a consolidation's time on
+    a CPU (issue 6, bench/HISTORY.md row 16)."""
     lines = []
+    day = None
     for message in messages:
-        when = message.occurred_at.strftime("%Y-%m-%d %H:%M")
+        if message.occurred_at.date() != day:
+            day = message.occurred_at.date()
+            lines.append(f"[{day:%Y-%m-%d}]")
         content = message.content
         for call in message.tool_calls or []:
             content += f" [called {call.get('function', {}).get('name', '')}]"
-        lines.append(f"[{when}] {message.role}: {content}")
+        lines.append(f"{message.role}: {content}")
     return "\n".join(lines)
 
 

@@ -120,3 +120,23 @@ def test_a_held_lease_keeps_other_dreamers_out(alice, stub_llm):
     assert dreamer._claim(conversation.id)
     assert dreamer.consolidate(conversation.id) == []
     assert dreamer.due_conversations() == []
+
+
+def test_the_transcript_dates_each_day_once_and_keeps_every_message():
+    from datetime import UTC, datetime
+
+    day_one, day_two = datetime(2026, 3, 1, 9, 0, tzinfo=UTC), datetime(2026, 3, 2, 18, 30, tzinfo=UTC)
+    messages = [
+        Message(role="user", content="My sister Ingrid moved to Trondheim.", occurred_at=day_one),
+        Message(role="assistant", content="Noted.", occurred_at=day_one.replace(minute=5)),
+        Message(role="user", content="She starts at the aquarium on Monday.", occurred_at=day_two),
+        Message(role="assistant", content="", tool_calls=[{"function": {"name": "calendar"}}], occurred_at=day_two),
+    ]
+    assert dreamer._transcript(messages).splitlines() == [
+        "[2026-03-01]",
+        "user: My sister Ingrid moved to Trondheim.",
+        "assistant: Noted.",
+        "[2026-03-02]",
+        "user: She starts at the aquarium on Monday.",
+        "assistant:  [called calendar]",
+    ]
