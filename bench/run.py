@@ -218,6 +218,16 @@ def turn_bench_summary(values: list[float]) -> str:
     return f"p50 {ms(percentile(values, 50))}, p99 {ms(percentile(values, 99))}"
 
 
+TURN_HEADINGS = (
+    "## Added latency (issue 6.1)",
+    "## Queue and round trips per turn (issue 6.4)",
+    "## Throughput (issue 6.2)",
+    "## Streaming (issue 6.3)",
+    "## Resources (issue 6.6)",
+    "## Memory search at size (issue 6.5)",
+)
+
+
 def _kept_section(heading: str) -> list[str]:
     """A section of the last BENCHMARKS.md, kept when this run skipped it (`--only=`)."""
     path = BASE_DIR / "BENCHMARKS.md"
@@ -272,6 +282,8 @@ def main() -> int:
         took["memory"] = time.monotonic() - clock
     else:
         memory_sections = _kept_section("## Memory (issue 3)")
+    if "turns" not in only:
+        sections += [line for heading in TURN_HEADINGS for line in _kept_section(heading)]
     if "turns" in only:
         stack = Stack().start()
         try:
