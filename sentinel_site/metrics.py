@@ -65,7 +65,7 @@ class StateCollector:
         from django.conf import settings
         from django.db.models import Count
 
-        from agents import breaker, streams
+        from agents import breaker
         from agents.models import DeadLetter, Turn, TurnStatus
 
         queue = GaugeMetricFamily("sentinel_queue_depth", "Tasks waiting in each Celery queue.", labels=["queue"])
@@ -91,13 +91,8 @@ class StateCollector:
         dead.add_metric([], DeadLetter.objects.filter(redriven_at__isnull=True).count())
         yield dead
         circuit = GaugeMetricFamily("sentinel_circuit_breaker_state", "0 closed, 1 open, 2 half-open.", labels=["provider"])
-        client = streams.sync_client()
-        for key in client.scan_iter("sentinel:cb:*", count=100):
-            key = key.decode()
-            if key.endswith(":probe"):
-                continue
-            endpoint = (client.hget(key, "endpoint") or b"?").decode()
-            circuit.add_metric([endpoint], {"closed": 0, "open": 1, "half_open": 2}[breaker.state(endpoint)])
+        for provider, current in breaker.snapshot():
+            circuit.add_metric([provider], {"closed": 0, "open": 1, "half_open": 2}[current])
         yield circuit
 
 
