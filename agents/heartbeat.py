@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import connection
 from django.utils import timezone
-
-from sentinel_site.db import release_connection
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ class Tracked:
 
     turn_id: uuid.UUID
     attempt: int
-    since: float = field(default_factory=time.monotonic)
+    since: float = field(default_factory=time.monotonic)  # tracked, or last beaten, at
     lost: threading.Event = field(default_factory=threading.Event)
 
 
@@ -62,17 +60,18 @@ def untrack(tracked: Tracked) -> None:
 
 def _run() -> None:
     while True:
-        time.sleep(settings.SENTINEL["HEARTBEAT_SECONDS"])
+        time.sleep(min(1.0, settings.SENTINEL["HEARTBEAT_SECONDS"]))  # each turn is beaten once per interval
         try:
             beat_once()
         except Exception:  # a failed beat is retried next interval: the thread must live
             log.warning("could not beat the running turns' heartbeats", exc_info=True)
         finally:
-            release_connection()
+            connection.close()  # back to the pool (or closed): a beat every few seconds needs no connection kept
 
 
 def beat_once(now: float | None = None) -> int:
-    """Beat every turn tracked for at least one interval; mark the ones whose claim is gone."""
+    """Beat every turn not beaten for an interval (or never, tracked for one); mark the ones whose
+    claim is gone. Returns how many were beaten."""
     now = time.monotonic() if now is None else now
     every = settings.SENTINEL["HEARTBEAT_SECONDS"]
     with _lock:
@@ -82,24 +81,21 @@ def beat_once(now: float | None = None) -> int:
     ids = [tracked.turn_id for tracked in due]
     stamp = timezone.now()
     ttl = timedelta(seconds=settings.SENTINEL["RESERVATION_TTL_SECONDS"])
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE agents_turn AS t SET heartbeat_at = %s FROM unnest(%s::uuid[], %s::integer[]) AS b(id, attempt) "
-                "WHERE t.id = b.id AND t.attempt = b.attempt AND t.status = 'running' RETURNING t.id",
-                [stamp, ids, [tracked.attempt for tracked in due]],
-            )
-            alive = {row[0] for row in cursor.fetchall()}
-            # A held reservation outlives its turn's wait however long the provider takes; written
-            # only when less than half its time is left, so most beats write nothing here.
-            cursor.execute(
-                "UPDATE budgets_reservation SET expires_at = %s WHERE turn_id = ANY(%s::uuid[]) AND status = 'held' AND expires_at < %s",
-                [stamp + ttl, list(alive), stamp + ttl / 2],
-            )
-    except DatabaseError:
-        connection.close()  # a broken connection must not be reused by the next beat
-        raise
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE agents_turn AS t SET heartbeat_at = %s FROM unnest(%s::uuid[], %s::integer[]) AS b(id, attempt) "
+            "WHERE t.id = b.id AND t.attempt = b.attempt AND t.status = 'running' RETURNING t.id",
+            [stamp, ids, [tracked.attempt for tracked in due]],
+        )
+        alive = {row[0] for row in cursor.fetchall()}
+        # A held reservation outlives its turn's wait however long the provider takes; written
+        # only when less than half its time is left, so most beats write nothing here.
+        cursor.execute(
+            "UPDATE budgets_reservation SET expires_at = %s WHERE turn_id = ANY(%s::uuid[]) AND status = 'held' AND expires_at < %s",
+            [stamp + ttl, list(alive), stamp + ttl / 2],
+        )
     for tracked in due:
+        tracked.since = now
         if tracked.turn_id not in alive:
             tracked.lost.set()
     return len(alive)

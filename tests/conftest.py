@@ -31,6 +31,10 @@ NO_RETRIES = {"PROVIDER_RETRIES": 0}
 # The stub listens on loopback, which the default egress policy (public addresses only) refuses
 # to agents' own URLs; the tests of that policy set their own (tests/agents/test_provider_security.py).
 STUB_REACHABLE = {"PROVIDER_ALLOWED_HOSTS": ["127.0.0.1"]}
+# The heartbeat thread beats on its own connection, which cannot see a test's uncommitted rows and
+# would take a slow in-process turn for one taken back: it stays quiet except in the tests about it
+# (tests/agents/test_heartbeat.py, committing) and in the live stack (SENTINEL_HEARTBEAT_SECONDS=1).
+QUIET_HEARTBEATS = {"HEARTBEAT_SECONDS": 3600.0}
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +56,7 @@ def _stub_provider(stub_llm, settings):
         **UNLIMITED,
         **NO_RETRIES,
         **STUB_REACHABLE,
+        **QUIET_HEARTBEATS,
     }
 
 
