@@ -284,6 +284,9 @@ class DefaultParamsSerializer(serializers.Serializer):
         validated = super().to_internal_value(data)
         return {key: value for key, value in validated.items() if key in data}
 
+    def to_representation(self, instance):
+        return dict(instance or {})
+
     def validate_max_tokens(self, value):
         return _output_bound(value)
 
