@@ -38,7 +38,8 @@ class OperatorBindingInline(SuperuserOnlyMixin, admin.TabularInline):
     fields = ("user", "created_at")
     readonly_fields = ("created_at",)
     extra = 0
-    verbose_name = "operator bound to this tenant"
+    verbose_name = "operator"
+    verbose_name_plural = "operators bound to this tenant"
 
 
 @admin.register(Tenant)

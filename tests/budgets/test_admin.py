@@ -298,6 +298,10 @@ def test_an_operator_cannot_create_or_delete_tenants_or_manage_bindings(world):
     assert world.ada.get(admin_url(OperatorBinding, "changelist")).status_code == 403
     assert world.ada.get(admin_url(OperatorBinding, "add")).status_code == 403
     assert world.root.get(admin_url(OperatorBinding, "changelist")).status_code == 200
+    # Superusers bind operators on the tenant's page too; operators do not see who else is bound.
+    assert "Operators bound to this tenant" in world.root.get(admin_url(Tenant, "change", world.alice.tenant.pk)).content.decode()
+    page = world.ada.get(admin_url(Tenant, "change", world.alice.tenant.pk))
+    assert page.status_code == 200 and "Operators bound to this tenant" not in page.content.decode()
 
 
 def test_users_groups_and_periodic_tasks_are_for_superusers_only_whatever_the_permissions(world):
