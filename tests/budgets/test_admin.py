@@ -395,3 +395,12 @@ def agent_form(**values) -> dict:
     }
     data.update(values)
     return data
+
+
+def test_only_superusers_may_verify_the_whole_audit_chain(world):
+    def actions(client: Client) -> set[str]:
+        form = client.get(admin_url(AuditEntry, "changelist")).context["action_form"]
+        return set() if form is None else {name for name, _ in form.fields["action"].choices}
+
+    assert "verify_chain" in actions(world.root)
+    assert "verify_chain" not in actions(world.ada)  # it reads every tenant's entries
