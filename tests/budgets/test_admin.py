@@ -404,3 +404,16 @@ def test_only_superusers_may_verify_the_whole_audit_chain(world):
 
     assert "verify_chain" in actions(world.root)
     assert "verify_chain" not in actions(world.ada)  # it reads every tenant's entries
+
+
+def test_an_admin_change_is_audited_under_the_changed_objects_tenant(alice):
+    from django.contrib.admin.models import CHANGE, LogEntry
+    from django.contrib.auth.models import User
+    from django.contrib.contenttypes.models import ContentType
+
+    from budgets.models import AuditEntry
+
+    root = User.objects.create_superuser("auditor", password=None)
+    LogEntry.objects.log_actions(root.pk, [alice.agent], CHANGE, change_message="[]", single_object=True)
+    entry = AuditEntry.objects.filter(action="admin.change").last()
+    assert entry.tenant_id == alice.tenant.id and ContentType.objects.get_for_model(alice.agent).model in entry.target
