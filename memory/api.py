@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -19,7 +21,7 @@ from rest_framework.views import APIView
 from agents.api.serializers import ChatMessageSerializer, ConversationSerializer
 from agents.models import Agent, Conversation, Message
 from budgets import roles
-from memory import dreamer, remote, search
+from memory import dreamer, limits, remote, search
 from memory.context import assemble, recall_query
 from memory.models import Memory, Summary
 from memory.tasks import consolidate as consolidate_task
@@ -142,7 +144,30 @@ def consolidate_now(request, conversation: Conversation) -> Response:
                 "next_span": plan.as_dict() if plan else None,
             }
         )
-    consolidate_task.apply_async(args=[str(conversation.id)], kwargs={"trigger": "api"}, queue="memory")
+    if conversation.consolidation_lease is not None and conversation.consolidation_lease > timezone.now():
+        raise _consolidating()  # the scheduled Dreamer holds it: a queued request would find nothing to do
+    try:
+        slot = limits.take(conversation.tenant_id, conversation.id)
+    except limits.SlotTaken:
+        raise _consolidating() from None
+    except limits.TenantBusy:
+        per_tenant = settings.SENTINEL["CONSOLIDATIONS_PER_TENANT"]
+        raise ApiError(
+            429,
+            f"Your tenant already has {per_tenant} consolidations queued or running; retry when one has finished.",
+            type="rate_limit_error",
+            code="too_many_consolidations",
+            headers={"Retry-After": str(limits.RETRY_AFTER_SECONDS)},
+        ) from None
+    try:
+        consolidate_task.apply_async(
+            args=[str(conversation.id)],
+            kwargs={"trigger": "api", "tenant_id": str(conversation.tenant_id), "slot": slot},
+            queue="memory",
+        )
+    except Exception:
+        limits.release(conversation.tenant_id, conversation.id, slot)  # never queued: nothing holds it
+        raise
     return Response(
         {
             "object": "consolidation",
@@ -151,6 +176,15 @@ def consolidate_now(request, conversation: Conversation) -> Response:
             "summaries_url": f"/v1/conversations/{conversation.id}/summaries",
         },
         status=status.HTTP_202_ACCEPTED,
+    )
+
+
+def _consolidating() -> ApiError:
+    return ApiError(
+        409,
+        "This conversation is being consolidated already; its summaries appear when that has finished.",
+        code="consolidation_in_progress",
+        headers={"Retry-After": str(limits.RETRY_AFTER_SECONDS)},
     )
 
 
