@@ -20,7 +20,7 @@ from memory.models import Memory, MemoryKind, Summary
 from sentinel_site import metrics
 
 
-def _message_text(message: Message) -> str:
+def message_text(message: Message) -> str:
     text = message.content or ""
     for call in message.tool_calls or []:
         function = call.get("function", {})
@@ -71,7 +71,7 @@ def index_pending_messages(limit: int = 256) -> int:
         )
         if not batch:
             return 0
-        with_text = [(message, _message_text(message)) for message in batch]
+        with_text = [(message, message_text(message)) for message in batch]
         with_text = [(message, text) for message, text in with_text if text]
         vectors = embeddings.embed([text for _, text in with_text])
         Memory.objects.bulk_create(

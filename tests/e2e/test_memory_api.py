@@ -113,7 +113,8 @@ def test_forgetting_a_message_removes_its_embedding(live_stack, alice):
         conversation = new_conversation(h)
         ids = [m["id"] for m in h.post(f"/conversations/{conversation}/messages", json={"messages": history(4)}).json()["data"]]
         wait_for(lambda: indexed(conversation), timeout=60, message="indexing")
-        assert h.delete(f"/conversations/{conversation}/messages/{ids[0]}").status_code == 204
+        forgotten = h.delete(f"/conversations/{conversation}/messages/{ids[0]}")
+        assert forgotten.status_code == 200 and forgotten.json()["deleted"]["memories"] == 1, forgotten.text
         assert h.delete(f"/conversations/{conversation}/messages/{ids[0]}").status_code == 404
         memory = Memory.objects.get(message_id=ids[1])
         assert h.delete(f"/memory/{memory.id}").status_code == 204
