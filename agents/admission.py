@@ -22,6 +22,7 @@ from agents import providers
 from agents.models import Agent, Conversation, Message, Turn, TurnEventRecord
 from budgets import audit, spend
 from budgets.models import ApiKey, Tenant
+from memory import context as memory_context
 from sentinel_site import logs, metrics, tracing
 from sentinel_site.errors import ApiError
 
@@ -66,6 +67,7 @@ def admit(
         if existing is not None:
             return Admission(existing, created=False)
     agent = find_agent(tenant, data["model"])
+    memory_context.check_input_fits(agent, data["messages"])  # the input is sent whole, or refused here
     params = {key: data[key] for key in providers.PASSTHROUGH_PARAMS if data.get(key) is not None}
     for key, value in (agent.default_params or {}).items():
         if key in providers.PASSTHROUGH_PARAMS:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -19,7 +21,7 @@ from rest_framework.views import APIView
 from agents.api.serializers import ChatMessageSerializer, ConversationSerializer
 from agents.models import Agent, Conversation, Message
 from budgets import roles
-from memory import dreamer, remote, search
+from memory import dreamer, forget, limits, remote, search
 from memory.context import assemble, recall_query
 from memory.models import Memory, Summary
 from memory.tasks import consolidate as consolidate_task
@@ -115,12 +117,54 @@ def import_messages(request, conversation: Conversation) -> Response:
     )
 
 
-def forget_message(conversation: Conversation, message_id) -> Response:
-    """DELETE /v1/conversations/{id}/messages/{message_id}: the message and its embedding."""
-    deleted, _ = Message.objects.filter(id=message_id, conversation=conversation).delete()
-    if not deleted:
-        raise not_found("message")
-    return Response(status=status.HTTP_204_NO_CONTENT)
+class ForgottenDeletedSerializer(serializers.Serializer):
+    messages = serializers.IntegerField(help_text="The message itself (1).")
+    memories = serializers.IntegerField(help_text="Embeddings: the message's and its summaries'.")
+    summaries = serializers.IntegerField(help_text="Summaries built from it (not rewritten: the Dreamer summarises the rest again).")
+    embedding_cache_entries = serializers.IntegerField(help_text="Cached embeddings of its text and of those summaries.")
+    turn_streams = serializers.IntegerField(help_text="Live event streams of its turn (they held the reply).")
+
+
+class ForgottenRedactedSerializer(serializers.Serializer):
+    turn_events = serializers.IntegerField(help_text="Recorded provider requests and responses with its text replaced.")
+    turns = serializers.IntegerField(help_text="Turns those events belong to: its own and those whose context carried it.")
+
+
+class ForgottenClearedSerializer(serializers.Serializer):
+    turn_outputs = serializers.IntegerField(help_text="Turns whose reply it was (their `response` is null now).")
+
+
+class ForgetReportSerializer(serializers.Serializer):
+    """What forgetting a message did, counted per place the text was stored."""
+
+    object = serializers.CharField(default="message.forgotten")
+    id = serializers.UUIDField()
+    conversation = serializers.UUIDField()
+    deleted = ForgottenDeletedSerializer()
+    redacted = ForgottenRedactedSerializer()
+    cleared = ForgottenClearedSerializer()
+    unmarked_messages = serializers.IntegerField(help_text="Other messages of the deleted summaries, unconsolidated again.")
+
+
+def forget_message(request, conversation: Conversation, message_id) -> Response:
+    """DELETE /v1/conversations/{id}/messages/{message_id}: the message's text, wherever it was stored."""
+    done = forget.forget_message(conversation, message_id, actor=f"key:{request.user.api_key.key_id}")
+    report = {
+        "object": "message.forgotten",
+        "id": str(message_id),
+        "conversation": str(conversation.id),
+        "deleted": {
+            "messages": 1,
+            "memories": done["memories"],
+            "summaries": done["summaries"],
+            "embedding_cache_entries": done["embedding_cache_entries"],
+            "turn_streams": done["turn_streams"],
+        },
+        "redacted": {"turn_events": done["turn_events"], "turns": done["turns"]},
+        "cleared": {"turn_outputs": done["turn_outputs"]},
+        "unmarked_messages": done["unmarked_messages"],
+    }
+    return Response(report)
 
 
 def list_summaries(conversation: Conversation) -> Response:
@@ -142,7 +186,30 @@ def consolidate_now(request, conversation: Conversation) -> Response:
                 "next_span": plan.as_dict() if plan else None,
             }
         )
-    consolidate_task.apply_async(args=[str(conversation.id)], kwargs={"trigger": "api"}, queue="memory")
+    if conversation.consolidation_lease is not None and conversation.consolidation_lease > timezone.now():
+        raise _consolidating()  # the scheduled Dreamer holds it: a queued request would find nothing to do
+    try:
+        slot = limits.take(conversation.tenant_id, conversation.id)
+    except limits.SlotTaken:
+        raise _consolidating() from None
+    except limits.TenantBusy:
+        per_tenant = settings.SENTINEL["CONSOLIDATIONS_PER_TENANT"]
+        raise ApiError(
+            429,
+            f"Your tenant already has {per_tenant} consolidations queued or running; retry when one has finished.",
+            type="rate_limit_error",
+            code="too_many_consolidations",
+            headers={"Retry-After": str(limits.RETRY_AFTER_SECONDS)},
+        ) from None
+    try:
+        consolidate_task.apply_async(
+            args=[str(conversation.id)],
+            kwargs={"trigger": "api", "tenant_id": str(conversation.tenant_id), "slot": slot},
+            queue="memory",
+        )
+    except Exception:
+        limits.release(conversation.tenant_id, conversation.id, slot)  # never queued: nothing holds it
+        raise
     return Response(
         {
             "object": "consolidation",
@@ -151,6 +218,15 @@ def consolidate_now(request, conversation: Conversation) -> Response:
             "summaries_url": f"/v1/conversations/{conversation.id}/summaries",
         },
         status=status.HTTP_202_ACCEPTED,
+    )
+
+
+def _consolidating() -> ApiError:
+    return ApiError(
+        409,
+        "This conversation is being consolidated already; its summaries appear when that has finished.",
+        code="consolidation_in_progress",
+        headers={"Retry-After": str(limits.RETRY_AFTER_SECONDS)},
     )
 
 

@@ -2,7 +2,7 @@
 
     system prompt                                   always
     + the recent window (newest messages verbatim)  short_term_messages / short_term_tokens; the
-                                                    turn's own input is always kept
+                                                    turn's own input is always sent whole
     + summaries of this conversation                newest first, up to half of what is left
     + recalled memories                             nearest to the query (the new message and the
                                                     last reply) among this agent's messages and
@@ -10,20 +10,75 @@
 
 No piece appears twice: recall skips what the window or the summaries already carry. Every piece
 keeps its source message ids, so any turn's context can be explained and replayed.
+
+The turn's own input is never trimmed: with the system prompt it must fit the budget, and everything
+else (the older window, summaries, recall) shares what is left. Admission refuses an input that cannot
+fit (`check_input_fits`, before anything is written); `assemble` raises the same error if the budget
+shrank after admission, rather than send the turn without its input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 from django.db.models import Count, Q, Sum
 
 from memory import search as memory_search
 from memory import tokens
+from sentinel_site.errors import ApiError
 
 MIN_RECALL_SCORE = 0.2  # below this cosine similarity a "memory" is noise for all-MiniLM-L6-v2
 SUMMARY_SHARE = 0.5
+
+
+class ContextLengthExceeded(ApiError):
+    """The turn's own input, with the agent's system prompt, is larger than the agent's context budget.
+
+    Worded like OpenAI's error of the same code, so clients that handle one handle the other.
+    """
+
+    def __init__(self, budget: int, size: int) -> None:
+        super().__init__(
+            400,
+            f"This agent's context budget is {budget} tokens. However, your messages resulted in {size} tokens "
+            "(with the agent's system prompt). Please reduce the length of the messages.",
+            code="context_length_exceeded",
+            param="messages",
+        )
+        self.budget = budget
+        self.size = size
+
+
+@lru_cache(maxsize=1024)
+def system_tokens(system_prompt: str) -> int:
+    """Tokens of a system prompt as one message (cached: every turn of an agent sends the same one)."""
+    return tokens.count(system_prompt) + tokens.MESSAGE_OVERHEAD if system_prompt else 0
+
+
+def _byte_bound(message: dict) -> int:
+    """An upper bound of count_message() without the tokenizer: every token covers at least one byte."""
+    size = len((message.get("content") or "").encode("utf-8", "replace"))
+    for call in message.get("tool_calls") or []:
+        function = call.get("function", {})
+        size += len((function.get("name", "") + function.get("arguments", "")).encode("utf-8", "replace"))
+    return size + tokens.MESSAGE_OVERHEAD
+
+
+def check_input_fits(agent, messages: list[dict]) -> None:
+    """Refuse (ContextLengthExceeded) a turn whose input cannot be sent whole within the budget.
+
+    Cheap on the admission path: a byte count bounds the token count, so the tokenizer runs only
+    for inputs within reach of the budget (about 50 µs a message when it does).
+    """
+    budget = agent.context_budget
+    system = system_tokens(agent.system_prompt)
+    if system + sum(_byte_bound(message) for message in messages) <= budget:
+        return
+    size = system + sum(tokens.count_message(message) for message in messages)
+    if size > budget:
+        raise ContextLengthExceeded(budget, size)
 
 
 @dataclass
@@ -86,28 +141,30 @@ def assemble(conversation, *, upto_seq: int | None = None, query: str | None = N
         history = history.filter(seq__lte=upto_seq)
 
     pieces: list[Piece] = []
-    system_tokens = tokens.count(agent.system_prompt) + tokens.MESSAGE_OVERHEAD if agent.system_prompt else 0
-    remaining = budget - system_tokens
+    system = system_tokens(agent.system_prompt)
+    remaining = budget - system
 
-    # The recent window, newest first. A turn's own input messages are always sent (for "the next
-    # turn", upto_seq None, there are none yet); both sets come back in one round trip.
-    window: list[tuple[Message, int]] = []
-    window_tokens = 0
+    # The recent window, newest first. A turn's own input messages are always sent whole (for "the
+    # next turn", upto_seq None, there are none yet); both sets come back in one round trip.
     recent = history.exclude(seq=upto_seq).order_by("-seq", "-index")[: agent.short_term_messages]
     if upto_seq is not None:
         recent = history.filter(seq=upto_seq).union(recent, all=True)
     loaded = sorted(recent, key=lambda message: (-message.seq, -message.index))
     own_input = [message for message in loaded if message.seq == upto_seq]
-    for message in loaded:
-        cost = message.token_count if message.token_count is not None else tokens.count_message(message.as_openai())
-        is_own = message.seq == upto_seq
+    window = [(message, _cost(message)) for message in _required(loaded, len(own_input))]
+    window_tokens = sum(cost for _, cost in window)
+    if window_tokens > remaining:
+        raise ContextLengthExceeded(budget, system + window_tokens)  # the budget shrank since admission
+    required = len(window)
+    for message in loaded[required:]:
+        cost = _cost(message)
         fits_window = len(window) < agent.short_term_messages and window_tokens + cost <= agent.short_term_tokens
-        if not (fits_window or is_own) or window_tokens + cost > remaining:
+        if not fits_window or window_tokens + cost > remaining:
             break
         window.append((message, cost))
         window_tokens += cost
     window.reverse()
-    while window and window[0][0].role == "tool":  # a tool result without the call that asked for it
+    while len(window) > required and window[0][0].role == "tool":  # a tool result without the call that asked for it
         window_tokens -= window.pop(0)[1]
     remaining -= window_tokens
 
@@ -174,7 +231,7 @@ def assemble(conversation, *, upto_seq: int | None = None, query: str | None = N
         recalled.sort(key=lambda piece: piece.text)  # dated lines: chronological
 
     if agent.system_prompt:
-        pieces.append(Piece(kind="system", text=agent.system_prompt, tokens=system_tokens))
+        pieces.append(Piece(kind="system", text=agent.system_prompt, tokens=system))
     pieces.extend(summary_pieces)
     pieces.extend(recalled)
     pieces.extend(
@@ -205,11 +262,29 @@ def assemble(conversation, *, upto_seq: int | None = None, query: str | None = N
         pieces=pieces,
         messages=_render(agent.system_prompt, summary_pieces, recalled, window),
         total_tokens=sum(piece.tokens for piece in pieces),
-        history_tokens=system_tokens + (totals["all"] or 0) + sum(count for count, _ in uncounted),
-        unconsolidated_tokens=system_tokens + (totals["unconsolidated"] or 0) + sum(count for count, fresh in uncounted if fresh),
+        history_tokens=system + (totals["all"] or 0) + sum(count for count, _ in uncounted),
+        unconsolidated_tokens=system + (totals["unconsolidated"] or 0) + sum(count for count, fresh in uncounted if fresh),
         query=query or "",
         next_index=max((message.index for message in own_input), default=-1) + 1,
     )
+
+
+def _cost(message) -> int:
+    return message.token_count if message.token_count is not None else tokens.count_message(message.as_openai())
+
+
+def _required(loaded: list, own: int) -> list:
+    """What must be sent, newest first: the turn's own input and, when that opens with tool results,
+    the assistant message whose tool calls they answer (a tool result alone is refused by providers)."""
+    required = loaded[:own]
+    if required and required[-1].role == "tool":
+        for message in loaded[own:]:
+            required.append(message)
+            if message.role != "tool":
+                break
+        if required[-1].role != "assistant" or not required[-1].tool_calls:
+            required = loaded[:own]  # the call is not in reach: send the input as it came
+    return required
 
 
 def recall_query(conversation) -> list[str]:

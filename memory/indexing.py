@@ -2,11 +2,17 @@
 
 Runs in a Celery task, never in the request path. Concurrent indexers split the work (rows are
 locked with SKIP LOCKED) and the one-to-one links make a second write of the same memory a no-op.
+
+A batch of messages is shared fairly between tenants: every tenant with messages waiting gets up
+to an equal share of it, oldest first, so a tenant importing 100,000 messages cannot delay another
+tenant's fresh message by more than one batch. Finding those tenants and their oldest messages is
+a walk over the partial index `message_pending_by_tenant` (memory migration 0003), a few index
+probes per tenant whatever the size of the backlog.
 """
 
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from agents.models import Message
 from memory import embeddings, tokens
@@ -14,7 +20,7 @@ from memory.models import Memory, MemoryKind, Summary
 from sentinel_site import metrics
 
 
-def _message_text(message: Message) -> str:
+def message_text(message: Message) -> str:
     text = message.content or ""
     for call in message.tool_calls or []:
         function = call.get("function", {})
@@ -22,17 +28,50 @@ def _message_text(message: Message) -> str:
     return text.strip()
 
 
+# The tenants with messages waiting (a loose index scan: one probe per tenant), then each one's
+# oldest, at most an equal share of the batch each; the batch is the oldest of those.
+_FAIR_BATCH = """
+WITH RECURSIVE tenants(id) AS (
+    (SELECT tenant_id FROM agents_message WHERE embedded IS NOT TRUE ORDER BY tenant_id, created_at LIMIT 1)
+    UNION ALL
+    SELECT (
+        SELECT m.tenant_id FROM agents_message m
+        WHERE m.embedded IS NOT TRUE AND m.tenant_id > t.id
+        ORDER BY m.tenant_id, m.created_at LIMIT 1
+    )
+    FROM tenants t WHERE t.id IS NOT NULL
+),
+pending AS (SELECT id FROM tenants WHERE id IS NOT NULL),
+share AS (SELECT ceil(%(limit)s::numeric / greatest(count(*), 1))::int AS n FROM pending)
+SELECT head.id FROM pending CROSS JOIN LATERAL (
+    SELECT m.id, m.created_at FROM agents_message m
+    WHERE m.tenant_id = pending.id AND m.embedded IS NOT TRUE
+    ORDER BY m.created_at LIMIT (SELECT n FROM share)
+) head
+ORDER BY head.created_at LIMIT %(limit)s
+"""
+
+
+def fair_batch(limit: int) -> list:
+    """Ids of up to `limit` messages waiting to be embedded, shared fairly between tenants."""
+    with connection.cursor() as cursor:
+        cursor.execute(_FAIR_BATCH, {"limit": limit})
+        return [row[0] for row in cursor.fetchall()]
+
+
 def index_pending_messages(limit: int = 256) -> int:
+    ids = fair_batch(limit)
+    if not ids:
+        return 0
     with transaction.atomic():
         batch = list(
             Message.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("conversation")
-            .filter(embedded=False)
-            .order_by("created_at")[:limit]
+            .filter(id__in=ids, embedded=False)
         )
         if not batch:
             return 0
-        with_text = [(message, _message_text(message)) for message in batch]
+        with_text = [(message, message_text(message)) for message in batch]
         with_text = [(message, text) for message, text in with_text if text]
         vectors = embeddings.embed([text for _, text in with_text])
         Memory.objects.bulk_create(

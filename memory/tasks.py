@@ -1,15 +1,15 @@
-"""Celery tasks for memory: thin wrappers over memory.indexing, memory.dreamer and the embedder."""
+"""Celery tasks for memory: thin wrappers over memory.indexing and memory.dreamer; and the worker's
+query-embedding thread (memory.remote), started with every worker that consumes the memory queue."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 
 from agents import streams
-from memory import dreamer, embeddings, indexing, tokens
+from memory import dreamer, embeddings, indexing, limits, remote, tokens
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +57,38 @@ def dream(dry_run: bool | None = None) -> dict:
 
 
 @shared_task(name="memory.tasks.consolidate", ignore_result=True)
-def consolidate(conversation_id: str, dry_run: bool = False, trigger: str = "api") -> list[str]:
-    runs = dreamer.consolidate(conversation_id, trigger=trigger, dry_run=dry_run, force=True)
+def consolidate(conversation_id: str, dry_run: bool = False, trigger: str = "api", tenant_id: str = "", slot: str = "") -> list[str]:
+    """A consolidation asked for through the API; `slot` (memory.limits) is held until it ends."""
+    if slot:
+        limits.renew(tenant_id, conversation_id, slot)
+    try:
+        runs = dreamer.consolidate(conversation_id, trigger=trigger, dry_run=dry_run, force=True)
+    finally:
+        if slot:
+            limits.release(tenant_id, conversation_id, slot)
     if runs:
         schedule_indexing()
     return [run.status for run in runs]
 
 
-@shared_task(name="memory.tasks.embed_query", ignore_result=True, acks_late=False)
-def embed_query(texts: list[str], reply_key: str) -> None:
-    """Embed query texts for a web process, which waits on `reply_key` (BLPOP, no polling)."""
-    vectors = embeddings.embed_query(texts)
-    pipe = streams.sync_client().pipeline(transaction=False)
-    pipe.rpush(reply_key, json.dumps(vectors))
-    pipe.expire(reply_key, 60)
-    pipe.execute()
+_serving: list = []  # this process's query thread's stop event, once started
 
 
 @worker_ready.connect
-def _warm_up(**kwargs) -> None:
-    """Load the embedding model and tokenizer before the first turn needs them."""
+def _warm_up(sender=None, **kwargs) -> None:
+    """Load the embedding model and tokenizer before the first turn needs them, then (in a worker
+    that consumes the memory queue) start answering the web processes' query embeddings."""
     try:
         embeddings.embed(["warm up"])
         tokens.count("warm up")
     except Exception:
         log.warning("could not warm up the embedder", exc_info=True)
+    queues = sender.app.amqp.queues.consume_from if sender is not None else {}
+    if "memory" in queues and not _serving:
+        _serving.append(remote.start_serving())
+
+
+@worker_shutting_down.connect
+def _stop_serving_queries(**kwargs) -> None:
+    for stop in _serving:
+        stop.set()

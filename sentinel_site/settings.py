@@ -216,6 +216,8 @@ SENTINEL = {
     "DREAMER_MAX_TOKENS_PER_TENANT": envint("SENTINEL_DREAMER_MAX_TOKENS_PER_TENANT", 50_000, minimum=1000),
     "DREAMER_LEASE_SECONDS": envint("SENTINEL_DREAMER_LEASE_SECONDS", 600, minimum=10),
     "DREAMER_DRY_RUN": envbool("SENTINEL_DREAMER_DRY_RUN", False),
+    # Consolidations asked for through the API, queued or running at once per tenant (one per conversation).
+    "CONSOLIDATIONS_PER_TENANT": envint("SENTINEL_CONSOLIDATIONS_PER_TENANT", 2, minimum=1),
     # Governance (seed 000 section 7.3.2: 100 requests/min global, 10/min per IP, $100/day, $2000/month)
     "RATE_LIMIT_GLOBAL": envint("SENTINEL_RATE_LIMIT_GLOBAL", 100, minimum=0),
     "RATE_LIMIT_PER_IP": envint("SENTINEL_RATE_LIMIT_PER_IP", 10, minimum=0),

@@ -176,10 +176,18 @@ class ConversationViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveMo
         page = self.paginate_queryset(Message.objects.filter(conversation=conversation, tenant=request.user.tenant))
         return self.get_paginated_response(MessageSerializer(page, many=True).data)
 
-    @extend_schema(summary="Forget a message and its embedding", responses={204: None}, tags=["memory"])
+    @extend_schema(
+        summary="Forget a message",
+        description="Removes the message's text everywhere it was stored: the message and its embedding, summaries built "
+        "from it (their other messages are summarised again later), cached embeddings, and the recorded provider requests "
+        "and responses of the turns that carried it (redacted in place). Answers what was done, counted per place. A "
+        "message of a turn still running is a 409.",
+        responses={200: memory_api.ForgetReportSerializer, 409: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["memory"],
+    )
     @action(detail=True, methods=["delete"], url_path=r"messages/(?P<message_id>[0-9a-fA-F-]{32,36})")
     def forget_message(self, request, pk=None, message_id=None):
-        return memory_api.forget_message(self.get_object(), message_id)
+        return memory_api.forget_message(request, self.get_object(), message_id)
 
     @extend_schema(summary="A conversation's summaries", responses=memory_api.SummarySerializer(many=True), tags=["memory"])
     @action(detail=True, methods=["get"], pagination_class=None)
@@ -189,10 +197,17 @@ class ConversationViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveMo
     @extend_schema(
         summary="Consolidate a conversation now",
         description="Queues a consolidation of the oldest unconsolidated span(s) whatever the threshold (202). With "
-        "`?dry_run=true` answers at once with the next span, changing nothing (200).",
+        "`?dry_run=true` answers at once with the next span, changing nothing (200). One consolidation per conversation "
+        "may be queued or running (another is a 409), and a few per tenant (`SENTINEL_CONSOLIDATIONS_PER_TENANT`; "
+        "beyond, a 429 with Retry-After).",
         parameters=[OpenApiParameter("dry_run", bool, required=False)],
         request=None,
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT), 202: OpenApiResponse(OpenApiTypes.OBJECT)},
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT),
+            202: OpenApiResponse(OpenApiTypes.OBJECT),
+            409: OpenApiResponse(OpenApiTypes.OBJECT, description="This conversation is being consolidated already."),
+            429: OpenApiResponse(OpenApiTypes.OBJECT, description="The tenant has as many consolidations queued or running as it may."),
+        },
         tags=["memory"],
     )
     @action(detail=True, methods=["post"])

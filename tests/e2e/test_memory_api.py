@@ -1,10 +1,16 @@
 """The memory API through a live server and worker: import, context, search, summaries, forget."""
 
+import json
+
 import httpx
 import pytest
+import redis
+from django.conf import settings
 
-from agents.models import Message
+from agents.models import Conversation, Message
+from memory import remote
 from memory.models import Memory, Summary
+from memory.tasks import consolidate as consolidate_task
 from tests.conftest import make_actor, wait_for
 from tests.memory.helpers import FILLER
 from tests.stub_llm import Reply
@@ -107,7 +113,8 @@ def test_forgetting_a_message_removes_its_embedding(live_stack, alice):
         conversation = new_conversation(h)
         ids = [m["id"] for m in h.post(f"/conversations/{conversation}/messages", json={"messages": history(4)}).json()["data"]]
         wait_for(lambda: indexed(conversation), timeout=60, message="indexing")
-        assert h.delete(f"/conversations/{conversation}/messages/{ids[0]}").status_code == 204
+        forgotten = h.delete(f"/conversations/{conversation}/messages/{ids[0]}")
+        assert forgotten.status_code == 200 and forgotten.json()["deleted"]["memories"] == 1, forgotten.text
         assert h.delete(f"/conversations/{conversation}/messages/{ids[0]}").status_code == 404
         memory = Memory.objects.get(message_id=ids[1])
         assert h.delete(f"/memory/{memory.id}").status_code == 204
@@ -164,3 +171,38 @@ def test_creating_a_conversation_for_an_unknown_agent_is_a_404(live_stack, alice
         response = h.post("/conversations", json={"agent": "nobody"})
         assert response.status_code == 404 and response.json()["error"]["param"] == "agent"
         assert h.post("/conversations", json={}).json()["error"]["param"] == "agent"
+
+
+def waiting_tasks(name: str) -> int:
+    """Tasks of this name still in the broker's memory queue (not yet taken by a worker)."""
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    return sum(json.loads(raw)["headers"]["task"] == name for raw in broker.lrange("memory", 0, -1))
+
+
+def test_search_queries_are_answered_while_consolidations_fill_the_memory_queue(live_stack, stub_llm):
+    flooder = make_actor("flooder", agent_name="dreamy")
+    flooder.agent.short_term_messages = 0  # every message is old enough to consolidate
+    flooder.agent.save()
+    conversations = []
+    for _ in range(16):  # twice the worker's threads, each held by a slow model call
+        conversation = Conversation.objects.create(tenant=flooder.tenant, agent=flooder.agent, last_seq=1)
+        Message.objects.bulk_create(
+            Message(
+                tenant=flooder.tenant,
+                conversation=conversation,
+                seq=1,
+                index=i,
+                role=role,
+                content=f"slowdream {i}",
+                embedded=True,
+                token_count=8,
+            )
+            for i, role in enumerate(["user", "assistant"])
+        )
+        conversations.append(conversation)
+    stub_llm.when("slowdream", lambda body: Reply(content="- They talked.", delay=2.5))
+    for conversation in conversations:
+        consolidate_task.apply_async(args=[str(conversation.id)], queue="memory")
+    vectors = remote.embed_texts_sync(["Where was I born?"])
+    assert len(vectors) == 1 and len(vectors[0]) == 384
+    assert waiting_tasks("memory.tasks.consolidate") > 0, "the query was answered before the bulk work queued ahead of it"
