@@ -137,7 +137,10 @@ def _execute(recorder: Recorder, beating: heartbeat.Tracked) -> Turn | None:
     config = providers.ProviderConfig.for_agent(turn.agent)
     if turn.params.get("model_override"):
         config = providers.ProviderConfig(**{**config.__dict__, "model": turn.params["model_override"]})
-    ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embeddings.embed_query)
+    try:
+        ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embeddings.embed_query)
+    except memory_context.ContextLengthExceeded as error:  # the agent's budget shrank after admission
+        return fail(recorder, providers.ProviderError(400, error.code, error.message, retryable=False, type=error.type))
     metrics.CONTEXT_TOKENS.observe(ctx.total_tokens)
     body = providers.request_body(config, ctx.messages, turn.params, stream=True)
     recorder.record("provider_request", {"endpoint": config.endpoint, "body": body, "context": ctx.explain()})

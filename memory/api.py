@@ -68,7 +68,7 @@ def create_conversation(request) -> Response:
     """POST /v1/conversations: a conversation for an agent, so history can be imported first."""
     data = ConversationCreateSerializer(data=request.data)
     data.is_valid(raise_exception=True)
-    agent = Agent.objects.filter(tenant=request.user.tenant, name=data.validated_data["agent"]).first()
+    agent = Agent.objects.live().filter(tenant=request.user.tenant, name=data.validated_data["agent"]).first()
     if agent is None:
         raise ApiError(404, "No such agent.", param="agent", code="agent_not_found")
     conversation = Conversation.objects.create(
@@ -316,7 +316,7 @@ class MemorySearchView(AsyncAPIView):
         tenant = request.user.tenant
         scope: dict = {}
         if agent_name:
-            agent = await Agent.objects.filter(tenant=tenant, name=agent_name).afirst()
+            agent = await Agent.objects.live().filter(tenant=tenant, name=agent_name).afirst()
             if agent is None:
                 raise ApiError(404, "No such agent.", param="agent", code="agent_not_found")
             scope["agent_id"] = agent.id

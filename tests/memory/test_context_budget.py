@@ -101,6 +101,7 @@ def test_a_turn_whose_input_no_longer_fits_fails_without_reaching_the_model(alic
     run_turn(str(turn.id))
     turn.refresh_from_db()
     assert turn.status == TurnStatus.FAILED, "the turn fails visibly"
+    assert (turn.error["status"], turn.error["code"]) == (400, "context_length_exceeded")
     assert stub_llm.requests == [], "the model never sees the turn without its input"
     assert not Message.objects.filter(turn=turn, role="assistant").exists()
 
