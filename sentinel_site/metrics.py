@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
-from django.db import connections
+from django.db import transaction
 from django.db.models import Count
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
@@ -93,17 +93,18 @@ def model_label(model: str) -> str:
 
 
 def _priced_models() -> frozenset[str]:
-    """Models with a global price, read at most once a minute per process. Never inside someone
-    else's transaction (a failed read there would abort it), and a failed read keeps the last set:
-    a metric label must not break a turn."""
+    """Models with a global price, read at most once a minute per process. The read runs in its own
+    atomic block (a savepoint inside a caller's transaction, which a failed read must not abort),
+    and a failed read keeps the last set: a metric label must not break a turn."""
     global _priced
     read_at, models = _priced
-    if time.monotonic() - read_at < PRICED_MODELS_TTL_SECONDS or connections["default"].in_atomic_block:
+    if time.monotonic() - read_at < PRICED_MODELS_TTL_SECONDS:
         return models
     from budgets.models import Price  # metrics is imported while the apps load; Price only after
 
     try:
-        models = frozenset(Price.objects.filter(tenant__isnull=True).values_list("model", flat=True))
+        with transaction.atomic():
+            models = frozenset(Price.objects.filter(tenant__isnull=True).values_list("model", flat=True))
     except Exception as exc:  # noqa: BLE001 - keep the last set; labels fall back to "other"
         log.warning("could not read the priced models for metric labels: %s", type(exc).__name__)
     _priced = (time.monotonic(), models)
