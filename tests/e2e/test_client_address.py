@@ -4,13 +4,13 @@ from the connection: only Sentinel decides which proxies' X-Forwarded-For to bel
 import httpx
 import pytest
 
+from budgets.models import AuditEntry
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_forwarded_address_is_not_believed_from_a_local_peer(live_stack, alice):
+def test_a_forwarded_address_is_not_believed_from_a_local_peer(live_stack):
     """The audit entry of a failed authentication names the connection's address, not a claimed one."""
-    from budgets.models import AuditEntry
-
     response = httpx.get(
         f"{live_stack.api}/models", headers={"Authorization": "Bearer snt_nosuchkeyid_" + "A" * 43, "X-Forwarded-For": "203.0.113.77"}
     )
