@@ -38,7 +38,7 @@ def request_hash(body: dict[str, Any]) -> str:
 
 
 def find_agent(tenant: Tenant, name: str) -> Agent:
-    agent = Agent.objects.filter(tenant=tenant, name=name).first()
+    agent = Agent.objects.live().filter(tenant=tenant, name=name).first()
     if agent is None:
         raise ApiError(404, f"The model `{name}` does not exist or you do not have access to it.", param="model", code="model_not_found")
     return agent
@@ -77,7 +77,10 @@ def admit(
     fallback = spend.fallback_model(tenant.id, api_key_id, budgets)
     if fallback:
         params["model_override"] = fallback
-    amount = worst_case_cost(tenant, agent, data["messages"], params)
+    try:
+        amount = worst_case_cost(tenant, agent, data["messages"], params)
+    except spend.UnpricedModel as unpriced:
+        raise ApiError(400, str(unpriced), param="model", code="model_not_priced") from None
     try:
         with transaction.atomic():
             conversation = _conversation_for(tenant, agent, data.get("conversation"))
@@ -152,13 +155,14 @@ def principal_name(api_key: ApiKey | None) -> str:
 
 
 def worst_case_cost(tenant: Tenant, agent: Agent, messages: list[dict], params: dict) -> Decimal:
-    """What the call can cost at most: a full context plus every token it may generate, at price."""
+    """What the call can cost at most: a full context, plus what rides beside the messages (tools,
+    a response format's schema), plus every token it may generate, at price. UnpricedModel if the
+    deployment would pay for a model it has no price for (SENTINEL_UNPRICED_MODELS=refuse)."""
     config = providers.ProviderConfig.for_agent(agent)
     model = params.get("model_override") or config.model
-    input_bound = sum(len(str(m.get("content") or "")) for m in messages) // 3 + 8 * len(messages)
-    prompt_tokens = max(agent.context_budget, input_bound)
-    max_out = params.get("max_tokens") or params.get("max_completion_tokens") or settings.SENTINEL["DEFAULT_MAX_TOKENS"]
-    return spend.cost(tenant.id, model, config.endpoint, prompt_tokens, max_out)
+    input_bound = sum(len(json.dumps(m, separators=(",", ":"))) for m in messages) // 3 + 8 * len(messages)
+    prompt_tokens = max(agent.context_budget, input_bound) + spend.request_overhead_tokens(params)
+    return spend.cost(tenant.id, model, config.endpoint, prompt_tokens, spend.output_bound(params), refuse_unpriced=config.deployment_key)
 
 
 def _conversation_for(tenant: Tenant, agent: Agent, conversation_id: uuid.UUID | None) -> Conversation:

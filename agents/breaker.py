@@ -1,9 +1,14 @@
-"""A circuit breaker per provider endpoint, shared by every worker through Redis (seed 000 7.3.2.1).
+"""Circuit breakers for provider calls, shared by every worker through Redis (seed 000 7.3.2.1).
 
 Closed: calls go through; 5 consecutive failures open it. Open: calls fail fast with 503 for 30 s.
 Then half-open: one probe call is let through (a Redis SET NX decides which); its success closes the
-breaker, its failure opens it again. Only failures that say the provider is unwell count (5xx,
-timeouts, unreachable, malformed answers), not a request the provider rightly refused.
+breaker, its failure opens it again. Only failures that say the provider is unwell count
+(connection errors, timeouts, 429, 5xx), not a request the provider rightly refused (400, 403, 404,
+422). There is one breaker per endpoint, credential and tenant (`ProviderConfig.breaker_key`): a
+tenant whose agent fails, or whose requests make the provider fail, opens only its own breaker.
+
+The breakers that are open (or half-open) are also listed in one Redis hash, so the metrics scrape
+reads every breaker's state in one round trip instead of scanning the keyspace.
 """
 
 from __future__ import annotations
@@ -11,41 +16,51 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
 
 from agents import streams
-from agents.providers import ProviderError
+from agents.providers import ProviderConfig, ProviderError
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+OPEN_INDEX = "sentinel:cb:open"  # breaker id -> "label|opened_at", for every breaker not closed
 log = logging.getLogger(__name__)
-_COUNTED = {"provider_error", "provider_timeout", "provider_unreachable", "provider_bad_response"}
 
 
-def _key(endpoint: str) -> str:
-    return "sentinel:cb:" + hashlib.sha1(endpoint.encode()).hexdigest()[:16]
+def _key(breaker_key: str) -> str:
+    return "sentinel:cb:" + hashlib.sha1(breaker_key.encode()).hexdigest()[:16]
 
 
-def state(endpoint: str, now: float | None = None) -> str:
-    now = now or time.time()
-    data = streams.sync_client().hgetall(_key(endpoint))
-    opened = float(data.get(b"opened_at", 0) or 0)
+def label(config: ProviderConfig) -> str:
+    """A bounded name for metrics: never a tenant's URL, let alone one with credentials."""
+    if not config.tenant_url:
+        return "default"
+    host = (urlsplit(config.base_url).hostname or "").lower()
+    return host if host in {entry.lower() for entry in settings.SENTINEL["PROVIDER_ALLOWED_HOSTS"]} else "custom"
+
+
+def _state_of(opened: float, now: float) -> str:
     if not opened:
         return CLOSED
     return OPEN if now - opened < settings.SENTINEL["BREAKER_OPEN_SECONDS"] else HALF_OPEN
 
 
-def before_call(endpoint: str) -> None:
+def state(config: ProviderConfig, now: float | None = None) -> str:
+    data = streams.sync_client().hgetall(_key(config.breaker_key))
+    return _state_of(float(data.get(b"opened_at", 0) or 0), now or time.time())
+
+
+def before_call(config: ProviderConfig) -> None:
     """Raise a fast 503 unless a call may go to this endpoint now. With Redis out of reach the
     breaker fails open: it protects the provider, it must not become a dependency of every turn."""
+    key = _key(config.breaker_key)
     try:
-        current = state(endpoint)
+        current = state(config)
         if current == CLOSED:
             return
-        if current == HALF_OPEN and streams.sync_client().set(
-            _key(endpoint) + ":probe", "1", nx=True, ex=settings.SENTINEL["BREAKER_OPEN_SECONDS"]
-        ):
+        if current == HALF_OPEN and streams.sync_client().set(key + ":probe", "1", nx=True, ex=settings.SENTINEL["BREAKER_OPEN_SECONDS"]):
             return  # this call is the probe
     except redis.RedisError as error:
         log.warning("circuit breaker state unreadable (%s); letting the call through", type(error).__name__)
@@ -59,33 +74,61 @@ def before_call(endpoint: str) -> None:
     )
 
 
-def record_success(endpoint: str) -> None:
+def record_success(config: ProviderConfig) -> None:
+    key = _key(config.breaker_key)
     try:
         client = streams.sync_client()
-        if client.exists(_key(endpoint)):
-            client.delete(_key(endpoint), _key(endpoint) + ":probe")
+        if client.exists(key):
+            pipe = client.pipeline(transaction=False)
+            pipe.delete(key, key + ":probe")
+            pipe.hdel(OPEN_INDEX, key)
+            pipe.execute()
     except redis.RedisError as error:
         log.warning("could not record a provider success on the breaker: %s", type(error).__name__)
 
 
-def record_failure(endpoint: str, error: ProviderError) -> None:
-    if error.code not in _COUNTED:
+def record_failure(config: ProviderConfig, error: ProviderError) -> None:
+    if not error.means_provider_unwell:
         return
     try:
-        _count_failure(endpoint)
+        _count_failure(config)
     except redis.RedisError as redis_error:
         log.warning("could not record a provider failure on the breaker: %s", type(redis_error).__name__)
 
 
-def _count_failure(endpoint: str) -> None:
-    key = _key(endpoint)
+def _count_failure(config: ProviderConfig) -> None:
+    key = _key(config.breaker_key)
     client = streams.sync_client()
     pipe = client.pipeline()
     pipe.hincrby(key, "failures", 1)
-    pipe.hset(key, "endpoint", endpoint)
     pipe.hget(key, "opened_at")
     pipe.expire(key, 3600)
-    failures, _, opened, _ = pipe.execute()
+    failures, opened, _ = pipe.execute()
     if failures >= settings.SENTINEL["BREAKER_FAILURES"] or opened:  # a failed probe re-opens it
-        client.hset(key, "opened_at", time.time())
-        client.delete(key + ":probe")
+        now = time.time()
+        pipe = client.pipeline()
+        pipe.hset(key, "opened_at", now)
+        pipe.delete(key + ":probe")
+        pipe.hset(OPEN_INDEX, key, f"{label(config)}|{now}")
+        pipe.execute()
+
+
+def snapshot(now: float | None = None) -> list[tuple[str, str]]:
+    """(label, state) for every provider label with a breaker not closed, the worst state of its
+    breakers (open over half-open), in one Redis round trip. Entries of breakers that closed by
+    expiry (an hour without a failure) are dropped as they are seen."""
+    now = now or time.time()
+    client = streams.sync_client()
+    worst: dict[str, str] = {}
+    stale = []
+    for key, value in client.hgetall(OPEN_INDEX).items():
+        name, _, opened = value.decode().rpartition("|")
+        if now - float(opened or 0) > 3600:
+            stale.append(key)
+            continue
+        current = _state_of(float(opened), now)
+        if worst.get(name) != OPEN:
+            worst[name] = current
+    if stale:
+        client.hdel(OPEN_INDEX, *stale)
+    return sorted(worst.items())

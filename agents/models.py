@@ -10,23 +10,44 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 from agents.turns import AgentState
 from budgets.models import Tenant
+from sentinel_site import egress
+
+
+class AgentQuerySet(models.QuerySet):
+    def live(self) -> AgentQuerySet:
+        """Agents not deleted: the only ones the API shows, runs or lets a name be taken by."""
+        return self.filter(deleted_at__isnull=True)
 
 
 class Agent(models.Model):
-    """A configured assistant: a system prompt, a model and where to reach it."""
+    """A configured assistant: a system prompt, a model and where to reach it.
+
+    Deleting an agent through the API only marks it deleted: its turns, their immutable events and
+    the spend ledger stay (nothing cascades away), and its name is free for a new agent.
+    The provider rules live here, so the API, the admin and every later writer obey them: a base
+    URL must pass the egress policy (`clean`), and changing the base URL drops the stored key
+    unless a new one is set in the same save (a key goes only where its owner sent it).
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="agents")
     name = models.SlugField(max_length=64, help_text="Clients select the agent by sending this as `model`.")
     system_prompt = models.TextField(blank=True)
     model = models.CharField(max_length=200, blank=True, help_text="Provider model; blank uses the deployment default.")
-    provider_base_url = models.URLField(blank=True, help_text="OpenAI-compatible base URL; blank uses the deployment default.")
-    provider_api_key = models.CharField(max_length=500, blank=True, help_text="Blank uses the deployment key. Never returned by the API.")
+    provider_base_url = models.URLField(
+        blank=True, help_text="OpenAI-compatible base URL, checked against SENTINEL_PROVIDER_ALLOWED_HOSTS; blank: the deployment's."
+    )
+    provider_api_key = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Write-only. With a base URL of its own, the only key sent there (blank: none); else blank uses the deployment's.",
+    )
     specialization = models.CharField(max_length=200, blank=True)
     default_params = models.JSONField(default=dict, blank=True, help_text="Defaults for temperature, max_tokens, ...")
     # Memory: what one turn may send, and when the Dreamer consolidates (see memory/context.py).
@@ -37,13 +58,48 @@ class Agent(models.Model):
     consolidation_threshold = models.PositiveIntegerField(default=10000, help_text="Unconsolidated tokens that trigger the Dreamer.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = AgentQuerySet.as_manager()
+    # Writers set this when a request carried a provider key, so a key re-sent with a new URL stays.
+    provider_api_key_given = False
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="agent_name_unique_per_tenant")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "name"], condition=models.Q(deleted_at__isnull=True), name="agent_name_unique_per_tenant"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        loaded_url, loaded_key = getattr(self, "_loaded_provider", (None, None))
+        moved = loaded_url is not None and self.provider_base_url != loaded_url
+        if moved and self.provider_api_key == loaded_key and not self.provider_api_key_given:
+            self.provider_api_key = ""  # the URL moved and no new key came with it
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "provider_api_key"}
+        super().save(*args, **kwargs)
+        self._loaded_provider = (self.provider_base_url, self.provider_api_key)
+        self.provider_api_key_given = False
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        agent = super().from_db(db, field_names, values)
+        loaded = dict(zip(field_names, values, strict=True))
+        agent._loaded_provider = (loaded.get("provider_base_url"), loaded.get("provider_api_key"))
+        return agent
+
+    def clean(self) -> None:
+        super().clean()
+        if self.provider_base_url:
+            try:
+                egress.check_url(self.provider_base_url)
+            except egress.EgressDenied as denied:
+                raise ValidationError({"provider_base_url": f"This URL is not allowed: {denied}."}) from None
 
 
 class Conversation(models.Model):

@@ -6,7 +6,9 @@ Errors are classified here, once, into ProviderError with the status a client sh
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +20,7 @@ from urllib.parse import urlsplit
 import openai
 from django.conf import settings
 
-from sentinel_site import tracing
+from sentinel_site import egress, tracing
 
 # Request fields passed to the provider untouched when a client sends them.
 PASSTHROUGH_PARAMS = (
@@ -39,6 +41,11 @@ PASSTHROUGH_PARAMS = (
 )
 
 
+# Sent as the bearer to a tenant's own server when its agent has no key: never None, which would
+# make the SDK read OPENAI_API_KEY from the environment, the deployment's own key.
+NO_KEY = "sentinel-no-key"
+
+
 @dataclass(frozen=True)
 class ProviderConfig:
     base_url: str
@@ -46,16 +53,29 @@ class ProviderConfig:
     model: str
     timeout: float
     connect_timeout: float
+    tenant_url: bool = False  # the base URL is the agent's own: egress-checked at every connection
+    deployment_key: bool = True  # the deployment pays for these calls (its key, its provider)
+    tenant_id: str = ""
 
     @classmethod
     def for_agent(cls, agent: Any) -> ProviderConfig:
+        """Where an agent's calls go, with which key. The deployment's key goes only to the
+        deployment's base URL: an agent with its own URL sends only its own key (or none)."""
         conf = settings.SENTINEL
+        if agent.provider_base_url:
+            base_url, api_key, tenant_url, deployment_key = agent.provider_base_url, agent.provider_api_key or NO_KEY, True, False
+        else:
+            base_url, tenant_url = conf["LLM_BASE_URL"], False
+            api_key, deployment_key = (agent.provider_api_key, False) if agent.provider_api_key else (conf["LLM_API_KEY"], True)
         return cls(
-            base_url=agent.provider_base_url or conf["LLM_BASE_URL"],
-            api_key=agent.provider_api_key or conf["LLM_API_KEY"],
+            base_url=base_url,
+            api_key=api_key,
             model=agent.model or conf["LLM_MODEL"],
             timeout=conf["LLM_TIMEOUT"],
             connect_timeout=conf["LLM_CONNECT_TIMEOUT"],
+            tenant_url=tenant_url,
+            deployment_key=deployment_key,
+            tenant_id=str(agent.tenant_id),
         )
 
     @property
@@ -63,17 +83,37 @@ class ProviderConfig:
         """Where calls go, without secrets: a label for events, metrics and the circuit breaker."""
         return self.base_url or "https://api.openai.com/v1"
 
+    @property
+    def breaker_key(self) -> str:
+        """Which circuit breaker guards these calls: one per endpoint, credential and tenant, so
+        one tenant's failing agent (its own URL, key or requests) never opens it for others."""
+        credential = hashlib.sha256(self.api_key.encode()).hexdigest()[:16]
+        return f"{self.endpoint}|{credential}|{self.tenant_id}"
+
 
 class ProviderError(Exception):
-    """A failed provider call, classified for the client and for retry decisions."""
+    """A failed provider call, classified for the client and for retry decisions.
 
-    def __init__(self, status: int, code: str, message: str, *, retryable: bool, type: str = "provider_error") -> None:
+    `upstream_status` is the provider's own HTTP status when it answered with one."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, retryable: bool, type: str = "provider_error", upstream_status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.retryable = retryable
         self.type = type
+        self.upstream_status = upstream_status
+
+    @property
+    def means_provider_unwell(self) -> bool:
+        """What a circuit breaker counts: the provider unreachable, slow, overloaded or failing
+        (connection errors, timeouts, 429, 5xx), never a request it rightly refused."""
+        if self.code in ("provider_timeout", "provider_unreachable", "provider_rate_limited"):
+            return True
+        return self.code == "provider_error" and (self.upstream_status or 0) >= 500
 
     def as_dict(self) -> dict[str, Any]:
         return {"status": self.status, "type": self.type, "code": self.code, "message": self.message}
@@ -93,20 +133,23 @@ class Completion:
     first_token_ms: int | None = None
 
 
-@lru_cache(maxsize=64)
-def _client(base_url: str, api_key: str, timeout: float, connect_timeout: float) -> openai.OpenAI:
+@lru_cache(maxsize=256)
+def _client(base_url: str, api_key: str, timeout: float, connect_timeout: float, tenant_url: bool) -> openai.OpenAI:
     # One client per endpoint keeps its HTTP connection pool warm across turns. Retries are ours
-    # (recorded in the turn's events), so the SDK's own are off.
+    # (recorded in the turn's events), so the SDK's own are off. A tenant's URL gets a client
+    # whose every connection passes the egress policy, and which follows no redirect.
+    limits = openai.Timeout(timeout, connect=connect_timeout)
     return openai.OpenAI(
         base_url=base_url or None,
         api_key=api_key,
-        timeout=openai.Timeout(timeout, connect=connect_timeout),
+        timeout=limits,
         max_retries=0,
+        http_client=egress.guarded_http_client(limits) if tenant_url else None,
     )
 
 
 def client_for(config: ProviderConfig) -> openai.OpenAI:
-    return _client(config.base_url, config.api_key, config.timeout, config.connect_timeout)
+    return _client(config.base_url, config.api_key, config.timeout, config.connect_timeout, config.tenant_url)
 
 
 def request_body(config: ProviderConfig, messages: list[dict], params: dict[str, Any], *, stream: bool) -> dict:
@@ -242,30 +285,52 @@ def _merge_tool_calls(calls: dict[int, dict], deltas: list) -> None:
 
 
 def classify(exc: Exception) -> ProviderError:
-    """Map an SDK or transport exception to the error a client should see."""
+    """Map an SDK or transport exception to the error a client should see.
+
+    A provider's own error text is never passed on: a tenant's URL may lead to any server, and
+    echoing what it answered would let a tenant read it through Sentinel. Only its status and a
+    short machine-readable code are kept."""
     if isinstance(exc, ProviderError):
         return exc
+    denied = _egress_denial(exc)
+    if denied is not None:
+        return ProviderError(
+            403,
+            "provider_url_not_allowed",
+            f"The agent's provider URL is not allowed by this deployment: {denied}.",
+            retryable=False,
+            type="permission_error",
+        )
     if isinstance(exc, openai.APITimeoutError):
         return ProviderError(504, "provider_timeout", "The model provider did not answer in time.", retryable=True)
     if isinstance(exc, openai.APIConnectionError):
         return ProviderError(502, "provider_unreachable", "The model provider could not be reached.", retryable=True)
     if isinstance(exc, openai.AuthenticationError):
-        return ProviderError(401, "provider_auth_failed", "The model provider rejected its API key.", retryable=False)
+        return ProviderError(401, "provider_auth_failed", "The model provider rejected its API key.", retryable=False, upstream_status=401)
     if isinstance(exc, openai.RateLimitError):
         return ProviderError(
-            429, "provider_rate_limited", "The model provider is rate limiting requests.", retryable=True, type="rate_limit_error"
+            429,
+            "provider_rate_limited",
+            "The model provider is rate limiting requests.",
+            retryable=True,
+            type="rate_limit_error",
+            upstream_status=429,
         )
     if isinstance(exc, openai.BadRequestError):
+        code = _provider_code(exc)
         return ProviderError(
             400,
             "provider_rejected_request",
-            f"The model provider rejected the request: {_provider_message(exc)}",
+            "The model provider rejected the request" + (f" ({code})." if code else "."),
             retryable=False,
             type="invalid_request_error",
+            upstream_status=400,
         )
     if isinstance(exc, openai.APIStatusError):
         retryable = exc.status_code >= 500 or exc.status_code in (408, 409)
-        return ProviderError(502, "provider_error", f"The model provider answered {exc.status_code}.", retryable=retryable)
+        return ProviderError(
+            502, "provider_error", f"The model provider answered {exc.status_code}.", retryable=retryable, upstream_status=exc.status_code
+        )
     if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError)):
         return ProviderError(502, "provider_bad_response", "The model provider returned a malformed response.", retryable=True)
     if isinstance(exc, OSError):
@@ -273,8 +338,24 @@ def classify(exc: Exception) -> ProviderError:
     raise exc
 
 
-def _provider_message(exc: openai.APIStatusError) -> str:
+_SAFE_CODE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _provider_code(exc: openai.APIStatusError) -> str | None:
+    """The provider's machine-readable error code (e.g. `context_length_exceeded`), if it sent a
+    well-formed one: informative, and too narrow to carry anything read from another server."""
     body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body) if isinstance(body, dict) else {}
-    message = error.get("message") if isinstance(error, dict) else None
-    return str(message or exc.message)[:500]
+    error = body.get("error", body)
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) and _SAFE_CODE.match(code) else None
+
+
+def _egress_denial(exc: BaseException) -> str | None:
+    """The egress policy's reason if it refused this call's connection (the SDK wraps it)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, egress.EgressDenied):
+            return str(exc)
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None

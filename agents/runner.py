@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents import breaker, openai_format, providers, streams
-from agents.models import UNFINISHED, Conversation, DeadLetter, Message, Turn, TurnEventRecord, TurnStatus
+from agents import breaker, heartbeat, openai_format, outcomes, providers
+from agents.models import UNFINISHED, Conversation, Message, Turn, TurnEventRecord, TurnStatus
+from agents.outcomes import announce
 from agents.turns import AgentState, TurnEvent, transition_state
 from budgets import audit, spend
 from budgets.models import Reservation
@@ -79,16 +79,6 @@ class Recorder:
         return written
 
 
-def announce(turn_id: Any, events: list[tuple[str, dict]]) -> None:
-    """Publish to the turn's live stream, best effort: PostgreSQL already holds the record, so a
-    Redis blip must not fail a turn (a reader of the lost stream falls back to the turn's log)."""
-    try:
-        streams.publish_many(turn_id, events)
-    except redis.RedisError as error:
-        metrics.STREAM_PUBLISH_FAILURES.inc()
-        log.warning("could not publish %d event(s) to the turn's stream: %s", len(events), type(error).__name__)
-
-
 def state_events(events: list[TurnEventRecord]) -> list[tuple[str, dict]]:
     """The state transitions among written events, as stream events."""
     return [("state", {"from": event.from_state, "to": event.to_state}) for event in events if event.kind == "state"]
@@ -132,26 +122,17 @@ def _fenced(recorder: Recorder):
     return Turn.objects.filter(id=recorder.turn.id, attempt=recorder.attempt, status=TurnStatus.RUNNING)
 
 
-class Heartbeat:
-    """Refreshes the turn's heartbeat while the model streams; detects a lost claim."""
-
-    def __init__(self, recorder: Recorder) -> None:
-        self.recorder = recorder
-        self.every = settings.SENTINEL["HEARTBEAT_SECONDS"]
-        self.last = time.monotonic()
-
-    def beat(self) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every:
-            return
-        self.last = now
-        if not _fenced(self.recorder).update(heartbeat_at=timezone.now()):
-            raise LostClaim
-        release_connection()
-
-
 def execute(recorder: Recorder) -> Turn | None:
-    """Run a claimed turn to its end. Returns the next queued turn of the conversation, if any."""
+    """Run a claimed turn to its end. Returns the next queued turn of the conversation, if any.
+    Its heartbeat beats from claim to end, whatever it waits on (agents/heartbeat.py)."""
+    beating = heartbeat.track(recorder.turn.id, recorder.attempt)
+    try:
+        return _execute(recorder, beating)
+    finally:
+        heartbeat.untrack(beating)
+
+
+def _execute(recorder: Recorder, beating: heartbeat.Tracked) -> Turn | None:
     turn = recorder.turn
     config = providers.ProviderConfig.for_agent(turn.agent)
     if turn.params.get("model_override"):
@@ -159,39 +140,40 @@ def execute(recorder: Recorder) -> Turn | None:
     ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embeddings.embed_query)
     metrics.CONTEXT_TOKENS.observe(ctx.total_tokens)
     body = providers.request_body(config, ctx.messages, turn.params, stream=True)
-    heartbeat = Heartbeat(recorder)
     recorder.record("provider_request", {"endpoint": config.endpoint, "body": body, "context": ctx.explain()})
     recorder.flush()  # what was asked is on record before the call, whatever happens during it
     try:
         recorder.reservation = hold_budget(turn, config, body, ctx.total_tokens)
         release_connection()
-        result = call_provider(recorder, config, body, heartbeat)
+        result = call_provider(recorder, config, body, beating)
     except providers.ProviderError as error:
         return fail(recorder, error)
     return succeed(recorder, result, prompt_estimate=ctx.total_tokens, config=config, body=body, reply_index=ctx.next_index)
 
 
-def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: dict, heartbeat: Heartbeat) -> providers.Completion:
+def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: dict, beating: heartbeat.Tracked) -> providers.Completion:
     """Stream from the provider through the circuit breaker, retrying retryable failures with
-    exponential backoff and jitter, but only while nothing has reached the client yet."""
+    exponential backoff and jitter, but only while nothing has reached the client yet. Stops at
+    the next token (or try) once the heartbeat finds the claim gone."""
     turn = recorder.turn
     conf = settings.SENTINEL
     sent = False
 
     def on_delta(delta: dict) -> None:
         nonlocal sent
+        if beating.lost.is_set():
+            raise LostClaim
         sent = True
         announce(turn.id, [("delta", delta)])
-        heartbeat.beat()
 
     for attempt in range(conf["PROVIDER_RETRIES"] + 1):
-        breaker.before_call(config.endpoint)
+        breaker.before_call(config)
         started = time.monotonic()
         try:
             result = providers.stream(config, body, on_delta)
         except providers.ProviderError as error:
             metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], error.code).inc()
-            breaker.record_failure(config.endpoint, error)
+            breaker.record_failure(config, error)
             if not error.retryable or sent or attempt == conf["PROVIDER_RETRIES"]:
                 raise
             delay = conf["PROVIDER_RETRY_BASE_SECONDS"] * 2**attempt * random.uniform(0.5, 1.5)
@@ -200,9 +182,10 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
             recorder.flush()
             release_connection()
             time.sleep(delay)
-            heartbeat.beat()
+            if beating.lost.is_set():
+                raise LostClaim
             continue
-        breaker.record_success(config.endpoint)
+        breaker.record_success(config)
         metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], "ok").inc()
         metrics.LLM_DURATION.labels(config.endpoint, body["model"]).observe(time.monotonic() - started)
         return result
@@ -210,15 +193,27 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
 
 
 def hold_budget(turn: Turn, config: providers.ProviderConfig, body: dict, prompt_tokens: int) -> Reservation:
-    """The budget check before every provider call: the admission's reservation if it still holds,
-    else a new one (it expired while the turn waited), else the turn fails with budget_exceeded."""
-    held = Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD).first()
-    if held is not None:
-        return held
-    max_out = body.get("max_tokens") or body.get("max_completion_tokens") or settings.SENTINEL["DEFAULT_MAX_TOKENS"]
-    amount = spend.cost(turn.tenant_id, body["model"], config.endpoint, prompt_tokens, max_out)
+    """The budget check before every provider call: the admission's reservation if it still holds
+    (a first attempt), else a new one, else the turn fails with budget_exceeded. Every attempt
+    settles a reservation of its own: an earlier attempt that was taken over but still finishes its
+    call then finds its hold released, and its spend is charged late instead of lost."""
+    held = list(Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD))
+    if held and turn.attempt == 1:
+        return held[0]
+    for earlier in held:
+        spend.release(earlier.id)
     try:
+        amount = spend.cost(
+            turn.tenant_id,
+            body["model"],
+            config.endpoint,
+            prompt_tokens + spend.request_overhead_tokens(body),
+            spend.output_bound(body),
+            refuse_unpriced=config.deployment_key,
+        )
         return spend.reserve(turn.tenant_id, turn.api_key_id, amount, turn_id=turn.id)
+    except spend.UnpricedModel as unpriced:
+        raise providers.ProviderError(400, "model_not_priced", str(unpriced), retryable=False, type="invalid_request_error") from None
     except spend.BudgetExceeded as exceeded:
         raise providers.ProviderError(503, "budget_exceeded", str(exceeded), retryable=False, type="budget_exceeded") from None
 
@@ -250,63 +245,15 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
         recorder.move(TurnEvent.TOOL_RESULT)
     recorder.move(TurnEvent.COMPLETE)
     now = timezone.now()
-    with transaction.atomic():
-        message = Message.objects.create(
-            tenant_id=turn.tenant_id,
-            conversation_id=turn.conversation_id,
-            turn=turn,
-            seq=turn.seq,
-            index=reply_index,
-            role="assistant",
-            content=result.content,
-            tool_calls=result.tool_calls or None,
-        )
-        updated = _fenced(recorder).update(
-            status=TurnStatus.SUCCEEDED,
-            agent_state=recorder.state,
-            finished_at=now,
-            heartbeat_at=now,
-            model=result.model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            latency_ms=_ms_since(turn.created_at, now),
-            provider_latency_ms=result.latency_ms,
-            first_token_ms=result.first_token_ms,
-            finish_reason=finish_reason,
-            output=message,
-            error=None,
-            cost=actual,
-        )
-        if not updated:
-            transaction.set_rollback(True)
-            raise LostClaim
-        recorder.record("completed", {"message_id": str(message.id), "cost": str(actual)})
-        written = recorder.flush()
-        following = _next_queued(turn)
-        # The shared rows last, so their locks are held for the fewest round trips before the
-        # commit: the tenant's budget windows, then the audit chain's head (every turn's).
+    settlement = {"model": body["model"], "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "actual": actual}
+    try:
+        written, following = _finish(recorder, result, now, reply_index, finish_reason, settlement)
+    except LostClaim:
+        # Another attempt owns the turn now, and this answer is discarded; but the call was made
+        # and the provider paid for it, so its cost goes on the ledger all the same.
         if recorder.reservation is not None:
-            spend.settle(
-                recorder.reservation,
-                model=body["model"],
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                actual=actual,
-                turn_id=turn.id,
-            )
-        audit.record(
-            "turn.succeeded",
-            actor=_actor(turn),
-            tenant_id=turn.tenant_id,
-            target=str(turn.id),
-            data={
-                "agent": turn.agent.name,
-                "model": body["model"],
-                "tokens": prompt_tokens + completion_tokens,
-                "cost": str(actual),
-                "attempt": recorder.attempt,
-            },
-        )
+            spend.settle(recorder.reservation, turn_id=turn.id, **settlement)
+        raise
     response = openai_format.completion(
         turn_id=turn.id,
         created=int(turn.created_at.timestamp()),
@@ -327,55 +274,86 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
     return following
 
 
-def fail(recorder: Recorder, error: providers.ProviderError) -> Turn | None:
+def _finish(
+    recorder: Recorder, result: providers.Completion, now, reply_index: int, finish_reason: str, settlement: dict
+) -> tuple[list[TurnEventRecord], Turn | None]:
+    """The reply, the turn's outcome, its events, its settlement and its audit entry: one commit."""
     turn = recorder.turn
-    now = timezone.now()
-    recorder.record("provider_error", error.as_dict())
     with transaction.atomic():
+        message = Message.objects.create(
+            tenant_id=turn.tenant_id,
+            conversation_id=turn.conversation_id,
+            turn=turn,
+            seq=turn.seq,
+            index=reply_index,
+            role="assistant",
+            content=result.content,
+            tool_calls=result.tool_calls or None,
+        )
         updated = _fenced(recorder).update(
-            status=TurnStatus.FAILED,
+            status=TurnStatus.SUCCEEDED,
+            agent_state=recorder.state,
             finished_at=now,
             heartbeat_at=now,
-            error=error.as_dict(),
+            model=result.model,
+            prompt_tokens=settlement["prompt_tokens"],
+            completion_tokens=settlement["completion_tokens"],
             latency_ms=_ms_since(turn.created_at, now),
-            agent_state=recorder.state,
+            provider_latency_ms=result.latency_ms,
+            first_token_ms=result.first_token_ms,
+            finish_reason=finish_reason,
+            output=message,
+            error=None,
+            cost=settlement["actual"],
         )
         if not updated:
-            transaction.set_rollback(True)
-            raise LostClaim
+            raise LostClaim  # rolls the transaction back: nothing of this attempt is kept
+        recorder.record("completed", {"message_id": str(message.id), "cost": str(settlement["actual"])})
+        written = recorder.flush()
+        following = outcomes.next_queued(turn)
+        # The shared rows last, so their locks are held for the fewest round trips before the
+        # commit: the tenant's budget windows, then the audit chain's head (every turn's).
         if recorder.reservation is not None:
-            spend.release(recorder.reservation.id)
-        else:
-            for held in Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD):
-                spend.release(held.id)
-        if error.retryable:
-            # Retries ran out on a failure that might pass (timeouts, 5xx): keep it re-drivable.
-            DeadLetter.objects.update_or_create(
-                turn_id=turn.id,
-                defaults={
-                    "tenant_id": turn.tenant_id,
-                    "reason": error.code,
-                    "attempts": recorder.attempt,
-                    "last_error": error.as_dict(),
-                    "redriven_at": None,
-                },
-            )
-            metrics.DEAD_LETTERED.labels(error.code).inc()
+            spend.settle(recorder.reservation, turn_id=turn.id, **settlement)
         audit.record(
-            "turn.failed",
-            actor=_actor(turn),
+            "turn.succeeded",
+            actor=outcomes.actor_of(turn),
             tenant_id=turn.tenant_id,
             target=str(turn.id),
-            data={"agent": turn.agent.name, "code": error.code, "status": error.status, "attempt": recorder.attempt},
+            data={
+                "agent": turn.agent.name,
+                "model": settlement["model"],
+                "tokens": settlement["prompt_tokens"] + settlement["completion_tokens"],
+                "cost": str(settlement["actual"]),
+                "attempt": recorder.attempt,
+            },
         )
+    return written, following
+
+
+def fail(recorder: Recorder, error: providers.ProviderError) -> Turn | None:
+    """The provider failed for good: the turn fails; one whose retries ran out on a failure that
+    might pass (timeouts, 5xx) stays re-drivable as a dead letter."""
+    turn = recorder.turn
+    recorder.record("provider_error", error.as_dict())
+    failure = outcomes.Failure(
+        error=error.as_dict(),
+        audit_action="turn.failed",
+        actor=outcomes.actor_of(turn),
+        dead_letter=error.code if error.retryable else None,
+        attempt=recorder.attempt,
+    )
+
+    def write_events() -> None:
         recorder.record("failed", {"code": error.code})
         recorder.flush()
-        following = _next_queued(turn)
-    announce(turn.id, [("error", error.as_dict())])
-    metrics.TURNS.labels("failed").inc()
-    metrics.TURN_DURATION.observe((now - turn.created_at).total_seconds())
-    log.warning("turn failed", extra={"turn": str(turn.id), "code": error.code, "status": error.status})
-    return following
+
+    try:
+        return outcomes.fail(
+            turn, _fenced(recorder), failure, agent_state=recorder.state, write_events=write_events, reservation=recorder.reservation
+        )
+    except outcomes.Fenced:
+        raise LostClaim from None
 
 
 def crash(recorder: Recorder) -> Turn | None:
@@ -386,14 +364,6 @@ def crash(recorder: Recorder) -> Turn | None:
         return fail(recorder, error)
     except LostClaim:
         return None
-
-
-def _actor(turn: Turn) -> str:
-    return f"key:{turn.api_key.key_id}" if turn.api_key_id and turn.api_key else "system"
-
-
-def _next_queued(turn: Turn) -> Turn | None:
-    return Turn.objects.filter(conversation_id=turn.conversation_id, seq__gt=turn.seq, status=TurnStatus.QUEUED).order_by("seq").first()
 
 
 def _ms_since(start, end) -> int:

@@ -19,12 +19,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from agents import streams
-from agents.models import UNFINISHED, DeadLetter, Turn, TurnEventRecord, TurnStatus
+from agents import outcomes
+from agents.models import UNFINISHED, Turn, TurnEventRecord, TurnStatus
 from agents.turns import AgentState
-from budgets import audit, spend
-from budgets.models import Reservation
-from sentinel_site import metrics
+from budgets import audit
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +48,21 @@ def _event(turn: Turn, kind: str, payload: dict) -> None:
 
 def dead_letter(turn: Turn, reason: str, error: dict | None) -> bool:
     """Fail a turn for good and keep it re-drivable. False if it had already moved on."""
-    now = timezone.now()
-    with transaction.atomic():
-        taken = Turn.objects.filter(id=turn.id, attempt=turn.attempt, status__in=UNFINISHED).update(
-            status=TurnStatus.FAILED, finished_at=now, error=error or {"status": 500, "code": reason, "message": reason}
+    failure = outcomes.Failure(
+        error={"status": 500, "type": "server_error", "code": reason, "message": f"The turn was given up after {turn.attempt} attempts.",
+               **(error or {})},
+        audit_action="turn.dead_lettered",
+        actor="supervisor",
+        dead_letter=reason,
+        attempt=turn.attempt,
+    )  # fmt: skip
+    fence = Turn.objects.filter(id=turn.id, attempt=turn.attempt, status__in=UNFINISHED)
+    try:
+        outcomes.fail(
+            turn, fence, failure, agent_state=turn.agent_state, write_events=lambda: _event(turn, "dead_lettered", {"reason": reason})
         )
-        if not taken:
-            return False
-        DeadLetter.objects.update_or_create(
-            turn=turn,
-            defaults={"tenant_id": turn.tenant_id, "reason": reason, "attempts": turn.attempt, "last_error": error, "redriven_at": None},
-        )
-        for held in Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD):
-            spend.release(held.id)
-        _event(turn, "dead_lettered", {"reason": reason})
-        audit.record("turn.dead_lettered", actor="supervisor", tenant_id=turn.tenant_id, target=str(turn.id),
-                     data={"reason": reason, "attempts": turn.attempt})  # fmt: skip
-    metrics.DEAD_LETTERED.labels(reason).inc()
-    message = f"The turn was given up after {turn.attempt} attempts ({reason})."
-    streams.publish(turn.id, "error", {"status": 500, "type": "server_error", "code": "turn_dead_lettered", "message": message})
+    except outcomes.Fenced:
+        return False
     return True
 
 
@@ -79,8 +73,11 @@ def sweep(now=None) -> Sweep:
     cutoff = now - timedelta(seconds=conf["ZOMBIE_SECONDS"])
     for turn in Turn.objects.filter(status=TurnStatus.RUNNING, heartbeat_at__lt=cutoff).select_related("agent")[:500]:
         if turn.attempt >= conf["MAX_ATTEMPTS"]:
-            if dead_letter(turn, "heartbeat_lost", {"status": 500, "code": "heartbeat_lost", "message": "the worker stopped responding"}):
+            if dead_letter(turn, "heartbeat_lost", {"message": "The worker running this turn stopped responding."}):
                 result.dead.append(str(turn.id))
+                following = outcomes.next_queued(turn)  # it waited for this one: it can run now
+                if following is not None:
+                    result.unsent.append(str(following.id))
             continue
         with transaction.atomic():
             taken = Turn.objects.filter(id=turn.id, attempt=turn.attempt, status=TurnStatus.RUNNING, heartbeat_at__lt=cutoff).update(

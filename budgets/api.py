@@ -152,6 +152,8 @@ class PricingView(APIView):
         data = PricesInSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         tenant = request.user.tenant
+        for index, item in enumerate(data.validated_data["prices"]):
+            _check_tenant_price(item, f"prices[{index}]")
         with transaction.atomic():
             for item in data.validated_data["prices"]:
                 Price.objects.update_or_create(
@@ -168,6 +170,30 @@ class PricingView(APIView):
             )
         spend._price_cache.clear()
         return Response({"object": "list", "data": self._all(tenant)})
+
+
+def _check_tenant_price(item: dict, param: str) -> None:
+    """A tenant's price may raise the operator's price for its own accounting, never lower it (a
+    zero price would make every call free of budget), unless SENTINEL_TENANT_PRICES_BELOW_GLOBAL."""
+    from django.conf import settings
+
+    if settings.SENTINEL["TENANT_PRICES_BELOW_GLOBAL"]:
+        return
+    endpoint = item.get("endpoint", "")
+    shared = Price.objects.filter(tenant__isnull=True, model=item["model"], endpoint__in={endpoint, ""}).order_by("-endpoint").first()
+    if shared is None:
+        if settings.SENTINEL["UNPRICED_MODELS"] == "refuse":
+            raise ApiError(
+                400, f"The model `{item['model']}` has no price on this deployment; an operator must price it first.",
+                param=f"{param}.model", code="model_not_priced",
+            )  # fmt: skip
+        return
+    for side in ("input_per_mtok", "output_per_mtok"):
+        if item[side] < getattr(shared, side):
+            raise ApiError(
+                400, f"{side} may not be below the deployment's price for `{item['model']}` ({getattr(shared, side)}).",
+                param=f"{param}.{side}", code="price_below_global",
+            )  # fmt: skip
 
 
 class UsageView(APIView):
@@ -342,6 +368,8 @@ class KeyRotateView(APIView):
         overlap = self.overlap_hours.read(request)
         with transaction.atomic():
             new, plaintext = ApiKey.issue(old.tenant, role=old.role, name=old.name, expires_at=old.expires_at, actor=actor(request))
+            # The new key spends against the old one's per-key budgets (and their spend so far).
+            ApiKey.objects.filter(pk=new.pk).update(budget_key_id=old.budget_key_id or old.id)
             ends = timezone.now() + timedelta(hours=overlap)
             ApiKey.objects.filter(pk=old.pk).update(expires_at=ends if old.expires_at is None else min(ends, old.expires_at))
             audit.record(

@@ -48,6 +48,12 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # A rotated key spends against the budgets of the key it replaced (the first of its line), so
+    # rotating a key never resets or drops its per-key budgets.
+    budget_key = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="successors", editable=False,
+        help_text="The key whose per-key budgets this key spends against (set by rotation).",
+    )  # fmt: skip
 
     objects = ApiKeyQuerySet.as_manager()
 

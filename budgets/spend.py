@@ -12,6 +12,7 @@ update first, so each happens at most once. The append-only SpendEntry ledger is
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,9 +24,17 @@ from django.db import transaction
 from django.db.models import F, Q, Value
 from django.utils import timezone
 
-from budgets.models import Budget, BudgetWindow, Period, Price, Reservation, SpendEntry
+from budgets.models import ApiKey, Budget, BudgetWindow, Period, Price, Reservation, SpendEntry
 
 MILLION = Decimal(1_000_000)
+
+
+class UnpricedModel(Exception):
+    """The deployment would pay for a model it has no price for (SENTINEL_UNPRICED_MODELS=refuse)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model `{model}` has no price on this deployment, so its cost cannot be budgeted; an operator must price it.")
+        self.model = model
 
 
 class BudgetExceeded(Exception):
@@ -55,33 +64,70 @@ def seconds_until_reset(period: str, now: datetime | None = None) -> int:
     return max(1, int((window_end(period, window_start(period, now)) - now).total_seconds()))
 
 
-_price_cache: dict[tuple, tuple[float, tuple[Decimal, Decimal]]] = {}
+_price_cache: dict[tuple, tuple[float, tuple[Decimal, Decimal] | None]] = {}
 _PRICE_TTL = 30.0  # seconds; edits in the admin apply within this
 
 
-def price_per_token(tenant_id, model: str, endpoint: str) -> tuple[Decimal, Decimal]:
-    """(input, output) USD per token: the tenant's own price, else the global one; else free."""
+def price_per_token(tenant_id, model: str, endpoint: str) -> tuple[Decimal, Decimal] | None:
+    """(input, output) USD per token, or None if the model has no price. The most specific row wins
+    (an exact endpoint over any); a tenant's own price applies, but never below the global one
+    unless the operator allows discounts (SENTINEL_TENANT_PRICES_BELOW_GLOBAL)."""
     key = (tenant_id, model, endpoint)
     cached = _price_cache.get(key)
     if cached and time.monotonic() - cached[0] < _PRICE_TTL:
         return cached[1]
     candidates = Price.objects.filter(model=model).filter(Q(endpoint="") | Q(endpoint=endpoint))
-    candidates = candidates.filter(Q(tenant_id=tenant_id) | Q(tenant__isnull=True))
-    # most specific first: the tenant's over global, an exact endpoint over any
-    best = sorted(candidates, key=lambda p: (p.tenant_id is None, p.endpoint == ""))
-    price = (best[0].input_per_mtok / MILLION, best[0].output_per_mtok / MILLION) if best else (Decimal(0), Decimal(0))
+    candidates = list(candidates.filter(Q(tenant_id=tenant_id) | Q(tenant__isnull=True)))
+    own = sorted((p for p in candidates if p.tenant_id is not None), key=lambda p: p.endpoint == "")
+    shared = sorted((p for p in candidates if p.tenant_id is None), key=lambda p: p.endpoint == "")
+    price = None
+    if shared:
+        price = (shared[0].input_per_mtok / MILLION, shared[0].output_per_mtok / MILLION)
+    if own and not settings.SENTINEL["TENANT_PRICES_BELOW_GLOBAL"]:
+        if price is not None:
+            price = (max(own[0].input_per_mtok / MILLION, price[0]), max(own[0].output_per_mtok / MILLION, price[1]))
+        elif settings.SENTINEL["UNPRICED_MODELS"] == "free":
+            price = (own[0].input_per_mtok / MILLION, own[0].output_per_mtok / MILLION)
+        # else: a model only the tenant priced stays unpriced, so it is refused, not made free by the tenant
+    elif own:
+        price = (own[0].input_per_mtok / MILLION, own[0].output_per_mtok / MILLION)
     _price_cache[key] = (time.monotonic(), price)
     return price
 
 
-def cost(tenant_id, model: str, endpoint: str, prompt_tokens: int, completion_tokens: int) -> Decimal:
-    per_in, per_out = price_per_token(tenant_id, model, endpoint)
+def cost(tenant_id, model: str, endpoint: str, prompt_tokens: int, completion_tokens: int, *, refuse_unpriced: bool = False) -> Decimal:
+    """USD for a call at the model's price; an unpriced model is free, unless `refuse_unpriced`
+    (the deployment pays for the call) and SENTINEL_UNPRICED_MODELS=refuse: UnpricedModel."""
+    price = price_per_token(tenant_id, model, endpoint)
+    if price is None:
+        if refuse_unpriced and settings.SENTINEL["UNPRICED_MODELS"] == "refuse":
+            raise UnpricedModel(model)
+        return Decimal(0)
+    per_in, per_out = price
     return (per_in * prompt_tokens + per_out * completion_tokens).quantize(Decimal("0.00000001"))
+
+
+def output_bound(params: dict) -> int:
+    """The most tokens a call may generate: the larger of max_tokens and max_completion_tokens when
+    both are sent (a provider may honour either), else the default the admission set."""
+    sent = [params[key] for key in ("max_tokens", "max_completion_tokens") if params.get(key)]
+    return max(sent) if sent else settings.SENTINEL["DEFAULT_MAX_TOKENS"]
+
+
+def request_overhead_tokens(params: dict) -> int:
+    """A bound on the prompt tokens that ride outside the messages: tool definitions and a response
+    format's schema. JSON spends at least a token per three characters in every tokenizer we meet."""
+    extra = [params[key] for key in ("tools", "response_format") if params.get(key)]
+    return sum(len(json.dumps(value, separators=(",", ":"))) for value in extra) // 3 + (8 * len(extra))
 
 
 # --- reserve, settle, release ------------------------------------------------------------------
 def applicable_budgets(tenant_id, api_key_id) -> list[Budget]:
-    scope = Q(api_key__isnull=True) | Q(api_key_id=api_key_id) if api_key_id else Q(api_key__isnull=True)
+    """The tenant's budgets and the key's, including those of the key it was rotated from."""
+    scope = Q(api_key__isnull=True)
+    if api_key_id:
+        rotated_from = ApiKey.objects.filter(id=api_key_id, budget_key__isnull=False).values("budget_key_id")
+        scope |= Q(api_key_id=api_key_id) | Q(api_key_id__in=rotated_from)
     return list(Budget.objects.filter(tenant_id=tenant_id).filter(scope).select_related("api_key").order_by("id"))
 
 
@@ -164,44 +210,55 @@ def reserve(
     return reservation
 
 
-def _claim(reservation: Reservation | uuid.UUID, status: str) -> Reservation | None:
-    """Mark a held reservation (given, or by id) closed, at most once; None if it was closed already."""
+def _claim(reservation: Reservation | uuid.UUID, status: str, closed: tuple[str, ...] = (Reservation.Status.HELD,)) -> Reservation | None:
+    """Move a reservation (given, or by id) from one of the `closed` statuses (by default: held) to
+    `status`, at most once; None if it was not in one of them."""
     reservation_id = reservation.id if isinstance(reservation, Reservation) else reservation
-    if not Reservation.objects.filter(id=reservation_id, status=Reservation.Status.HELD).update(status=status, closed_at=timezone.now()):
+    if not Reservation.objects.filter(id=reservation_id, status__in=closed).update(status=status, closed_at=timezone.now()):
         return None
     if isinstance(reservation, Reservation):  # what a reservation holds never changes: no need to read it again
         return reservation
     return Reservation.objects.get(id=reservation_id)
 
 
-def _move_out_of_reserved(reservation: Reservation, actual: Decimal, tokens: int) -> None:
-    """The hot rows, last and in a fixed order: see reserve()."""
+def _move_out_of_reserved(reservation: Reservation, actual: Decimal, tokens: int, *, held: bool = True) -> None:
+    """The hot rows, last and in a fixed order: see reserve(). A reservation no longer held has
+    given its amount back already: only the spend is added."""
+    released = reservation.amount if held else Decimal(0)
     for window_id in sorted(reservation.windows.values_list("id", flat=True)):
         BudgetWindow.objects.filter(id=window_id).update(
-            reserved=F("reserved") - reservation.amount, settled=F("settled") + actual, tokens=F("tokens") + tokens
+            reserved=F("reserved") - released, settled=F("settled") + actual, tokens=F("tokens") + tokens
         )
 
 
 def settle(
     reservation: Reservation | uuid.UUID, *, model: str, prompt_tokens: int, completion_tokens: int, actual: Decimal, turn_id=None
 ) -> bool:
-    """Turn a reservation (or the one with this id) into spend: counters and the ledger, once.
-    False if it was already closed."""
+    """Record a call's spend on the ledger and its reservation's windows, once per reservation.
+
+    Normally the reservation is held and its hold becomes the spend. A call the provider was paid
+    for is recorded even when its reservation is no longer held (it expired during a long call, or
+    was released when another attempt of the turn took over): the cost is added to the windows'
+    settled spend without a limit check, since it is spent already. False only when the
+    reservation was settled before (nothing is charged twice)."""
     with transaction.atomic(savepoint=False):  # no SAVEPOINT round trips while the hot rows are locked
-        reservation = _claim(reservation, Reservation.Status.SETTLED)
-        if reservation is None:
-            return False
+        claimed = _claim(reservation, Reservation.Status.SETTLED)
+        late = claimed is None
+        if late:
+            claimed = _claim(reservation, Reservation.Status.SETTLED, closed=(Reservation.Status.EXPIRED, Reservation.Status.RELEASED))
+            if claimed is None:
+                return False
         SpendEntry.objects.create(
-            tenant_id=reservation.tenant_id,
-            api_key_id=reservation.api_key_id,
-            turn_id=turn_id or reservation.turn_id,
-            reservation=reservation,
+            tenant_id=claimed.tenant_id,
+            api_key_id=claimed.api_key_id,
+            turn_id=turn_id or claimed.turn_id,
+            reservation=claimed,
             model=model,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             cost=actual,
         )
-        _move_out_of_reserved(reservation, actual, prompt_tokens + completion_tokens)
+        _move_out_of_reserved(claimed, actual, prompt_tokens + completion_tokens, held=not late)
     return True
 
 

@@ -6,6 +6,11 @@ its messages was marked meanwhile. The summary is written and the span marked in
 after the model answered: a failure anywhere leaves the span unconsolidated for the next run.
 Messages are never deleted, and only messages already in long-term memory (embedded) are
 consolidated, so every consolidated fact stays recallable.
+
+Consolidation spends like a turn: each model call reserves its worst case on the tenant's budgets
+first (refused: the span waits), settles what it cost on the spend ledger, and one tenant's
+consolidations may spend at most DREAMER_MAX_TOKENS_PER_TENANT tokens per Dreamer run (or per
+consolidation asked for through the API), so no tenant's backlog uses up a run for all.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from django.utils import timezone
 
 from agents import providers
 from agents.models import Conversation, Message
+from budgets import spend
 from memory import tokens
 from memory.models import ConsolidationRun, Summary
 from sentinel_site import metrics
@@ -65,7 +71,7 @@ def due_conversations(limit: int = 200) -> list:
     """Conversations whose unconsolidated tokens exceed their agent's threshold (free leases only)."""
     now = timezone.now()
     return list(
-        Message.objects.filter(summary__isnull=True, token_count__isnull=False)
+        Message.objects.filter(summary__isnull=True, token_count__isnull=False, conversation__agent__deleted_at__isnull=True)
         .filter(Q(conversation__consolidation_lease__isnull=True) | Q(conversation__consolidation_lease__lt=now))
         .values("conversation")
         .annotate(tokens=Sum("token_count"))
@@ -135,10 +141,13 @@ def _transcript(messages: list[Message]) -> str:
 def consolidate(
     conversation_id, *, trigger: str = "schedule", dry_run: bool = False, force: bool = False, token_allowance: int | None = None
 ) -> list[ConsolidationRun]:
-    """Consolidate spans of one conversation until it is under its threshold (or `force`: once).
+    """Consolidate spans of one conversation until it is under its threshold (or `force`: once),
+    spending at most `token_allowance` model tokens (default: the per-tenant cap).
 
     Returns the runs made (empty if another Dreamer holds the conversation or nothing is due).
     """
+    if token_allowance is None:
+        token_allowance = settings.SENTINEL["DREAMER_MAX_TOKENS_PER_TENANT"]
     if not _claim(conversation_id):
         return []
     runs: list[ConsolidationRun] = []
@@ -149,7 +158,7 @@ def consolidate(
             due = unconsolidated_tokens(conversation) > conversation.agent.consolidation_threshold
             if not (due or (force and not runs)):
                 break
-            if token_allowance is not None and spent >= token_allowance:
+            if spent >= token_allowance:
                 break
             plan = plan_span(conversation)
             if plan is None:
@@ -194,19 +203,40 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
     )
     messages = list(Message.objects.filter(id__in=plan.message_ids).order_by("seq", "index"))
     config = providers.ProviderConfig.for_agent(conversation.agent)
+    transcript = _transcript(messages)
     body = {
         "model": config.model,
-        "messages": [{"role": "system", "content": PROMPT}, {"role": "user", "content": _transcript(messages)}],
+        "messages": [{"role": "system", "content": PROMPT}, {"role": "user", "content": transcript}],
         "max_tokens": max(128, min(600, plan.tokens // 4)),
         "temperature": 0,
     }
+    prompt_estimate = tokens.count(PROMPT) + tokens.count(transcript) + 2 * tokens.MESSAGE_OVERHEAD
     try:
-        result = providers.complete(config, body)
-        if not result.content.strip():
-            raise providers.ProviderError(502, "provider_bad_response", "The model returned an empty summary.", retryable=True)
+        reservation = _reserve(conversation, config, body, prompt_estimate)
     except providers.ProviderError as error:
         _finish(run, started, status=ConsolidationRun.Status.FAILED, error=error.as_dict())
+        log.info("consolidation not affordable now", extra={"conversation": str(conversation.id), "code": error.code})
+        return run
+    try:
+        result = providers.complete(config, body)
+    except providers.ProviderError as error:
+        spend.release(reservation.id)
+        _finish(run, started, status=ConsolidationRun.Status.FAILED, error=error.as_dict())
         log.warning("consolidation failed", extra={"conversation": str(conversation.id), "code": error.code})
+        return run
+    run.prompt_tokens = result.prompt_tokens or prompt_estimate
+    run.completion_tokens = result.completion_tokens or tokens.count(result.content)
+    # Paid for whatever comes of it: settled before anything else can fail.
+    spend.settle(
+        reservation,
+        model=body["model"],
+        prompt_tokens=run.prompt_tokens,
+        completion_tokens=run.completion_tokens,
+        actual=spend.cost(conversation.tenant_id, body["model"], config.endpoint, run.prompt_tokens, run.completion_tokens),
+    )
+    if not result.content.strip():
+        error = providers.ProviderError(502, "provider_bad_response", "The model returned an empty summary.", retryable=True)
+        _finish(run, started, status=ConsolidationRun.Status.FAILED, error=error.as_dict())
         return run
     text = result.content.strip()
     with transaction.atomic():
@@ -230,11 +260,22 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
         )
         return run
     run.summary = summary
-    run.prompt_tokens = result.prompt_tokens or tokens.count(body["messages"][1]["content"])
-    run.completion_tokens = result.completion_tokens or summary.token_count
     _finish(run, started, status=ConsolidationRun.Status.SUCCEEDED)
     log.info("consolidated a span", extra={"conversation": str(conversation.id), "messages": len(plan.message_ids)})
     return run
+
+
+def _reserve(conversation: Conversation, config: providers.ProviderConfig, body: dict, prompt_tokens: int):
+    """Hold the call's worst case on the tenant's budgets, as a turn does; a refusal is a ProviderError."""
+    try:
+        amount = spend.cost(
+            conversation.tenant_id, body["model"], config.endpoint, prompt_tokens, body["max_tokens"], refuse_unpriced=config.deployment_key
+        )
+        return spend.reserve(conversation.tenant_id, None, amount)
+    except spend.UnpricedModel as unpriced:
+        raise providers.ProviderError(400, "model_not_priced", str(unpriced), retryable=False, type="invalid_request_error") from None
+    except spend.BudgetExceeded as exceeded:
+        raise providers.ProviderError(503, "budget_exceeded", str(exceeded), retryable=False, type="budget_exceeded") from None
 
 
 def _finish(run: ConsolidationRun, started: float, *, status: str, error: dict | None = None) -> None:
@@ -247,15 +288,25 @@ def _finish(run: ConsolidationRun, started: float, *, status: str, error: dict |
 
 
 def dream(*, dry_run: bool | None = None) -> dict:
-    """One scheduled pass: every due conversation, within the per-run token cap."""
-    dry_run = settings.SENTINEL["DREAMER_DRY_RUN"] if dry_run is None else dry_run
-    allowance = settings.SENTINEL["DREAMER_MAX_TOKENS_PER_RUN"]
+    """One scheduled pass: every due conversation, within the per-run and per-tenant token caps."""
+    conf = settings.SENTINEL
+    dry_run = conf["DREAMER_DRY_RUN"] if dry_run is None else dry_run
+    allowance, per_tenant = conf["DREAMER_MAX_TOKENS_PER_RUN"], conf["DREAMER_MAX_TOKENS_PER_TENANT"]
+    due = due_conversations()
+    tenant_of = dict(Conversation.objects.filter(id__in=due).values_list("id", "tenant_id"))
+    by_tenant: dict = {}
     spent, runs = 0, 0
-    for conversation_id in due_conversations():
+    for conversation_id in due:
         if spent >= allowance:
             log.info("dreamer stopped at its per-run token cap", extra={"spent": spent})
             break
-        made = consolidate(conversation_id, dry_run=dry_run, token_allowance=allowance - spent)
+        tenant = tenant_of.get(conversation_id)
+        left = min(allowance - spent, per_tenant - by_tenant.get(tenant, 0))
+        if left <= 0:
+            continue  # this tenant had its share of the run; the others still get theirs
+        made = consolidate(conversation_id, dry_run=dry_run, token_allowance=left)
+        used = sum(run.prompt_tokens + run.completion_tokens for run in made)
         runs += len(made)
-        spent += sum(run.prompt_tokens + run.completion_tokens for run in made)
+        spent += used
+        by_tenant[tenant] = by_tenant.get(tenant, 0) + used
     return {"runs": runs, "tokens": spent}

@@ -69,16 +69,19 @@ def _provider_label(endpoint: str, default: str, allowed: tuple[str, ...]) -> st
         address = ipaddress.ip_address(host)
     except ValueError:
         address = None
-    for entry in allowed:
-        if entry.lower() == host:
+    for entry in (entry.lower() for entry in allowed):
+        if entry == host:
             return host
+        # A network or a domain is one label, not one per address or subdomain under it.
+        if entry.startswith("*.") and host.endswith(entry[1:]):
+            return entry
         if address is not None and "/" in entry:
             try:
                 if address in ipaddress.ip_network(entry, strict=False):
-                    return entry  # the network, not each of its (many) addresses
+                    return entry
             except ValueError:
                 continue
-    return "custom"
+    return "custom"  # "public" admits any address: too many to name
 
 
 _priced: tuple[float, frozenset[str]] = (float("-inf"), frozenset())
@@ -165,7 +168,6 @@ def count_queries(sender, connection, **kwargs) -> None:
 
 
 BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2}
-_BREAKER_SEVERITY = {"closed": 0, "half_open": 1, "open": 2}  # several endpoints under one label: the worst
 
 
 class StateCollector:
@@ -228,7 +230,7 @@ class StateCollector:
             log.warning("turn gauges unreadable: %s", type(exc).__name__)
         try:
             for label, state in _breaker_states().items():
-                circuit.add_metric([label], BREAKER_STATES[state])
+                circuit.add_metric([label], BREAKER_STATES.get(state, 0))
         except Exception as exc:  # noqa: BLE001 - as above
             log.warning("breaker states unreadable: %s", type(exc).__name__)
         return [queue, active, queued, dead, circuit]
@@ -240,26 +242,12 @@ def _broker() -> redis.Redis:
 
 
 def _breaker_states() -> dict[str, str]:
-    """{provider label: state}, the worst state where several endpoints share a label."""
-    from agents import breaker, streams  # agents imports this module
+    """{provider label: state}: every label with a breaker not closed (agents.breaker.snapshot, one
+    round trip, the worst state per label), and the deployment's own provider always, closed unless
+    listed, so its series exists for alerts before anything fails."""
+    from agents import breaker  # agents imports this module
 
-    snapshot = getattr(breaker, "snapshot", None)
-    if snapshot is not None:
-        pairs = snapshot()
-    else:  # until agents.breaker.snapshot() exists: one SCAN and a read per breaker
-        client = streams.sync_client()
-        pairs = []
-        for key in client.scan_iter("sentinel:cb:*", count=100):
-            if key.endswith(b":probe"):
-                continue
-            endpoint = (client.hget(key, "endpoint") or b"").decode()
-            if endpoint:
-                pairs.append((provider_label(endpoint), breaker.state(endpoint)))
-    worst: dict[str, str] = {}
-    for label, state in pairs:
-        if state in BREAKER_STATES and _BREAKER_SEVERITY[state] >= _BREAKER_SEVERITY.get(worst.get(label, "closed"), 0):
-            worst[label] = state
-    return worst
+    return {"default": "closed", **dict(breaker.snapshot())}
 
 
 STATE = StateCollector()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from sentinel_site.egress import parse_policy
 from sentinel_site.env import (
     envbool,
     envchoice,
@@ -181,6 +182,13 @@ LLM_BASE_URL = envurl(
     ("http", "https"),
 )
 LLM_DEFAULT_MODEL = envstr("SENTINEL_LLM_MODEL", "gpt-4o-mini" if OPENAI_API_KEY else "smollm2")
+# The bundled local model costs nothing; a real provider's unpriced model would be a budget bypass.
+_REAL_PROVIDER = bool(OPENAI_API_KEY) or _local_model_url != LLM_BASE_URL
+try:
+    PROVIDER_ALLOWED_HOSTS = envlist("SENTINEL_PROVIDER_ALLOWED_HOSTS")
+    parse_policy(PROVIDER_ALLOWED_HOSTS)
+except ValueError as error:
+    raise ImproperlyConfigured(f"SENTINEL_PROVIDER_ALLOWED_HOSTS: {error}") from None
 
 # --- Sentinel's own knobs (one namespaced block, as DRF does) ----------------------------------
 SENTINEL = {
@@ -189,6 +197,10 @@ SENTINEL = {
     "LLM_MODEL": LLM_DEFAULT_MODEL,
     "LLM_TIMEOUT": envfloat("SENTINEL_LLM_TIMEOUT", 120.0, minimum=0.1),
     "LLM_CONNECT_TIMEOUT": envfloat("SENTINEL_LLM_CONNECT_TIMEOUT", 5.0, minimum=0.1),
+    # Where agents' own provider URLs may lead (sentinel_site/egress.py); empty: public addresses only.
+    "PROVIDER_ALLOWED_HOSTS": PROVIDER_ALLOWED_HOSTS,
+    # The most tokens a request may ask the model to generate (max_tokens / max_completion_tokens).
+    "MAX_OUTPUT_TOKENS": envint("SENTINEL_MAX_OUTPUT_TOKENS", 16384, minimum=1),
     # How long a non-streaming request waits for its turn before answering 504 with the turn URL.
     "SYNC_WAIT_SECONDS": envfloat("SENTINEL_SYNC_WAIT_SECONDS", 300.0, minimum=1),
     # How long a turn's token/event stream stays in Redis after it was last written.
@@ -205,6 +217,8 @@ SENTINEL = {
     "DREAMER_INTERVAL": envint("SENTINEL_DREAMER_INTERVAL", 60, minimum=1),
     "DREAMER_SPAN_TOKENS": envint("SENTINEL_DREAMER_SPAN_TOKENS", 3000, minimum=100),
     "DREAMER_MAX_TOKENS_PER_RUN": envint("SENTINEL_DREAMER_MAX_TOKENS_PER_RUN", 200_000, minimum=1000),
+    # What one tenant's consolidations may spend in one Dreamer run, or one API-triggered consolidation.
+    "DREAMER_MAX_TOKENS_PER_TENANT": envint("SENTINEL_DREAMER_MAX_TOKENS_PER_TENANT", 50_000, minimum=1000),
     "DREAMER_LEASE_SECONDS": envint("SENTINEL_DREAMER_LEASE_SECONDS", 600, minimum=10),
     "DREAMER_DRY_RUN": envbool("SENTINEL_DREAMER_DRY_RUN", False),
     # Governance (seed 000 section 7.3.2: 100 requests/min global, 10/min per IP, $100/day, $2000/month)
@@ -224,6 +238,10 @@ SENTINEL = {
     "DEFAULT_DAILY_BUDGET": envfloat("SENTINEL_DEFAULT_DAILY_BUDGET", 100.0, minimum=0),
     "DEFAULT_MONTHLY_BUDGET": envfloat("SENTINEL_DEFAULT_MONTHLY_BUDGET", 2000.0, minimum=0),
     "DEFAULT_MAX_TOKENS": envint("SENTINEL_DEFAULT_MAX_TOKENS", 4096, minimum=1),
+    # A model the deployment pays for but has no price for: refuse the request, or let it be free.
+    "UNPRICED_MODELS": envchoice("SENTINEL_UNPRICED_MODELS", "refuse" if _REAL_PROVIDER else "free", ("refuse", "free")),
+    # Whether a tenant's own price may undercut the global one (an operator's discount).
+    "TENANT_PRICES_BELOW_GLOBAL": envbool("SENTINEL_TENANT_PRICES_BELOW_GLOBAL", False),
     "RESERVATION_TTL_SECONDS": envint("SENTINEL_RESERVATION_TTL_SECONDS", 3600, minimum=60),
     # Resilience (seed 000 section 6.2.2.3: a turn silent for 60 s is a zombie; sweep every 10 s)
     "ZOMBIE_SECONDS": envint("SENTINEL_ZOMBIE_SECONDS", 60, minimum=1),

@@ -28,6 +28,13 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 UNLIMITED = {"RATE_LIMIT_GLOBAL": 0, "RATE_LIMIT_PER_IP": 0, "RATE_LIMIT_PER_KEY": 0, "AUTH_FAILURES_PER_IP": 0, "ADMIN_LOGIN_FAILURES": 0}
 # Provider retries are off except in the tests about them, so one scripted failure is one failure.
 NO_RETRIES = {"PROVIDER_RETRIES": 0}
+# The stub listens on loopback, which the default egress policy (public addresses only) refuses
+# to agents' own URLs; the tests of that policy set their own (tests/agents/test_provider_security.py).
+STUB_REACHABLE = {"PROVIDER_ALLOWED_HOSTS": ["127.0.0.1"]}
+# The heartbeat thread beats on its own connection, which cannot see a test's uncommitted rows and
+# would take a slow in-process turn for one taken back: it stays quiet except in the tests about it
+# (tests/agents/test_heartbeat.py, committing) and in the live stack (SENTINEL_HEARTBEAT_SECONDS=1).
+QUIET_HEARTBEATS = {"HEARTBEAT_SECONDS": 3600.0}
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +55,8 @@ def _stub_provider(stub_llm, settings):
         "LLM_MODEL": "stub-model",
         **UNLIMITED,
         **NO_RETRIES,
+        **STUB_REACHABLE,
+        **QUIET_HEARTBEATS,
     }
 
 
@@ -203,6 +212,8 @@ def live_stack(django_db_setup, django_db_blocker, stub_llm, tmp_path_factory) -
         "SENTINEL_RATE_LIMIT_PER_KEY": "0",
         "SENTINEL_AUTH_FAILURES_PER_IP": "0",
         "SENTINEL_PROVIDER_RETRIES": "0",
+        "SENTINEL_PROVIDER_ALLOWED_HOSTS": "127.0.0.1",
+        "SENTINEL_UNPRICED_MODELS": "free",
         "PROMETHEUS_MULTIPROC_DIR": str(prometheus),
         "SENTINEL_HEARTBEAT_SECONDS": "1",
         "PYTHONUNBUFFERED": "1",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
@@ -11,9 +13,10 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents.admission import principal_name
 from agents.api.serializers import AgentSerializer, ConversationSerializer, MessageSerializer, TurnSerializer
-from agents.models import Agent, Conversation, DeadLetter, Message, Turn
-from budgets import roles
+from agents.models import UNFINISHED, Agent, Conversation, DeadLetter, Message, Turn
+from budgets import audit, roles
 from memory import api as memory_api
 from sentinel_site.errors import ApiError
 from sentinel_site.pagination import CursorPagination
@@ -47,7 +50,7 @@ class ModelsView(APIView):
         tags=["models"],
     )
     def get(self, request):
-        agents = Agent.objects.filter(tenant=request.user.tenant).order_by("name")
+        agents = Agent.objects.live().filter(tenant=request.user.tenant).order_by("name")
         data = [
             {"id": agent.name, "object": "model", "created": int(agent.created_at.timestamp()), "owned_by": request.user.tenant.name}
             for agent in agents
@@ -64,7 +67,14 @@ NAME_TAKEN = OpenApiResponse(description="Another agent of yours has this name."
     retrieve=extend_schema(summary="Read an agent", tags=["agents"]),
     update=extend_schema(summary="Replace an agent", responses={200: AgentSerializer, 409: NAME_TAKEN}, tags=["agents"]),
     partial_update=extend_schema(summary="Update an agent", responses={200: AgentSerializer, 409: NAME_TAKEN}, tags=["agents"]),
-    destroy=extend_schema(summary="Delete an agent and its conversations", tags=["agents"]),
+    destroy=extend_schema(
+        summary="Delete an agent",
+        description="The agent stops answering and its name is free again. Its conversations, turns, their event logs and "
+        "the spend ledger are kept (an audit record is never cascaded away). An agent with a queued or running turn "
+        "cannot be deleted (409): wait for it, or cancel it.",
+        responses={204: None, 409: OpenApiResponse(OpenApiTypes.OBJECT, description="The agent has unfinished turns.")},
+        tags=["agents"],
+    ),
 )
 class AgentViewSet(TenantScoped, viewsets.ModelViewSet):
     model = Agent
@@ -78,11 +88,43 @@ class AgentViewSet(TenantScoped, viewsets.ModelViewSet):
         "DELETE": roles.AGENTS_WRITE,
     }
 
+    def get_queryset(self):
+        return super().get_queryset().live()
+
     def get_serializer_context(self):
         return {**super().get_serializer_context(), "tenant": self.request.user.tenant}
 
     def perform_create(self, serializer):
-        serializer.save(tenant=self.request.user.tenant)
+        with transaction.atomic():
+            agent = serializer.save(tenant=self.request.user.tenant)
+            self._audit("agent.created", agent, sorted(serializer.validated_data))
+
+    def perform_update(self, serializer):
+        with transaction.atomic():
+            had_key = bool(serializer.instance.provider_api_key)
+            agent = serializer.save()
+            changed = sorted(serializer.validated_data)
+            if had_key and not agent.provider_api_key and "provider_api_key" not in changed:
+                changed.append("provider_api_key (cleared: the base URL changed)")
+            self._audit("agent.updated", agent, changed)
+
+    def perform_destroy(self, agent):
+        with transaction.atomic():
+            # Nothing is removed, so a turn admitted while this runs is still run and recorded in full.
+            if Turn.objects.filter(agent=agent, status__in=UNFINISHED).exists():
+                raise ApiError(409, "This agent has queued or running turns; it can be deleted once they finish.", code="agent_busy")
+            Agent.objects.filter(id=agent.id).update(deleted_at=timezone.now())
+            self._audit("agent.deleted", agent, [])
+
+    def _audit(self, action: str, agent: Agent, fields: list[str]) -> None:
+        """Field names only: never a value, so a provider key cannot reach the audit log."""
+        audit.record(
+            action,
+            actor=principal_name(self.request.user.api_key),
+            tenant_id=agent.tenant_id,
+            target=str(agent.id),
+            data={"name": agent.name, "fields": fields},
+        )
 
 
 class MessagePagination(CursorPagination):

@@ -8,7 +8,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.models import Agent, Conversation, Message, Turn, TurnEventRecord
-from sentinel_site import strict
+from agents.providers import PASSTHROUGH_PARAMS
+from sentinel_site import egress, strict
 from sentinel_site.errors import ApiError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -244,13 +245,67 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError(f"at most {limit} messages per request")
         return value
 
+    def validate_max_tokens(self, value):
+        return _output_bound(value)
+
+    def validate_max_completion_tokens(self, value):
+        return _output_bound(value)
+
+    def validate_seed(self, value):
+        if value is not None and not -(2**63) <= value < 2**63:
+            raise serializers.ValidationError("must fit in a signed 64-bit integer")
+        return value
+
+
+def _output_bound(value: int | None) -> int | None:
+    """A request may not ask for more output than the deployment's models can produce: refused,
+    not clamped, so a client never gets a shorter answer than it asked for without knowing why."""
+    limit = settings.SENTINEL["MAX_OUTPUT_TOKENS"]
+    if value is not None and value > limit:
+        raise serializers.ValidationError(f"at most {limit} tokens (SENTINEL_MAX_OUTPUT_TOKENS)")
+    return value
+
+
+class DefaultParamsSerializer(serializers.Serializer):
+    """An agent's default request parameters: each checked as in a chat request, nothing else."""
+
+    default_error_messages = {"unknown": "unknown parameter {name}; allowed: {allowed}"}
+
+    def get_fields(self):
+        request_fields = ChatCompletionRequestSerializer().get_fields()
+        return {name: request_fields[name] for name in PASSTHROUGH_PARAMS}
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(PASSTHROUGH_PARAMS))
+            if unknown:
+                raise serializers.ValidationError({unknown[0]: self.error_messages["unknown"].format(
+                    name=unknown[0], allowed=", ".join(PASSTHROUGH_PARAMS))})  # fmt: skip
+        validated = super().to_internal_value(data)
+        return {key: value for key, value in validated.items() if key in data}
+
+    def to_representation(self, instance):
+        return dict(instance or {})
+
+    def validate_max_tokens(self, value):
+        return _output_bound(value)
+
+    def validate_max_completion_tokens(self, value):
+        return _output_bound(value)
+
 
 class AgentSerializer(strict.ModelSerializer):
     """An agent: the model it calls, what it is told, and how much it remembers."""
 
-    provider_api_key = strict.CharField(write_only=True, required=False, allow_blank=True, max_length=500)
+    provider_api_key = strict.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        max_length=500,
+        help_text="Write-only. With provider_base_url, the only key sent there; changing the URL without sending a key clears it.",
+    )
     has_provider_api_key = serializers.SerializerMethodField()
-    default_params = serializers.DictField(required=False, help_text="Defaults for temperature, max_tokens, ...")
+    default_params = DefaultParamsSerializer(required=False, help_text="Defaults for temperature, max_tokens, ... (as in a chat request)")
 
     class Meta:
         model = Agent
@@ -284,9 +339,22 @@ class AgentSerializer(strict.ModelSerializer):
     def get_has_provider_api_key(self, agent: Agent) -> bool:
         return bool(agent.provider_api_key)
 
+    def update(self, instance: Agent, validated_data: dict) -> Agent:
+        # A key sent with a new URL is meant for it: the model keeps it (see Agent.save).
+        instance.provider_api_key_given = "provider_api_key" in validated_data
+        return super().update(instance, validated_data)
+
+    def validate_provider_base_url(self, value: str) -> str:
+        if value:
+            try:
+                egress.check_url(value)
+            except egress.EgressDenied as denied:
+                raise serializers.ValidationError(f"this URL is not allowed: {denied}") from None
+        return value
+
     def validate_name(self, value: str) -> str:
         tenant = self.context["tenant"]
-        clash = Agent.objects.filter(tenant=tenant, name=value)
+        clash = Agent.objects.live().filter(tenant=tenant, name=value)
         if self.instance is not None:
             clash = clash.exclude(pk=self.instance.pk)
         if clash.exists():  # a well-formed request that conflicts with what exists: 409, not 400

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from agents import breaker, deadletters, runner, supervisor
+from agents import breaker, deadletters, providers, runner, supervisor
 from agents.models import DeadLetter, Message, Turn, TurnStatus
 from budgets.models import AuditEntry, Reservation
 from tests.agents.test_turn_runner import admit_turn, run
@@ -98,7 +98,7 @@ def test_five_failures_open_the_breaker_and_calls_fail_fast(alice, stub_llm, set
     stub_llm.script(*[Reply(status=500) for _ in range(5)])
     for _ in range(5):
         run(admit_turn(alice))
-    assert breaker.state(settings.SENTINEL["LLM_BASE_URL"]) == breaker.OPEN
+    assert breaker.state(providers.ProviderConfig.for_agent(alice.agent)) == breaker.OPEN
     turn = admit_turn(alice)
     run(turn)
     turn.refresh_from_db()
@@ -107,23 +107,23 @@ def test_five_failures_open_the_breaker_and_calls_fail_fast(alice, stub_llm, set
 
 
 def test_after_30_seconds_one_success_closes_the_breaker(alice, stub_llm, settings):
-    endpoint = settings.SENTINEL["LLM_BASE_URL"]
+    config = providers.ProviderConfig.for_agent(alice.agent)
     for _ in range(5):
-        breaker.record_failure(endpoint, __import__("agents.providers").providers.ProviderError(502, "provider_error", "x", retryable=True))
-    assert breaker.state(endpoint) == breaker.OPEN
-    assert breaker.state(endpoint, now=__import__("time").time() + 31) == breaker.HALF_OPEN
+        breaker.record_failure(config, providers.ProviderError(502, "provider_error", "x", retryable=True, upstream_status=500))
+    assert breaker.state(config) == breaker.OPEN
+    assert breaker.state(config, now=__import__("time").time() + 31) == breaker.HALF_OPEN
     from agents import streams
 
-    streams.sync_client().hset(breaker._key(endpoint), "opened_at", __import__("time").time() - 31)
+    streams.sync_client().hset(breaker._key(config.breaker_key), "opened_at", __import__("time").time() - 31)
     run(admit_turn(alice))
-    assert breaker.state(endpoint) == breaker.CLOSED
+    assert breaker.state(config) == breaker.CLOSED
 
 
 def test_client_errors_do_not_open_the_breaker(alice, stub_llm, settings):
     stub_llm.script(*[Reply(status=400) for _ in range(6)])
     for _ in range(6):
         run(admit_turn(alice))
-    assert breaker.state(settings.SENTINEL["LLM_BASE_URL"]) == breaker.CLOSED
+    assert breaker.state(providers.ProviderConfig.for_agent(alice.agent)) == breaker.CLOSED
 
 
 def test_retryable_failures_are_retried_with_every_try_on_record(alice, stub_llm, settings):

@@ -35,7 +35,8 @@ def test_it_creates_reads_updates_and_deletes_an_agent(client, alice):
     assert patched.status_code == 200 and patched.json()["model"] == "gpt-4o" and patched.json()["context_budget"] == 4096
     assert sorted(a["name"] for a in client.get("/v1/agents", **alice.auth).json()) == ["helper", "writer"]
     assert client.delete(f"/v1/agents/{agent['id']}", **alice.auth).status_code == 204
-    assert not Agent.objects.filter(id=agent["id"]).exists()
+    assert client.get(f"/v1/agents/{agent['id']}", **alice.auth).status_code == 404
+    assert not Agent.objects.live().filter(id=agent["id"]).exists(), "deleted: gone from the API, its records kept"
 
 
 def test_agent_names_are_unique_per_tenant_only(client, alice, bob):

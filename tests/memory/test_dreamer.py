@@ -103,10 +103,11 @@ def test_the_per_run_token_cap_stops_the_dreamer(alice, bob, stub_llm, settings,
     over_threshold(alice)
     over_threshold(bob)
     settings.SENTINEL = {**settings.SENTINEL, "DREAMER_MAX_TOKENS_PER_RUN": 1000}
-    stub_llm.script(*[Reply(content="- s " * 50) for _ in range(40)])
+    stub_llm.script(*[Reply(content="- s " * 50, report_usage=(300, 100)) for _ in range(40)])
     result = dreamer.dream()
-    assert result["tokens"] >= 1000
-    assert ConsolidationRun.objects.filter(status="succeeded").count() < 20
+    assert (result["runs"], result["tokens"]) == (3, 1200), "it stops at the first run that reaches the cap"
+    assert ConsolidationRun.objects.filter(status="succeeded").count() == 3
+    assert dreamer.due_conversations(), "work was left for the next run"
 
 
 def test_unindexed_messages_are_not_consolidated(alice, stub_llm):
