@@ -62,13 +62,14 @@ def test_provider_labels_are_the_default_an_allowlisted_host_or_custom(settings)
     settings.SENTINEL = {
         **settings.SENTINEL,
         "LLM_BASE_URL": "http://llm.internal:8001/v1",
-        "PROVIDER_ALLOWED_HOSTS": ["api.example.com", "10.20.0.0/16"],
+        "PROVIDER_ALLOWED_HOSTS": ["api.example.com", "10.20.0.0/16", "*.openai.azure.com", "public"],
     }
     assert metrics.provider_label("http://llm.internal:8001/v1/") == "default"
     assert metrics.provider_label("https://api.example.com/v1") == "api.example.com"
     assert metrics.provider_label("https://API.example.com:8443/v1") == "api.example.com"
     assert metrics.provider_label("http://10.20.3.4:8000/v1") == "10.20.0.0/16", "a network is one label, not one per address"
-    assert metrics.provider_label("https://user:s3cret@evil.example/v1") == "custom"
+    assert metrics.provider_label("https://tenant-7.openai.azure.com/v1") == "*.openai.azure.com"
+    assert metrics.provider_label("https://user:s3cret@evil.example/v1") == "custom", "public admits it; it is still no label"
     assert metrics.provider_label("http://[::1") == "custom"
 
 
