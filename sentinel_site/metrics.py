@@ -48,8 +48,9 @@ class ProviderMetric:
 
 
 def provider_label(endpoint: str) -> str:
-    """ "default" for the deployment's own provider; the host (or the allowlist entry that admits
-    it) when the operator allowlisted it (SENTINEL["PROVIDER_ALLOWED_HOSTS"]); else "custom"."""
+    """The provider's label: "default" for the deployment's own; the host when the operator
+    allowlisted it by name (SENTINEL["PROVIDER_ALLOWED_HOSTS"], sentinel_site.egress), or the entry
+    that admits it (`*.example.com`, `10.20.0.0/16`); else "custom"."""
     conf = settings.SENTINEL
     allowed = conf.get("PROVIDER_ALLOWED_HOSTS") or ()
     return _provider_label(endpoint, conf["LLM_BASE_URL"] or OPENAI_BASE_URL, tuple(str(entry) for entry in allowed))
