@@ -5,6 +5,11 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
+    if not os.environ.get("DATABASE_URL"):
+        # Next to `make run` (or on its own): the embedded PostgreSQL under var/, started if needed.
+        from sentinel_site.stack import attach_embedded
+
+        attach_embedded()
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -80,8 +80,11 @@ class ProviderConfig:
 
     @property
     def endpoint(self) -> str:
-        """Where calls go, without secrets: a label for events, metrics and the circuit breaker."""
-        return self.base_url or "https://api.openai.com/v1"
+        """Where calls go, without secrets: a label for events, metrics and the circuit breaker.
+        (An agent's URL cannot carry credentials; an operator's might, and they are cut off here.)"""
+        url = self.base_url or "https://api.openai.com/v1"
+        parts = urlsplit(url)
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if "@" in parts.netloc else url
 
     @property
     def breaker_key(self) -> str:

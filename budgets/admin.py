@@ -1,26 +1,80 @@
+"""The governance admin: tenants and their operators, API keys, budgets, prices, the ledger, the audit log.
+
+Every admin here is tenant-scoped (sentinel_site/admin.py): an operator sees only the tenants bound
+to them. A new API key's plaintext is shown once, on the page that answers the form, and nowhere else.
+"""
+
 from django.contrib import admin, messages
+from django.db.models import OuterRef, Subquery
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
 from django.utils.html import format_html
 
 from budgets import audit, keys, spend
-from budgets.models import ApiKey, AuditEntry, Budget, BudgetWindow, Price, Reservation, SpendEntry, Tenant
+from budgets.models import ApiKey, AuditEntry, Budget, BudgetWindow, OperatorBinding, Price, Reservation, SpendEntry, Tenant
+from sentinel_site.admin import (
+    BigTableMixin,
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    SuperuserOnlyMixin,
+    TenantFilter,
+    TenantScopedAdmin,
+    lock_to_superusers,
+)
+
+# Users, groups and periodic tasks reach past every tenant. Their admin modules are imported before
+# this one (autodiscovery follows INSTALLED_APPS, where they come first), so they can be locked here.
+lock_to_superusers(admin.site, ("auth", "django_celery_beat"))
 
 
 def _actor(request) -> str:
     return f"user:{request.user.get_username()}"
 
 
+class OperatorBindingInline(SuperuserOnlyMixin, admin.TabularInline):
+    model = OperatorBinding
+    fields = ("user", "created_at")
+    readonly_fields = ("created_at",)
+    extra = 0
+    verbose_name = "operator"
+    verbose_name_plural = "operators bound to this tenant"
+
+
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(TenantScopedAdmin):
+    """Tenants; an operator sees only theirs. Creating, deleting and binding them is for superusers."""
+
+    tenant_path = "id"
     list_display = ("name", "is_active", "created_at")
     search_fields = ("name",)
     list_filter = ("is_active",)
 
+    def get_inlines(self, request, obj):
+        return [OperatorBindingInline] if request.user.is_superuser else []
+
+    def has_add_permission(self, request) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser
+
+
+@admin.register(OperatorBinding)
+class OperatorBindingAdmin(SuperuserOnlyMixin, admin.ModelAdmin):
+    """Which staff users may see which tenants (superusers see all and need no binding)."""
+
+    list_display = ("user", "tenant", "created_at")
+    list_filter = ("tenant",)
+    list_select_related = ("user", "tenant")
+    search_fields = ("user__username", "tenant__name")
+
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(TenantScopedAdmin):
     list_display = ("display_key", "tenant", "name", "role", "created_at", "expires_at", "revoked_at", "last_used_at")
-    list_filter = ("role", "tenant")
+    list_filter = ("role", TenantFilter)
     list_select_related = ("tenant",)
     search_fields = ("key_id", "name", "tenant__name")
     readonly_fields = ("key_id", "created_at", "last_used_at", "revoked_at")
@@ -36,36 +90,51 @@ class ApiKeyAdmin(admin.ModelAdmin):
             if "role" in form.changed_data:
                 audit.record("key.role_changed", actor=_actor(request), tenant_id=obj.tenant_id, target=obj.key_id, data={"role": obj.role})
             return super().save_model(request, obj, form, change)
-        new = keys.generate()
-        obj.key_id, obj.salt, obj.hashed_secret = new.key_id, new.salt, new.hashed
-        super().save_model(request, obj, form, change)
-        audit.record("key.created", actor=_actor(request), tenant_id=obj.tenant_id, target=obj.key_id, data={"role": obj.role})
-        messages.warning(request, f"The new API key is {new.plaintext} — copy it now; it will not be shown again.")
+        issued, plaintext = ApiKey.issue(obj.tenant, role=obj.role, name=obj.name, expires_at=obj.expires_at, actor=_actor(request))
+        # The admin goes on with `obj` (its log entry, the response): make it the row issue() created.
+        for field in ApiKey._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(issued, field.attname))
+        obj._state.adding, obj._state.db = False, issued._state.db
+        # Held by this request only, for the page that answers it: never a message (a cookie), the
+        # session, the database or a log.
+        request.sentinel_new_api_key = plaintext
 
-    @admin.action(description="Revoke the selected keys")
+    def response_add(self, request, obj, post_url_continue=None):
+        plaintext = request.__dict__.pop("sentinel_new_api_key", None)
+        if plaintext is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "API key created",
+            "opts": self.opts,
+            "api_key": obj,
+            "plaintext": plaintext,
+            "change_url": reverse("admin:budgets_apikey_change", args=[obj.pk], current_app=self.admin_site.name),
+            "changelist_url": reverse("admin:budgets_apikey_changelist", current_app=self.admin_site.name),
+        }
+        response = TemplateResponse(request, "admin/budgets/apikey/created.html", context)
+        add_never_cache_headers(response)  # no browser or proxy keeps the page that holds the secret
+        return response
+
+    @admin.action(description="Revoke the selected keys", permissions=["change"])
     def revoke(self, request, queryset):
         count = sum(key.revoke(actor=_actor(request)) for key in queryset)
         self.message_user(request, f"Revoked {count} key(s).")
 
 
-class BudgetWindowInline(admin.TabularInline):
+class BudgetWindowInline(ReadOnlyInline):
     model = BudgetWindow
     fields = ("starts", "settled", "reserved", "tokens")
     readonly_fields = fields
-    extra = 0
-    can_delete = False
     ordering = ("-starts",)
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(TenantScopedAdmin):
     """Budgets with their current spend against the limit."""
 
     list_display = ("__str__", "tenant", "period", "limit", "current_spend", "fallback_model")
-    list_filter = ("period", "tenant")
+    list_filter = ("period", TenantFilter)
     list_select_related = ("tenant", "api_key")
     raw_id_fields = ("api_key",)
     inlines = [BudgetWindowInline]
@@ -81,9 +150,13 @@ class BudgetAdmin(admin.ModelAdmin):
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(TenantScopedAdmin):
+    """Prices: global ones (no tenant) are the deployment's, shown to operators but set by superusers."""
+
+    tenant_shared_rows = True
     list_display = ("model", "endpoint", "tenant", "input_per_mtok", "output_per_mtok", "updated_at")
-    list_filter = ("tenant",)
+    list_filter = (TenantFilter,)
+    list_select_related = ("tenant",)
     search_fields = ("model",)
 
     def save_model(self, request, obj, form, change):
@@ -91,48 +164,48 @@ class PriceAdmin(admin.ModelAdmin):
         spend._price_cache.clear()
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Reservation)
-class ReservationAdmin(ReadOnlyAdmin):
+class ReservationAdmin(BigTableMixin, ReadOnlyAdmin):
     list_display = ("id", "tenant", "amount", "status", "created_at", "expires_at", "closed_at")
-    list_filter = ("status",)
+    list_filter = ("status", TenantFilter)
     list_select_related = ("tenant",)
-    show_full_result_count = False
 
 
 @admin.register(SpendEntry)
-class SpendEntryAdmin(ReadOnlyAdmin):
+class SpendEntryAdmin(BigTableMixin, ReadOnlyAdmin):
     """Usage per tenant, key and model over time: filter and sort the ledger."""
 
     list_display = ("created_at", "tenant", "api_key", "model", "prompt_tokens", "completion_tokens", "cost")
-    list_filter = ("tenant", "model")
-    list_select_related = ("tenant", "api_key")
-    date_hierarchy = "created_at"
-    show_full_result_count = False
+    # A date filter, not date_hierarchy: its year links cost a DISTINCT over the whole ledger per page.
+    list_filter = (TenantFilter, "model", ("created_at", admin.DateFieldListFilter))
+    list_select_related = ("tenant", "api_key__tenant")
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyAdmin):
-    """The audit log, read-only, with a verify action for the whole chain."""
+class AuditEntryAdmin(BigTableMixin, ReadOnlyAdmin):
+    """The audit log, read-only, with a verify action for the whole chain (superusers: it reads every tenant's entries).
 
-    list_display = ("seq", "created_at", "action", "actor", "tenant", "target")
-    list_filter = ("action", "tenant")
+    Entries without a tenant (admin changes, system events) are the deployment's: superusers only.
+    """
+
+    tenant_path = "tenant_id"  # a plain id may replace the foreign key: scope on the column either way
+    list_display = ("seq", "created_at", "action", "actor", "tenant_name", "target")
+    list_filter = ("action", TenantFilter, ("created_at", admin.DateFieldListFilter))
     search_fields = ("actor", "target", "action")
-    date_hierarchy = "created_at"
     actions = ["verify_chain"]
-    show_full_result_count = False
 
-    @admin.action(description="Verify the whole audit chain")
+    def get_queryset(self, request):
+        names = Tenant.objects.filter(id=OuterRef("tenant_id")).values("name")[:1]
+        return super().get_queryset(request).annotate(tenant_name=Subquery(names))
+
+    @admin.display(description="tenant")
+    def tenant_name(self, obj: AuditEntry) -> str:
+        return obj.tenant_name or "—"
+
+    def has_verify_chain_permission(self, request) -> bool:
+        return request.user.is_superuser
+
+    @admin.action(description="Verify the whole audit chain", permissions=["verify_chain"])
     def verify_chain(self, request, queryset):
         bad = audit.verify()
         if bad is None:

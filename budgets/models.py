@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -24,6 +25,25 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class OperatorBinding(models.Model):
+    """Binds an admin user to a tenant whose rows they may see and manage (see sentinel_site/admin.py).
+
+    Superusers see every tenant and need none; any other staff user sees exactly the tenants bound
+    here, and nothing when none is. Their role group decides what they may do with those rows.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tenant_bindings")
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="operator_bindings")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["tenant", "user"]
+        constraints = [models.UniqueConstraint(fields=["user", "tenant"], name="operator_binding_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} on {self.tenant}"
 
 
 class ApiKeyQuerySet(models.QuerySet):

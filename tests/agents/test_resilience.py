@@ -170,3 +170,30 @@ def test_a_refused_request_is_a_plain_failure_not_a_dead_letter(alice, stub_llm)
     turn = admit_turn(alice)
     run(turn)
     assert not DeadLetter.objects.filter(turn=turn).exists()
+
+
+def test_a_redis_blip_does_not_abort_the_supervisors_sweep(alice, settings, monkeypatch):
+    import redis
+
+    from agents import streams
+
+    settings.SENTINEL = {**settings.SENTINEL, "MAX_ATTEMPTS": 1}
+    turns = [admit_turn(alice, f"t{i}") for i in range(2)]
+    for turn in turns:
+        runner.claim(turn.id)
+        silent_for(turn, 61)
+    unreachable = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    monkeypatch.setattr(streams, "sync_client", lambda: unreachable)
+    result = supervisor.sweep()
+    assert sorted(result.dead) == sorted(str(t.id) for t in turns), "both turns are given up, the second too"
+    assert all(Turn.objects.get(id=t.id).status == TurnStatus.FAILED for t in turns)
+
+
+def test_a_dead_lettered_turn_lets_the_next_one_of_its_conversation_run(alice, settings):
+    settings.SENTINEL = {**settings.SENTINEL, "MAX_ATTEMPTS": 1}
+    first = admit_turn(alice, "a")
+    second = admit_turn(alice, "b", conversation=first.conversation_id)
+    runner.claim(first.id)
+    silent_for(first, 61)
+    result = supervisor.sweep()
+    assert result.dead == [str(first.id)] and result.unsent == [str(second.id)]

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("budgets", "0002_audithead_budget_budgetwindow_price_reservation_and_more"),
+        ("budgets", "0003_operator_binding"),
     ]
 
     operations = [
