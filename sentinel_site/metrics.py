@@ -56,10 +56,18 @@ def provider_label(endpoint: str) -> str:
     return _provider_label(endpoint, conf["LLM_BASE_URL"] or OPENAI_BASE_URL, tuple(str(entry) for entry in allowed))
 
 
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl().rstrip("/")
+
+
 @lru_cache(maxsize=512)
 def _provider_label(endpoint: str, default: str, allowed: tuple[str, ...]) -> str:
-    if endpoint.rstrip("/") == default.rstrip("/"):
-        return "default"
+    try:
+        if _without_credentials(endpoint) == _without_credentials(default):  # ProviderConfig.endpoint drops them
+            return "default"
+    except ValueError:
+        return "custom"
     try:
         host = (urlsplit(endpoint).hostname or "").lower()
     except ValueError:

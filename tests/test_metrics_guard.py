@@ -61,10 +61,11 @@ def samples(wrapped) -> list[dict]:
 def test_provider_labels_are_the_default_an_allowlisted_host_or_custom(settings):
     settings.SENTINEL = {
         **settings.SENTINEL,
-        "LLM_BASE_URL": "http://llm.internal:8001/v1",
+        "LLM_BASE_URL": "http://operator:pw@llm.internal:8001/v1",
         "PROVIDER_ALLOWED_HOSTS": ["api.example.com", "10.20.0.0/16", "*.openai.azure.com", "public"],
     }
-    assert metrics.provider_label("http://llm.internal:8001/v1/") == "default"
+    assert metrics.provider_label("http://llm.internal:8001/v1/") == "default", "the endpoint as ProviderConfig gives it"
+    assert metrics.provider_label("http://operator:pw@llm.internal:8001/v1") == "default"
     assert metrics.provider_label("https://api.example.com/v1") == "api.example.com"
     assert metrics.provider_label("https://API.example.com:8443/v1") == "api.example.com"
     assert metrics.provider_label("http://10.20.3.4:8000/v1") == "10.20.0.0/16", "a network is one label, not one per address"
