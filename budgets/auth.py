@@ -1,18 +1,19 @@
-"""Authenticating API keys and checking the scope each endpoint requires."""
+"""Authenticating API keys (behind the rate limits, budgets.ratelimit) and checking the scope each endpoint requires."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
-from budgets import audit, keys
+from budgets import audit, keys, ratelimit
 from budgets.models import ApiKey, Tenant
 from budgets.roles import grants
-from sentinel_site import logs
+from sentinel_site import logs, metrics
 
 # last_used_at is written at most this often per key, so auth does not write on every request.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -48,26 +49,46 @@ def bearer_token(request: HttpRequest) -> str | None:
     return token.strip()
 
 
-def authenticate_key(plaintext: str) -> Principal:
-    """Return the principal for a presented key, or raise AuthenticationFailed (never says why)."""
-    parsed = keys.parse(plaintext)
-    failure = exceptions.AuthenticationFailed("Incorrect API key provided.")
+class _Refused(Exception):
+    """Why a presented key was refused, for the audit log; the client sees only `public`."""
+
+    def __init__(self, reason: str, key_id: str | None = None, tenant_id=None, public: str = "Incorrect API key provided.") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.key_id = key_id
+        self.tenant_id = tenant_id
+        self.public = public
+
+
+def _verify(parsed: tuple[str, str] | None) -> ApiKey:
     if parsed is None:
-        audit.record("auth.failed", actor="key:malformed", data={"reason": "malformed"})
-        raise failure
+        raise _Refused("malformed")
     key_id, secret = parsed
     api_key = ApiKey.objects.select_related("tenant").filter(key_id=key_id).first()
-    if api_key is None or not keys.matches(api_key.salt, api_key.hashed_secret, secret):
-        audit.record(
-            "auth.failed",
-            actor=f"key:{key_id}",
-            tenant_id=api_key.tenant_id if api_key else None,
-            data={"reason": "unknown key" if api_key is None else "wrong secret"},
-        )
-        raise failure
+    if api_key is None:
+        raise _Refused("unknown_key", key_id)
+    if not keys.matches(api_key.salt, api_key.hashed_secret, secret):
+        raise _Refused("wrong_secret", key_id, api_key.tenant_id)
     if not api_key.is_usable:
-        audit.record("auth.failed", actor=f"key:{key_id}", tenant_id=api_key.tenant_id, data={"reason": "expired or revoked"})
-        raise exceptions.AuthenticationFailed("This API key has expired or been revoked.")
+        raise _Refused("expired_or_revoked", key_id, api_key.tenant_id, "This API key has expired or been revoked.")
+    return api_key
+
+
+def authenticate_key(plaintext: str, admission: ratelimit.Admission) -> Principal:
+    """Return the principal for a presented key, or raise AuthenticationFailed (never says why).
+
+    The request was already admitted by the rate limiter (`admission`). A failure is counted for
+    the client's IP in Redis, and the audit log gets at most two entries per IP per window: the
+    first failure (with its reason) and, when the IP reaches SENTINEL_AUTH_FAILURES_PER_IP, one
+    `auth.throttled` summary with the count; after that the limiter refuses the IP before this
+    runs. One locked chain append per failure would let a flood of bad keys queue every turn
+    behind the audit head lock.
+    """
+    try:
+        api_key = _verify(keys.parse(plaintext))
+    except _Refused as refused:
+        _record_failure(refused, admission)
+        raise exceptions.AuthenticationFailed(refused.public) from None
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at > _LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
@@ -75,21 +96,49 @@ def authenticate_key(plaintext: str) -> Principal:
     return Principal(api_key)
 
 
-def authenticate_request(request: HttpRequest) -> Principal:
+def _record_failure(refused: _Refused, admission: ratelimit.Admission) -> None:
+    metrics.AUTH_FAILURES.labels(refused.reason).inc()
+    failures = ratelimit.failed(admission)
+    if failures == 1:
+        audit.record(
+            "auth.failed",
+            actor=f"key:{refused.key_id or 'malformed'}",
+            tenant_id=refused.tenant_id,
+            data={"reason": refused.reason, "ip": admission.ip},
+        )
+    elif failures == settings.SENTINEL["AUTH_FAILURES_PER_IP"]:
+        window = datetime.fromtimestamp(admission.window_started, tz=UTC)
+        audit.record(
+            "auth.throttled",
+            actor=f"ip:{admission.ip}",
+            data={"ip": admission.ip, "failures": failures, "window_start": window.isoformat(), "last_reason": refused.reason},
+        )
+
+
+def gate(request: HttpRequest) -> tuple[str | None, ratelimit.Admission]:
+    """The presented key (or None) and the rate limiter's admission, before any database work."""
     token = bearer_token(request)
+    parsed = keys.parse(token) if token else None
+    return token, ratelimit.admit(ratelimit.client_ip(request), parsed[0] if parsed else None)
+
+
+def authenticate_request(request: HttpRequest) -> Principal:
+    token, admission = gate(request)
     if token is None:
         raise exceptions.NotAuthenticated()
-    return authenticate_key(token)
+    return authenticate_key(token, admission)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
-    """`Authorization: Bearer snt_...` -> request.user is a Principal."""
+    """`Authorization: Bearer snt_...` -> request.user is a Principal. DRF authenticates first of
+    all (before permissions and throttles), so the rate limits are applied here, ahead of the key's
+    lookup; a request without a key is counted too, then refused by HasScope."""
 
     def authenticate(self, request) -> tuple[Principal, None] | None:
-        token = bearer_token(request)
+        token, admission = gate(request)
         if token is None:
             return None
-        return authenticate_key(token), None
+        return authenticate_key(token, admission), None
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="sentinel"'

@@ -7,6 +7,7 @@ Secrets may also be given as ``NAME_FILE`` pointing at a file (Docker/Kubernetes
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -81,6 +82,17 @@ def envsecret(name: str, default: str = "") -> str:
 
 def envlist(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def envnetworks(name: str, default: str = "") -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A comma-separated list of IP addresses and CIDR networks (`10.0.0.0/8`, `::1`), as networks."""
+    networks = []
+    for item in envlist(name, default):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must list IP addresses or CIDR networks (e.g. 10.0.0.0/8), got {item!r}") from None
+    return tuple(networks)
 
 
 def envurl(name: str, default: str, schemes: tuple[str, ...]) -> str:

@@ -1,5 +1,6 @@
 """Request-scoped context: an id for every request, echoed back and attached to log lines, and the
-request's trace span when tracing is on (sentinel_site.tracing)."""
+request's trace span when tracing is on (sentinel_site.tracing); and the client's real address and
+scheme when the request came through a trusted reverse proxy (sentinel_site.proxies)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from sentinel_site import logs, tracing
+from sentinel_site import logs, proxies, tracing
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -65,6 +67,46 @@ def _finish(span: tracing.Span, request: HttpRequest, response: HttpResponse) ->
         span.set_attribute("sentinel.tenant.id", tenant)
     if response.status_code >= 500:
         span.fail(str(response.status_code))
+
+
+_FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+
+
+def apply_proxy_headers(meta: dict) -> None:
+    """Make REMOTE_ADDR the client's address, and drop forwarding headers nobody trusted wrote.
+
+    From a trusted proxy, REMOTE_ADDR becomes the rightmost untrusted X-Forwarded-For hop and
+    X-Forwarded-Proto stays for Django's SECURE_PROXY_SSL_HEADER. From anyone else the forwarding
+    headers are removed, so no code further in (rate limits, the admin, is_secure()) can believe
+    them. The connection's own address stays in SENTINEL_PEER_ADDR, and SENTINEL_FORWARDED says
+    whether the request claimed to be forwarded at all (/metrics without a token wants neither).
+    """
+    remote = meta.get("REMOTE_ADDR", "")
+    meta["SENTINEL_PEER_ADDR"] = remote
+    meta["SENTINEL_FORWARDED"] = any(name in meta for name in _FORWARDING_HEADERS)
+    trusted = settings.SENTINEL["TRUSTED_PROXIES"]
+    if trusted and proxies.is_trusted(proxies.parse_address(remote), trusted):
+        meta["REMOTE_ADDR"] = proxies.client_address(remote, meta.get("HTTP_X_FORWARDED_FOR", ""), trusted)
+        return
+    for name in _FORWARDING_HEADERS:
+        meta.pop(name, None)
+
+
+class ProxyHeadersMiddleware:
+    """Believe X-Forwarded-For and X-Forwarded-Proto only from SENTINEL_TRUSTED_PROXIES (first in the chain)."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
+        apply_proxy_headers(request.META)
+        return self.get_response(request)  # a coroutine when the chain is async: the caller awaits it
 
 
 class RequestIdMiddleware:

@@ -18,11 +18,13 @@ from sentinel_site.env import (
     envfloat,
     envint,
     envlist,
+    envnetworks,
     envsecret,
     envstr,
     envurl,
     parse_database_url,
 )
+from sentinel_site.production import DEVELOPMENT_SECRET_KEY, secret_key_problem
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,7 +36,9 @@ SECRET_KEY = envsecret("SENTINEL_SECRET_KEY")
 if not SECRET_KEY:
     if PRODUCTION:
         raise ImproperlyConfigured("SENTINEL_SECRET_KEY must be set when SENTINEL_ENV=production")
-    SECRET_KEY = "sentinel-development-key-not-for-production"
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
+if PRODUCTION and (problem := secret_key_problem(SECRET_KEY)):
+    raise ImproperlyConfigured(f"SENTINEL_SECRET_KEY {problem}")
 
 ALLOWED_HOSTS = envlist("SENTINEL_ALLOWED_HOSTS", "" if PRODUCTION else "*")
 if PRODUCTION and not ALLOWED_HOSTS:
@@ -58,6 +62,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "sentinel_site.middleware.ProxyHeadersMiddleware",  # first: everything after sees the real client
     "sentinel_site.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -222,7 +227,16 @@ SENTINEL = {
     "RATE_LIMIT_GLOBAL": envint("SENTINEL_RATE_LIMIT_GLOBAL", 100, minimum=0),
     "RATE_LIMIT_PER_IP": envint("SENTINEL_RATE_LIMIT_PER_IP", 10, minimum=0),
     "RATE_LIMIT_PER_KEY": envint("SENTINEL_RATE_LIMIT_PER_KEY", 60, minimum=0),
-    "TRUST_X_FORWARDED_FOR": envbool("SENTINEL_TRUST_X_FORWARDED_FOR", False),
+    # Failed authentications per client IP per minute before the IP is refused without a database
+    # lookup; the audit log gets the first failure of each window and one summary at this count.
+    "AUTH_FAILURES_PER_IP": envint("SENTINEL_AUTH_FAILURES_PER_IP", 20, minimum=0),
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (sentinel_site.proxies).
+    "TRUSTED_PROXIES": envnetworks("SENTINEL_TRUSTED_PROXIES"),
+    # The admin's login form: failures per IP and per username within the window, then 429.
+    "ADMIN_LOGIN_FAILURES": envint("SENTINEL_ADMIN_LOGIN_FAILURES", 5, minimum=0),
+    "ADMIN_LOGIN_WINDOW_SECONDS": envint("SENTINEL_ADMIN_LOGIN_WINDOW_SECONDS", 900, minimum=1),
+    # Bearer token for /metrics; unset, only unforwarded loopback requests may scrape, and none in production.
+    "METRICS_TOKEN": envsecret("SENTINEL_METRICS_TOKEN"),
     "DEFAULT_DAILY_BUDGET": envfloat("SENTINEL_DEFAULT_DAILY_BUDGET", 100.0, minimum=0),
     "DEFAULT_MONTHLY_BUDGET": envfloat("SENTINEL_DEFAULT_MONTHLY_BUDGET", 2000.0, minimum=0),
     "DEFAULT_MAX_TOKENS": envint("SENTINEL_DEFAULT_MAX_TOKENS", 4096, minimum=1),
@@ -245,6 +259,11 @@ SENTINEL = {
     "SHED_RETRY_AFTER": envint("SENTINEL_SHED_RETRY_AFTER", 2, minimum=1),
     "BREAKER_OPEN_SECONDS": envint("SENTINEL_BREAKER_OPEN_SECONDS", 30, minimum=1),
 }
+if envbool("SENTINEL_TRUST_X_FORWARDED_FOR", False):
+    raise ImproperlyConfigured(
+        "SENTINEL_TRUST_X_FORWARDED_FOR is gone: it believed any client's X-Forwarded-For. List your reverse "
+        "proxies' addresses or networks in SENTINEL_TRUSTED_PROXIES instead (e.g. 10.0.0.0/8), and unset it."
+    )
 DATA_UPLOAD_MAX_MEMORY_SIZE = envint("SENTINEL_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 
 # --- Auth, i18n, static -----------------------------------------------------------------------
@@ -260,16 +279,24 @@ STATIC_URL = "static/"
 # Production runs `manage.py collectstatic` into this; development serves from the apps (finders).
 STATIC_ROOT = Path(envstr("SENTINEL_STATIC_ROOT", str(BASE_DIR / "var" / "static"))) if PRODUCTION else None
 
+# --- Transport security ----------------------------------------------------------------------
+# X-Forwarded-Proto counts only behind a configured proxy; ProxyHeadersMiddleware also strips it
+# from every request that did not come from one, so a client cannot claim HTTPS for itself.
+if SENTINEL["TRUSTED_PROXIES"]:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 if PRODUCTION:
     SESSION_COOKIE_SECURE = envbool("SENTINEL_SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = envint("SENTINEL_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_SSL_REDIRECT = envbool("SENTINEL_SSL_REDIRECT", True)
+    # Probes and Prometheus talk plain HTTP inside the cluster; a redirect would fail them.
+    SECURE_REDIRECT_EXEMPT = [r"^health(/|$)", r"^metrics$"]
 
 # --- DRF and OpenAPI ------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["budgets.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["budgets.auth.HasScope"],
-    "DEFAULT_THROTTLE_CLASSES": ["budgets.ratelimit.RateLimit"],
+    "DEFAULT_THROTTLE_CLASSES": [],  # rate limits run before authentication, in budgets.auth.ApiKeyAuthentication
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["sentinel_site.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "sentinel_site.pagination.CursorPagination",

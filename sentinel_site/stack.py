@@ -223,6 +223,9 @@ def web_command(host: str, port: int) -> list[str]:
         "--port",
         str(port),
         "--no-access-log",
+        # Sentinel decides which proxies to believe (SENTINEL_TRUSTED_PROXIES); uvicorn's own
+        # default believes X-Forwarded-For from any local process.
+        "--no-proxy-headers",
         "--timeout-graceful-shutdown",
         str(SHUTDOWN_GRACE_SECONDS),
         "--lifespan",

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from sentinel_site import health, metrics
+from sentinel_site import health, login_throttle, scrape
 
 handler404 = "sentinel_site.errors.handler404"
 handler500 = "sentinel_site.errors.handler500"
@@ -13,9 +13,11 @@ urlpatterns = [
     path("health", health.health, name="health"),
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
-    path("metrics", metrics.metrics_view, name="metrics"),
+    path("metrics", scrape.metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    # Before the admin's own URLs: the same address, behind the failed-login throttle.
+    path("admin/login/", login_throttle.login, name="admin-login"),
     path("admin/", admin.site.urls),
 ]

@@ -24,8 +24,8 @@ from sentinel_site.stack import web_command, worker_command
 from tests.stub_llm import StubLLM
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-# Rate limits stay out of the way except in the tests about them (test_rate_limits.py).
-UNLIMITED = {"RATE_LIMIT_GLOBAL": 0, "RATE_LIMIT_PER_IP": 0, "RATE_LIMIT_PER_KEY": 0}
+# Rate limits stay out of the way except in the tests about them (test_rate_limits.py, test_admin_login.py).
+UNLIMITED = {"RATE_LIMIT_GLOBAL": 0, "RATE_LIMIT_PER_IP": 0, "RATE_LIMIT_PER_KEY": 0, "AUTH_FAILURES_PER_IP": 0, "ADMIN_LOGIN_FAILURES": 0}
 # Provider retries are off except in the tests about them, so one scripted failure is one failure.
 NO_RETRIES = {"PROVIDER_RETRIES": 0}
 # The stub listens on loopback, which the default egress policy (public addresses only) refuses
@@ -68,6 +68,18 @@ def _closed_breakers():
     client = streams.sync_client()
     for key in client.scan_iter("sentinel:cb:*"):
         client.delete(key)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_counters():
+    """Every test starts with no requests or failures counted: the test client is always 127.0.0.1,
+    and which failed authentication is audited depends on the count in its window."""
+    from agents import streams
+
+    client = streams.sync_client()
+    for pattern in ("sentinel:rl:*", "sentinel:login:*"):
+        for key in client.scan_iter(pattern, count=1000):
+            client.delete(key)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -198,6 +210,7 @@ def live_stack(django_db_setup, django_db_blocker, stub_llm, tmp_path_factory) -
         "SENTINEL_RATE_LIMIT_GLOBAL": "0",
         "SENTINEL_RATE_LIMIT_PER_IP": "0",
         "SENTINEL_RATE_LIMIT_PER_KEY": "0",
+        "SENTINEL_AUTH_FAILURES_PER_IP": "0",
         "SENTINEL_PROVIDER_RETRIES": "0",
         "SENTINEL_PROVIDER_ALLOWED_HOSTS": "127.0.0.1",
         "SENTINEL_UNPRICED_MODELS": "free",

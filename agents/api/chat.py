@@ -27,7 +27,9 @@ from sentinel_site.db import release_connection
 from sentinel_site.errors import ApiError, not_found
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-STREAM_ID_PATTERN = r"^\d+(-\d+)?$"  # a Redis stream id, as Last-Event-ID
+# A Redis stream id, as Last-Event-ID: `<ms>[-<seq>]`, each part below 2**64 (20 digits at most).
+STREAM_ID_PATTERN = r"^\d{1,20}(-\d{1,20})?$"
+_STREAM_ID_PART_LIMIT = 2**64
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -271,6 +273,7 @@ class TurnEventsView(AsyncAPIView):
         responses={
             (200, "application/json"): TurnEventSerializer(many=True),
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="SSE events: state, delta, done, error."),
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Last-Event-ID is not an id of a Redis stream."),
             404: OpenApiResponse(OpenApiTypes.OBJECT),
         },
         tags=["turns"],
@@ -285,7 +288,12 @@ class TurnEventsView(AsyncAPIView):
             return JsonResponse({"object": "list", "data": TurnEventSerializer(events, many=True).data})
         after = request.headers.get("Last-Event-ID") or request.query_params.get("last_event_id") or "0"
         if not _valid_stream_id(after):
-            raise ApiError(400, "Last-Event-ID must be an id from this stream.", param="Last-Event-ID", code="invalid_value")
+            raise ApiError(
+                400,
+                "Last-Event-ID must be an id from this stream (`<milliseconds>-<sequence>`, each below 2**64).",
+                param="Last-Event-ID",
+                code="invalid_value",
+            )
         if not await streams.exists(turn.id) and turn.is_finished:
             return StreamingHttpResponse(_replay_from_log(turn), content_type="text/event-stream", headers=SSE_HEADERS)
         await sync_to_async(release_connection)()
@@ -293,7 +301,11 @@ class TurnEventsView(AsyncAPIView):
 
 
 def _valid_stream_id(value: str) -> bool:
-    return re.fullmatch(STREAM_ID_PATTERN[1:-1], value, re.ASCII) is not None
+    """Redis refuses a larger part only when the stream is read, after the response's headers are
+    sent: check it here, while a 400 can still be answered."""
+    if re.fullmatch(STREAM_ID_PATTERN[1:-1], value, re.ASCII) is None:
+        return False
+    return all(int(part) < _STREAM_ID_PART_LIMIT for part in value.split("-"))
 
 
 async def _live(turn_id, after: str) -> AsyncIterator[bytes]:

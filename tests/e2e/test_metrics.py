@@ -46,4 +46,14 @@ def test_metrics_cover_the_worker_and_the_live_state(live_stack, alice, stub_llm
     queries = {s.labels["process"]: s.value for s in families["sentinel_db_queries"].samples if s.name == "sentinel_db_queries_total"}
     assert queries.get("web", 0) > 0 and queries.get("worker", 0) > 0, "SQL round trips are counted in both processes"
     breaker_states = {s.labels["provider"]: s.value for s in families["sentinel_circuit_breaker_state"].samples}
-    assert breaker_states.get(stub_llm.base_url) == 0, "one failure leaves the breaker closed"
+    assert breaker_states.get("default") == 0, "one failure leaves the deployment's provider's breaker closed"
+    providers = {s.labels["provider"] for s in families["sentinel_llm_requests"].samples}
+    # The live stack allowlists the stub's host for agents' own URLs (tests/conftest.py), and other
+    # tests' turns are in these counters too: every label is one of the known ones, never a URL.
+    assert "default" in providers and providers <= {"default", "custom", "127.0.0.1"}, providers
+
+
+def test_a_remote_scraper_without_the_token_is_refused(live_stack):
+    """uvicorn no longer rewrites the client from X-Forwarded-For, so a forwarded scrape is one."""
+    response = httpx.get(f"{live_stack.base_url}/metrics", headers={"X-Forwarded-For": "198.51.100.4"})
+    assert response.status_code == 403 and response.json()["error"]["code"] == "metrics_token_required"
