@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from urllib.parse import urlsplit
 
 import redis
 from django.conf import settings
 
 from agents import streams
 from agents.providers import ProviderConfig, ProviderError
+from sentinel_site import metrics
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 OPEN_INDEX = "sentinel:cb:open"  # breaker id -> "label|opened_at", for every breaker not closed
@@ -34,11 +34,8 @@ def _key(breaker_key: str) -> str:
 
 
 def label(config: ProviderConfig) -> str:
-    """A bounded name for metrics: never a tenant's URL, let alone one with credentials."""
-    if not config.tenant_url:
-        return "default"
-    host = (urlsplit(config.base_url).hostname or "").lower()
-    return host if host in {entry.lower() for entry in settings.SENTINEL["PROVIDER_ALLOWED_HOSTS"]} else "custom"
+    """A bounded name for metrics, the same the provider metrics carry: never a tenant's URL."""
+    return metrics.provider_label(config.endpoint) if config.tenant_url else "default"
 
 
 def _state_of(opened: float, now: float) -> str:

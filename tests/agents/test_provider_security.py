@@ -217,10 +217,12 @@ def test_one_tenants_failing_agent_opens_only_its_own_breaker(alice, bob, stub_l
     assert labels == {"default": breaker.OPEN}, "a bounded label, never a URL"
 
 
-def test_a_tenant_url_is_labelled_by_allowlisted_host_or_custom(alice, stub_llm, settings):
-    own_url(alice, stub_llm.base_url)
+def test_a_tenant_url_is_labelled_by_its_allowlist_entry_or_custom(alice, settings):
+    own_url(alice, "http://127.0.0.1:9/v1")
     assert breaker.label(providers.ProviderConfig.for_agent(alice.agent)) == "127.0.0.1"
     settings.SENTINEL = {**settings.SENTINEL, "PROVIDER_ALLOWED_HOSTS": ["127.0.0.0/8"]}
+    assert breaker.label(providers.ProviderConfig.for_agent(alice.agent)) == "127.0.0.0/8", "a network is one label"
+    settings.SENTINEL = {**settings.SENTINEL, "PROVIDER_ALLOWED_HOSTS": ["public"]}
     assert breaker.label(providers.ProviderConfig.for_agent(alice.agent)) == "custom"
 
 
