@@ -255,7 +255,7 @@ class AuditView(APIView):
         tags=["governance"],
     )
     def get(self, request):
-        entries = AuditEntry.objects.filter(tenant=request.user.tenant)
+        entries = AuditEntry.objects.filter(tenant_id=request.user.tenant.id)
         action = self.action_filter.read(request)
         if action:
             entries = entries.filter(action=action)

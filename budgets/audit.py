@@ -1,25 +1,48 @@
-"""The audit log: append-only and hash-chained.
+"""The audit log: append-only, chained with a keyed MAC, anchored outside the database by signed checkpoints.
 
-Each entry's hash covers the previous entry's hash and the entry's canonical JSON, so editing,
-deleting or reordering any entry breaks every hash after it. Appends lock the chain's head row
-(AuditHead) and take their sequence number and previous hash from it: concurrent writers queue and
-the chain cannot fork. Because the head also remembers the last sequence number, cutting entries
-off the end is caught too, even after new entries were appended. No secrets and no prompt text
-go in: callers pass ids, names and numbers.
+Each entry's hash is HMAC-SHA256, under SENTINEL_AUDIT_KEY, of the previous entry's hash and the
+entry's canonical JSON: editing, deleting or reordering any entry breaks every hash after it, and a
+database user without the key cannot compute a chain that verifies, however consistently they
+re-hash it. Appends lock the chain's head row (AuditHead) and take their sequence number and previous
+hash from it: concurrent writers queue and the chain cannot fork. Because the head also remembers the
+last sequence number, cutting entries off the end is caught too, even after new entries were appended.
+
+What the database cannot show by itself is a log cut back together with its head, or emptied, or
+rewritten by someone holding the key. So a beat task (`checkpoint`) signs the head (seq, hash, time)
+with the key and appends it as one JSON line to SENTINEL_AUDIT_CHECKPOINT_FILE and to the log, for an
+operator to ship off the box, and `check(anchors)` (`manage.py verify_audit --checkpoint FILE`) also
+requires every checkpointed (seq, hash) to still be in the chain. The two MACs cannot be confused: a
+chain message starts with 64 hex digits, a checkpoint message with CHECKPOINT_TYPE.
+
+No secrets and no prompt text go in: callers pass ids, names and numbers.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import models, transaction
 from django.utils import timezone
 
-from budgets.models import AuditEntry, AuditHead
+from budgets.models import AuditCheckpoint, AuditEntry, AuditHead
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
+CHECKPOINT_TYPE = "sentinel.audit.checkpoint"
+
+# A chain hash from the previous hash and an entry's canonical JSON.
+Hasher = Callable[[str, str], str]
 
 
 def canonical(entry: AuditEntry) -> str:
@@ -39,42 +62,313 @@ def canonical(entry: AuditEntry) -> str:
     )
 
 
+def legacy_sha256(prev_hash: str, text: str) -> str:
+    """How entries were hashed before the chain was keyed (migration 0003 re-chains them under the key)."""
+    return hashlib.sha256((prev_hash + text).encode()).hexdigest()
+
+
+@lru_cache(maxsize=4)
+def keyed(key: str) -> Hasher:
+    """HMAC-SHA256 under `key`; the key's inner and outer pads are computed once, not per entry."""
+    base = hmac.new(key.encode(), digestmod=hashlib.sha256)
+
+    def mac(prev_hash: str, text: str) -> str:
+        h = base.copy()
+        h.update((prev_hash + text).encode())
+        return h.hexdigest()
+
+    return mac
+
+
+def _key() -> str:
+    return settings.SENTINEL["AUDIT_KEY"]
+
+
 def chain_hash(prev_hash: str, entry: AuditEntry) -> str:
-    return hashlib.sha256((prev_hash + canonical(entry)).encode()).hexdigest()
+    return keyed(_key())(prev_hash, canonical(entry))
+
+
+def _entry(
+    model: type[models.Model],
+    hasher: Hasher,
+    *,
+    seq: int,
+    prev_hash: str,
+    action: str,
+    actor: str,
+    tenant_id=None,
+    target: str = "",
+    data: dict[str, Any] | None = None,
+) -> Any:
+    """A new, hashed entry (not saved) of `model`: the current AuditEntry, or a migration's historical one."""
+    entry = model(
+        seq=seq,
+        tenant_id=tenant_id,
+        actor=actor[:200],
+        action=action,
+        target=str(target)[:200],
+        data=json.loads(json.dumps(data or {}, default=str)),
+        created_at=timezone.now(),
+        prev_hash=prev_hash,
+    )
+    entry.hash = hasher(prev_hash, canonical(entry))
+    return entry
 
 
 def record(action: str, *, actor: str, tenant_id=None, target: str = "", data: dict[str, Any] | None = None) -> AuditEntry:
     """Append one entry. Joins the caller's transaction: if that rolls back, so does the entry."""
+    hasher = keyed(_key())  # before the lock: nothing but the three statements while the head is held
     with transaction.atomic(savepoint=False):  # no SAVEPOINT round trips while the head is locked
         head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
-        entry = AuditEntry(
+        entry = _entry(
+            AuditEntry,
+            hasher,
             seq=head.seq + 1,
-            tenant_id=tenant_id,
-            actor=actor[:200],
-            action=action,
-            target=str(target)[:200],
-            data=json.loads(json.dumps(data or {}, default=str)),
-            created_at=timezone.now(),
             prev_hash=head.hash,
+            action=action,
+            actor=actor,
+            tenant_id=tenant_id,
+            target=target,
+            data=data,
         )
-        entry.hash = chain_hash(head.hash, entry)
         entry.save(force_insert=True)
         head.seq, head.hash = entry.seq, entry.hash
         head.save(update_fields=["seq", "hash"])
     return entry
 
 
-def verify() -> int | None:
-    """The sequence number of the first entry that is missing, altered or out of place; None if intact."""
+# --- verifying -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Break:
+    """Where the chain stops being trustworthy, and why."""
+
+    seq: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"sequence number {self.seq} ({self.reason})"
+
+
+def check(anchors: Mapping[int, Checkpoint] | None = None) -> Break | None:
+    """The first entry that is missing, altered, out of place or off its checkpoint; None if intact.
+
+    Streams the chain in order. `anchors` (verified checkpoints by seq) add what the database alone
+    cannot show: an entry whose keyed hash differs from the signed one (rewritten by a key holder),
+    and a chain shorter than a checkpoint (truncated with its head, or wiped).
+    """
+    anchors = anchors or {}
+    hasher = keyed(_key())
     expected_seq, expected_prev = 1, GENESIS
     for entry in AuditEntry.objects.order_by("seq").iterator(chunk_size=2000):
         if entry.seq != expected_seq or entry.prev_hash != expected_prev:
-            return expected_seq
-        if chain_hash(entry.prev_hash, entry) != entry.hash:
-            return entry.seq
+            return Break(expected_seq, "missing or out of place")
+        if hasher(entry.prev_hash, canonical(entry)) != entry.hash:
+            hint = "; if every entry fails, SENTINEL_AUDIT_KEY is not the key that wrote the chain" if entry.seq == 1 else ""
+            return Break(entry.seq, f"altered: its keyed hash does not match its content{hint}")
+        anchor = anchors.get(entry.seq)
+        if anchor is not None and anchor.hash != entry.hash:
+            return Break(entry.seq, f"rewritten: its hash differs from the signed checkpoint of {anchor.at}")
         expected_seq, expected_prev = entry.seq + 1, entry.hash
-    head = AuditHead.objects.filter(id=1).first()
     last_seq = expected_seq - 1
+    head = AuditHead.objects.filter(id=1).first()
     if head is not None and (head.seq != last_seq or head.hash != expected_prev):
-        return last_seq + 1  # entries were cut off the end
+        return Break(last_seq + 1, f"cut off the end: the head remembers sequence number {head.seq}")
+    if anchors:
+        newest = anchors[max(anchors)]
+        if newest.seq > last_seq:
+            what = "wiped: the chain is empty" if last_seq == 0 else f"truncated: the chain ends at {last_seq}"
+            return Break(last_seq + 1, f"{what}, but the signed checkpoint of {newest.at} names {newest.seq}")
     return None
+
+
+def verify() -> int | None:
+    """The sequence number of the first entry that is missing, altered or out of place; None if intact."""
+    broken = check()
+    return broken.seq if broken else None
+
+
+# --- checkpoints -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Checkpoint:
+    """The chain's head at a moment, signed with the audit key: one line of the checkpoint file."""
+
+    seq: int
+    hash: str
+    at: str
+    sig: str
+
+    @staticmethod
+    def signature(seq: int, hash: str, at: str) -> str:
+        message = json.dumps({"seq": seq, "hash": hash, "at": at}, sort_keys=True, separators=(",", ":"))
+        return hmac.new(_key().encode(), f"{CHECKPOINT_TYPE}\n{message}".encode(), hashlib.sha256).hexdigest()
+
+    @classmethod
+    def sign(cls, seq: int, hash: str) -> Checkpoint:
+        at = timezone.now().isoformat(timespec="seconds")
+        return cls(seq=seq, hash=hash, at=at, sig=cls.signature(seq, hash, at))
+
+    def is_authentic(self) -> bool:
+        return hmac.compare_digest(self.sig, self.signature(self.seq, self.hash, self.at))
+
+    def fields(self) -> dict[str, Any]:
+        return {"type": CHECKPOINT_TYPE, "seq": self.seq, "hash": self.hash, "at": self.at, "sig": self.sig}
+
+    def line(self) -> str:
+        return json.dumps(self.fields(), separators=(",", ":"))
+
+
+def checkpoint() -> Checkpoint | None:
+    """Sign the chain's head and write it out (file and log line); None if the head did not move.
+
+    Safe to run concurrently (two beats, a beat and a manual run): the write is claimed by a
+    conditional update of AuditCheckpoint, held until the line is written, so the loser writes
+    nothing. Reads the head without locking it: appends never wait for a checkpoint.
+    """
+    head = AuditHead.objects.filter(id=1).values_list("seq", "hash").first()
+    if head is None or head[0] == 0:
+        return None
+    last, _ = AuditCheckpoint.objects.get_or_create(id=1)
+    if (last.seq, last.hash) == head:
+        return None
+    if last.seq and not AuditEntry.objects.filter(seq=last.seq, hash=last.hash).exists():
+        # An early alarm only (this row lives in the database too): verify_audit --checkpoint decides.
+        log.error("the audit chain no longer holds the last checkpoint (seq %d): truncated or rewritten", last.seq)
+    point = Checkpoint.sign(*head)
+    with transaction.atomic():
+        if not _claim(last, point):
+            return None  # another run wrote this head, or a newer one, meanwhile
+        _write_out(point)  # inside the claim: if the file cannot be written, the claim rolls back
+    return point
+
+
+def _claim(last: AuditCheckpoint, point: Checkpoint) -> bool:
+    return bool(
+        AuditCheckpoint.objects.filter(id=1, seq=last.seq, hash=last.hash).update(seq=point.seq, hash=point.hash, written_at=timezone.now())
+    )
+
+
+def _write_out(point: Checkpoint) -> None:
+    line = point.line()
+    path = settings.SENTINEL["AUDIT_CHECKPOINT_FILE"]
+    if path:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("a", encoding="utf-8") as out:
+            out.write(line + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+    log.info("audit checkpoint %s", line, extra={"audit_checkpoint": point.fields()})
+
+
+@dataclass
+class Anchors:
+    """What a checkpoint file (or a shipped log) holds: authentic checkpoints by seq, and its problems."""
+
+    by_seq: dict[int, Checkpoint] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    ignored: int = 0
+
+
+def read_checkpoints(lines: Iterable[str], source: str = "") -> Anchors:
+    """Parse checkpoint lines: the checkpoint file's own, or log lines (text or JSON) that carry one.
+
+    A line whose signature does not verify is reported and not trusted; lines that carry no
+    checkpoint at all (other log lines) are counted and skipped.
+    """
+    anchors = Anchors()
+    where = f"{source}:" if source else "line "
+    for number, line in enumerate(lines, 1):
+        raw = _checkpoint_object(line)
+        if raw is None:
+            anchors.ignored += 1
+            continue
+        point = _parse(raw)
+        if point is None:
+            anchors.problems.append(f"{where}{number}: a malformed checkpoint, not trusted")
+        elif not point.is_authentic():
+            anchors.problems.append(f"{where}{number}: a checkpoint with a bad signature (forged, or signed with another key), not trusted")
+        elif anchors.by_seq.setdefault(point.seq, point).hash != point.hash:
+            anchors.problems.append(f"{where}{number}: two signed checkpoints disagree on sequence number {point.seq}")
+    return anchors
+
+
+def _checkpoint_object(line: str) -> dict | None:
+    line = line.strip()
+    if CHECKPOINT_TYPE not in line:
+        return None
+    try:
+        whole = json.loads(line)
+    except ValueError:
+        whole = None
+    if isinstance(whole, dict):
+        if whole.get("type") == CHECKPOINT_TYPE:
+            return whole
+        if isinstance(whole.get("audit_checkpoint"), dict):  # a JSON log record (sentinel_site.logs)
+            return whole["audit_checkpoint"]
+    decoder = json.JSONDecoder()
+    start = line.find("{")
+    while start != -1:  # a text log line: the checkpoint is the JSON object in its message
+        try:
+            found, _ = decoder.raw_decode(line, start)
+        except ValueError:
+            found = None
+        if isinstance(found, dict) and found.get("type") == CHECKPOINT_TYPE:
+            return found
+        start = line.find("{", start + 1)
+    return {}  # names a checkpoint but holds none readable: malformed
+
+
+def _parse(raw: dict) -> Checkpoint | None:
+    seq, hash_, at, sig = raw.get("seq"), raw.get("hash"), raw.get("at"), raw.get("sig")
+    if not (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1):
+        return None
+    if not all(isinstance(value, str) for value in (hash_, at, sig)):
+        return None
+    return Checkpoint(seq=seq, hash=hash_, at=at, sig=sig)
+
+
+# --- upgrading ------------------------------------------------------------------------------------
+def rechain(entry_model: type[models.Model], head_model: type[models.Model], *, old: Hasher, new: Hasher) -> tuple[int, int | None]:
+    """Re-hash the whole chain from `old` to `new` under the head's lock; (entries, first bad seq under `old`).
+
+    Used by the migration that keys the chain (with the migration's historical models). It checks the
+    chain under the old hasher as it goes, so damage done before is reported, never silently vouched
+    for; a missing entry stays missing (sequence numbers are not renumbered).
+    """
+    head = head_model.objects.select_for_update().filter(id=1).first()
+    count, first_bad = 0, None
+    expected_seq, old_prev, new_prev = 1, GENESIS, GENESIS
+    batch: list = []
+    for entry in entry_model.objects.order_by("seq").iterator(chunk_size=2000):
+        text = canonical(entry)
+        intact = entry.seq == expected_seq and entry.prev_hash == old_prev and old(entry.prev_hash, text) == entry.hash
+        if not intact and first_bad is None:
+            first_bad = min(expected_seq, entry.seq)
+        expected_seq, old_prev = entry.seq + 1, entry.hash
+        entry.prev_hash, entry.hash = new_prev, new(new_prev, text)
+        new_prev = entry.hash
+        batch.append(entry)
+        count += 1
+        if len(batch) == 2000:
+            entry_model.objects.bulk_update(batch, ["prev_hash", "hash"])
+            batch = []
+    entry_model.objects.bulk_update(batch, ["prev_hash", "hash"])
+    last_seq = expected_seq - 1
+    if head is not None and (head.seq != last_seq or head.hash != old_prev) and first_bad is None:
+        first_bad = last_seq + 1  # the old chain had lost its end
+    if head is not None:
+        head.seq, head.hash = last_seq, new_prev
+        head.save(update_fields=["seq", "hash"])
+    return count, first_bad
+
+
+def note_rekeyed(
+    entry_model: type[models.Model], head_model: type[models.Model], hasher: Hasher, *, entries: int, first_bad: int | None
+) -> None:
+    """Append the entry that records a re-chaining and what the old chain was like (caller holds the head)."""
+    head, _ = head_model.objects.select_for_update().get_or_create(id=1)
+    data = {"from": "sha256", "to": "hmac-sha256", "entries": entries, "legacy_intact": first_bad is None, "legacy_first_bad": first_bad}
+    entry = _entry(entry_model, hasher, seq=head.seq + 1, prev_hash=head.hash, action="audit.rekeyed", actor="system:migration", data=data)
+    entry.save(force_insert=True)
+    head.seq, head.hash = entry.seq, entry.hash
+    head.save(update_fields=["seq", "hash"])

@@ -253,10 +253,12 @@ class SpendEntry(models.Model):
 
 
 class AuditEntry(models.Model):
-    """One entry of the append-only, hash-chained audit log (see budgets/audit.py)."""
+    """One entry of the append-only, keyed hash chain of the audit log (see budgets/audit.py)."""
 
     seq = models.BigIntegerField(primary_key=True)
-    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False)
+    # A plain id, not a foreign key: the tenant is part of the entry's hashed content, and deleting a
+    # tenant must neither rewrite (SET NULL) nor delete (CASCADE) the entries that say what it did.
+    tenant_id = models.UUIDField(null=True, blank=True, help_text="The tenant's id (kept after the tenant is deleted).")
     actor = models.CharField(max_length=200, help_text="Who: a key id, an admin user, or the system.")
     action = models.CharField(max_length=64)
     target = models.CharField(max_length=200, blank=True)
@@ -268,7 +270,7 @@ class AuditEntry(models.Model):
     class Meta:
         ordering = ["seq"]
         verbose_name_plural = "audit entries"
-        indexes = [models.Index(fields=["tenant", "seq"], name="audit_tenant_seq")]
+        indexes = [models.Index(fields=["tenant_id", "seq"], name="audit_tenant_seq")]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.action}"
@@ -283,3 +285,19 @@ class AuditHead(models.Model):
 
     def __str__(self) -> str:
         return f"audit head #{self.seq}"
+
+
+class AuditCheckpoint(models.Model):
+    """The last head the checkpoint task wrote out: its claim, so concurrent runs never write one twice.
+
+    Not a trust anchor (a database user can change it): the anchors are the signed lines in the
+    checkpoint file and the log, which an operator ships off the box.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default="0" * 64)
+    written_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"audit checkpoint #{self.seq}"

@@ -170,6 +170,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
         "options": {"queue": "maintenance", "expires": 55},
     },
+    "audit-checkpoint": {
+        "task": "budgets.tasks.checkpoint_audit",
+        "schedule": float(envint("SENTINEL_AUDIT_CHECKPOINT_INTERVAL", 60, minimum=1)),
+        "options": {"queue": "maintenance", "expires": envint("SENTINEL_AUDIT_CHECKPOINT_INTERVAL", 60, minimum=1) * 0.9},
+    },
 }
 CELERY_TIMEZONE = "UTC"
 
@@ -189,6 +194,25 @@ try:
     parse_policy(PROVIDER_ALLOWED_HOSTS)
 except ValueError as error:
     raise ImproperlyConfigured(f"SENTINEL_PROVIDER_ALLOWED_HOSTS: {error}") from None
+
+# --- The audit chain's key (budgets/audit.py) ---------------------------------------------------
+# The MAC key of the audit chain and of its checkpoints: whoever holds it can write a chain that
+# verifies, so it is not the Django secret key and lives outside the database. Development and tests
+# use a fixed, public key (the same in every process, so `manage.py verify_audit` works next to
+# `make run`); production refuses to start without a real one.
+DEVELOPMENT_AUDIT_KEY = "sentinel-development-audit-key-not-for-production"
+AUDIT_KEY = envsecret("SENTINEL_AUDIT_KEY")
+if not AUDIT_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured(
+            "SENTINEL_AUDIT_KEY (or SENTINEL_AUDIT_KEY_FILE) must be set when SENTINEL_ENV=production: it keys the audit chain "
+            "(e.g. `openssl rand -hex 32`; keep it outside the database)"
+        )
+    AUDIT_KEY = DEVELOPMENT_AUDIT_KEY
+elif len(AUDIT_KEY) < 32:
+    raise ImproperlyConfigured("SENTINEL_AUDIT_KEY must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+elif PRODUCTION and AUDIT_KEY in (DEVELOPMENT_AUDIT_KEY, SECRET_KEY):
+    raise ImproperlyConfigured("SENTINEL_AUDIT_KEY must be its own secret in production, not the development key or the secret key")
 
 # --- Sentinel's own knobs (one namespaced block, as DRF does) ----------------------------------
 SENTINEL = {
@@ -245,6 +269,11 @@ SENTINEL = {
     # Whether a tenant's own price may undercut the global one (an operator's discount).
     "TENANT_PRICES_BELOW_GLOBAL": envbool("SENTINEL_TENANT_PRICES_BELOW_GLOBAL", False),
     "RESERVATION_TTL_SECONDS": envint("SENTINEL_RESERVATION_TTL_SECONDS", 3600, minimum=60),
+    # The audit chain: its key, and where the signed checkpoints go besides the log ("" = the log only).
+    "AUDIT_KEY": AUDIT_KEY,
+    "AUDIT_CHECKPOINT_FILE": envstr(
+        "SENTINEL_AUDIT_CHECKPOINT_FILE", str(Path(envstr("SENTINEL_DATA_DIR", str(BASE_DIR / "var"))) / "audit-checkpoints.jsonl")
+    ),
     # Resilience (seed 000 section 6.2.2.3: a turn silent for 60 s is a zombie; sweep every 10 s)
     "ZOMBIE_SECONDS": envint("SENTINEL_ZOMBIE_SECONDS", 60, minimum=1),
     "SUPERVISOR_INTERVAL": envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1),

@@ -69,6 +69,16 @@ class Stack:
             path.chmod(0o600)
         os.environ["SENTINEL_SECRET_KEY_FILE"] = str(path)
 
+    def ensure_audit_key(self) -> None:
+        """A generated audit key in var/audit_key: `make bench` runs as production, which requires one."""
+        if os.environ.get("SENTINEL_AUDIT_KEY") or os.environ.get("SENTINEL_AUDIT_KEY_FILE"):
+            return
+        path = self.var / "audit_key"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        os.environ["SENTINEL_AUDIT_KEY_FILE"] = str(path)
+
     def ensure_database(self, dbname: str = "sentinel", *, fresh: bool = False) -> str:
         if os.environ.get("DATABASE_URL"):
             say("using DATABASE_URL")
@@ -355,6 +365,7 @@ def bench(args: list[str]) -> int:
     stack = Stack()
     try:
         stack.ensure_secret_key()
+        stack.ensure_audit_key()
         stack.ensure_database("sentinel_bench", fresh=True)
         stack.ensure_redis(db=int(os.environ.get("SENTINEL_BENCH_REDIS_DB", "14")))
         stack.ensure_model()
