@@ -5,7 +5,9 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 COPY . .
-RUN SENTINEL_SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')" SENTINEL_ALLOWED_HOSTS=build DATABASE_URL=postgresql://build@localhost/build \
+RUN SENTINEL_SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
+    SENTINEL_AUDIT_KEY="$(python -c 'import secrets; print(secrets.token_hex(32))')" \
+    SENTINEL_ALLOWED_HOSTS=build DATABASE_URL=postgresql://build@localhost/build \
     python manage.py collectstatic --no-input
 RUN useradd --create-home sentinel
 USER sentinel

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connections, models, transaction
 from django.utils import timezone
 
 from budgets.models import AuditCheckpoint, AuditEntry, AuditHead
@@ -69,13 +69,11 @@ def legacy_sha256(prev_hash: str, text: str) -> str:
 
 @lru_cache(maxsize=4)
 def keyed(key: str) -> Hasher:
-    """HMAC-SHA256 under `key`; the key's inner and outer pads are computed once, not per entry."""
-    base = hmac.new(key.encode(), digestmod=hashlib.sha256)
+    """HMAC-SHA256 under `key` (OpenSSL's one-shot HMAC: about 2 µs an entry, outside any round trip)."""
+    secret = key.encode()
 
     def mac(prev_hash: str, text: str) -> str:
-        h = base.copy()
-        h.update((prev_hash + text).encode())
-        return h.hexdigest()
+        return hmac.digest(secret, (prev_hash + text).encode(), "sha256").hex()
 
     return mac
 
@@ -249,6 +247,8 @@ def _claim(last: AuditCheckpoint, point: Checkpoint) -> bool:
 
 def _write_out(point: Checkpoint) -> None:
     line = point.line()
+    # The log line first: it reaches the operator's log shipping even when the file cannot be written.
+    log.info("audit checkpoint %s", line, extra={"audit_checkpoint": point.fields()})
     path = settings.SENTINEL["AUDIT_CHECKPOINT_FILE"]
     if path:
         target = Path(path)
@@ -257,7 +257,6 @@ def _write_out(point: Checkpoint) -> None:
             out.write(line + "\n")
             out.flush()
             os.fsync(out.fileno())
-    log.info("audit checkpoint %s", line, extra={"audit_checkpoint": point.fields()})
 
 
 @dataclass
@@ -338,7 +337,7 @@ def rechain(entry_model: type[models.Model], head_model: type[models.Model], *, 
     head = head_model.objects.select_for_update().filter(id=1).first()
     count, first_bad = 0, None
     expected_seq, old_prev, new_prev = 1, GENESIS, GENESIS
-    batch: list = []
+    batch: list[tuple[int, str, str]] = []
     for entry in entry_model.objects.order_by("seq").iterator(chunk_size=2000):
         text = canonical(entry)
         intact = entry.seq == expected_seq and entry.prev_hash == old_prev and old(entry.prev_hash, text) == entry.hash
@@ -347,19 +346,32 @@ def rechain(entry_model: type[models.Model], head_model: type[models.Model], *, 
         expected_seq, old_prev = entry.seq + 1, entry.hash
         entry.prev_hash, entry.hash = new_prev, new(new_prev, text)
         new_prev = entry.hash
-        batch.append(entry)
+        batch.append((entry.seq, entry.prev_hash, entry.hash))
         count += 1
-        if len(batch) == 2000:
-            entry_model.objects.bulk_update(batch, ["prev_hash", "hash"])
+        if len(batch) == 1000:
+            _rewrite_hashes(entry_model, batch)
             batch = []
-    entry_model.objects.bulk_update(batch, ["prev_hash", "hash"])
+    _rewrite_hashes(entry_model, batch)
     last_seq = expected_seq - 1
     if head is not None and (head.seq != last_seq or head.hash != old_prev) and first_bad is None:
         first_bad = last_seq + 1  # the old chain had lost its end
-    if head is not None:
-        head.seq, head.hash = last_seq, new_prev
-        head.save(update_fields=["seq", "hash"])
+    if head is not None or count:
+        head_model.objects.update_or_create(id=1, defaults={"seq": last_seq, "hash": new_prev})
     return count, first_bad
+
+
+def _rewrite_hashes(entry_model: type[models.Model], rows: list[tuple[int, str, str]]) -> None:
+    """One UPDATE ... FROM (VALUES ...) per batch: bulk_update's CASE per row grows with the batch squared."""
+    if not rows:
+        return
+    table = connections[entry_model.objects.db].ops.quote_name(entry_model._meta.db_table)
+    values = ", ".join(["(%s::bigint, %s, %s)"] * len(rows))
+    with connections[entry_model.objects.db].cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS e SET prev_hash = v.prev_hash, hash = v.hash "
+            f"FROM (VALUES {values}) AS v(seq, prev_hash, hash) WHERE e.seq = v.seq",
+            [value for row in rows for value in row],
+        )
 
 
 def note_rekeyed(

@@ -22,8 +22,8 @@ def rechain_under_the_key(apps, schema_editor):
     entry, head = apps.get_model("budgets", "AuditEntry"), apps.get_model("budgets", "AuditHead")
     hasher = audit.keyed(settings.SENTINEL["AUDIT_KEY"])
     entries, first_bad = audit.rechain(entry, head, old=audit.legacy_sha256, new=hasher)
-    if not entries:
-        return
+    if not entries and first_bad is None:
+        return  # a fresh database: nothing to vouch for
     if first_bad is not None:
         log.warning("the SHA-256 audit chain was already broken at sequence number %d before it was keyed", first_bad)
     audit.note_rekeyed(entry, head, hasher, entries=entries, first_bad=first_bad)

@@ -435,3 +435,10 @@ def test_re_chaining_records_where_the_old_chain_was_already_broken():
     note = AuditEntry.objects.get(seq=6)
     assert note.action == "audit.rekeyed" and note.data["legacy_first_bad"] == 3 and not note.data["legacy_intact"]
     assert audit.verify() is None  # keyed from here on; the damage before is on record, in the chain
+
+
+def test_re_chaining_a_wiped_legacy_log_keeps_the_evidence():
+    fill(0)
+    AuditHead.objects.create(id=1, seq=7, hash="a" * 64)  # entries gone, the head remembers 7
+    hasher = audit.keyed(django_settings.SENTINEL["AUDIT_KEY"])
+    assert audit.rechain(AuditEntry, AuditHead, old=audit.legacy_sha256, new=hasher) == (0, 1)
