@@ -63,7 +63,7 @@ def canonical(entry: AuditEntry) -> str:
 
 
 def legacy_sha256(prev_hash: str, text: str) -> str:
-    """How entries were hashed before the chain was keyed (migration 0003 re-chains them under the key)."""
+    """How entries were hashed before the chain was keyed (migration 0005 re-chains them under the key)."""
     return hashlib.sha256((prev_hash + text).encode()).hexdigest()
 
 

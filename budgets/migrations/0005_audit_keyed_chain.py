@@ -36,7 +36,7 @@ def rechain_back_to_sha256(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("budgets", "0002_audithead_budget_budgetwindow_price_reservation_and_more"),
+        ("budgets", "0004_apikey_budget_key"),
     ]
 
     operations = [
