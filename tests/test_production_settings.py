@@ -27,8 +27,11 @@ print(live.status_code, api.status_code, api.get("Location", ""), metrics.status
 
 
 def run_settings(**env: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, "DJANGO_SETTINGS_MODULE": "sentinel_site.settings", "SENTINEL_ALLOWED_HOSTS": "testserver", **env}
+    # Production also requires an audit key (tests/budgets/test_audit.py covers its refusals).
+    audit_key = {"SENTINEL_AUDIT_KEY": "a-test-audit-key-of-32-characters-or-more"}
+    full = {**os.environ, "DJANGO_SETTINGS_MODULE": "sentinel_site.settings", "SENTINEL_ALLOWED_HOSTS": "testserver", **audit_key, **env}
     full.pop("SENTINEL_SECRET_KEY_FILE", None)
+    full.pop("SENTINEL_AUDIT_KEY_FILE", None)
     return subprocess.run([sys.executable, "-c", PROBE], cwd=BASE_DIR, env=full, capture_output=True, text=True)
 
 
