@@ -14,6 +14,7 @@ Each admin declares how its model reaches a tenant (`tenant_path`: "tenant", "tu
 from __future__ import annotations
 
 import functools
+import uuid
 from typing import Any
 
 from django import forms
@@ -275,7 +276,13 @@ class TenantFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value()
-        return queryset if value is None else queryset.filter(**{self.tenant_path: value})
+        if value is None:
+            return queryset
+        try:
+            tenant_id = uuid.UUID(value)
+        except ValueError:
+            return queryset.none()  # a tenant id that cannot exist names no rows
+        return queryset.filter(**{self.tenant_path: tenant_id})
 
 
 class CappedPaginator(Paginator):

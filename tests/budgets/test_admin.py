@@ -417,3 +417,13 @@ def test_an_admin_change_is_audited_under_the_changed_objects_tenant(alice):
     LogEntry.objects.log_actions(root.pk, [alice.agent], CHANGE, change_message="[]", single_object=True)
     entry = AuditEntry.objects.filter(action="admin.change").last()
     assert entry.tenant_id == alice.tenant.id and ContentType.objects.get_for_model(alice.agent).model in entry.target
+
+
+def test_a_malformed_tenant_filter_lists_nothing_instead_of_failing(alice):
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    client = Client()
+    client.force_login(User.objects.create_superuser("filterer", password=None))
+    response = client.get("/admin/agents/agent/?tenant=not-a-uuid")
+    assert response.status_code == 200 and alice.agent.name not in response.content.decode().split("result_list")[-1]
