@@ -92,8 +92,8 @@ def apply_proxy_headers(meta: dict) -> None:
         meta.pop(name, None)
 
 
-class ProxyHeadersMiddleware:
-    """Believe X-Forwarded-For and X-Forwarded-Proto only from SENTINEL_TRUSTED_PROXIES (first in the chain)."""
+class _Middleware:
+    """A middleware that runs in a sync chain and an async one alike, without a thread hop."""
 
     sync_capable = True
     async_capable = True
@@ -103,23 +103,18 @@ class ProxyHeadersMiddleware:
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
             markcoroutinefunction(self)
+
+
+class ProxyHeadersMiddleware(_Middleware):
+    """Believe X-Forwarded-For and X-Forwarded-Proto only from SENTINEL_TRUSTED_PROXIES (first in the chain)."""
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         apply_proxy_headers(request.META)
         return self.get_response(request)  # a coroutine when the chain is async: the caller awaits it
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(_Middleware):
     """Give each request an id (or keep a well-formed client one) and return it as X-Request-Id."""
-
-    sync_capable = True
-    async_capable = True
-
-    def __init__(self, get_response: Callable) -> None:
-        self.get_response = get_response
-        self.is_async = iscoroutinefunction(get_response)
-        if self.is_async:
-            markcoroutinefunction(self)
 
     def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:
