@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -148,6 +149,9 @@ class CpuMeter:
         return f"{text} (cores busy, of {cores})"
 
 
+METRICS_TOKEN = secrets.token_urlsafe(24)
+
+
 class Stack:
     """Stub + Sentinel web + worker, started once per run and reconfigured between benchmarks."""
 
@@ -173,6 +177,9 @@ class Stack:
             "SENTINEL_LOG_LEVEL": "WARNING",
             "SENTINEL_ENV": "production",
             "SENTINEL_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            # Plain HTTP on loopback: no TLS to redirect to; the scrape needs the token production asks for.
+            "SENTINEL_SSL_REDIRECT": "false",
+            "SENTINEL_METRICS_TOKEN": METRICS_TOKEN,
             "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir()),
         }
         self.env.pop("OPENAI_API_KEY", None)
@@ -193,6 +200,13 @@ class Stack:
         return process
 
     def start(self) -> Stack:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # a half-started stack must not live on into the next run (a stale worker took half its turns)
+            raise
+
+    def _start(self) -> Stack:
         self.seed()
         stub = self._spawn("stub", [PYTHON, "-m", "bench.stub_server", "--port", str(self.stub_port)])
         wait_http(f"{self.stub_url}/models", 30, "the stub server", stub)
@@ -251,7 +265,8 @@ class Stack:
     def metrics(self) -> dict[str, float]:
         from prometheus_client.parser import text_string_to_metric_families
 
-        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=10) as response:
+        scrape = urllib.request.Request(f"{self.base_url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        with urllib.request.urlopen(scrape, timeout=10) as response:
             text = response.read().decode()
         values: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
