@@ -1,7 +1,9 @@
-"""How a turn fails: the one place, whoever fails it and why.
+"""How a turn ends: the one place, whoever ends it and why.
 
-A worker fails the turn it runs (the provider failed for good, or Sentinel itself crashed); the
-Supervisor gives up on a turn whose attempts ran out. Both end the same way, in one transaction:
+A worker succeeds the turn it runs (`succeed`: the reply, the outcome, its settlement and audit in
+one commit), or fails it (`fail`: the provider failed for good; `crash`: Sentinel itself did); the
+Supervisor gives up on a turn whose attempts ran out (`give_up`). Every failure ends the same way
+(`end_failed`), in one transaction:
 the turn marked failed (a conditional update, fenced so only the party that owns the turn can end
 it), its held budget released, a dead letter when it should stay re-drivable, its events, an audit
 entry, and the next queued turn of the conversation found; then, best effort, the error on the
@@ -22,10 +24,13 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from agents import streams
-from agents.models import DeadLetter, Turn, TurnStatus
+from agents import openai_format, providers, streams
+from agents.models import UNFINISHED, DeadLetter, Message, Turn, TurnEventRecord, TurnStatus
+from agents.recorder import LostClaim, Recorder, fenced, state_events
+from agents.turns import TurnEvent
 from budgets import audit, spend
 from budgets.models import Reservation
+from memory import tokens
 from sentinel_site import metrics
 
 log = logging.getLogger(__name__)
@@ -56,7 +61,7 @@ def announce(turn_id: Any, events: list[tuple[str, dict]]) -> None:
         log.warning("could not publish %d event(s) to the turn's stream: %s", len(events), type(error).__name__)
 
 
-def fail(
+def end_failed(
     turn: Turn,
     fence: QuerySet[Turn],
     failure: Failure,
@@ -74,7 +79,7 @@ def fail(
             finished_at=now,
             heartbeat_at=now,
             error=failure.error,
-            latency_ms=max(0, int((now - turn.created_at) / timedelta(milliseconds=1))),
+            latency_ms=_ms_since(turn.created_at, now),
             agent_state=agent_state,
         )
         if not ended:
@@ -119,3 +124,174 @@ def next_queued(turn: Turn) -> Turn | None:
 
 def actor_of(turn: Turn) -> str:
     return f"key:{turn.api_key.key_id}" if turn.api_key_id and turn.api_key else "system"
+
+
+def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate: int, config, body: dict, reply_index: int) -> Turn | None:
+    turn = recorder.turn
+    wants_tools = bool(result.tool_calls)
+    prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else prompt_estimate
+    completion_tokens = result.completion_tokens if result.completion_tokens is not None else tokens.count(result.content)
+    finish_reason = "tool_calls" if wants_tools else result.finish_reason
+    actual = spend.cost(turn.tenant_id, body["model"], config.endpoint, prompt_tokens, completion_tokens)
+    recorder.record(
+        "provider_response",
+        {
+            "content": result.content,
+            "tool_calls": result.tool_calls,
+            "finish_reason": finish_reason,
+            "model": result.model,
+            "usage": openai_format.usage(prompt_tokens, completion_tokens),
+            "usage_reported": result.prompt_tokens is not None,
+            "latency_ms": result.latency_ms,
+            "first_token_ms": result.first_token_ms,
+        },
+    )
+    recorder.move(TurnEvent.LLM_RESPONSE, wants_tools=wants_tools)
+    if wants_tools:
+        # Tools run on the client (OpenAI's contract): the call is handed back in the answer, and
+        # the client's `tool` messages arrive as the conversation's next turn.
+        recorder.move(TurnEvent.TOOL_RESULT)
+    recorder.move(TurnEvent.COMPLETE)
+    now = timezone.now()
+    settlement = {"model": body["model"], "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "actual": actual}
+    try:
+        written, following = _finish(recorder, result, now, reply_index, finish_reason, settlement)
+    except LostClaim:
+        # Another attempt owns the turn now, and this answer is discarded; but the call was made
+        # and the provider paid for it, so its cost goes on the ledger all the same.
+        if recorder.reservation is not None:
+            spend.settle(recorder.reservation, turn_id=turn.id, **settlement)
+        raise
+    response = openai_format.completion(
+        turn_id=turn.id,
+        created=int(turn.created_at.timestamp()),
+        model=turn.agent.name,
+        content=result.content,
+        tool_calls=result.tool_calls,
+        finish_reason=finish_reason,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+    )
+    announce(turn.id, [*state_events(written), ("done", {"response": response})])  # one round trip
+    metrics.TURNS.labels("succeeded").inc()
+    metrics.TURN_DURATION.observe((now - turn.created_at).total_seconds())
+    metrics.LLM_TOKENS.labels(config.endpoint, body["model"], "input").inc(prompt_tokens)
+    metrics.LLM_TOKENS.labels(config.endpoint, body["model"], "output").inc(completion_tokens)
+    metrics.LLM_COST.labels(config.endpoint, body["model"]).inc(float(actual))
+    log.info("turn succeeded", extra={"turn": str(turn.id), "latency_ms": _ms_since(turn.created_at, now)})
+    return following
+
+
+def _finish(
+    recorder: Recorder, result: providers.Completion, now, reply_index: int, finish_reason: str, settlement: dict
+) -> tuple[list[TurnEventRecord], Turn | None]:
+    """The reply, the turn's outcome, its events, its settlement and its audit entry: one commit."""
+    turn = recorder.turn
+    with transaction.atomic():
+        message = Message.objects.create(
+            tenant_id=turn.tenant_id,
+            conversation_id=turn.conversation_id,
+            turn=turn,
+            seq=turn.seq,
+            index=reply_index,
+            role="assistant",
+            content=result.content,
+            tool_calls=result.tool_calls or None,
+        )
+        updated = fenced(recorder).update(
+            status=TurnStatus.SUCCEEDED,
+            agent_state=recorder.state,
+            finished_at=now,
+            heartbeat_at=now,
+            model=result.model,
+            prompt_tokens=settlement["prompt_tokens"],
+            completion_tokens=settlement["completion_tokens"],
+            latency_ms=_ms_since(turn.created_at, now),
+            provider_latency_ms=result.latency_ms,
+            first_token_ms=result.first_token_ms,
+            finish_reason=finish_reason,
+            output=message,
+            error=None,
+            cost=settlement["actual"],
+        )
+        if not updated:
+            raise LostClaim  # rolls the transaction back: nothing of this attempt is kept
+        recorder.record("completed", {"message_id": str(message.id), "cost": str(settlement["actual"])})
+        written = recorder.flush()
+        following = next_queued(turn)
+        # The shared rows last, so their locks are held for the fewest round trips before the
+        # commit: the tenant's budget windows, then the audit chain's head (every turn's).
+        if recorder.reservation is not None:
+            spend.settle(recorder.reservation, turn_id=turn.id, **settlement)
+        audit.record(
+            "turn.succeeded",
+            actor=actor_of(turn),
+            tenant_id=turn.tenant_id,
+            target=str(turn.id),
+            data={
+                "agent": turn.agent.name,
+                "model": settlement["model"],
+                "tokens": settlement["prompt_tokens"] + settlement["completion_tokens"],
+                "cost": str(settlement["actual"]),
+                "attempt": recorder.attempt,
+            },
+        )
+    return written, following
+
+
+def fail(recorder: Recorder, error: providers.ProviderError) -> Turn | None:
+    """The provider failed for good: the turn fails; one whose retries ran out on a failure that
+    might pass (timeouts, 5xx) stays re-drivable as a dead letter."""
+    turn = recorder.turn
+    recorder.record("provider_error", error.as_dict())
+    failure = Failure(
+        error=error.as_dict(),
+        audit_action="turn.failed",
+        actor=actor_of(turn),
+        dead_letter=error.code if error.retryable else None,
+        attempt=recorder.attempt,
+    )
+
+    def write_events() -> None:
+        recorder.record("failed", {"code": error.code})
+        recorder.flush()
+
+    try:
+        return end_failed(
+            turn, fenced(recorder), failure, agent_state=recorder.state, write_events=write_events, reservation=recorder.reservation
+        )
+    except Fenced:
+        raise LostClaim from None
+
+
+def crash(recorder: Recorder) -> Turn | None:
+    """Fail a turn after an unexpected error in Sentinel itself (not the provider's fault)."""
+    recorder.pending.clear()
+    error = providers.ProviderError(500, "internal_error", "Sentinel failed while running this turn.", retryable=False, type="server_error")
+    try:
+        return fail(recorder, error)
+    except LostClaim:
+        return None
+
+
+def give_up(turn: Turn, reason: str, error: dict | None, *, write_events: Callable[[], object]) -> bool:
+    """The Supervisor ends a turn for good, whatever attempt holds it, and keeps it re-drivable.
+    False if the turn had already moved on."""
+    failure = Failure(
+        error={"status": 500, "type": "server_error", "code": reason, "message": f"The turn was given up after {turn.attempt} attempts.",
+               **(error or {})},
+        audit_action="turn.dead_lettered",
+        actor="supervisor",
+        dead_letter=reason,
+        attempt=turn.attempt,
+    )  # fmt: skip
+    fence = Turn.objects.filter(id=turn.id, attempt=turn.attempt, status__in=UNFINISHED)
+    try:
+        end_failed(turn, fence, failure, agent_state=turn.agent_state, write_events=write_events)
+    except Fenced:
+        return False
+    return True
+
+
+def _ms_since(start, end) -> int:
+    return max(0, int((end - start) / timedelta(milliseconds=1)))

@@ -48,22 +48,7 @@ def _event(turn: Turn, kind: str, payload: dict) -> None:
 
 def dead_letter(turn: Turn, reason: str, error: dict | None) -> bool:
     """Fail a turn for good and keep it re-drivable. False if it had already moved on."""
-    failure = outcomes.Failure(
-        error={"status": 500, "type": "server_error", "code": reason, "message": f"The turn was given up after {turn.attempt} attempts.",
-               **(error or {})},
-        audit_action="turn.dead_lettered",
-        actor="supervisor",
-        dead_letter=reason,
-        attempt=turn.attempt,
-    )  # fmt: skip
-    fence = Turn.objects.filter(id=turn.id, attempt=turn.attempt, status__in=UNFINISHED)
-    try:
-        outcomes.fail(
-            turn, fence, failure, agent_state=turn.agent_state, write_events=lambda: _event(turn, "dead_lettered", {"reason": reason})
-        )
-    except outcomes.Fenced:
-        return False
-    return True
+    return outcomes.give_up(turn, reason, error, write_events=lambda: _event(turn, "dead_lettered", {"reason": reason}))
 
 
 def sweep(now=None) -> Sweep:

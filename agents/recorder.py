@@ -1,0 +1,69 @@
+"""A turn attempt's event log as it is written: the events buffered and flushed with the writes they
+belong to, the state machine's transitions among them, and the fence every write of the attempt
+goes through (the claim's attempt number: a worker that lost its claim writes nothing more)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.models import Turn, TurnEventRecord, TurnStatus
+from agents.turns import AgentState, TurnEvent, transition_state
+from budgets.models import Reservation
+
+
+class LostClaim(Exception):
+    """Another attempt owns this turn now; stop without writing anything more."""
+
+
+@dataclass
+class Recorder:
+    """Buffers a turn's events and writes them (PostgreSQL, then Redis) in batches."""
+
+    turn: Turn
+    attempt: int
+    state: AgentState = AgentState.IDLE
+    next_seq: int = 0
+    pending: list[TurnEventRecord] = field(default_factory=list)
+    reservation: Reservation | None = None
+
+    def record(self, kind: str, payload: dict[str, Any] | None = None) -> None:
+        self.pending.append(
+            TurnEventRecord(turn_id=self.turn.id, attempt=self.attempt, seq=self.next_seq, kind=kind, payload=payload or {})
+        )
+        self.next_seq += 1
+
+    def move(self, event: TurnEvent, *, wants_tools: bool = False) -> AgentState:
+        """Apply a state machine event; the transition becomes an event in the log."""
+        target = transition_state(self.state, event, wants_tools=wants_tools)
+        self.pending.append(
+            TurnEventRecord(
+                turn_id=self.turn.id,
+                attempt=self.attempt,
+                seq=self.next_seq,
+                kind="state",
+                from_state=self.state.value,
+                to_state=target.value,
+                payload={"event": event.value},
+            )
+        )
+        self.next_seq += 1
+        self.state = target
+        return target
+
+    def flush(self) -> list[TurnEventRecord]:
+        """Write buffered events to PostgreSQL; call inside the transaction they belong to."""
+        written, self.pending = self.pending, []
+        if written:
+            TurnEventRecord.objects.bulk_create(written)
+        return written
+
+
+def state_events(events: list[TurnEventRecord]) -> list[tuple[str, dict]]:
+    """The state transitions among written events, as stream events."""
+    return [("state", {"from": event.from_state, "to": event.to_state}) for event in events if event.kind == "state"]
+
+
+def fenced(recorder: Recorder):
+    """The turn's row, as long as this attempt still owns it."""
+    return Turn.objects.filter(id=recorder.turn.id, attempt=recorder.attempt, status=TurnStatus.RUNNING)
