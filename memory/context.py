@@ -19,14 +19,17 @@ shrank after admission, rather than send the turn without its input.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 from django.db.models import Count, Q, Sum
 
+from agents.models import Message
 from memory import search as memory_search
 from memory import tokens
+from memory.models import Summary
 from sentinel_site.errors import ApiError
 
 MIN_RECALL_SCORE = 0.2  # below this cosine similarity a "memory" is noise for all-MiniLM-L6-v2
@@ -111,10 +114,6 @@ class Context:
     query: str = ""
     next_index: int = 0  # where the turn's reply goes among its messages (after its own input)
 
-    @property
-    def recent_message_ids(self) -> list[str]:
-        return [mid for piece in self.pieces if piece.kind == "recent" for mid in piece.source_message_ids]
-
     def explain(self) -> dict:
         return {
             "pieces": [piece.explain() for piece in self.pieces],
@@ -130,22 +129,53 @@ NEW_MESSAGE_WEIGHT = 0.8  # the recall query leans on the new message; the last 
 
 
 def assemble(conversation, *, upto_seq: int | None = None, query: str | None = None, embed: EmbedTexts | None = None) -> Context:
-    """The context for the conversation's turn number `upto_seq` (None: the next turn)."""
-    from agents.models import Message
-    from memory.models import Summary
-
+    """The context for the conversation's turn number `upto_seq` (None: the next turn): the system
+    prompt, then the recent window, summaries and recall, each within what the pieces before it left."""
     agent = conversation.agent
-    budget = agent.context_budget
     history = Message.objects.filter(conversation=conversation)
     if upto_seq is not None:
         history = history.filter(seq__lte=upto_seq)
-
-    pieces: list[Piece] = []
     system = system_tokens(agent.system_prompt)
-    remaining = budget - system
+    remaining = agent.context_budget - system
+    loaded, own_input, window = _window(agent, history, upto_seq, remaining, system)
+    remaining -= sum(cost for _, cost in window)
+    summaries = _summaries(conversation, int(remaining * SUMMARY_SHARE))
+    remaining -= sum(piece.tokens for piece in summaries)
+    texts = [query] if query is not None else _default_query([message for message, _ in window])
+    recalled = _recall(conversation, texts, window, summaries, remaining, embed)
 
-    # The recent window, newest first. A turn's own input messages are always sent whole (for "the
-    # next turn", upto_seq None, there are none yet); both sets come back in one round trip.
+    pieces = [Piece(kind="system", text=agent.system_prompt, tokens=system)] if agent.system_prompt else []
+    pieces += [*summaries, *recalled]
+    pieces += [
+        Piece(
+            kind="recent",
+            text=message.content,
+            tokens=cost,
+            source_message_ids=[str(message.id)],
+            client_ids=[message.client_id] if message.client_id else [],
+            message=message.as_openai(),
+        )
+        for message, cost in window
+    ]
+    _attach_client_ids(pieces)
+    history_tokens, unconsolidated_tokens = _history_totals(history, loaded)
+    return Context(
+        pieces=pieces,
+        messages=_render(agent.system_prompt, summaries, recalled, window),
+        total_tokens=sum(piece.tokens for piece in pieces),
+        history_tokens=system + history_tokens,
+        unconsolidated_tokens=system + unconsolidated_tokens,
+        query="\n".join(texts),
+        next_index=max((message.index for message in own_input), default=-1) + 1,
+    )
+
+
+def _window(agent, history, upto_seq: int | None, remaining: int, system: int) -> tuple[list, list, list[tuple[Message, int]]]:
+    """(messages loaded, the turn's own input, the window as (message, tokens) oldest first).
+
+    The newest messages verbatim, within short_term_messages / short_term_tokens. A turn's own input
+    is always sent whole (for "the next turn", upto_seq None, there is none yet); both sets come back
+    in one round trip. ContextLengthExceeded if the input alone no longer fits (the budget shrank)."""
     recent = history.exclude(seq=upto_seq).order_by("-seq", "-index")[: agent.short_term_messages]
     if upto_seq is not None:
         recent = history.filter(seq=upto_seq).union(recent, all=True)
@@ -154,7 +184,7 @@ def assemble(conversation, *, upto_seq: int | None = None, query: str | None = N
     window = [(message, _cost(message)) for message in _required(loaded, len(own_input))]
     window_tokens = sum(cost for _, cost in window)
     if window_tokens > remaining:
-        raise ContextLengthExceeded(budget, system + window_tokens)  # the budget shrank since admission
+        raise ContextLengthExceeded(agent.context_budget, system + window_tokens)  # the budget shrank since admission
     required = len(window)
     for message in loaded[required:]:
         cost = _cost(message)
@@ -165,18 +195,19 @@ def assemble(conversation, *, upto_seq: int | None = None, query: str | None = N
         window_tokens += cost
     window.reverse()
     while len(window) > required and window[0][0].role == "tool":  # a tool result without the call that asked for it
-        window_tokens -= window.pop(0)[1]
-    remaining -= window_tokens
+        window.pop(0)
+    return loaded, own_input, window
 
-    # Summaries of this conversation, newest first within their share; shown oldest first.
-    summary_pieces: list[Piece] = []
-    summary_budget = int(remaining * SUMMARY_SHARE)
+
+def _summaries(conversation, share: int) -> list[Piece]:
+    """This conversation's summaries, newest first within their share of the budget; shown oldest first."""
+    pieces: list[Piece] = []
     for summary in Summary.objects.filter(conversation=conversation).order_by("-last_seq")[:20]:
         cost = summary.token_count + tokens.MESSAGE_OVERHEAD
-        if cost > summary_budget:
+        if cost > share:
             break
-        summary_budget -= cost
-        summary_pieces.append(
+        share -= cost
+        pieces.append(
             Piece(
                 kind="summary",
                 text=summary.text,
@@ -185,87 +216,68 @@ def assemble(conversation, *, upto_seq: int | None = None, query: str | None = N
                 source_message_ids=[str(mid) for mid in summary.source_message_ids],
             )
         )
-    summary_pieces.reverse()
-    remaining -= sum(piece.tokens for piece in summary_pieces)
+    pieces.reverse()
+    return pieces
 
-    # Recall: the agent's memories nearest to what is being asked.
-    window_ids = [message.id for message, _ in window]
-    texts = [query] if query is not None else _default_query([message for message, _ in window])
-    query = "\n".join(texts)
-    recalled: list[Piece] = []
-    vector = query_vector(texts, embed) if embed is not None and query and remaining > 0 and agent.recall_limit else None
-    if vector is not None:
-        hits = memory_search.search(
-            conversation.tenant_id,
-            vector,
-            k=agent.recall_limit * 2,
-            agent_id=agent.id,
-            exclude_message_ids=window_ids,
-        )
-        included_summaries = {piece.summary_id for piece in summary_pieces}
-        seen_texts = {message.content for message, _ in window}
-        for hit in hits:
-            memory = hit.memory
-            if hit.score < MIN_RECALL_SCORE or len(recalled) >= agent.recall_limit:
-                break
-            if memory.summary_id is not None and str(memory.summary_id) in included_summaries:
-                continue
-            if memory.text in seen_texts:  # the same words said again: once is enough
-                continue
-            seen_texts.add(memory.text)
-            text = _recalled_line(memory)
-            cost = tokens.count(text) + 1
-            if cost > remaining:
-                continue
-            remaining -= cost
-            recalled.append(
-                Piece(
-                    kind="recalled",
-                    text=text,
-                    tokens=cost,
-                    memory_id=str(memory.id),
-                    score=round(hit.score, 4),
-                    source_message_ids=[str(mid) for mid in memory.source_message_ids],
-                )
-            )
-        recalled.sort(key=lambda piece: piece.text)  # dated lines: chronological
 
-    if agent.system_prompt:
-        pieces.append(Piece(kind="system", text=agent.system_prompt, tokens=system))
-    pieces.extend(summary_pieces)
-    pieces.extend(recalled)
-    pieces.extend(
-        Piece(
-            kind="recent",
-            text=message.content,
-            tokens=cost,
-            source_message_ids=[str(message.id)],
-            client_ids=[message.client_id] if message.client_id else [],
-            message=message.as_openai(),
-        )
-        for message, cost in window
+def _recall(conversation, texts: list[str], window, summaries: list[Piece], remaining: int, embed: EmbedTexts | None) -> list[Piece]:
+    """The agent's memories nearest to what is being asked, none the window or the summaries carry."""
+    agent = conversation.agent
+    if embed is None or not "".join(texts) or remaining <= 0 or not agent.recall_limit:
+        return []
+    vector = query_vector(texts, embed)
+    if vector is None:
+        return []
+    hits = memory_search.search(
+        conversation.tenant_id, vector, k=agent.recall_limit * 2, agent_id=agent.id, exclude_message_ids=[m.id for m, _ in window]
     )
-    _attach_client_ids(pieces)
+    included_summaries = {piece.summary_id for piece in summaries}
+    seen_texts = {message.content for message, _ in window}
+    recalled: list[Piece] = []
+    for hit in hits:
+        memory = hit.memory
+        if hit.score < MIN_RECALL_SCORE or len(recalled) >= agent.recall_limit:
+            break
+        if memory.summary_id is not None and str(memory.summary_id) in included_summaries:
+            continue
+        if memory.text in seen_texts:  # the same words said again: once is enough
+            continue
+        seen_texts.add(memory.text)
+        text = _recalled_line(memory)
+        cost = tokens.count(text) + 1
+        if cost > remaining:
+            continue
+        remaining -= cost
+        recalled.append(
+            Piece(
+                kind="recalled",
+                text=text,
+                tokens=cost,
+                memory_id=str(memory.id),
+                score=round(hit.score, 4),
+                source_message_ids=[str(mid) for mid in memory.source_message_ids],
+            )
+        )
+    recalled.sort(key=lambda piece: piece.text)  # dated lines: chronological
+    return recalled
 
+
+def _history_totals(history, loaded: list) -> tuple[int, int]:
+    """Tokens of every message so far, and of those not consolidated yet (without the system prompt).
+    Messages the indexer has not counted yet are counted here; they are usually the newest, loaded
+    already, and only when some are not is another query needed."""
     totals = history.aggregate(
         all=Sum("token_count"),
         unconsolidated=Sum("token_count", filter=Q(summary__isnull=True)),
         uncounted=Count("id", filter=Q(token_count__isnull=True)),
     )
-    # Messages the indexer has not counted yet are counted here. They are usually the newest, loaded
-    # above already; only when some are not is another query needed.
     uncounted_messages = [m for m in loaded if m.token_count is None]
     if len(uncounted_messages) != totals["uncounted"]:
         uncounted_messages = list(history.filter(token_count__isnull=True))
     uncounted = [(tokens.count_message(m.as_openai()), m.summary_id is None) for m in uncounted_messages]
-    return Context(
-        pieces=pieces,
-        messages=_render(agent.system_prompt, summary_pieces, recalled, window),
-        total_tokens=sum(piece.tokens for piece in pieces),
-        history_tokens=system + (totals["all"] or 0) + sum(count for count, _ in uncounted),
-        unconsolidated_tokens=system + (totals["unconsolidated"] or 0) + sum(count for count, fresh in uncounted if fresh),
-        query=query or "",
-        next_index=max((message.index for message in own_input), default=-1) + 1,
+    return (
+        (totals["all"] or 0) + sum(count for count, _ in uncounted),
+        (totals["unconsolidated"] or 0) + sum(count for count, fresh in uncounted if fresh),
     )
 
 
@@ -289,8 +301,6 @@ def _required(loaded: list, own: int) -> list:
 
 def recall_query(conversation) -> list[str]:
     """The texts recall would embed for the conversation's next turn."""
-    from agents.models import Message
-
     recent = Message.objects.filter(conversation=conversation).order_by("-seq", "-index")[: conversation.agent.short_term_messages]
     return _default_query(list(reversed(list(recent))))
 
@@ -351,8 +361,6 @@ def _render(system_prompt: str, summaries: list[Piece], recalled: list[Piece], w
 
 def _attach_client_ids(pieces: list[Piece]) -> None:
     """Give summary and recalled pieces the importer's ids of their source messages."""
-    from agents.models import Message
-
     wanted = {mid for piece in pieces if piece.kind in ("summary", "recalled") for mid in piece.source_message_ids}
     if not wanted:
         return
@@ -362,7 +370,5 @@ def _attach_client_ids(pieces: list[Piece]) -> None:
             piece.client_ids = [client_ids[mid] for mid in map(_uuid, piece.source_message_ids) if mid in client_ids]
 
 
-def _uuid(value: str):
-    import uuid
-
+def _uuid(value: str) -> uuid.UUID:
     return uuid.UUID(value)
