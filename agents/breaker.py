@@ -119,7 +119,7 @@ def snapshot(now: float | None = None) -> list[tuple[str, str]]:
     worst: dict[str, str] = {}
     stale = []
     for key, value in client.hgetall(OPEN_INDEX).items():
-        name, _, opened = value.decode().rpartition("|")
+        name, _, opened = (value.decode() if isinstance(value, bytes) else value).rpartition("|")
         if now - float(opened or 0) > 3600:
             stale.append(key)
             continue

@@ -353,9 +353,10 @@ def _provider_code(exc: openai.APIStatusError) -> str | None:
     return code if isinstance(code, str) and _SAFE_CODE.match(code) else None
 
 
-def _egress_denial(exc: BaseException) -> str | None:
+def _egress_denial(error: BaseException) -> str | None:
     """The egress policy's reason if it refused this call's connection (the SDK wraps it)."""
     seen = 0
+    exc: BaseException | None = error
     while exc is not None and seen < 10:
         if isinstance(exc, egress.EgressDenied):
             return str(exc)

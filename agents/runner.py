@@ -85,7 +85,7 @@ def _execute(recorder: Recorder, beating: heartbeat.Tracked) -> Turn | None:
     try:
         ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embeddings.embed_query)
     except memory_context.ContextLengthExceeded as error:  # the agent's budget shrank after admission
-        return fail(recorder, providers.ProviderError(400, error.code, error.message, retryable=False, type=error.type))
+        return fail(recorder, providers.ProviderError(400, "context_length_exceeded", error.message, retryable=False, type=error.type))
     metrics.CONTEXT_TOKENS.observe(ctx.total_tokens)
     body = providers.request_body(config, ctx.messages, turn.params, stream=True)
     recorder.record("provider_request", {"endpoint": config.endpoint, "body": body, "context": ctx.explain()})

@@ -69,7 +69,11 @@ def sweep(now=None) -> Sweep:
                 status=TurnStatus.QUEUED, agent_state=AgentState.IDLE, heartbeat_at=now
             )
             if taken:
-                _event(turn, "zombie_requeued", {"heartbeat_at": turn.heartbeat_at.isoformat(), "attempt": turn.attempt})
+                _event(
+                    turn,
+                    "zombie_requeued",
+                    {"heartbeat_at": turn.heartbeat_at.isoformat() if turn.heartbeat_at else None, "attempt": turn.attempt},
+                )
                 audit.record(
                     "turn.requeued", actor="supervisor", tenant_id=turn.tenant_id, target=str(turn.id), data={"attempt": turn.attempt}
                 )

@@ -76,8 +76,8 @@ def price_per_token(tenant_id, model: str, endpoint: str) -> tuple[Decimal, Deci
     cached = _price_cache.get(key)
     if cached and time.monotonic() - cached[0] < _PRICE_TTL:
         return cached[1]
-    candidates = Price.objects.filter(model=model).filter(Q(endpoint="") | Q(endpoint=endpoint))
-    candidates = list(candidates.filter(Q(tenant_id=tenant_id) | Q(tenant__isnull=True)))
+    matching = Price.objects.filter(model=model).filter(Q(endpoint="") | Q(endpoint=endpoint))
+    candidates = list(matching.filter(Q(tenant_id=tenant_id) | Q(tenant__isnull=True)))
     own = sorted((p for p in candidates if p.tenant_id is not None), key=lambda p: p.endpoint == "")
     shared = sorted((p for p in candidates if p.tenant_id is None), key=lambda p: p.endpoint == "")
     price = None
@@ -244,10 +244,10 @@ def settle(
     with transaction.atomic(savepoint=False):  # no SAVEPOINT round trips while the hot rows are locked
         claimed = _claim(reservation, Reservation.Status.SETTLED)
         late = claimed is None
-        if late:
+        if claimed is None:
             claimed = _claim(reservation, Reservation.Status.SETTLED, closed=(Reservation.Status.EXPIRED, Reservation.Status.RELEASED))
-            if claimed is None:
-                return False
+        if claimed is None:
+            return False
         SpendEntry.objects.create(
             tenant_id=claimed.tenant_id,
             api_key_id=claimed.api_key_id,

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -46,7 +48,7 @@ PROMPT = (
 class Plan:
     """What one consolidation step would take."""
 
-    conversation_id: str
+    conversation_id: uuid.UUID
     message_ids: list = field(default_factory=list)
     tokens: int = 0
     first_seq: int = 0
@@ -204,7 +206,7 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
     messages = list(Message.objects.filter(id__in=plan.message_ids).order_by("seq", "index"))
     config = providers.ProviderConfig.for_agent(conversation.agent)
     transcript = _transcript(messages)
-    body = {
+    body: dict[str, Any] = {
         "model": config.model,
         "messages": [{"role": "system", "content": PROMPT}, {"role": "user", "content": transcript}],
         "max_tokens": max(128, min(600, plan.tokens // 4)),
@@ -235,8 +237,8 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
         actual=spend.cost(conversation.tenant_id, body["model"], config.endpoint, run.prompt_tokens, run.completion_tokens),
     )
     if not result.content.strip():
-        error = providers.ProviderError(502, "provider_bad_response", "The model returned an empty summary.", retryable=True)
-        _finish(run, started, status=ConsolidationRun.Status.FAILED, error=error.as_dict())
+        empty = providers.ProviderError(502, "provider_bad_response", "The model returned an empty summary.", retryable=True)
+        _finish(run, started, status=ConsolidationRun.Status.FAILED, error=empty.as_dict())
         return run
     text = result.content.strip()
     with transaction.atomic():

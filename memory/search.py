@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Value
+from django.db.models import Expression, Value
 from pgvector.django import CosineDistance
 
 from memory.models import Memory
@@ -49,7 +49,7 @@ def search(
         queryset = queryset.exclude(message_id__in=exclude_message_ids)
     limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
     exact = queryset[: limit + 1].count() <= limit  # a bounded count: stops at limit + 1 rows
-    distance = CosineDistance("embedding", vector)
+    distance: Expression = CosineDistance("embedding", vector)
     if exact:
         # A small scoped set: scan it exactly (the btree index finds it; "+ 0" keeps the planner
         # off the HNSW index, which would search the whole table and filter afterwards).

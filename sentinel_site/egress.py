@@ -96,7 +96,7 @@ def _looks_like_host(value: str) -> bool:
 
 @lru_cache(maxsize=4)
 def _policy_for(entries: tuple[str, ...], services: tuple[tuple[str, int], ...]) -> Policy:
-    internal = []
+    internal: list[tuple[Address, int]] = []
     for host, port in services:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -172,7 +172,7 @@ def _plain(address: Address) -> Address:
 class _GuardedBackend(httpcore2.SyncBackend):
     """Resolves, checks and connects to the checked address: the connection-time half of the policy."""
 
-    def connect_tcp(self, host: str, port: int, timeout=None, local_address=None, socket_options=None):  # type: ignore[override]
+    def connect_tcp(self, host: str, port: int, timeout=None, local_address=None, socket_options=None):
         addresses = resolve_allowed(host, port)
         last: Exception | None = None
         for address in addresses:

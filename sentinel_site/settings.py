@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -215,7 +216,7 @@ elif PRODUCTION and AUDIT_KEY in (DEVELOPMENT_AUDIT_KEY, SECRET_KEY):
     raise ImproperlyConfigured("SENTINEL_AUDIT_KEY must be its own secret in production, not the development key or the secret key")
 
 # --- Sentinel's own knobs (one namespaced block, as DRF does) ----------------------------------
-SENTINEL = {
+SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "LLM_API_KEY": OPENAI_API_KEY or "sentinel-local",
     "LLM_BASE_URL": LLM_BASE_URL,
     "LLM_MODEL": LLM_DEFAULT_MODEL,
