@@ -23,10 +23,6 @@ from sentinel_site.pagination import CursorPagination
 from sentinel_site.params import IntegerParam, TextParam
 
 
-def actor(request) -> str:
-    return f"key:{request.user.api_key.key_id}"
-
-
 class BudgetInSerializer(serializers.Serializer):
     period = serializers.ChoiceField(choices=Period.choices)
     limit = strict.DecimalField(max_digits=14, decimal_places=6, help_text="USD per period.")
@@ -95,7 +91,7 @@ class BudgetsView(APIView):
                 )
                 audit.record(
                     "budget.changed",
-                    actor=actor(request),
+                    actor=audit.actor_for_key(request.user.api_key),
                     tenant_id=tenant.id,
                     target=str(budget.id),
                     data={"period": budget.period, "limit": str(budget.limit), "api_key": item.get("api_key")},
@@ -164,7 +160,7 @@ class PricingView(APIView):
                 )
             audit.record(
                 "pricing.changed",
-                actor=actor(request),
+                actor=audit.actor_for_key(request.user.api_key),
                 tenant_id=tenant.id,
                 data={"models": [i["model"] for i in data.validated_data["prices"]]},
             )
@@ -325,7 +321,7 @@ class KeysView(APIView):
             role=data.validated_data["role"],
             name=data.validated_data["name"],
             expires_at=timezone.now() + timedelta(days=days) if days else None,
-            actor=actor(request),
+            actor=audit.actor_for_key(request.user.api_key),
         )
         return Response(key_view(api_key, plaintext), status=status.HTTP_201_CREATED)
 
@@ -344,7 +340,7 @@ class KeyView(APIView):
 
     @extend_schema(summary="Revoke an API key", responses={204: None}, tags=["governance"])
     def delete(self, request, key_id):
-        tenant_key(request, key_id).revoke(actor=actor(request))
+        tenant_key(request, key_id).revoke(actor=audit.actor_for_key(request.user.api_key))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -366,15 +362,16 @@ class KeyRotateView(APIView):
         if not old.is_usable:
             raise ApiError(409, "A revoked or expired key cannot be rotated.", code="key_not_usable")
         overlap = self.overlap_hours.read(request)
+        actor = audit.actor_for_key(request.user.api_key)
         with transaction.atomic():
-            new, plaintext = ApiKey.issue(old.tenant, role=old.role, name=old.name, expires_at=old.expires_at, actor=actor(request))
+            new, plaintext = ApiKey.issue(old.tenant, role=old.role, name=old.name, expires_at=old.expires_at, actor=actor)
             # The new key spends against the old one's per-key budgets (and their spend so far).
             ApiKey.objects.filter(pk=new.pk).update(budget_key_id=old.budget_key_id or old.id)
             ends = timezone.now() + timedelta(hours=overlap)
             ApiKey.objects.filter(pk=old.pk).update(expires_at=ends if old.expires_at is None else min(ends, old.expires_at))
             audit.record(
                 "key.rotated",
-                actor=actor(request),
+                actor=actor,
                 tenant_id=old.tenant_id,
                 target=old.key_id,
                 data={"new_key": new.key_id, "old_key_expires": ends.isoformat()},
