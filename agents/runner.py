@@ -140,7 +140,7 @@ def _execute(recorder: Recorder, beating: heartbeat.Tracked) -> Turn | None:
     try:
         ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embeddings.embed_query)
     except memory_context.ContextLengthExceeded as error:  # the agent's budget shrank after admission
-        return fail(recorder, providers.ProviderError(400, error.code, error.message, retryable=False, type=error.type))
+        return fail(recorder, outcomes.Refused(error))
     metrics.CONTEXT_TOKENS.observe(ctx.total_tokens)
     body = providers.request_body(config, ctx.messages, turn.params, stream=True)
     recorder.record("provider_request", {"endpoint": config.endpoint, "body": body, "context": ctx.explain()})
@@ -149,7 +149,7 @@ def _execute(recorder: Recorder, beating: heartbeat.Tracked) -> Turn | None:
         recorder.reservation = hold_budget(turn, config, body, ctx.total_tokens)
         release_connection()
         result = call_provider(recorder, config, body, beating)
-    except providers.ProviderError as error:
+    except (providers.ProviderError, outcomes.Refused) as error:
         return fail(recorder, error)
     return succeed(recorder, result, prompt_estimate=ctx.total_tokens, config=config, body=body, reply_index=ctx.next_index)
 
@@ -215,10 +215,8 @@ def hold_budget(turn: Turn, config: providers.ProviderConfig, body: dict, prompt
             refuse_unpriced=config.deployment_key,
         )
         return spend.reserve(turn.tenant_id, turn.api_key_id, amount, turn_id=turn.id)
-    except spend.UnpricedModel as unpriced:
-        raise providers.ProviderError(400, "model_not_priced", str(unpriced), retryable=False, type="invalid_request_error") from None
-    except spend.BudgetExceeded as exceeded:
-        raise providers.ProviderError(503, "budget_exceeded", str(exceeded), retryable=False, type="budget_exceeded") from None
+    except (spend.UnpricedModel, spend.BudgetExceeded) as refusal:
+        raise outcomes.Refused(refusal) from None
 
 
 def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate: int, config, body: dict, reply_index: int) -> Turn | None:
@@ -334,7 +332,7 @@ def _finish(
     return written, following
 
 
-def fail(recorder: Recorder, error: providers.ProviderError) -> Turn | None:
+def fail(recorder: Recorder, error: providers.ProviderError | outcomes.Refused) -> Turn | None:
     """The provider failed for good: the turn fails; one whose retries ran out on a failure that
     might pass (timeouts, 5xx) stays re-drivable as a dead letter."""
     turn = recorder.turn
