@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -15,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from budgets import audit, keys, roles, spend
-from budgets.models import ApiKey, AuditEntry, Budget, Period, Price, SpendEntry
+from budgets.models import ApiKey, AuditEntry, Budget, BudgetWindow, Period, Price, SpendEntry
 from budgets.roles import Role
 from sentinel_site import strict
 from sentinel_site.errors import ApiError, not_found
@@ -100,8 +101,6 @@ class BudgetsView(APIView):
 
 
 def _standing(budget: Budget) -> spend.Standing:
-    from budgets.models import BudgetWindow
-
     window = BudgetWindow.objects.filter(budget=budget, starts=spend.window_start(budget.period)).first()
     return spend.Standing(budget, window.settled if window else 0, window.reserved if window else 0)
 
@@ -133,8 +132,6 @@ class PricingView(APIView):
     required_scopes = {"GET": roles.BUDGETS_ADMIN, "PUT": roles.BUDGETS_ADMIN}
 
     def _all(self, tenant):
-        from django.db.models import Q
-
         return PriceSerializer(Price.objects.filter(Q(tenant=tenant) | Q(tenant__isnull=True)).order_by("model", "tenant"), many=True).data
 
     @extend_schema(summary="List prices", responses=OpenApiResponse(OpenApiTypes.OBJECT), tags=["governance"])
@@ -171,8 +168,6 @@ class PricingView(APIView):
 def _check_tenant_price(item: dict, param: str) -> None:
     """A tenant's price may raise the operator's price for its own accounting, never lower it (a
     zero price would make every call free of budget), unless SENTINEL_TENANT_PRICES_BELOW_GLOBAL."""
-    from django.conf import settings
-
     if settings.SENTINEL["TENANT_PRICES_BELOW_GLOBAL"]:
         return
     endpoint = item.get("endpoint", "")
