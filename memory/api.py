@@ -202,10 +202,11 @@ class MessagePagination(CursorPagination):
 
 
 class ConversationMemoryViewSet(ConversationScoped, viewsets.GenericViewSet):
-    # What memory keeps of a conversation, at /v1/conversations/{id}/...: its messages (listed and
-    # imported, or one forgotten), its summaries, a consolidation now. The conversation itself
-    # (list, read, create) is agents/api/resources.py's; both look it up in the caller's tenant the
-    # same way (ConversationScoped, whose docstring is these operations' OpenAPI description).
+    """Conversations; their messages, summaries and consolidation (memory logic in memory/api.py)."""
+
+    # The docstring is API text (OpenAPI descriptions, OPTIONS), the same as agents' ConversationViewSet.
+    # This one is what memory keeps of a conversation, at /v1/conversations/{id}/...: its messages
+    # (listed and imported, or one forgotten), its summaries, a consolidation now.
     required_scopes = {"GET": roles.TURNS_READ, "POST": roles.MEMORY_WRITE, "DELETE": roles.MEMORY_WRITE}
     action_scopes = {"summaries": roles.MEMORY_READ}
 

@@ -127,12 +127,11 @@ class AgentViewSet(TenantScoped, viewsets.ModelViewSet):
 
 
 class ConversationScoped(TenantScoped):
-    """Conversations; their messages, summaries and consolidation (memory logic in memory/api.py)."""
+    """A conversation of the caller's tenant, by id: what both conversation viewsets look up (this one
+    and memory/api.py's)."""
 
-    # The docstring above is also the OpenAPI description of every conversation operation without
-    # one of its own (drf-spectacular reads the first docstring up the class tree), here and in
-    # memory/api.py: the viewsets below it carry comments, not docstrings, so the document stays.
     model = Conversation
+    serializer_class = ConversationSerializer  # also what OPTIONS describes, on every conversation route
 
     def get_queryset(self):
         return super().get_queryset().select_related("agent")
@@ -149,9 +148,11 @@ class ConversationScoped(TenantScoped):
     ),
 )
 class ConversationViewSet(ConversationScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    # The conversation resource: list, read, create. What memory keeps of one (its messages,
-    # summaries, consolidation, context) is memory/api.py's, on the same URLs (memory/urls.py).
-    serializer_class = ConversationSerializer
+    """Conversations; their messages, summaries and consolidation (memory logic in memory/api.py)."""
+
+    # The docstring is API text (OpenAPI descriptions, OPTIONS), the same on memory/api.py's viewset.
+    # This one is the conversation resource: list, read, create; what memory keeps of a
+    # conversation is memory/api.py's, on the same URLs (memory/urls.py).
     required_scopes = {"GET": roles.TURNS_READ, "POST": roles.MEMORY_WRITE}
 
     def create(self, request):
