@@ -7,6 +7,7 @@ from django.contrib import admin
 from agents import deadletters
 from agents.models import Agent, Conversation, DeadLetter, Message, Turn, TurnEventRecord
 from agents.tasks import enqueue_turn
+from budgets import audit
 from sentinel_site.admin import BigTableMixin, ReadOnlyAdmin, ReadOnlyInline, TenantConsistentForm, TenantFilter, TenantScopedAdmin
 
 WRITE_ONLY_FIELDS = ("new_provider_api_key", "clear_provider_api_key")
@@ -136,7 +137,7 @@ class DeadLetterAdmin(TenantScopedAdmin):
     def redrive(self, request, queryset):
         count = 0
         for letter in queryset:
-            if deadletters.redrive(letter, actor=f"user:{request.user.get_username()}"):
+            if deadletters.redrive(letter, actor=audit.actor_for_user(request.user)):
                 enqueue_turn(letter.turn_id)
                 count += 1
         self.message_user(request, f"Re-driven {count} turn(s).")

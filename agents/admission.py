@@ -1,7 +1,9 @@
 """Admitting a chat request: one transaction stores its messages and a queued turn.
 
 Nothing is written unless everything is valid; the turn is enqueued only after the commit, so a
-worker never sees a turn that is not in the database yet.
+worker never sees a turn that is not in the database yet. A refusal is a domain exception (defined
+here, or spend's BudgetExceeded and UnpricedModel, context's ContextLengthExceeded); how a client
+sees each is sentinel_site/errors.py's business.
 """
 
 from __future__ import annotations
@@ -21,16 +23,52 @@ from django.db.models import F
 from agents import providers
 from agents.models import Agent, Conversation, Message, Turn, TurnEventRecord
 from budgets import audit, spend
-from budgets.models import ApiKey, Tenant
+from budgets.models import ApiKey, Budget, Tenant
 from memory import context as memory_context
 from sentinel_site import logs, metrics, tracing
-from sentinel_site.errors import ApiError
+
+
+class AgentNotFound(Exception):
+    """The request's `model` names no live agent of the caller's tenant."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"The model `{name}` does not exist or you do not have access to it.")
+        self.name = name
+
+
+class IdempotencyKeyReused(Exception):
+    """An Idempotency-Key already admitted a request with another body."""
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was already used with a different request body.")
+
+
+class ConversationNotFound(Exception):
+    """The request's `conversation` names no conversation of the caller's tenant."""
+
+    def __init__(self) -> None:
+        super().__init__("No such conversation.")
+
+
+class ConversationAgentMismatch(Exception):
+    """The request's `conversation` belongs to another agent than its `model`."""
+
+    def __init__(self, owner: str, asked: str) -> None:
+        super().__init__(f"This conversation belongs to the agent `{owner}`, not `{asked}`.")
 
 
 @dataclass(frozen=True)
 class Admission:
     turn: Turn
     created: bool  # False when an Idempotency-Key replayed an earlier request
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What admission reserves: the budgets that apply to the call and its worst-case cost."""
+
+    budgets: list[Budget]
+    amount: Decimal
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -41,15 +79,8 @@ def request_hash(body: dict[str, Any]) -> str:
 def find_agent(tenant: Tenant, name: str) -> Agent:
     agent = Agent.objects.live().filter(tenant=tenant, name=name).first()
     if agent is None:
-        raise ApiError(404, f"The model `{name}` does not exist or you do not have access to it.", param="model", code="model_not_found")
+        raise AgentNotFound(name)
     return agent
-
-
-def _replayed(tenant: Tenant, idempotency_key: str, digest: str) -> Turn | None:
-    turn = Turn.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
-    if turn is not None and turn.request_hash != digest:
-        raise ApiError(422, "This Idempotency-Key was already used with a different request body.", code="idempotency_key_reused")
-    return turn
 
 
 def admit(
@@ -60,100 +91,138 @@ def admit(
     idempotency_key: str | None,
     enqueue: Callable[[uuid.UUID], None],
 ) -> Admission:
-    """Store the request's messages and a queued turn, atomically; enqueue it after commit."""
+    """Store the request's messages and a queued turn, atomically; enqueue it after commit.
+
+    In order: an Idempotency-Key seen before answers with its turn; the agent and the call's params
+    (the input must fit the agent's context budget); the budget plan (the budgets that apply, a
+    fallback model past a soft limit, the worst case at price); then one transaction writes the
+    conversation's next turn and reserves the plan's amount. Refusals: over budget rolls all of it
+    back and is audited; losing an Idempotency-Key race answers with the winner's turn.
+    """
     digest = request_hash(data)
-    if idempotency_key:
-        existing = _replayed(tenant, idempotency_key, digest)
-        if existing is not None:
-            return Admission(existing, created=False)
+    if idempotency_key and (replayed := _replayed(tenant, idempotency_key, digest)):
+        return Admission(replayed, created=False)
     agent = find_agent(tenant, data["model"])
     memory_context.check_input_fits(agent, data["messages"])  # the input is sent whole, or refused here
+    params = call_params(agent, data)
+    plan = plan_budget(tenant, api_key, agent, data["messages"], params)
+    try:
+        turn = _store(tenant, api_key, agent, data, params, plan, idempotency_key=idempotency_key, digest=digest, enqueue=enqueue)
+    except spend.BudgetExceeded as exceeded:
+        _record_over_budget(exceeded, tenant, api_key, plan.amount)
+        raise
+    except IntegrityError:
+        # Two requests raced with one Idempotency-Key: the loser answers with the winner's turn.
+        if idempotency_key and (replayed := _replayed(tenant, idempotency_key, digest)):
+            return Admission(replayed, created=False)
+        raise
+    return Admission(turn, created=True)
+
+
+def _replayed(tenant: Tenant, idempotency_key: str, digest: str) -> Turn | None:
+    turn = Turn.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
+    if turn is not None and turn.request_hash != digest:
+        raise IdempotencyKeyReused
+    return turn
+
+
+def call_params(agent: Agent, data: dict[str, Any]) -> dict[str, Any]:
+    """The provider params of the call: the request's, then the agent's defaults, and always an output bound."""
     params = {key: data[key] for key in providers.PASSTHROUGH_PARAMS if data.get(key) is not None}
     for key, value in (agent.default_params or {}).items():
         if key in providers.PASSTHROUGH_PARAMS:
             params.setdefault(key, value)
     if params.get("max_tokens") is None and params.get("max_completion_tokens") is None:
         params["max_tokens"] = settings.SENTINEL["DEFAULT_MAX_TOKENS"]  # so the reserved worst case is a true bound
+    return params
+
+
+def plan_budget(tenant: Tenant, api_key: ApiKey | None, agent: Agent, messages: list[dict], params: dict[str, Any]) -> BudgetPlan:
+    """The budgets that apply and the call's worst case; past a soft limit, `params` gets the fallback
+    model. UnpricedModel if the deployment would pay for a model it has no price for."""
     api_key_id = api_key.id if api_key else None
     budgets = spend.applicable_budgets(tenant.id, api_key_id)
     fallback = spend.fallback_model(tenant.id, api_key_id, budgets)
     if fallback:
         params["model_override"] = fallback
-    try:
-        amount = worst_case_cost(tenant, agent, data["messages"], params)
-    except spend.UnpricedModel as unpriced:
-        raise ApiError(400, str(unpriced), param="model", code="model_not_priced") from None
-    try:
-        with transaction.atomic():
-            conversation = _conversation_for(tenant, agent, data.get("conversation"))
-            seq = conversation.last_seq
-            turn = Turn.objects.create(
-                tenant=tenant,
-                conversation=conversation,
-                agent=agent,
-                api_key=api_key,
-                seq=seq,
-                stream=data.get("stream", False),
-                params=params,
-                idempotency_key=idempotency_key or None,
-                request_hash=digest,
-                trace_id=logs.trace_id.get() if logs.trace_id.get() != "-" else "",
-                traceparent=tracing.current_traceparent(),
-            )
-            Message.objects.bulk_create(
-                Message(
-                    tenant=tenant,
-                    conversation=conversation,
-                    turn=turn,
-                    seq=seq,
-                    index=index,
-                    role=m["role"],
-                    content=m.get("content") or "",
-                    name=m.get("name", ""),
-                    tool_calls=m.get("tool_calls") or None,
-                    tool_call_id=m.get("tool_call_id", ""),
-                )
-                for index, m in enumerate(data["messages"])
-            )
-            TurnEventRecord.objects.create(
-                turn=turn,
-                attempt=0,
-                seq=0,
-                kind="queued",
-                payload={"message_count": len(data["messages"]), "params": params, "stream": turn.stream},
-            )
-            # BudgetExceeded rolls the whole admission back, so no savepoint is needed around it.
-            spend.reserve(tenant.id, api_key_id, amount, turn_id=turn.id, budgets=budgets, savepoint=False)
-            transaction.on_commit(lambda: enqueue(turn.id))
-    except spend.BudgetExceeded as exceeded:
-        budget = exceeded.budget
-        metrics.BUDGET_EXCEEDED.labels(budget.period).inc()
-        audit.record(
-            "budget.exceeded",
-            actor=principal_name(api_key),
-            tenant_id=tenant.id,
-            target=str(budget.id),
-            data={"period": budget.period, "limit": str(budget.limit), "requested": str(amount)},
+    return BudgetPlan(budgets, worst_case_cost(tenant, agent, messages, params))
+
+
+def _store(
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    agent: Agent,
+    data: dict[str, Any],
+    params: dict[str, Any],
+    plan: BudgetPlan,
+    *,
+    idempotency_key: str | None,
+    digest: str,
+    enqueue: Callable[[uuid.UUID], None],
+) -> Turn:
+    """The one transaction: the conversation's next seq, the turn, its messages, its first event and
+    the reservation; the turn is enqueued once it commits. BudgetExceeded rolls all of it back."""
+    with transaction.atomic():
+        conversation = _conversation_for(tenant, agent, data.get("conversation"))
+        seq = conversation.last_seq
+        turn = Turn.objects.create(
+            tenant=tenant,
+            conversation=conversation,
+            agent=agent,
+            api_key=api_key,
+            seq=seq,
+            stream=data.get("stream", False),
+            params=params,
+            idempotency_key=idempotency_key or None,
+            request_hash=digest,
+            trace_id=logs.trace_id.get() if logs.trace_id.get() != "-" else "",
+            traceparent=tracing.current_traceparent(),
         )
-        raise ApiError(
-            503,
-            f"{exceeded} It resets in {exceeded.retry_after} seconds.",
-            type="budget_exceeded",
-            code="budget_exceeded",
-            headers={"Retry-After": str(exceeded.retry_after)},
-        ) from None
-    except IntegrityError:
-        # Two requests raced with one Idempotency-Key: the loser answers with the winner's turn.
-        if idempotency_key:
-            existing = _replayed(tenant, idempotency_key, digest)
-            if existing is not None:
-                return Admission(existing, created=False)
-        raise
-    return Admission(turn, created=True)
+        Message.objects.bulk_create(_input_messages(turn, data["messages"]))
+        TurnEventRecord.objects.create(
+            turn=turn,
+            attempt=0,
+            seq=0,
+            kind="queued",
+            payload={"message_count": len(data["messages"]), "params": params, "stream": turn.stream},
+        )
+        # BudgetExceeded rolls the whole admission back, so no savepoint is needed around it.
+        api_key_id = api_key.id if api_key else None
+        spend.reserve(tenant.id, api_key_id, plan.amount, turn_id=turn.id, budgets=plan.budgets, savepoint=False)
+        transaction.on_commit(lambda: enqueue(turn.id))
+    return turn
 
 
-def principal_name(api_key: ApiKey | None) -> str:
-    return f"key:{api_key.key_id}" if api_key else "system"
+def _input_messages(turn: Turn, messages: list[dict]) -> list[Message]:
+    """The request's messages as rows of the turn's conversation, at the turn's seq."""
+    return [
+        Message(
+            tenant=turn.tenant,  # both cached on the turn just created: no query
+            conversation=turn.conversation,
+            turn=turn,
+            seq=turn.seq,
+            index=index,
+            role=m["role"],
+            content=m.get("content") or "",
+            name=m.get("name", ""),
+            tool_calls=m.get("tool_calls") or None,
+            tool_call_id=m.get("tool_call_id", ""),
+        )
+        for index, m in enumerate(messages)
+    ]
+
+
+def _record_over_budget(exceeded: spend.BudgetExceeded, tenant: Tenant, api_key: ApiKey | None, amount: Decimal) -> None:
+    """After the rollback: the refusal counted and audited (the entry is the one thing written)."""
+    budget = exceeded.budget
+    metrics.BUDGET_EXCEEDED.labels(budget.period).inc()
+    audit.record(
+        "budget.exceeded",
+        actor=audit.actor_for_key(api_key),
+        tenant_id=tenant.id,
+        target=str(budget.id),
+        data={"period": budget.period, "limit": str(budget.limit), "requested": str(amount)},
+    )
 
 
 def worst_case_cost(tenant: Tenant, agent: Agent, messages: list[dict], params: dict) -> Decimal:
@@ -173,13 +242,8 @@ def _conversation_for(tenant: Tenant, agent: Agent, conversation_id: uuid.UUID |
         return Conversation.objects.create(tenant=tenant, agent=agent, last_seq=1)
     updated = Conversation.objects.filter(id=conversation_id, tenant=tenant).update(last_seq=F("last_seq") + 1)
     if not updated:
-        raise ApiError(404, "No such conversation.", param="conversation", code="conversation_not_found")
+        raise ConversationNotFound
     conversation = Conversation.objects.get(id=conversation_id)
     if conversation.agent_id != agent.id:
-        raise ApiError(
-            400,
-            f"This conversation belongs to the agent `{conversation.agent.name}`, not `{agent.name}`.",
-            param="conversation",
-            code="conversation_agent_mismatch",
-        )
+        raise ConversationAgentMismatch(conversation.agent.name, agent.name)
     return conversation

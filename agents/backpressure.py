@@ -1,5 +1,5 @@
-"""Backpressure (seed 001): the turn queue is bounded. Past the bound the API sheds new turns with
-503 `overloaded` and Retry-After instead of letting the queue, and every client's wait, grow."""
+"""Backpressure (seed 001): the turn queue is bounded. Past the bound the API sheds new turns
+(QueueFull: 503 `overloaded` with Retry-After) instead of letting the queue, and every client's wait, grow."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ from django.conf import settings
 
 from agents import streams
 from sentinel_site import metrics
-from sentinel_site.errors import ApiError
 
 TURN_QUEUE = "turns"  # the Celery queue's list in the Redis broker
+
+
+class QueueFull(Exception):
+    """As many turns wait in the queue as SENTINEL_MAX_QUEUED_TURNS allows: this one is shed."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(f"Sentinel is overloaded ({depth} turns waiting); retry shortly.")
+        self.depth = depth
 
 
 async def check_turn_queue() -> None:
@@ -19,10 +26,4 @@ async def check_turn_queue() -> None:
     depth = await streams.async_client(settings.CELERY_BROKER_URL).llen(TURN_QUEUE)
     if depth >= limit:
         metrics.SHED.labels("queue_full").inc()
-        raise ApiError(
-            503,
-            f"Sentinel is overloaded ({depth} turns waiting); retry shortly.",
-            type="overloaded",
-            code="queue_full",
-            headers={"Retry-After": str(settings.SENTINEL["SHED_RETRY_AFTER"])},
-        )
+        raise QueueFull(depth)

@@ -31,13 +31,29 @@ from agents.turns import TurnEvent
 from budgets import audit, spend
 from budgets.models import Reservation
 from memory import tokens
-from sentinel_site import metrics
+from sentinel_site import errors, metrics
 
 log = logging.getLogger(__name__)
 
 
 class Fenced(Exception):
     """The turn moved on (another attempt owns it, or it already ended): nothing was written."""
+
+
+class Refused(Exception):
+    """Sentinel's own rules end the call before the provider sees it (the budget ran out, the model
+    has no price, the input no longer fits the context budget): a failure of its own type, recorded
+    as the domain error it is, never passed off as a provider's (a ProviderError)."""
+
+    retryable = False  # the same request meets the same rule: no retry, no dead letter
+
+    def __init__(self, cause: Exception) -> None:
+        self.error = errors.turn_error(cause)  # the status, type and code sentinel_site/errors.py gives it
+        super().__init__(self.error["message"])
+        self.code = self.error["code"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.error)
 
 
 @dataclass(frozen=True)
@@ -123,7 +139,7 @@ def next_queued(turn: Turn) -> Turn | None:
 
 
 def actor_of(turn: Turn) -> str:
-    return f"key:{turn.api_key.key_id}" if turn.api_key_id and turn.api_key else "system"
+    return audit.actor_for_key(turn.api_key if turn.api_key_id else None)
 
 
 def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate: int, config, body: dict, reply_index: int) -> Turn | None:
@@ -239,7 +255,7 @@ def _finish(
     return written, following
 
 
-def fail(recorder: Recorder, error: providers.ProviderError) -> Turn | None:
+def fail(recorder: Recorder, error: providers.ProviderError | Refused) -> Turn | None:
     """The provider failed for good: the turn fails; one whose retries ran out on a failure that
     might pass (timeouts, 5xx) stays re-drivable as a dead letter."""
     turn = recorder.turn

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents import breaker, heartbeat, providers
+from agents import breaker, heartbeat, outcomes, providers
 from agents.models import UNFINISHED, Conversation, Turn, TurnStatus
 from agents.outcomes import announce, crash, fail, succeed
 from agents.recorder import LostClaim, Recorder, state_events
@@ -85,7 +85,7 @@ def _execute(recorder: Recorder, beating: heartbeat.Tracked) -> Turn | None:
     try:
         ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embeddings.embed_query)
     except memory_context.ContextLengthExceeded as error:  # the agent's budget shrank after admission
-        return fail(recorder, providers.ProviderError(400, "context_length_exceeded", error.message, retryable=False, type=error.type))
+        return fail(recorder, outcomes.Refused(error))
     metrics.CONTEXT_TOKENS.observe(ctx.total_tokens)
     body = providers.request_body(config, ctx.messages, turn.params, stream=True)
     recorder.record("provider_request", {"endpoint": config.endpoint, "body": body, "context": ctx.explain()})
@@ -94,7 +94,7 @@ def _execute(recorder: Recorder, beating: heartbeat.Tracked) -> Turn | None:
         recorder.reservation = hold_budget(turn, config, body, ctx.total_tokens)
         release_connection()
         result = call_provider(recorder, config, body, beating)
-    except providers.ProviderError as error:
+    except (providers.ProviderError, outcomes.Refused) as error:
         return fail(recorder, error)
     return succeed(recorder, result, prompt_estimate=ctx.total_tokens, config=config, body=body, reply_index=ctx.next_index)
 
@@ -160,7 +160,5 @@ def hold_budget(turn: Turn, config: providers.ProviderConfig, body: dict, prompt
             refuse_unpriced=config.deployment_key,
         )
         return spend.reserve(turn.tenant_id, turn.api_key_id, amount, turn_id=turn.id)
-    except spend.UnpricedModel as unpriced:
-        raise providers.ProviderError(400, "model_not_priced", str(unpriced), retryable=False, type="invalid_request_error") from None
-    except spend.BudgetExceeded as exceeded:
-        raise providers.ProviderError(503, "budget_exceeded", str(exceeded), retryable=False, type="budget_exceeded") from None
+    except (spend.UnpricedModel, spend.BudgetExceeded) as refusal:
+        raise outcomes.Refused(refusal) from None

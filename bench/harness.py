@@ -23,6 +23,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from agents.models import Agent
+from budgets.models import ApiKey, Budget, Price, Tenant
 from sentinel_site.stack import BASE_DIR, web_command, worker_command
 
 PYTHON = sys.executable
@@ -233,9 +235,6 @@ class Stack:
 
     def seed(self) -> None:
         """A tenant with a developer key, an agent, a real price and budgets large enough to run."""
-        from agents.models import Agent
-        from budgets.models import ApiKey, Budget, Price, Tenant
-
         tenant, _ = Tenant.objects.get_or_create(name="bench")
         _, self.key = ApiKey.issue(tenant, role="developer", name="bench")
         Agent.objects.get_or_create(tenant=tenant, name="bench", defaults={"system_prompt": "You are a benchmark."})

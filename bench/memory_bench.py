@@ -22,6 +22,7 @@ from agents.models import Agent, Conversation, Message
 from budgets.models import Tenant
 from memory import dreamer, embeddings, indexing, search
 from memory.context import assemble
+from memory.models import Memory
 
 FACTS = [
     ("My sister's name is Ingrid and she lives in Trondheim.", "What is my sister called?", "Ingrid"),
@@ -168,8 +169,6 @@ def run(
     started = time.monotonic()
     indexing.index_pending(limit=512)
     result.index_seconds = time.monotonic() - started
-    from memory.models import Memory
-
     result.memories = Memory.objects.filter(tenant=tenant).count()
 
     _ask_all(plan, "recall", result)

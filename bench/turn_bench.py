@@ -25,6 +25,8 @@ from django.utils import timezone
 from agents import backpressure
 from agents.models import Turn, TurnEventRecord, TurnStatus
 from bench.harness import BASE_DIR, LOGS, CpuMeter, Stack, percentile, postgres_pids, redis_pids, rss_mb
+from budgets import spend
+from budgets.models import Reservation
 
 BODY_DIRECT = {
     "model": "stub-model",
@@ -192,9 +194,6 @@ def _unit_ms(value: str) -> float:
 def drain(timeout: float = 180) -> None:
     """End a run so the next does not inherit its backlog: turns still queued are cancelled (their
     broker messages dropped, their budget holds released), turns running are let finish."""
-    from budgets import spend
-    from budgets.models import Reservation
-
     try:
         redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(backpressure.TURN_QUEUE)
         queued = Turn.objects.filter(status=TurnStatus.QUEUED)

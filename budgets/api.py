@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -15,16 +16,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from budgets import audit, keys, roles, spend
-from budgets.models import ApiKey, AuditEntry, Budget, Period, Price, SpendEntry
+from budgets.models import ApiKey, AuditEntry, Budget, BudgetWindow, Period, Price, SpendEntry
 from budgets.roles import Role
 from sentinel_site import strict
 from sentinel_site.errors import ApiError, not_found
 from sentinel_site.pagination import CursorPagination
 from sentinel_site.params import IntegerParam, TextParam
-
-
-def actor(request) -> str:
-    return f"key:{request.user.api_key.key_id}"
 
 
 class BudgetInSerializer(serializers.Serializer):
@@ -95,7 +92,7 @@ class BudgetsView(APIView):
                 )
                 audit.record(
                     "budget.changed",
-                    actor=actor(request),
+                    actor=audit.actor_for_key(request.user.api_key),
                     tenant_id=tenant.id,
                     target=str(budget.id),
                     data={"period": budget.period, "limit": str(budget.limit), "api_key": item.get("api_key")},
@@ -104,8 +101,6 @@ class BudgetsView(APIView):
 
 
 def _standing(budget: Budget) -> spend.Standing:
-    from budgets.models import BudgetWindow
-
     window = BudgetWindow.objects.filter(budget=budget, starts=spend.window_start(budget.period)).first()
     return spend.Standing(budget, window.settled if window else 0, window.reserved if window else 0)
 
@@ -137,8 +132,6 @@ class PricingView(APIView):
     required_scopes = {"GET": roles.BUDGETS_ADMIN, "PUT": roles.BUDGETS_ADMIN}
 
     def _all(self, tenant):
-        from django.db.models import Q
-
         return PriceSerializer(Price.objects.filter(Q(tenant=tenant) | Q(tenant__isnull=True)).order_by("model", "tenant"), many=True).data
 
     @extend_schema(summary="List prices", responses=OpenApiResponse(OpenApiTypes.OBJECT), tags=["governance"])
@@ -164,7 +157,7 @@ class PricingView(APIView):
                 )
             audit.record(
                 "pricing.changed",
-                actor=actor(request),
+                actor=audit.actor_for_key(request.user.api_key),
                 tenant_id=tenant.id,
                 data={"models": [i["model"] for i in data.validated_data["prices"]]},
             )
@@ -175,8 +168,6 @@ class PricingView(APIView):
 def _check_tenant_price(item: dict, param: str) -> None:
     """A tenant's price may raise the operator's price for its own accounting, never lower it (a
     zero price would make every call free of budget), unless SENTINEL_TENANT_PRICES_BELOW_GLOBAL."""
-    from django.conf import settings
-
     if settings.SENTINEL["TENANT_PRICES_BELOW_GLOBAL"]:
         return
     endpoint = item.get("endpoint", "")
@@ -325,7 +316,7 @@ class KeysView(APIView):
             role=data.validated_data["role"],
             name=data.validated_data["name"],
             expires_at=timezone.now() + timedelta(days=days) if days else None,
-            actor=actor(request),
+            actor=audit.actor_for_key(request.user.api_key),
         )
         return Response(key_view(api_key, plaintext), status=status.HTTP_201_CREATED)
 
@@ -344,7 +335,7 @@ class KeyView(APIView):
 
     @extend_schema(summary="Revoke an API key", responses={204: None}, tags=["governance"])
     def delete(self, request, key_id):
-        tenant_key(request, key_id).revoke(actor=actor(request))
+        tenant_key(request, key_id).revoke(actor=audit.actor_for_key(request.user.api_key))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -366,15 +357,16 @@ class KeyRotateView(APIView):
         if not old.is_usable:
             raise ApiError(409, "A revoked or expired key cannot be rotated.", code="key_not_usable")
         overlap = self.overlap_hours.read(request)
+        actor = audit.actor_for_key(request.user.api_key)
         with transaction.atomic():
-            new, plaintext = ApiKey.issue(old.tenant, role=old.role, name=old.name, expires_at=old.expires_at, actor=actor(request))
+            new, plaintext = ApiKey.issue(old.tenant, role=old.role, name=old.name, expires_at=old.expires_at, actor=actor)
             # The new key spends against the old one's per-key budgets (and their spend so far).
             ApiKey.objects.filter(pk=new.pk).update(budget_key_id=old.budget_key_id or old.id)
             ends = timezone.now() + timedelta(hours=overlap)
             ApiKey.objects.filter(pk=old.pk).update(expires_at=ends if old.expires_at is None else min(ends, old.expires_at))
             audit.record(
                 "key.rotated",
-                actor=actor(request),
+                actor=actor,
                 tenant_id=old.tenant_id,
                 target=old.key_id,
                 data={"new_key": new.key_id, "old_key_expires": ends.isoformat()},

@@ -9,6 +9,6 @@ class BudgetsConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from budgets import schema, signals  # noqa: F401 - registers the OpenAPI auth extension and the signals
-        from budgets.admin_roles import sync_groups
+        from budgets.admin_roles import sync_groups  # imports auth's models: only once the registry is ready
 
         post_migrate.connect(sync_groups, sender=self)

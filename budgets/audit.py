@@ -14,7 +14,9 @@ operator to ship off the box, and `check(anchors)` (`manage.py verify_audit --ch
 requires every checkpointed (seq, hash) to still be in the chain. The two MACs cannot be confused: a
 chain message starts with 64 hex digits, a checkpoint message with CHECKPOINT_TYPE.
 
-No secrets and no prompt text go in: callers pass ids, names and numbers.
+No secrets and no prompt text go in: callers pass ids, names and numbers, and name who acted with
+the actor helpers below (actor_for_key, actor_for_user, ...). The log's three tables are defined
+here too (budgets/models.py imports them), so the chain and its storage read as one module.
 """
 
 from __future__ import annotations
@@ -28,13 +30,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import connections, models, transaction
 from django.utils import timezone
-
-from budgets.models import AuditCheckpoint, AuditEntry, AuditHead
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,101 @@ CHECKPOINT_TYPE = "sentinel.audit.checkpoint"
 
 # A chain hash from the previous hash and an entry's canonical JSON.
 Hasher = Callable[[str, str], str]
+
+
+# --- the log's tables ------------------------------------------------------------------------------
+# Here, beside the chain that gives them their meaning, not in budgets/models.py: an ApiKey records
+# its issue and revocation in this log, so budgets/models.py imports this module (which also makes
+# Django register these tables under `budgets`, and keeps `budgets.models.AuditEntry` their name),
+# and this module imports no model of its own app.
+class AuditEntry(models.Model):
+    """One entry of the append-only, keyed hash chain of the audit log."""
+
+    seq = models.BigIntegerField(primary_key=True)
+    # A plain id, not a foreign key: the tenant is part of the entry's hashed content, and deleting a
+    # tenant must neither rewrite (SET NULL) nor delete (CASCADE) the entries that say what it did.
+    tenant_id = models.UUIDField(null=True, blank=True, help_text="The tenant's id (kept after the tenant is deleted).")
+    actor = models.CharField(max_length=200, help_text="Who: a key id, an admin user, or the system.")
+    action = models.CharField(max_length=64)
+    target = models.CharField(max_length=200, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["seq"]
+        verbose_name_plural = "audit entries"
+        indexes = [models.Index(fields=["tenant_id", "seq"], name="audit_tenant_seq")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action}"
+
+
+class AuditHead(models.Model):
+    """The chain's head (last seq and hash), locked by each append: writers queue, never fork."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default="0" * 64)
+
+    def __str__(self) -> str:
+        return f"audit head #{self.seq}"
+
+
+class AuditCheckpoint(models.Model):
+    """The last head the checkpoint task wrote out: its claim, so concurrent runs never write one twice.
+
+    Not a trust anchor (a database user can change it): the anchors are the signed lines in the
+    checkpoint file and the log, which an operator ships off the box.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default="0" * 64)
+    written_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"audit checkpoint #{self.seq}"
+
+
+# --- who did it ----------------------------------------------------------------------------------
+# Every entry's `actor` comes from here, so the log names each kind of principal one way.
+SYSTEM = "system"  # Sentinel itself: a turn without a key, a tenant created by a signal, a key minted by default
+SUPERVISOR = "supervisor"  # the stuck-turn sweeps
+COMMAND = "command"  # a management command run by an operator
+MIGRATION = "system:migration"  # a data migration (the chain's re-keying)
+
+
+class _Keyed(Protocol):
+    key_id: str
+
+
+class _User(Protocol):
+    def get_username(self) -> str: ...
+
+
+def actor_for_key(api_key: _Keyed | None) -> str:
+    """What an API key's requests did; without a key it was the system."""
+    return actor_for_key_id(api_key.key_id) if api_key is not None else SYSTEM
+
+
+def actor_for_key_id(key_id: str) -> str:
+    """A presented key id, whether or not it names a key (refused authentications)."""
+    return f"key:{key_id}"
+
+
+def actor_for_user(user: _User) -> str:
+    """An admin (Django) user."""
+    return f"user:{user.get_username()}"
+
+
+def actor_for_ip(ip: str) -> str:
+    """A client known only by its address (too many failed authentications)."""
+    return f"ip:{ip}"
+
+
+# --- appending -------------------------------------------------------------------------------------
 
 
 def canonical(entry: AuditEntry) -> str:
@@ -380,7 +475,7 @@ def note_rekeyed(
     """Append the entry that records a re-chaining and what the old chain was like (caller holds the head)."""
     head, _ = head_model.objects.select_for_update().get_or_create(id=1)
     data = {"from": "sha256", "to": "hmac-sha256", "entries": entries, "legacy_intact": first_bad is None, "legacy_first_bad": first_bad}
-    entry = _entry(entry_model, hasher, seq=head.seq + 1, prev_hash=head.hash, action="audit.rekeyed", actor="system:migration", data=data)
+    entry = _entry(entry_model, hasher, seq=head.seq + 1, prev_hash=head.hash, action="audit.rekeyed", actor=MIGRATION, data=data)
     entry.save(force_insert=True)
     head.seq, head.hash = entry.seq, entry.hash
     head.save(update_fields=["seq", "hash"])

@@ -102,7 +102,7 @@ def _record_failure(refused: _Refused, admission: ratelimit.Admission) -> None:
     if failures == 1:
         audit.record(
             "auth.failed",
-            actor=f"key:{refused.key_id or 'malformed'}",
+            actor=audit.actor_for_key_id(refused.key_id or "malformed"),
             tenant_id=refused.tenant_id,
             data={"reason": refused.reason, "ip": admission.ip},
         )
@@ -110,7 +110,7 @@ def _record_failure(refused: _Refused, admission: ratelimit.Admission) -> None:
         window = datetime.fromtimestamp(admission.window_started, tz=UTC)
         audit.record(
             "auth.throttled",
-            actor=f"ip:{admission.ip}",
+            actor=audit.actor_for_ip(admission.ip),
             data={"ip": admission.ip, "failures": failures, "window_start": window.isoformat(), "last_reason": refused.reason},
         )
 

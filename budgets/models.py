@@ -1,4 +1,6 @@
-"""Governance models: tenants and their API keys."""
+"""Governance models: tenants and their operators, API keys, prices, budgets, reservations and the
+spend ledger. The audit log's tables are defined with its chain in budgets/audit.py and imported
+here, so they are `budgets.models.AuditEntry` (and Head, Checkpoint) like every other model."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from budgets import keys
+from budgets import audit, keys
+from budgets.audit import AuditCheckpoint, AuditEntry, AuditHead  # noqa: F401 - the audit log's tables, named here like every model
 from budgets.roles import Role
 
 
@@ -86,7 +89,7 @@ class ApiKey(models.Model):
 
     @classmethod
     def issue(
-        cls, tenant: Tenant, *, role: str = Role.DEVELOPER, name: str = "", expires_at=None, actor: str = "system"
+        cls, tenant: Tenant, *, role: str = Role.DEVELOPER, name: str = "", expires_at=None, actor: str = audit.SYSTEM
     ) -> tuple[ApiKey, str]:
         """Create a key and return it with its plaintext, which is never stored or shown again."""
         new = keys.generate()
@@ -99,15 +102,11 @@ class ApiKey(models.Model):
             role=role,
             expires_at=expires_at,
         )
-        from budgets import audit
-
         audit.record("key.created", actor=actor, tenant_id=tenant.id, target=new.key_id, data={"role": role, "name": name})
         return api_key, new.plaintext
 
     def revoke(self, *, actor: str) -> bool:
         """Revoke now; False if it already was."""
-        from budgets import audit
-
         if not ApiKey.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
             return False
         audit.record("key.revoked", actor=actor, tenant_id=self.tenant_id, target=self.key_id)
@@ -250,54 +249,3 @@ class SpendEntry(models.Model):
 
     def __str__(self) -> str:
         return f"${self.cost} {self.model}"
-
-
-class AuditEntry(models.Model):
-    """One entry of the append-only, keyed hash chain of the audit log (see budgets/audit.py)."""
-
-    seq = models.BigIntegerField(primary_key=True)
-    # A plain id, not a foreign key: the tenant is part of the entry's hashed content, and deleting a
-    # tenant must neither rewrite (SET NULL) nor delete (CASCADE) the entries that say what it did.
-    tenant_id = models.UUIDField(null=True, blank=True, help_text="The tenant's id (kept after the tenant is deleted).")
-    actor = models.CharField(max_length=200, help_text="Who: a key id, an admin user, or the system.")
-    action = models.CharField(max_length=64)
-    target = models.CharField(max_length=200, blank=True)
-    data = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
-
-    class Meta:
-        ordering = ["seq"]
-        verbose_name_plural = "audit entries"
-        indexes = [models.Index(fields=["tenant_id", "seq"], name="audit_tenant_seq")]
-
-    def __str__(self) -> str:
-        return f"#{self.seq} {self.action}"
-
-
-class AuditHead(models.Model):
-    """The chain's head (last seq and hash), locked by each append: writers queue, never fork."""
-
-    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
-    seq = models.BigIntegerField(default=0)
-    hash = models.CharField(max_length=64, default="0" * 64)
-
-    def __str__(self) -> str:
-        return f"audit head #{self.seq}"
-
-
-class AuditCheckpoint(models.Model):
-    """The last head the checkpoint task wrote out: its claim, so concurrent runs never write one twice.
-
-    Not a trust anchor (a database user can change it): the anchors are the signed lines in the
-    checkpoint file and the log, which an operator ships off the box.
-    """
-
-    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
-    seq = models.BigIntegerField(default=0)
-    hash = models.CharField(max_length=64, default="0" * 64)
-    written_at = models.DateTimeField(null=True, blank=True)
-
-    def __str__(self) -> str:
-        return f"audit checkpoint #{self.seq}"

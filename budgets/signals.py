@@ -21,7 +21,7 @@ def give_new_tenants_the_default_budgets(sender, instance: Tenant, created: bool
     conf = settings.SENTINEL
     for period, limit in ((Period.DAILY, conf["DEFAULT_DAILY_BUDGET"]), (Period.MONTHLY, conf["DEFAULT_MONTHLY_BUDGET"])):
         Budget.objects.create(tenant=instance, period=period, limit=Decimal(str(limit)))
-    audit.record("tenant.created", actor="system", tenant_id=instance.id, target=instance.name)
+    audit.record("tenant.created", actor=audit.SYSTEM, tenant_id=instance.id, target=instance.name)
 
 
 @receiver(post_save, sender=LogEntry)
@@ -36,7 +36,7 @@ def audit_admin_changes(sender, instance: LogEntry, created: bool, **kwargs) -> 
     tenant_id = changed.pk if isinstance(changed, Tenant) else getattr(changed, "tenant_id", None)
     audit.record(
         "admin.change",
-        actor=f"user:{instance.user.get_username()}",
+        actor=audit.actor_for_user(instance.user),
         tenant_id=tenant_id,
         target=f"{instance.content_type.app_label}.{instance.content_type.model}:{instance.object_id}",
         data={

@@ -1,26 +1,32 @@
-"""The memory API: create conversations, import history, inspect context, search, forget, consolidate.
+"""The memory API: what memory keeps of a conversation (its messages, listed or imported or one
+forgotten; its summaries; a consolidation now; the next turn's context), and long-term memory
+(search, forgetting one memory). Registered by memory/urls.py.
 
-Everything is scoped to the caller's tenant; an id of another tenant's object answers 404.
+Everything is scoped to the caller's tenant; an id of another tenant's object answers 404. The
+conversation resource itself (list, read, create) is the agents app's (agents/api/resources.py).
 """
 
 from __future__ import annotations
 
+import uuid
+
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.api.serializers import ChatMessageSerializer, ConversationSerializer
+from agents.api.resources import ConversationScoped
+from agents.api.serializers import ChatMessageSerializer, MessageSerializer
 from agents.models import Agent, Conversation, Message
-from budgets import roles
+from budgets import audit, roles
 from memory import dreamer, forget, limits, remote, search
 from memory.context import assemble, recall_query
 from memory.models import Memory, Summary
@@ -28,6 +34,7 @@ from memory.tasks import consolidate as consolidate_task
 from memory.tasks import schedule_indexing
 from sentinel_site import strict
 from sentinel_site.errors import ApiError, not_found
+from sentinel_site.pagination import CursorPagination
 from sentinel_site.params import IntegerParam, TextParam
 
 MAX_IMPORT = 1000
@@ -48,12 +55,6 @@ class ImportSerializer(serializers.Serializer):
         return value
 
 
-class ConversationCreateSerializer(serializers.Serializer):
-    agent = strict.CharField(max_length=64, help_text="The agent's name.")
-    title = strict.CharField(max_length=200, required=False, allow_blank=True, default="")
-    metadata = serializers.DictField(required=False, default=dict)
-
-
 class SummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = Summary
@@ -62,19 +63,6 @@ class SummarySerializer(serializers.ModelSerializer):
 
 def tenant_conversation(request, conversation_id) -> Conversation:
     return get_object_or_404(Conversation.objects.select_related("agent"), id=conversation_id, tenant=request.user.tenant)
-
-
-def create_conversation(request) -> Response:
-    """POST /v1/conversations: a conversation for an agent, so history can be imported first."""
-    data = ConversationCreateSerializer(data=request.data)
-    data.is_valid(raise_exception=True)
-    agent = Agent.objects.live().filter(tenant=request.user.tenant, name=data.validated_data["agent"]).first()
-    if agent is None:
-        raise ApiError(404, "No such agent.", param="agent", code="agent_not_found")
-    conversation = Conversation.objects.create(
-        tenant=request.user.tenant, agent=agent, title=data.validated_data["title"], metadata=data.validated_data["metadata"]
-    )
-    return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
 
 
 def import_messages(request, conversation: Conversation) -> Response:
@@ -148,7 +136,7 @@ class ForgetReportSerializer(serializers.Serializer):
 
 def forget_message(request, conversation: Conversation, message_id) -> Response:
     """DELETE /v1/conversations/{id}/messages/{message_id}: the message's text, wherever it was stored."""
-    done = forget.forget_message(conversation, message_id, actor=f"key:{request.user.api_key.key_id}")
+    done = forget.forget_message(conversation, message_id, actor=audit.actor_for_key(request.user.api_key))
     report = {
         "object": "message.forgotten",
         "id": str(message_id),
@@ -187,20 +175,8 @@ def consolidate_now(request, conversation: Conversation) -> Response:
             }
         )
     if conversation.consolidation_lease is not None and conversation.consolidation_lease > timezone.now():
-        raise _consolidating()  # the scheduled Dreamer holds it: a queued request would find nothing to do
-    try:
-        slot = limits.take(conversation.tenant_id, conversation.id)
-    except limits.SlotTaken:
-        raise _consolidating() from None
-    except limits.TenantBusy:
-        per_tenant = settings.SENTINEL["CONSOLIDATIONS_PER_TENANT"]
-        raise ApiError(
-            429,
-            f"Your tenant already has {per_tenant} consolidations queued or running; retry when one has finished.",
-            type="rate_limit_error",
-            code="too_many_consolidations",
-            headers={"Retry-After": str(limits.RETRY_AFTER_SECONDS)},
-        ) from None
+        raise limits.SlotTaken  # the scheduled Dreamer holds it: a queued request would find nothing to do
+    slot = limits.take(conversation.tenant_id, conversation.id)  # SlotTaken, TenantBusy: sentinel_site/errors.py
     try:
         consolidate_task.apply_async(
             args=[str(conversation.id)],
@@ -221,13 +197,77 @@ def consolidate_now(request, conversation: Conversation) -> Response:
     )
 
 
-def _consolidating() -> ApiError:
-    return ApiError(
-        409,
-        "This conversation is being consolidated already; its summaries appear when that has finished.",
-        code="consolidation_in_progress",
-        headers={"Retry-After": str(limits.RETRY_AFTER_SECONDS)},
+class MessagePagination(CursorPagination):
+    ordering = ("seq", "index")
+
+
+class ConversationMemoryViewSet(ConversationScoped, viewsets.GenericViewSet):
+    """Conversations; their messages, summaries and consolidation (memory logic in memory/api.py)."""
+
+    # The docstring is API text (OpenAPI descriptions, OPTIONS), the same as agents' ConversationViewSet.
+    # This one is what memory keeps of a conversation, at /v1/conversations/{id}/...: its messages
+    # (listed and imported, or one forgotten), its summaries, a consolidation now.
+    required_scopes = {"GET": roles.TURNS_READ, "POST": roles.MEMORY_WRITE, "DELETE": roles.MEMORY_WRITE}
+    action_scopes = {"summaries": roles.MEMORY_READ}
+
+    @extend_schema(
+        methods=["GET"], summary="List a conversation's messages", responses=MessageSerializer(many=True), tags=["conversations"]
     )
+    @extend_schema(
+        methods=["POST"],
+        summary="Import messages",
+        description="Appends up to 1,000 messages without running a turn (history import). Each may carry a `client_id` "
+        "(unique per conversation; a repeat is a 409 and nothing is written) and a `timestamp`. They reach long-term "
+        "memory in the background.",
+        request=ImportSerializer,
+        responses={201: OpenApiResponse(OpenApiTypes.OBJECT), 409: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["memory"],
+    )
+    @action(detail=True, methods=["get", "post"], pagination_class=MessagePagination)
+    def messages(self, request, pk=None):
+        conversation = self.get_object()
+        if request.method == "POST":
+            return import_messages(request, conversation)
+        page = self.paginate_queryset(Message.objects.filter(conversation=conversation, tenant=request.user.tenant))
+        return self.get_paginated_response(MessageSerializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Forget a message",
+        description="Removes the message's text everywhere it was stored: the message and its embedding, summaries built "
+        "from it (their other messages are summarised again later), cached embeddings, and the recorded provider requests "
+        "and responses of the turns that carried it (redacted in place). Answers what was done, counted per place. A "
+        "message of a turn still running is a 409.",
+        responses={200: ForgetReportSerializer, 409: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["memory"],
+    )
+    @action(detail=True, methods=["delete"], url_path=r"messages/(?P<message_id>[0-9a-fA-F-]{32,36})")
+    def forget_message(self, request, pk=None, message_id=None):
+        return forget_message(request, self.get_object(), message_id)
+
+    @extend_schema(summary="A conversation's summaries", responses=SummarySerializer(many=True), tags=["memory"])
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def summaries(self, request, pk=None):
+        return list_summaries(self.get_object())
+
+    @extend_schema(
+        summary="Consolidate a conversation now",
+        description="Queues a consolidation of the oldest unconsolidated span(s) whatever the threshold (202). With "
+        "`?dry_run=true` answers at once with the next span, changing nothing (200). One consolidation per conversation "
+        "may be queued or running (another is a 409), and a few per tenant (`SENTINEL_CONSOLIDATIONS_PER_TENANT`; "
+        "beyond, a 429 with Retry-After).",
+        parameters=[OpenApiParameter("dry_run", bool, required=False)],
+        request=None,
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT),
+            202: OpenApiResponse(OpenApiTypes.OBJECT),
+            409: OpenApiResponse(OpenApiTypes.OBJECT, description="This conversation is being consolidated already."),
+            429: OpenApiResponse(OpenApiTypes.OBJECT, description="The tenant has as many consolidations queued or running as it may."),
+        },
+        tags=["memory"],
+    )
+    @action(detail=True, methods=["post"])
+    def consolidate(self, request, pk=None):
+        return consolidate_now(request, self.get_object())
 
 
 class MemoryDeleteView(APIView):
@@ -348,8 +388,6 @@ class MemorySearchView(AsyncAPIView):
 
 
 def _conversation_or_404(tenant, conversation_id) -> Conversation:
-    import uuid
-
     try:
         uuid.UUID(str(conversation_id))
     except ValueError:

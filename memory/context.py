@@ -30,26 +30,24 @@ from agents.models import Message
 from memory import search as memory_search
 from memory import tokens
 from memory.models import Summary
-from sentinel_site.errors import ApiError
 
 MIN_RECALL_SCORE = 0.2  # below this cosine similarity a "memory" is noise for all-MiniLM-L6-v2
 SUMMARY_SHARE = 0.5
 
 
-class ContextLengthExceeded(ApiError):
+class ContextLengthExceeded(Exception):
     """The turn's own input, with the agent's system prompt, is larger than the agent's context budget.
 
-    Worded like OpenAI's error of the same code, so clients that handle one handle the other.
+    Worded like OpenAI's error of the same code, so clients that handle one handle the other (its
+    status and code: sentinel_site/errors.py).
     """
 
     def __init__(self, budget: int, size: int) -> None:
-        super().__init__(
-            400,
+        self.message = (
             f"This agent's context budget is {budget} tokens. However, your messages resulted in {size} tokens "
-            "(with the agent's system prompt). Please reduce the length of the messages.",
-            code="context_length_exceeded",
-            param="messages",
+            "(with the agent's system prompt). Please reduce the length of the messages."
         )
+        super().__init__(self.message)
         self.budget = budget
         self.size = size
 

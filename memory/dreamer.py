@@ -27,7 +27,7 @@ from django.db import transaction
 from django.db.models import F, Q, Sum
 from django.utils import timezone
 
-from agents import providers
+from agents import outcomes, providers
 from agents.models import Conversation, Message
 from budgets import spend
 from memory import tokens
@@ -215,7 +215,7 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
     prompt_estimate = tokens.count(PROMPT) + tokens.count(transcript) + 2 * tokens.MESSAGE_OVERHEAD
     try:
         reservation = _reserve(conversation, config, body, prompt_estimate)
-    except providers.ProviderError as error:
+    except outcomes.Refused as error:
         _finish(run, started, status=ConsolidationRun.Status.FAILED, error=error.as_dict())
         log.info("consolidation not affordable now", extra={"conversation": str(conversation.id), "code": error.code})
         return run
@@ -268,16 +268,14 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
 
 
 def _reserve(conversation: Conversation, config: providers.ProviderConfig, body: dict, prompt_tokens: int):
-    """Hold the call's worst case on the tenant's budgets, as a turn does; a refusal is a ProviderError."""
+    """Hold the call's worst case on the tenant's budgets, as a turn does; a refusal is outcomes.Refused."""
     try:
         amount = spend.cost(
             conversation.tenant_id, body["model"], config.endpoint, prompt_tokens, body["max_tokens"], refuse_unpriced=config.deployment_key
         )
         return spend.reserve(conversation.tenant_id, None, amount)
-    except spend.UnpricedModel as unpriced:
-        raise providers.ProviderError(400, "model_not_priced", str(unpriced), retryable=False, type="invalid_request_error") from None
-    except spend.BudgetExceeded as exceeded:
-        raise providers.ProviderError(503, "budget_exceeded", str(exceeded), retryable=False, type="budget_exceeded") from None
+    except (spend.UnpricedModel, spend.BudgetExceeded) as refusal:
+        raise outcomes.Refused(refusal) from None
 
 
 def _finish(run: ConsolidationRun, started: float, *, status: str, error: dict | None = None) -> None:

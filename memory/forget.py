@@ -22,7 +22,7 @@ Where a message's text lives, and what forgetting does there:
 Turn events are an append-only log: TurnEventRecord refuses save() and delete(). Redaction is the
 one sanctioned exception: a queryset update of one event's payload, in this module only, that
 replaces forgotten text with REDACTED and adds the `redacted` mark; nothing else about an event
-changes. A message of a turn still running is refused (409): the worker holds its text in flight.
+changes. A message of a turn still running is refused (TurnInProgress): the worker holds its text in flight.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from budgets import audit
 from memory.embeddings import content_hash
 from memory.indexing import message_text
 from memory.models import EmbeddingCache, Memory, Summary
-from sentinel_site.errors import ApiError, not_found
 
 REDACTED = "[forgotten]"
 # Texts this long are redacted wherever they occur; shorter ones only where they stand alone (a
@@ -48,20 +47,32 @@ REDACTED = "[forgotten]"
 SUBSTRING_MIN_CHARS = 16
 
 
+class MessageNotFound(Exception):
+    """The conversation holds no message with this id (another tenant's is no different)."""
+
+    def __init__(self) -> None:
+        super().__init__("No such message.")
+
+
+class TurnInProgress(Exception):
+    """A turn that holds the message's text in flight has not finished: forgetting it now would miss that copy."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A turn of this conversation is running or waiting to run with this message; forget it when the turn has finished."
+        )
+
+
 def forget_message(conversation: Conversation, message_id, *, actor: str) -> dict[str, Any]:
     """Forget one message of the conversation; returns what was done, counted per place."""
     with transaction.atomic():
         message = Message.objects.select_for_update().filter(id=message_id, conversation=conversation).first()
         if message is None:
-            raise not_found("message")
+            raise MessageNotFound
         if Turn.objects.filter(conversation=conversation, status=TurnStatus.RUNNING).exists() or (
             message.turn_id and Turn.objects.filter(id=message.turn_id, status=TurnStatus.QUEUED).exists()
         ):
-            raise ApiError(
-                409,
-                "A turn of this conversation is running or waiting to run with this message; forget it when the turn has finished.",
-                code="turn_in_progress",
-            )
+            raise TurnInProgress
         summaries = list(
             Summary.objects.filter(Q(source_message_ids__contains=[message.id]) | Q(id=message.summary_id), conversation=conversation)
         )

@@ -1,8 +1,8 @@
 """Bounds on consolidations asked for through the API, so one tenant cannot fill the memory queue.
 
 Each consolidation holds a slot from the moment it is asked for until its task ends: one slot per
-conversation (a second request for the same conversation is a 409 while the first is queued or
-running), and SENTINEL_CONSOLIDATIONS_PER_TENANT per tenant (beyond, a 429). Slots live in one Redis
+conversation (a second request for the same conversation is refused, SlotTaken, while the first is
+queued or running), and SENTINEL_CONSOLIDATIONS_PER_TENANT per tenant (beyond, TenantBusy). Slots live in one Redis
 sorted set per tenant, scored by expiry, taken and counted by one atomic script: racing requests
 cannot overshoot the bound. A slot whose task died expires after SENTINEL_DREAMER_LEASE_SECONDS.
 """
@@ -37,9 +37,16 @@ return 1
 class SlotTaken(Exception):
     """This conversation already has a consolidation queued or running."""
 
+    def __init__(self) -> None:
+        super().__init__("This conversation is being consolidated already; its summaries appear when that has finished.")
+
 
 class TenantBusy(Exception):
     """The tenant has as many consolidations queued or running as it may."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Your tenant already has {limit} consolidations queued or running; retry when one has finished.")
+        self.limit = limit
 
 
 def _key(tenant_id) -> str:
@@ -54,13 +61,12 @@ def take(tenant_id, conversation_id) -> str:
     """Take a slot for a consolidation of this conversation; returns the token that releases it."""
     token = uuid.uuid4().hex
     now = time.time()
-    taken = streams.sync_client().eval(
-        _TAKE, 1, _key(tenant_id), now, now + _ttl(), str(conversation_id), token, settings.SENTINEL["CONSOLIDATIONS_PER_TENANT"], _ttl()
-    )
+    limit = settings.SENTINEL["CONSOLIDATIONS_PER_TENANT"]
+    taken = streams.sync_client().eval(_TAKE, 1, _key(tenant_id), now, now + _ttl(), str(conversation_id), token, limit, _ttl())
     if taken == -1:
         raise SlotTaken
     if taken == -2:
-        raise TenantBusy
+        raise TenantBusy(limit)
     return token
 
 

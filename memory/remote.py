@@ -24,7 +24,6 @@ from django.conf import settings
 from agents import streams
 from memory import embeddings
 from sentinel_site.db import release_connection
-from sentinel_site.errors import ApiError
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +32,11 @@ MAX_BATCH_REQUESTS = 64  # requests one model call takes at most when many wait 
 REPLY_TTL_SECONDS = 60
 
 
-def _unavailable() -> ApiError:
-    return ApiError(
-        503,
-        "The embedding service did not answer in time; try again.",
-        type="server_error",
-        code="embeddings_unavailable",
-        headers={"Retry-After": "2"},
-    )
+class EmbeddingsUnavailable(Exception):
+    """No worker answered the query in time, or the one that did could not embed it."""
+
+    def __init__(self) -> None:
+        super().__init__("The embedding service did not answer in time; try again.")
 
 
 def _request(texts: list[str]) -> tuple[str, str, float]:
@@ -51,10 +47,10 @@ def _request(texts: list[str]) -> tuple[str, str, float]:
 
 def _vectors(reply) -> list[list[float]]:
     if reply is None:
-        raise _unavailable()
+        raise EmbeddingsUnavailable
     answer = json.loads(reply[1])
     if not isinstance(answer, list):  # {"error": ...}: the worker could not embed them
-        raise _unavailable()
+        raise EmbeddingsUnavailable
     return answer
 
 

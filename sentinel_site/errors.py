@@ -1,13 +1,19 @@
 """Errors in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}` with the right status.
 
-Domain code raises `ApiError` (or a DRF exception); the DRF exception handler and the plain async
-views both render it through `error_response`, so every endpoint answers errors the same way.
+Domain modules raise domain exceptions (AgentNotFound, BudgetExceeded, QueueFull, ...), never HTTP
+errors; `ERRORS` below is the one table that says how a client sees each, and DRF's. Views raise
+`ApiError` only for refusals they decide themselves (the request's own shape, an id in their URL,
+a rule written in the view). The DRF exception handler and the plain async views both render
+through `classify`, so every endpoint answers errors the same way; a turn that ends on a domain
+error records it through `turn_error`, with the same status, type and code.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -17,6 +23,10 @@ from django.http import Http404, HttpRequest, JsonResponse
 from psycopg_pool import PoolTimeout, TooManyRequests
 from rest_framework import exceptions
 
+from agents import admission, backpressure
+from budgets import spend
+from memory import context as memory_context
+from memory import forget, limits, remote
 from sentinel_site import metrics
 
 log = logging.getLogger(__name__)
@@ -108,6 +118,105 @@ def _connections_busy() -> ApiError:
     )
 
 
+# --- the table ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shape:
+    """How a client sees one kind of exception. `message`, `param` and `headers` may read the exception;
+    the message is the exception's own words unless said otherwise."""
+
+    status: int
+    code: str | None
+    type: str = "invalid_request_error"
+    param: str | Callable[[Any], str | None] | None = None
+    message: Callable[[Any], str] = str
+    headers: Callable[[Any], dict[str, str]] | None = None
+
+    def error(self, exc: Exception) -> ApiError:
+        param = self.param(exc) if callable(self.param) else self.param
+        headers = self.headers(exc) if self.headers else None
+        return ApiError(self.status, self.message(exc), type=self.type, code=self.code, param=param, headers=headers)
+
+
+def _retry_after(seconds: Callable[[Any], int]) -> Callable[[Any], dict[str, str]]:
+    return lambda exc: {"Retry-After": str(seconds(exc))}
+
+
+def _shed_retry_after(exc: Any) -> int:
+    return settings.SENTINEL["SHED_RETRY_AFTER"]
+
+
+_BEARER = {"WWW-Authenticate": 'Bearer realm="sentinel"'}
+
+ERRORS: dict[type[Exception], Shape] = {
+    # Domain errors: admitting a turn, and what it runs into.
+    admission.AgentNotFound: Shape(404, "model_not_found", param="model"),
+    admission.IdempotencyKeyReused: Shape(422, "idempotency_key_reused"),
+    admission.ConversationNotFound: Shape(404, "conversation_not_found", param="conversation"),
+    admission.ConversationAgentMismatch: Shape(400, "conversation_agent_mismatch", param="conversation"),
+    memory_context.ContextLengthExceeded: Shape(400, "context_length_exceeded", param="messages"),
+    spend.UnpricedModel: Shape(400, "model_not_priced", param="model"),
+    spend.BudgetExceeded: Shape(
+        503,
+        "budget_exceeded",
+        type="budget_exceeded",
+        message=lambda exc: f"{exc} It resets in {exc.retry_after} seconds.",
+        headers=_retry_after(lambda exc: exc.retry_after),
+    ),
+    backpressure.QueueFull: Shape(503, "queue_full", type="overloaded", headers=_retry_after(_shed_retry_after)),
+    # Domain errors: memory.
+    remote.EmbeddingsUnavailable: Shape(503, "embeddings_unavailable", type="server_error", headers=lambda exc: {"Retry-After": "2"}),
+    limits.SlotTaken: Shape(409, "consolidation_in_progress", headers=_retry_after(lambda exc: limits.RETRY_AFTER_SECONDS)),
+    limits.TenantBusy: Shape(
+        429, "too_many_consolidations", type="rate_limit_error", headers=_retry_after(lambda exc: limits.RETRY_AFTER_SECONDS)
+    ),
+    forget.MessageNotFound: Shape(404, "not_found"),
+    forget.TurnInProgress: Shape(409, "turn_in_progress"),
+    # DRF's exceptions (raised by DRF itself, serializers, authentication, permissions, throttles).
+    exceptions.ValidationError: Shape(
+        400,
+        "invalid_value",
+        param=lambda exc: first_validation_error(exc.detail)[0],
+        message=lambda exc: _validation_message(*first_validation_error(exc.detail)),
+    ),
+    exceptions.ParseError: Shape(
+        400, "invalid_json", message=lambda exc: f"We could not parse the JSON body of your request: {exc.detail}"
+    ),
+    exceptions.UnsupportedMediaType: Shape(415, "unsupported_media_type", message=lambda exc: str(exc.detail)),
+    exceptions.NotAuthenticated: Shape(
+        401,
+        "missing_api_key",
+        message=lambda exc: "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
+        headers=lambda exc: dict(_BEARER),
+    ),
+    exceptions.AuthenticationFailed: Shape(401, "invalid_api_key", message=lambda exc: str(exc.detail), headers=lambda exc: dict(_BEARER)),
+    exceptions.PermissionDenied: Shape(403, "insufficient_permissions", type="permission_error", message=lambda exc: str(exc.detail)),
+    exceptions.NotFound: Shape(404, "not_found", message=lambda exc: "No such object."),
+    Http404: Shape(404, "not_found", message=lambda exc: "No such object."),
+    exceptions.MethodNotAllowed: Shape(405, "method_not_allowed", message=lambda exc: str(exc.detail)),
+    exceptions.NotAcceptable: Shape(406, "not_acceptable", message=lambda exc: str(exc.detail)),
+    exceptions.Throttled: Shape(
+        429,
+        "rate_limit_exceeded",
+        type="rate_limit_error",
+        message=lambda exc: str(exc.detail),
+        headers=_retry_after(lambda exc: int(exc.wait or 1)),
+    ),
+}
+
+
+def _validation_message(param: str | None, message: str) -> str:
+    return f"{param}: {message}" if param else message
+
+
+def shape_of(exc: Exception) -> Shape | None:
+    """The table's entry for the exception's class or its nearest listed base."""
+    for kind in type(exc).__mro__:
+        shape = ERRORS.get(kind)
+        if shape is not None:
+            return shape
+    return None
+
+
 def classify(exc: Exception) -> ApiError | None:
     """Map an exception to the ApiError a client should see, or None if it is a bug."""
     if isinstance(exc, ApiError):
@@ -118,36 +227,22 @@ def classify(exc: Exception) -> ApiError | None:
         return _unavailable("The database", "database_unavailable", exc)
     if isinstance(exc, redis.RedisError):
         return _unavailable("The event store", "redis_unavailable", exc)
-    if isinstance(exc, exceptions.ValidationError):
-        param, message = first_validation_error(exc.detail)
-        return ApiError(400, f"{param}: {message}" if param else message, param=param, code="invalid_value")
-    if isinstance(exc, exceptions.ParseError):
-        return ApiError(400, f"We could not parse the JSON body of your request: {exc.detail}", code="invalid_json")
-    if isinstance(exc, exceptions.UnsupportedMediaType):
-        return ApiError(415, str(exc.detail), code="unsupported_media_type")
-    if isinstance(exc, exceptions.NotAuthenticated):
-        return ApiError(
-            401,
-            "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
-            code="missing_api_key",
-            headers={"WWW-Authenticate": 'Bearer realm="sentinel"'},
-        )
-    if isinstance(exc, exceptions.AuthenticationFailed):
-        return ApiError(401, str(exc.detail), code="invalid_api_key", headers={"WWW-Authenticate": 'Bearer realm="sentinel"'})
-    if isinstance(exc, exceptions.PermissionDenied):
-        return ApiError(403, str(exc.detail), type="permission_error", code="insufficient_permissions")
-    if isinstance(exc, (exceptions.NotFound, Http404)):
-        return ApiError(404, "No such object.", code="not_found")
-    if isinstance(exc, exceptions.MethodNotAllowed):
-        return ApiError(405, str(exc.detail), code="method_not_allowed")
-    if isinstance(exc, exceptions.NotAcceptable):
-        return ApiError(406, str(exc.detail), code="not_acceptable")
-    if isinstance(exc, exceptions.Throttled):
-        wait = int(exc.wait or 1)
-        return ApiError(429, str(exc.detail), type="rate_limit_error", code="rate_limit_exceeded", headers={"Retry-After": str(wait)})
-    if isinstance(exc, exceptions.APIException):
+    shape = shape_of(exc)
+    if shape is not None:
+        return shape.error(exc)
+    if isinstance(exc, exceptions.APIException):  # any other DRF exception keeps its own status and code
         return ApiError(exc.status_code, str(exc.detail), code=exc.default_code)
     return None
+
+
+def turn_error(exc: Exception) -> dict[str, Any]:
+    """How a turn that ended on a domain error records it (Turn.error, its events, its live stream):
+    the table's status, type and code, in the exception's own words. No param and no Retry-After,
+    nor the table's message when it says when to retry: a record is read later, when that is stale."""
+    shape = shape_of(exc)
+    if shape is None:
+        raise TypeError(f"{type(exc).__name__} is not in sentinel_site.errors.ERRORS")
+    return {"status": shape.status, "type": shape.type, "code": shape.code, "message": str(exc)}
 
 
 def exception_handler(exc: Exception, context: dict) -> JsonResponse | None:

@@ -8,7 +8,9 @@ handler404 = "sentinel_site.errors.handler404"
 handler500 = "sentinel_site.errors.handler500"
 
 urlpatterns = [
+    # Each app's API from its own urls module; the site only mounts them.
     path("v1/", include("agents.api.urls")),
+    path("v1/", include("memory.urls")),
     path("v1/", include("budgets.urls")),
     path("health", health.health, name="health"),
     path("health/live", health.live, name="health-live"),

@@ -1,4 +1,5 @@
-"""Tenant-scoped resources: models, agents, conversations, turns. Another tenant's id is a 404."""
+"""Tenant-scoped resources: models, agents, conversations (list, read, create), turns, dead letters.
+Another tenant's id is a 404."""
 
 from __future__ import annotations
 
@@ -6,20 +7,18 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import mixins, viewsets
-from rest_framework.decorators import action
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.admission import principal_name
-from agents.api.serializers import AgentSerializer, ConversationSerializer, MessageSerializer, TurnSerializer
-from agents.models import UNFINISHED, Agent, Conversation, DeadLetter, Message, Turn
+from agents import deadletters
+from agents.api.serializers import AgentSerializer, ConversationCreateSerializer, ConversationSerializer, TurnSerializer
+from agents.models import UNFINISHED, Agent, Conversation, DeadLetter, Turn
+from agents.tasks import enqueue_turn
 from budgets import audit, roles
-from memory import api as memory_api
 from sentinel_site.errors import ApiError
-from sentinel_site.pagination import CursorPagination
 
 
 class TenantScoped:
@@ -120,15 +119,22 @@ class AgentViewSet(TenantScoped, viewsets.ModelViewSet):
         """Field names only: never a value, so a provider key cannot reach the audit log."""
         audit.record(
             action,
-            actor=principal_name(self.request.user.api_key),
+            actor=audit.actor_for_key(self.request.user.api_key),
             tenant_id=agent.tenant_id,
             target=str(agent.id),
             data={"name": agent.name, "fields": fields},
         )
 
 
-class MessagePagination(CursorPagination):
-    ordering = ("seq", "index")
+class ConversationScoped(TenantScoped):
+    """A conversation of the caller's tenant, by id: what both conversation viewsets look up (this one
+    and memory/api.py's)."""
+
+    model = Conversation
+    serializer_class = ConversationSerializer  # also what OPTIONS describes, on every conversation route
+
+    def get_queryset(self):
+        return super().get_queryset().select_related("agent")
 
 
 @extend_schema_view(
@@ -136,83 +142,31 @@ class MessagePagination(CursorPagination):
     retrieve=extend_schema(summary="Read a conversation", tags=["conversations"]),
     create=extend_schema(
         summary="Create a conversation (to import history before any turn)",
-        request=memory_api.ConversationCreateSerializer,
+        request=ConversationCreateSerializer,
         responses={201: ConversationSerializer},
         tags=["conversations"],
     ),
 )
-class ConversationViewSet(TenantScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ConversationViewSet(ConversationScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Conversations; their messages, summaries and consolidation (memory logic in memory/api.py)."""
 
-    model = Conversation
-    serializer_class = ConversationSerializer
-    required_scopes = {"GET": roles.TURNS_READ, "POST": roles.MEMORY_WRITE, "DELETE": roles.MEMORY_WRITE}
-    action_scopes = {"summaries": roles.MEMORY_READ}
-
-    def get_queryset(self):
-        return super().get_queryset().select_related("agent")
+    # The docstring is API text (OpenAPI descriptions, OPTIONS), the same on memory/api.py's viewset.
+    # This one is the conversation resource: list, read, create; what memory keeps of a
+    # conversation is memory/api.py's, on the same URLs (memory/urls.py).
+    required_scopes = {"GET": roles.TURNS_READ, "POST": roles.MEMORY_WRITE}
 
     def create(self, request):
-        return memory_api.create_conversation(request)
-
-    @extend_schema(
-        methods=["GET"], summary="List a conversation's messages", responses=MessageSerializer(many=True), tags=["conversations"]
-    )
-    @extend_schema(
-        methods=["POST"],
-        summary="Import messages",
-        description="Appends up to 1,000 messages without running a turn (history import). Each may carry a `client_id` "
-        "(unique per conversation; a repeat is a 409 and nothing is written) and a `timestamp`. They reach long-term "
-        "memory in the background.",
-        request=memory_api.ImportSerializer,
-        responses={201: OpenApiResponse(OpenApiTypes.OBJECT), 409: OpenApiResponse(OpenApiTypes.OBJECT)},
-        tags=["memory"],
-    )
-    @action(detail=True, methods=["get", "post"], pagination_class=MessagePagination)
-    def messages(self, request, pk=None):
-        conversation = self.get_object()
-        if request.method == "POST":
-            return memory_api.import_messages(request, conversation)
-        page = self.paginate_queryset(Message.objects.filter(conversation=conversation, tenant=request.user.tenant))
-        return self.get_paginated_response(MessageSerializer(page, many=True).data)
-
-    @extend_schema(
-        summary="Forget a message",
-        description="Removes the message's text everywhere it was stored: the message and its embedding, summaries built "
-        "from it (their other messages are summarised again later), cached embeddings, and the recorded provider requests "
-        "and responses of the turns that carried it (redacted in place). Answers what was done, counted per place. A "
-        "message of a turn still running is a 409.",
-        responses={200: memory_api.ForgetReportSerializer, 409: OpenApiResponse(OpenApiTypes.OBJECT)},
-        tags=["memory"],
-    )
-    @action(detail=True, methods=["delete"], url_path=r"messages/(?P<message_id>[0-9a-fA-F-]{32,36})")
-    def forget_message(self, request, pk=None, message_id=None):
-        return memory_api.forget_message(request, self.get_object(), message_id)
-
-    @extend_schema(summary="A conversation's summaries", responses=memory_api.SummarySerializer(many=True), tags=["memory"])
-    @action(detail=True, methods=["get"], pagination_class=None)
-    def summaries(self, request, pk=None):
-        return memory_api.list_summaries(self.get_object())
-
-    @extend_schema(
-        summary="Consolidate a conversation now",
-        description="Queues a consolidation of the oldest unconsolidated span(s) whatever the threshold (202). With "
-        "`?dry_run=true` answers at once with the next span, changing nothing (200). One consolidation per conversation "
-        "may be queued or running (another is a 409), and a few per tenant (`SENTINEL_CONSOLIDATIONS_PER_TENANT`; "
-        "beyond, a 429 with Retry-After).",
-        parameters=[OpenApiParameter("dry_run", bool, required=False)],
-        request=None,
-        responses={
-            200: OpenApiResponse(OpenApiTypes.OBJECT),
-            202: OpenApiResponse(OpenApiTypes.OBJECT),
-            409: OpenApiResponse(OpenApiTypes.OBJECT, description="This conversation is being consolidated already."),
-            429: OpenApiResponse(OpenApiTypes.OBJECT, description="The tenant has as many consolidations queued or running as it may."),
-        },
-        tags=["memory"],
-    )
-    @action(detail=True, methods=["post"])
-    def consolidate(self, request, pk=None):
-        return memory_api.consolidate_now(request, self.get_object())
+        # POST /v1/conversations: a conversation for an agent, so history can be imported first.
+        data = ConversationCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        tenant = request.user.tenant
+        agent = Agent.objects.live().filter(tenant=tenant, name=data.validated_data["agent"]).first()
+        if agent is None:
+            raise ApiError(404, "No such agent.", param="agent", code="agent_not_found")
+        conversation = Conversation.objects.create(
+            tenant=tenant, agent=agent, title=data.validated_data["title"], metadata=data.validated_data["metadata"]
+        )
+        return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
 
 
 @extend_schema_view(
@@ -252,13 +206,10 @@ class DeadLetterView(APIView):
 
     @extend_schema(summary="Re-drive a dead letter", request=None, responses={202: OpenApiResponse(OpenApiTypes.OBJECT)}, tags=["turns"])
     def post(self, request, letter_id=None):
-        from agents import deadletters
-        from agents.tasks import enqueue_turn
-
         letter = DeadLetter.objects.filter(tenant=request.user.tenant, id=letter_id).first() if letter_id else None
         if letter is None:
             raise NotFound()
-        if not deadletters.redrive(letter, actor=f"key:{request.user.api_key.key_id}"):
+        if not deadletters.redrive(letter, actor=audit.actor_for_key(request.user.api_key)):
             raise ApiError(409, "This dead letter was already re-driven.", code="already_redriven")
         enqueue_turn(letter.turn_id)
         return Response({"object": "turn", "id": str(letter.turn_id), "status": "queued"}, status=202)

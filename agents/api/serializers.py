@@ -7,6 +7,7 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from agents import openai_format
 from agents.models import Agent, Conversation, Message, Turn, TurnEventRecord
 from agents.providers import PASSTHROUGH_PARAMS
 from sentinel_site import egress, strict
@@ -370,6 +371,12 @@ class ConversationSerializer(serializers.ModelSerializer):
         fields = ["id", "agent", "title", "metadata", "created_at", "updated_at"]
 
 
+class ConversationCreateSerializer(serializers.Serializer):
+    agent = strict.CharField(max_length=64, help_text="The agent's name.")
+    title = strict.CharField(max_length=200, required=False, allow_blank=True, default="")
+    metadata = serializers.DictField(required=False, default=dict)
+
+
 class MessageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Message
@@ -421,8 +428,6 @@ class TurnSerializer(serializers.ModelSerializer):
 
     def get_response(self, turn: Turn) -> dict | None:
         """The chat.completion, once the turn has succeeded."""
-        from agents import openai_format
-
         if turn.status != "succeeded" or turn.output is None:
             return None
         return openai_format.completion(

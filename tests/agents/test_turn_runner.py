@@ -212,14 +212,16 @@ def test_admitting_a_turn_costs_a_bounded_number_of_queries(alice):
 
 def test_an_admission_over_budget_writes_nothing_but_its_audit_entry(alice):
     from budgets.models import AuditEntry, Budget, Price, Reservation
-    from sentinel_site.errors import ApiError
+    from budgets.spend import BudgetExceeded
+    from sentinel_site.errors import classify
 
     Price.objects.create(model="stub-model", input_per_mtok=Decimal(1000), output_per_mtok=Decimal(1000))
     Budget.objects.filter(tenant=alice.tenant).update(limit=Decimal("0.01"))
     counts = [model.objects.count() for model in (Conversation, Turn, Message, TurnEventRecord, Reservation)]
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(BudgetExceeded) as refused:
         admit_turn(alice, "too expensive")
-    assert refused.value.status == 503 and refused.value.code == "budget_exceeded"
+    refused = classify(refused.value)  # how the client sees the domain error (sentinel_site/errors.py)
+    assert refused.status == 503 and refused.code == "budget_exceeded"
     assert [model.objects.count() for model in (Conversation, Turn, Message, TurnEventRecord, Reservation)] == counts
     assert AuditEntry.objects.filter(action="budget.exceeded").count() == 1
 

@@ -13,6 +13,7 @@ from agents import streams
 from agents.models import Conversation, Message
 from memory import api, embeddings, indexing, limits, remote
 from memory.tasks import consolidate
+from sentinel_site.errors import classify
 from tests.conftest import make_actor
 from tests.memory.helpers import FILLER
 
@@ -137,4 +138,5 @@ def test_a_query_the_worker_cannot_embed_is_a_503_at_once(settings, monkeypatch,
     with pytest.raises(Exception) as raised:
         remote.embed_texts_sync(["anything"])
     server.join(5)
-    assert raised.value.status == 503 and raised.value.code == "embeddings_unavailable"
+    error = classify(raised.value)  # how the client sees the domain error (sentinel_site/errors.py)
+    assert error.status == 503 and error.code == "embeddings_unavailable"

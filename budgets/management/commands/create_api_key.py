@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.text import slugify
 
+from budgets import audit
 from budgets.models import ApiKey, Tenant
 from budgets.roles import Role
 
@@ -27,7 +28,7 @@ class Command(BaseCommand):
             raise CommandError("--expires-days must be at least 1")
         tenant_obj, created = Tenant.objects.get_or_create(name=tenant)
         expires_at = timezone.now() + timedelta(days=expires_days) if expires_days else None
-        api_key, plaintext = ApiKey.issue(tenant_obj, role=role, name=name, expires_at=expires_at, actor="command")
+        api_key, plaintext = ApiKey.issue(tenant_obj, role=role, name=name, expires_at=expires_at, actor=audit.COMMAND)
         if created:
             self.stderr.write(f"created tenant {tenant_obj.name}")
         self.stderr.write(f"created {role} key {api_key.key_id} for tenant {tenant_obj.name}; it will not be shown again")
