@@ -256,8 +256,9 @@ def _finish(
 
 
 def fail(recorder: Recorder, error: providers.ProviderError | Refused) -> Turn | None:
-    """The provider failed for good: the turn fails; one whose retries ran out on a failure that
-    might pass (timeouts, 5xx) stays re-drivable as a dead letter."""
+    """The provider failed for good, or Sentinel's own rules refused the call (`Refused`): the turn
+    fails; one whose retries ran out on a failure that might pass (timeouts, 5xx) stays re-drivable
+    as a dead letter."""
     turn = recorder.turn
     recorder.record("provider_error", error.as_dict())
     failure = Failure(
@@ -297,7 +298,7 @@ def give_up(turn: Turn, reason: str, error: dict | None, *, write_events: Callab
         error={"status": 500, "type": "server_error", "code": reason, "message": f"The turn was given up after {turn.attempt} attempts.",
                **(error or {})},
         audit_action="turn.dead_lettered",
-        actor="supervisor",
+        actor=audit.SUPERVISOR,
         dead_letter=reason,
         attempt=turn.attempt,
     )  # fmt: skip

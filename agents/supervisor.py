@@ -75,7 +75,7 @@ def sweep(now=None) -> Sweep:
                     {"heartbeat_at": turn.heartbeat_at.isoformat() if turn.heartbeat_at else None, "attempt": turn.attempt},
                 )
                 audit.record(
-                    "turn.requeued", actor="supervisor", tenant_id=turn.tenant_id, target=str(turn.id), data={"attempt": turn.attempt}
+                    "turn.requeued", actor=audit.SUPERVISOR, tenant_id=turn.tenant_id, target=str(turn.id), data={"attempt": turn.attempt}
                 )
         if taken:
             result.requeued.append((str(turn.id), backoff_seconds(turn.attempt)))
