@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from agents import providers
-from agents.models import Agent, Conversation, Message, Turn, TurnEventRecord
+from agents.models import Agent, Conversation, EventKind, Message, Turn, TurnEventRecord
 from budgets import audit, spend
 from budgets.models import ApiKey, Budget, Tenant
 from memory import context as memory_context
@@ -183,7 +183,7 @@ def _store(
             turn=turn,
             attempt=0,
             seq=0,
-            kind="queued",
+            kind=EventKind.QUEUED,
             payload={"message_count": len(data["messages"]), "params": params, "stream": turn.stream},
         )
         # BudgetExceeded rolls the whole admission back, so no savepoint is needed around it.
@@ -196,18 +196,8 @@ def _store(
 def _input_messages(turn: Turn, messages: list[dict]) -> list[Message]:
     """The request's messages as rows of the turn's conversation, at the turn's seq."""
     return [
-        Message(
-            tenant=turn.tenant,  # both cached on the turn just created: no query
-            conversation=turn.conversation,
-            turn=turn,
-            seq=turn.seq,
-            index=index,
-            role=m["role"],
-            content=m.get("content") or "",
-            name=m.get("name", ""),
-            tool_calls=m.get("tool_calls") or None,
-            tool_call_id=m.get("tool_call_id", ""),
-        )
+        # tenant and conversation are both cached on the turn just created: no query
+        Message.from_openai(m, tenant=turn.tenant, conversation=turn.conversation, turn=turn, seq=turn.seq, index=index)
         for index, m in enumerate(messages)
     ]
 

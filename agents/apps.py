@@ -5,7 +5,7 @@ class AgentsConfig(AppConfig):
     name = "agents"
 
     def ready(self) -> None:
-        # Imported here, where the receiver is connected: apps.py is loaded before any app's models.
+        # Both imported here, where the receiver is connected: apps.py is loaded before any app's models.
         from django.db.backends.signals import connection_created
 
         from sentinel_site import metrics

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from agents import streams
 from sentinel_site import metrics
+from sentinel_site.redis import async_client
 
 TURN_QUEUE = "turns"  # the Celery queue's list in the Redis broker
 
@@ -23,7 +23,7 @@ async def check_turn_queue() -> None:
     limit = settings.SENTINEL["MAX_QUEUED_TURNS"]
     if not limit:
         return
-    depth = await streams.async_client(settings.CELERY_BROKER_URL).llen(TURN_QUEUE)
+    depth = await async_client(settings.CELERY_BROKER_URL).llen(TURN_QUEUE)
     if depth >= limit:
         metrics.SHED.labels("queue_full").inc()
         raise QueueFull(depth)

@@ -20,9 +20,9 @@ import time
 import redis
 from django.conf import settings
 
-from agents import streams
 from agents.providers import ProviderConfig, ProviderError
 from sentinel_site import metrics
+from sentinel_site.redis import sync_client
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 OPEN_INDEX = "sentinel:cb:open"  # breaker id -> "label|opened_at", for every breaker not closed
@@ -45,7 +45,7 @@ def _state_of(opened: float, now: float) -> str:
 
 
 def state(config: ProviderConfig, now: float | None = None) -> str:
-    data = streams.sync_client().hgetall(_key(config.breaker_key))
+    data = sync_client().hgetall(_key(config.breaker_key))
     return _state_of(float(data.get(b"opened_at", 0) or 0), now or time.time())
 
 
@@ -57,7 +57,7 @@ def before_call(config: ProviderConfig) -> None:
         current = state(config)
         if current == CLOSED:
             return
-        if current == HALF_OPEN and streams.sync_client().set(key + ":probe", "1", nx=True, ex=settings.SENTINEL["BREAKER_OPEN_SECONDS"]):
+        if current == HALF_OPEN and sync_client().set(key + ":probe", "1", nx=True, ex=settings.SENTINEL["BREAKER_OPEN_SECONDS"]):
             return  # this call is the probe
     except redis.RedisError as error:
         log.warning("circuit breaker state unreadable (%s); letting the call through", type(error).__name__)
@@ -74,7 +74,7 @@ def before_call(config: ProviderConfig) -> None:
 def record_success(config: ProviderConfig) -> None:
     key = _key(config.breaker_key)
     try:
-        client = streams.sync_client()
+        client = sync_client()
         if client.exists(key):
             pipe = client.pipeline(transaction=False)
             pipe.delete(key, key + ":probe")
@@ -95,7 +95,7 @@ def record_failure(config: ProviderConfig, error: ProviderError) -> None:
 
 def _count_failure(config: ProviderConfig) -> None:
     key = _key(config.breaker_key)
-    client = streams.sync_client()
+    client = sync_client()
     pipe = client.pipeline()
     pipe.hincrby(key, "failures", 1)
     pipe.hget(key, "opened_at")
@@ -115,7 +115,7 @@ def snapshot(now: float | None = None) -> list[tuple[str, str]]:
     breakers (open over half-open), in one Redis round trip. Entries of breakers that closed by
     expiry (an hour without a failure) are dropped as they are seen."""
     now = now or time.time()
-    client = streams.sync_client()
+    client = sync_client()
     worst: dict[str, str] = {}
     stale = []
     for key, value in client.hgetall(OPEN_INDEX).items():

@@ -9,6 +9,7 @@ its message while this turn was still running.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -176,6 +177,18 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:60]}"
 
+    @classmethod
+    def from_openai(cls, message: dict, **fields: Any) -> Message:
+        """An unsaved row for one validated message in OpenAI's chat shape; `fields` place it."""
+        return cls(
+            role=message["role"],
+            content=message.get("content") or "",
+            name=message.get("name", ""),
+            tool_calls=message.get("tool_calls") or None,
+            tool_call_id=message.get("tool_call_id", ""),
+            **fields,
+        )
+
     def as_openai(self) -> dict:
         """The message as the chat completions API expects it."""
         message: dict = {"role": self.role, "content": self.content}
@@ -268,6 +281,22 @@ class ImmutableError(Exception):
     """Turn events are an append-only log."""
 
 
+class EventKind(models.TextChoices):
+    """What one entry of a turn's log records (TurnEventRecord.kind)."""
+
+    QUEUED = "queued"  # admitted (lane 0, with the request's own payload)
+    CLAIMED = "claimed"  # a worker took the turn for an attempt
+    STATE = "state"  # a state machine transition (from_state, to_state)
+    PROVIDER_REQUEST = "provider_request"  # the body sent to the model and the context behind it
+    PROVIDER_RESPONSE = "provider_response"  # what the model answered
+    PROVIDER_RETRY = "provider_retry"  # a retryable provider error, and the delay before the next try
+    PROVIDER_ERROR = "provider_error"  # the error that ended the attempt (also a refusal: budget, price, context)
+    FAILED = "failed"  # the turn failed for good
+    COMPLETED = "completed"  # the turn succeeded: its reply message and cost
+    ZOMBIE_REQUEUED = "zombie_requeued"  # the Supervisor requeued a turn whose worker went silent (lane 0)
+    DEAD_LETTERED = "dead_lettered"  # the Supervisor gave up on the turn (lane 0)
+
+
 class TurnEventRecord(models.Model):
     """An immutable entry in a turn's log: a state transition, a provider exchange, an error.
 
@@ -278,7 +307,7 @@ class TurnEventRecord(models.Model):
     turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveIntegerField()
     attempt = models.PositiveIntegerField(default=0)
-    kind = models.CharField(max_length=32)
+    kind = models.CharField(max_length=32, choices=EventKind.choices)
     from_state = models.CharField(max_length=16, blank=True)
     to_state = models.CharField(max_length=16, blank=True)
     payload = models.JSONField(default=dict, blank=True)

@@ -25,9 +25,10 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from agents import openai_format, providers, streams
-from agents.models import UNFINISHED, DeadLetter, Message, Turn, TurnEventRecord, TurnStatus
+from agents.models import UNFINISHED, DeadLetter, EventKind, Message, Turn, TurnEventRecord, TurnStatus
 from agents.recorder import LostClaim, Recorder, fenced, state_events
-from agents.turns import TurnEvent
+from agents.streams import StreamKind
+from agents.turns import Trigger
 from budgets import audit, spend
 from budgets.models import Reservation
 from memory import tokens
@@ -124,7 +125,7 @@ def end_failed(
                   "attempt": failure.attempt},
         )  # fmt: skip
         following = next_queued(turn)
-    announce(turn.id, [("error", failure.error)])
+    announce(turn.id, [(StreamKind.ERROR, failure.error)])
     if failure.dead_letter:
         metrics.DEAD_LETTERED.labels(failure.dead_letter).inc()
     metrics.TURNS.labels("failed").inc()
@@ -150,7 +151,7 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
     finish_reason = "tool_calls" if wants_tools else result.finish_reason
     actual = spend.cost(turn.tenant_id, body["model"], config.endpoint, prompt_tokens, completion_tokens)
     recorder.record(
-        "provider_response",
+        EventKind.PROVIDER_RESPONSE,
         {
             "content": result.content,
             "tool_calls": result.tool_calls,
@@ -162,12 +163,12 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
             "first_token_ms": result.first_token_ms,
         },
     )
-    recorder.move(TurnEvent.LLM_RESPONSE, wants_tools=wants_tools)
+    recorder.move(Trigger.LLM_RESPONSE, wants_tools=wants_tools)
     if wants_tools:
         # Tools run on the client (OpenAI's contract): the call is handed back in the answer, and
         # the client's `tool` messages arrive as the conversation's next turn.
-        recorder.move(TurnEvent.TOOL_RESULT)
-    recorder.move(TurnEvent.COMPLETE)
+        recorder.move(Trigger.TOOL_RESULT)
+    recorder.move(Trigger.COMPLETE)
     now = timezone.now()
     settlement = {"model": body["model"], "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "actual": actual}
     try:
@@ -188,7 +189,7 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
     )
-    announce(turn.id, [*state_events(written), ("done", {"response": response})])  # one round trip
+    announce(turn.id, [*state_events(written), (StreamKind.DONE, {"response": response})])  # one round trip
     metrics.TURNS.labels("succeeded").inc()
     metrics.TURN_DURATION.observe((now - turn.created_at).total_seconds())
     metrics.LLM_TOKENS.labels(config.endpoint, body["model"], "input").inc(prompt_tokens)
@@ -232,7 +233,7 @@ def _finish(
         )
         if not updated:
             raise LostClaim  # rolls the transaction back: nothing of this attempt is kept
-        recorder.record("completed", {"message_id": str(message.id), "cost": str(settlement["actual"])})
+        recorder.record(EventKind.COMPLETED, {"message_id": str(message.id), "cost": str(settlement["actual"])})
         written = recorder.flush()
         following = next_queued(turn)
         # The shared rows last, so their locks are held for the fewest round trips before the
@@ -260,7 +261,7 @@ def fail(recorder: Recorder, error: providers.ProviderError | Refused) -> Turn |
     fails; one whose retries ran out on a failure that might pass (timeouts, 5xx) stays re-drivable
     as a dead letter."""
     turn = recorder.turn
-    recorder.record("provider_error", error.as_dict())
+    recorder.record(EventKind.PROVIDER_ERROR, error.as_dict())
     failure = Failure(
         error=error.as_dict(),
         audit_action="turn.failed",
@@ -270,7 +271,7 @@ def fail(recorder: Recorder, error: providers.ProviderError | Refused) -> Turn |
     )
 
     def write_events() -> None:
-        recorder.record("failed", {"code": error.code})
+        recorder.record(EventKind.FAILED, {"code": error.code})
         recorder.flush()
 
     try:

@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.models import Turn, TurnEventRecord, TurnStatus
-from agents.turns import AgentState, TurnEvent, transition_state
+from agents.models import EventKind, Turn, TurnEventRecord, TurnStatus
+from agents.streams import StreamKind
+from agents.turns import AgentState, Trigger, transition_state
 from budgets.models import Reservation
 
 
@@ -27,24 +28,24 @@ class Recorder:
     pending: list[TurnEventRecord] = field(default_factory=list)
     reservation: Reservation | None = None
 
-    def record(self, kind: str, payload: dict[str, Any] | None = None) -> None:
+    def record(self, kind: EventKind, payload: dict[str, Any] | None = None) -> None:
         self.pending.append(
             TurnEventRecord(turn_id=self.turn.id, attempt=self.attempt, seq=self.next_seq, kind=kind, payload=payload or {})
         )
         self.next_seq += 1
 
-    def move(self, event: TurnEvent, *, wants_tools: bool = False) -> AgentState:
-        """Apply a state machine event; the transition becomes an event in the log."""
-        target = transition_state(self.state, event, wants_tools=wants_tools)
+    def move(self, trigger: Trigger, *, wants_tools: bool = False) -> AgentState:
+        """Apply a state machine trigger; the transition becomes an event in the log."""
+        target = transition_state(self.state, trigger, wants_tools=wants_tools)
         self.pending.append(
             TurnEventRecord(
                 turn_id=self.turn.id,
                 attempt=self.attempt,
                 seq=self.next_seq,
-                kind="state",
+                kind=EventKind.STATE,
                 from_state=self.state.value,
                 to_state=target.value,
-                payload={"event": event.value},
+                payload={"event": trigger.value},
             )
         )
         self.next_seq += 1
@@ -61,7 +62,7 @@ class Recorder:
 
 def state_events(events: list[TurnEventRecord]) -> list[tuple[str, dict]]:
     """The state transitions among written events, as stream events."""
-    return [("state", {"from": event.from_state, "to": event.to_state}) for event in events if event.kind == "state"]
+    return [(StreamKind.STATE, {"from": event.from_state, "to": event.to_state}) for event in events if event.kind == EventKind.STATE]
 
 
 def fenced(recorder: Recorder):

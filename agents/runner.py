@@ -17,10 +17,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents import breaker, heartbeat, outcomes, providers
-from agents.models import UNFINISHED, Conversation, Turn, TurnStatus
+from agents.models import UNFINISHED, Conversation, EventKind, Turn, TurnStatus
 from agents.outcomes import announce, crash, fail, succeed
 from agents.recorder import LostClaim, Recorder, state_events
-from agents.turns import AgentState, TurnEvent
+from agents.streams import StreamKind
+from agents.turns import AgentState, Trigger
 from budgets import spend
 from budgets.models import Reservation
 from memory import context as memory_context
@@ -60,8 +61,8 @@ def claim(turn_id: Any) -> Recorder | None:
         logs.trace_id.set(turn.trace_id or "-")
         logs.tenant_id.set(str(turn.tenant_id))
         recorder = Recorder(turn=turn, attempt=turn.attempt)
-        recorder.record("claimed", {"attempt": turn.attempt})
-        recorder.move(TurnEvent.MESSAGE_RECEIVED)
+        recorder.record(EventKind.CLAIMED, {"attempt": turn.attempt})
+        recorder.move(Trigger.MESSAGE_RECEIVED)
         written = recorder.flush()
     announce(turn.id, state_events(written))
     return recorder
@@ -88,7 +89,7 @@ def _execute(recorder: Recorder, beating: heartbeat.Tracked) -> Turn | None:
         return fail(recorder, outcomes.Refused(error))
     metrics.CONTEXT_TOKENS.observe(ctx.total_tokens)
     body = providers.request_body(config, ctx.messages, turn.params, stream=True)
-    recorder.record("provider_request", {"endpoint": config.endpoint, "body": body, "context": ctx.explain()})
+    recorder.record(EventKind.PROVIDER_REQUEST, {"endpoint": config.endpoint, "body": body, "context": ctx.explain()})
     recorder.flush()  # what was asked is on record before the call, whatever happens during it
     try:
         recorder.reservation = hold_budget(turn, config, body, ctx.total_tokens)
@@ -112,7 +113,7 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
         if beating.lost.is_set():
             raise LostClaim
         sent = True
-        announce(turn.id, [("delta", delta)])
+        announce(turn.id, [(StreamKind.DELTA, delta)])
 
     for attempt in range(conf["PROVIDER_RETRIES"] + 1):
         breaker.before_call(config)
@@ -125,7 +126,7 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
             if not error.retryable or sent or attempt == conf["PROVIDER_RETRIES"]:
                 raise
             delay = conf["PROVIDER_RETRY_BASE_SECONDS"] * 2**attempt * random.uniform(0.5, 1.5)
-            recorder.record("provider_retry", {"try": attempt + 1, "error": error.as_dict(), "delay_s": round(delay, 3)})
+            recorder.record(EventKind.PROVIDER_RETRY, {"try": attempt + 1, "error": error.as_dict(), "delay_s": round(delay, 3)})
             metrics.RETRIES.labels(error.code).inc()
             recorder.flush()
             release_connection()

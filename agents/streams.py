@@ -11,18 +11,30 @@ Stream entry ids double as SSE event ids, so a client resuming with Last-Event-I
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from django.conf import settings
 
-TERMINAL = frozenset({"done", "error"})
-MAX_BLOCK_MS = 15000  # the longest a read waits for an event before the reader sends a keep-alive
+from sentinel_site.redis import async_client, sync_client
+
+
+class StreamKind(enum.StrEnum):
+    """The kinds of entry in a turn's stream (see the module docstring for their data)."""
+
+    STATE = "state"
+    DELTA = "delta"
+    DONE = "done"
+    ERROR = "error"
+
+
+TERMINAL = frozenset({StreamKind.DONE, StreamKind.ERROR})
+# The longest a read waits for an event before the reader sends a keep-alive (the async client's
+# socket timeout, sentinel_site.redis.ASYNC_SOCKET_TIMEOUT_SECONDS, outlasts it).
+MAX_BLOCK_MS = 15000
 
 
 @dataclass(frozen=True)
@@ -40,11 +52,6 @@ def key(turn_id: Any) -> str:
     return f"sentinel:turn:{turn_id}"
 
 
-@lru_cache(maxsize=1)
-def sync_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
-
-
 def publish(turn_id: Any, kind: str, data: dict[str, Any]) -> str:
     """Append one event to the turn's stream (one round trip) and return its id."""
     return publish_many(turn_id, [(kind, data)])[-1]
@@ -60,22 +67,6 @@ def publish_many(turn_id: Any, events: list[tuple[str, dict[str, Any]]]) -> list
     pipe.expire(key(turn_id), settings.SENTINEL["STREAM_TTL_SECONDS"])
     ids = pipe.execute()[:-1]
     return [entry_id.decode() if isinstance(entry_id, bytes) else entry_id for entry_id in ids]
-
-
-_async_clients: dict[tuple[int, str], aioredis.Redis] = {}
-
-
-def async_client(url: str | None = None) -> aioredis.Redis:
-    """One pooled client per event loop and URL (an asyncio Redis client is bound to its loop)."""
-    url = url or settings.REDIS_URL
-    key = (id(asyncio.get_running_loop()), url)
-    client = _async_clients.get(key)
-    if client is None:
-        # Reads block for up to MAX_BLOCK_MS; the socket timeout must outlast them (redis-py's
-        # default of 5 s turned every turn slower than 5 s into a timeout under load).
-        client = aioredis.Redis.from_url(url, health_check_interval=30, socket_timeout=MAX_BLOCK_MS / 1000 + 10)
-        _async_clients[key] = client
-    return client
 
 
 def _decode(entry_id: bytes | str, fields: dict) -> StreamEvent:

@@ -20,7 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents import outcomes
-from agents.models import UNFINISHED, Turn, TurnEventRecord, TurnStatus
+from agents.models import UNFINISHED, EventKind, Turn, TurnEventRecord, TurnStatus
 from agents.turns import AgentState
 from budgets import audit
 
@@ -38,7 +38,7 @@ def backoff_seconds(attempt: int) -> int:
     return min(settings.SENTINEL["RETRY_BACKOFF_MAX"], settings.SENTINEL["RETRY_BACKOFF_BASE"] * 2 ** max(0, attempt - 1))
 
 
-def _event(turn: Turn, kind: str, payload: dict) -> None:
+def _event(turn: Turn, kind: EventKind, payload: dict) -> None:
     """Supervisor events go in lane 0 (with admission's), never into a worker's attempt, whose
     numbering that worker owns; the attempt they concern is in the payload."""
     last = TurnEventRecord.objects.filter(turn=turn, attempt=0).order_by("-seq").first()
@@ -48,7 +48,7 @@ def _event(turn: Turn, kind: str, payload: dict) -> None:
 
 def dead_letter(turn: Turn, reason: str, error: dict | None) -> bool:
     """Fail a turn for good and keep it re-drivable. False if it had already moved on."""
-    return outcomes.give_up(turn, reason, error, write_events=lambda: _event(turn, "dead_lettered", {"reason": reason}))
+    return outcomes.give_up(turn, reason, error, write_events=lambda: _event(turn, EventKind.DEAD_LETTERED, {"reason": reason}))
 
 
 def sweep(now=None) -> Sweep:
@@ -71,7 +71,7 @@ def sweep(now=None) -> Sweep:
             if taken:
                 _event(
                     turn,
-                    "zombie_requeued",
+                    EventKind.ZOMBIE_REQUEUED,
                     {"heartbeat_at": turn.heartbeat_at.isoformat() if turn.heartbeat_at else None, "attempt": turn.attempt},
                 )
                 audit.record(

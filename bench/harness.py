@@ -25,7 +25,7 @@ from django.conf import settings
 
 from agents.models import Agent
 from budgets.models import ApiKey, Budget, Price, Tenant
-from sentinel_site.stack import BASE_DIR, web_command, worker_command
+from sentinel_site.stack import BASE_DIR, process_env, web_command, worker_command
 
 PYTHON = sys.executable
 LOGS = BASE_DIR / "var" / "log" / "bench"
@@ -195,9 +195,10 @@ class Stack:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def _spawn(self, name: str, argv: list[str], kind: str | None = None) -> subprocess.Popen:
         log = (LOGS / f"{name}.log").open("wb")
-        process = subprocess.Popen(argv, cwd=BASE_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        env = process_env(kind, self.env) if kind else self.env
+        process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.processes[name] = process
         return process
 
@@ -212,10 +213,11 @@ class Stack:
         self.seed()
         stub = self._spawn("stub", [PYTHON, "-m", "bench.stub_server", "--port", str(self.stub_port)])
         wait_http(f"{self.stub_url}/models", 30, "the stub server", stub)
-        web = self._spawn("web", [*web_command("127.0.0.1", self.web_port), "--backlog", "4096"])
+        web = self._spawn("web", [*web_command("127.0.0.1", self.web_port), "--backlog", "4096"], kind="web")
         for n in range(self.workers):
             name = "worker" if n == 0 else f"worker{n + 1}"
-            self._spawn(name, worker_command(self.worker_concurrency, f"bench{n}-{os.getpid()}@%h", "--without-mingle", "--without-gossip"))
+            argv = worker_command(self.worker_concurrency, f"bench{n}-{os.getpid()}@%h", "--without-mingle", "--without-gossip")
+            self._spawn(name, argv, kind="worker")
         wait_http(f"{self.base_url}/health/live", 60, "the web server", web)
         self.wait_worker()
         return self

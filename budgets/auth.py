@@ -122,13 +122,6 @@ def gate(request: HttpRequest) -> tuple[str | None, ratelimit.Admission]:
     return token, ratelimit.admit(ratelimit.client_ip(request), parsed[0] if parsed else None)
 
 
-def authenticate_request(request: HttpRequest) -> Principal:
-    token, admission = gate(request)
-    if token is None:
-        raise exceptions.NotAuthenticated()
-    return authenticate_key(token, admission)
-
-
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """`Authorization: Bearer snt_...` -> request.user is a Principal. DRF authenticates first of
     all (before permissions and throttles), so the rate limits are applied here, ahead of the key's

@@ -1,4 +1,4 @@
-"""API key format, hashing and verification.
+"""API keys: minting (the one place a secret is generated), format, hashing and verification.
 
 A key reads `snt_<key id>_<secret>`: the `snt_` prefix makes a leaked key recognisable to secret
 scanners, the key id (public, indexed) names the row without a database search on the secret,

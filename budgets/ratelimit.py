@@ -29,8 +29,8 @@ from django.conf import settings
 from django.http import HttpRequest
 from rest_framework.exceptions import Throttled
 
-from agents import streams
 from sentinel_site import metrics
+from sentinel_site.redis import sync_client
 
 WINDOW_SECONDS = 60
 
@@ -136,7 +136,7 @@ _scripts: dict[tuple[int, str], object] = {}
 
 def _script(source: str):
     """The registered script for this process's Redis client (EVALSHA, loading it on first use)."""
-    client = streams.sync_client()
+    client = sync_client()
     key = (id(client), source)
     script = _scripts.get(key)
     if script is None:

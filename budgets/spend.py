@@ -191,7 +191,7 @@ def reserve(
 
     The budget windows are a tenant's hottest rows: every turn of the tenant updates them. So they
     are updated last, just before the commit, in a fixed order (no deadlocks), and the transaction
-    holds their locks for as few round trips as possible (issue 6: measured as the bottleneck).
+    holds their locks for as few round trips as possible (they were the measured bottleneck).
     """
     ttl = timedelta(seconds=settings.SENTINEL["RESERVATION_TTL_SECONDS"])
     budgets = applicable_budgets(tenant_id, api_key_id) if budgets is None else budgets

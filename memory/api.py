@@ -83,16 +83,12 @@ def import_messages(request, conversation: Conversation) -> Response:
         Conversation.objects.filter(id=conversation.id).update(last_seq=F("last_seq") + 1)
         seq = Conversation.objects.values_list("last_seq", flat=True).get(id=conversation.id)
         created = Message.objects.bulk_create(
-            Message(
+            Message.from_openai(
+                m,
                 tenant=conversation.tenant,
                 conversation=conversation,
                 seq=seq,
                 index=index,
-                role=m["role"],
-                content=m.get("content") or "",
-                name=m.get("name", ""),
-                tool_calls=m.get("tool_calls") or None,
-                tool_call_id=m.get("tool_call_id", ""),
                 client_id=m.get("client_id", ""),
                 **({"occurred_at": m["timestamp"]} if m.get("timestamp") else {}),
             )

@@ -124,9 +124,8 @@ def _release(conversation_id) -> None:
 
 def _transcript(messages: list[Message]) -> str:
     """The span as the model reads it: a date line where the day changes, then `role: text` lines.
-    A timestamp on every line cost about 15 tokens a message (digits tokenize one by one): 65% more
-    prompt than the messages themselves, and prompt processing is most of a consolidation's time on
-    a CPU (issue 6, bench/HISTORY.md row 16)."""
+    A timestamp on every line costs more tokens than most messages (digits tokenize one by one), and
+    prompt processing is most of a consolidation's time on a CPU (bench/HISTORY.md)."""
     lines = []
     day = None
     for message in messages:

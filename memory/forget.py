@@ -35,11 +35,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents import streams
-from agents.models import Conversation, Message, Turn, TurnEventRecord, TurnStatus
+from agents.models import Conversation, EventKind, Message, Turn, TurnEventRecord, TurnStatus
 from budgets import audit
 from memory.embeddings import content_hash
 from memory.indexing import message_text
 from memory.models import EmbeddingCache, Memory, Summary
+from sentinel_site.redis import sync_client
 
 REDACTED = "[forgotten]"
 # Texts this long are redacted wherever they occur; shorter ones only where they stand alone (a
@@ -100,7 +101,7 @@ def forget_message(conversation: Conversation, message_id, *, actor: str) -> dic
         message.delete()
         # Last, so a Redis failure rolls everything back (503) and a commit failure leaves only the
         # stream gone, which the event log stands in for.
-        report["turn_streams"] = streams.sync_client().delete(*map(streams.key, stream_turns)) if stream_turns else 0
+        report["turn_streams"] = sync_client().delete(*map(streams.key, stream_turns)) if stream_turns else 0
         audit.record("memory.message_forgotten", actor=actor, tenant_id=conversation.tenant_id, target=str(message_id), data=report)
     return report
 
@@ -116,9 +117,10 @@ def _needles(message: Message, summaries: list[Summary]) -> list[str]:
 def _events_holding(conversation: Conversation, message: Message) -> list[TurnEventRecord]:
     """The provider exchanges of the message's own turn, and every provider request since it was
     stored whose recorded context names it (recent, recalled, or a summary of it) in this agent."""
-    own = Q(turn_id=message.turn_id, kind__in=("provider_request", "provider_response")) if message.turn_id else Q(pk__in=[])
+    exchanges = (EventKind.PROVIDER_REQUEST, EventKind.PROVIDER_RESPONSE)
+    own = Q(turn_id=message.turn_id, kind__in=exchanges) if message.turn_id else Q(pk__in=[])
     carried = Q(
-        kind="provider_request",
+        kind=EventKind.PROVIDER_REQUEST,
         created_at__gte=message.created_at,
         turn__tenant_id=conversation.tenant_id,
         turn__agent_id=conversation.agent_id,
@@ -129,7 +131,7 @@ def _events_holding(conversation: Conversation, message: Message) -> list[TurnEv
 
 def _redacted(kind: str, payload: dict, needles: list[str], message_id) -> dict | None:
     """The payload with the needles redacted and the mark added, or None if it held none of them."""
-    if kind == "provider_request":
+    if kind == EventKind.PROVIDER_REQUEST:
         body = payload.get("body") or {}
         messages = [_redact_message(m, needles) for m in body.get("messages") or []]
         changed = messages != (body.get("messages") or [])

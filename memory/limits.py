@@ -14,7 +14,7 @@ import uuid
 
 from django.conf import settings
 
-from agents import streams
+from sentinel_site.redis import sync_client
 
 RETRY_AFTER_SECONDS = 15  # a consolidation takes tens of seconds on the local model
 
@@ -62,7 +62,7 @@ def take(tenant_id, conversation_id) -> str:
     token = uuid.uuid4().hex
     now = time.time()
     limit = settings.SENTINEL["CONSOLIDATIONS_PER_TENANT"]
-    taken = streams.sync_client().eval(_TAKE, 1, _key(tenant_id), now, now + _ttl(), str(conversation_id), token, limit, _ttl())
+    taken = sync_client().eval(_TAKE, 1, _key(tenant_id), now, now + _ttl(), str(conversation_id), token, limit, _ttl())
     if taken == -1:
         raise SlotTaken
     if taken == -2:
@@ -72,8 +72,8 @@ def take(tenant_id, conversation_id) -> str:
 
 def renew(tenant_id, conversation_id, token: str) -> None:
     """The task started: its slot lasts from now (time spent queued does not count against it)."""
-    streams.sync_client().zadd(_key(tenant_id), {f"{conversation_id}:{token}": time.time() + _ttl()}, xx=True)
+    sync_client().zadd(_key(tenant_id), {f"{conversation_id}:{token}": time.time() + _ttl()}, xx=True)
 
 
 def release(tenant_id, conversation_id, token: str) -> None:
-    streams.sync_client().zrem(_key(tenant_id), f"{conversation_id}:{token}")
+    sync_client().zrem(_key(tenant_id), f"{conversation_id}:{token}")

@@ -21,9 +21,9 @@ import uuid
 import redis
 from django.conf import settings
 
-from agents import streams
 from memory import embeddings
 from sentinel_site.db import release_connection
+from sentinel_site.redis import async_client, sync_client
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _vectors(reply) -> list[list[float]]:
 
 async def embed_texts(texts: list[str]) -> list[list[float]]:
     reply_key, request, timeout = _request(texts)
-    client = streams.async_client()
+    client = async_client()
     await client.rpush(REQUESTS_KEY, request)
     return _vectors(await client.blpop([reply_key], timeout=timeout))
 
@@ -64,7 +64,7 @@ async def embed_texts(texts: list[str]) -> list[list[float]]:
 def embed_texts_sync(texts: list[str]) -> list[list[float]]:
     """The same for sync callers (the admin)."""
     reply_key, request, timeout = _request(texts)
-    client = streams.sync_client()
+    client = sync_client()
     client.rpush(REQUESTS_KEY, request)
     return _vectors(client.blpop([reply_key], timeout=timeout))
 
@@ -72,7 +72,7 @@ def embed_texts_sync(texts: list[str]) -> list[list[float]]:
 def serve_once(block_seconds: float = 1.0) -> int:
     """Answer the query requests waiting (up to MAX_BATCH_REQUESTS) in one model call; returns how
     many were answered (0 when none came within block_seconds)."""
-    client = streams.sync_client()
+    client = sync_client()
     first = client.blpop([REQUESTS_KEY], timeout=block_seconds)
     if first is None:
         return 0

@@ -8,8 +8,8 @@ import logging
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 
-from agents import streams
 from memory import dreamer, embeddings, indexing, limits, remote, tokens
+from sentinel_site.redis import sync_client
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ _INDEX_RUNNING_TTL = 30  # renewed after every batch; a pass that died blocks ot
 
 def schedule_indexing() -> None:
     """Ask for an indexing pass unless one is already waiting (one Redis round trip)."""
-    if streams.sync_client().set(_INDEX_SCHEDULED, "1", nx=True, ex=30):
+    if sync_client().set(_INDEX_SCHEDULED, "1", nx=True, ex=30):
         index_memories.apply_async(queue="memory")
 
 
@@ -29,10 +29,10 @@ def index_memories() -> int:
     """One indexing pass at a time per deployment, looping while work keeps arriving.
 
     Concurrent passes only queued behind each other for the embedder, each holding a database
-    connection meanwhile, and starved the turns of connections (issue 6: measured). A task that
+    connection meanwhile, and starved the turns of connections. A task that
     finds a pass running leaves: that pass sees the schedule flag it set and goes round again.
     """
-    client = streams.sync_client()
+    client = sync_client()
     indexed = 0
     while client.set(_INDEX_RUNNING, "1", nx=True, ex=_INDEX_RUNNING_TTL):
         try:

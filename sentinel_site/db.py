@@ -10,7 +10,7 @@ def release_connection() -> None:
 
     Django keeps a thread's connection until the request (or task) ends, so a web request waiting
     for its turn, or a worker thread waiting on the model, held a pooled connection all along: a pool
-    of 20 capped each process at 20 turns in flight whatever its concurrency (measured in issue 6).
+    of 20 capped each process at 20 turns in flight whatever its concurrency.
     Without a pool, closing would mean reconnecting for every turn, so the connection is kept.
     """
     if connection.settings_dict.get("OPTIONS", {}).get("pool") and not connection.in_atomic_block:

@@ -8,6 +8,7 @@ from django.db import connection
 from django.http import JsonResponse
 
 from sentinel_site.celery import app as celery_app
+from sentinel_site.redis import sync_client
 
 
 def _check(fn) -> dict:
@@ -32,8 +33,6 @@ def _database() -> dict:
 
 
 def _redis() -> None:
-    from agents.streams import sync_client
-
     sync_client().ping()
 
 

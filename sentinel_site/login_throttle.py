@@ -20,8 +20,8 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 
-from agents import streams
 from budgets.ratelimit import client_ip
+from sentinel_site.redis import sync_client
 
 
 def _counters(request: HttpRequest) -> list[str]:
@@ -35,7 +35,7 @@ def login(request: HttpRequest) -> HttpResponse:
     limit = settings.SENTINEL["ADMIN_LOGIN_FAILURES"]
     if request.method != "POST" or limit == 0:
         return admin.site.login(request)
-    client = streams.sync_client()
+    client = sync_client()
     counters = _counters(request)
     try:
         counts = client.mget(counters)

@@ -17,18 +17,18 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import sys
 import threading
 import time
 from functools import lru_cache
 from urllib.parse import urlsplit
 
-import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
 from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
+
+from sentinel_site.redis import broker_client
 
 log = logging.getLogger(__name__)
 OPENAI_BASE_URL = "https://api.openai.com/v1"  # what an empty base URL means to the SDK
@@ -162,11 +162,10 @@ CONTEXT_TOKENS = Histogram(
 )
 MEMORY_INDEXED = Counter("sentinel_memory_indexed_total", "Messages and summaries embedded into long-term memory.")
 DB_QUERIES = Counter("sentinel_db_queries_total", "SQL statements sent to PostgreSQL, by process kind.", ["process"])
-PROCESS_KIND = "worker" if "celery" in " ".join(sys.argv) else "web"
 
 
 def _count_query(execute, sql, params, many, context):
-    DB_QUERIES.labels(PROCESS_KIND).inc()
+    DB_QUERIES.labels(settings.PROCESS).inc()
     return execute(sql, params, many, context)
 
 
@@ -220,7 +219,7 @@ class StateCollector:
         dead = GaugeMetricFamily("sentinel_dead_letters_open", "Dead letters not re-driven.")
         circuit = GaugeMetricFamily("sentinel_circuit_breaker_state", "0 closed, 1 open, 2 half-open.", labels=["provider"])
         try:
-            pipe = _broker().pipeline(transaction=False)
+            pipe = broker_client().pipeline(transaction=False)
             names = ("turns", "memory", "maintenance")
             for name in names:
                 pipe.llen(name)
@@ -243,11 +242,6 @@ class StateCollector:
         except Exception as exc:  # noqa: BLE001 - as above
             log.warning("breaker states unreadable: %s", type(exc).__name__)
         return [queue, active, queued, dead, circuit]
-
-
-@lru_cache(maxsize=1)
-def _broker() -> redis.Redis:
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=1)
 
 
 def _breaker_states() -> dict[str, str]:

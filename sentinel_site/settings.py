@@ -6,7 +6,6 @@ points the model at the bundled local server. A bad value stops start-up with a 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +104,9 @@ DATABASES = {"default": parse_database_url("DATABASE_URL", DATABASE_URL)}
 # A bounded psycopg pool per process: under ASGI every concurrent request runs its sync parts in
 # its own thread, and per-thread persistent connections would exhaust the server's max_connections.
 # With the pool, a burst waits up to DB_POOL_TIMEOUT for a connection instead of failing.
+# Which kind of process this is, set by whatever starts it (`sentinel_site.stack`, the Procfile, the
+# compose file; manage.py sets "manage"): it decides the connection queue's bound below and labels metrics.
+PROCESS = envchoice("SENTINEL_PROCESS", "web", ("web", "worker", "beat", "manage"))
 DB_POOL_MAX_SIZE = envint("SENTINEL_DB_POOL_MAX_SIZE", 20, minimum=0)
 if DB_POOL_MAX_SIZE:
     DATABASES["default"]["OPTIONS"]["pool"] = {
@@ -113,10 +115,10 @@ if DB_POOL_MAX_SIZE:
         "timeout": envfloat("SENTINEL_DB_POOL_TIMEOUT", 10.0, minimum=0.1),
     }
     # Load shedding in the web process: past this many requests waiting for a connection, the next
-    # one is answered 503 `overloaded` at once, instead of every request waiting out the timeout
-    # (issue 6: 1,000 clients). The default lets as many wait as a pool serves within its timeout
+    # one is answered 503 `overloaded` at once, instead of every request waiting out the timeout.
+    # The default lets as many wait as a pool serves within its timeout
     # here. Workers queue without a bound: their concurrency bounds it, and a turn must not fail for it.
-    if "celery" not in " ".join(sys.argv):
+    if PROCESS == "web":
         DATABASES["default"]["OPTIONS"]["pool"]["max_waiting"] = envint("SENTINEL_DB_POOL_MAX_WAITING", 10 * DB_POOL_MAX_SIZE, minimum=0)
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # With a pool, health checks validate a connection as it is taken from the pool: after a
@@ -154,17 +156,19 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Synced into django-celery-beat's tables at beat start-up; operators can change them in the admin.
 # `expires` just under each period: a backlog never piles up duplicate runs.
+DREAMER_INTERVAL = envint("SENTINEL_DREAMER_INTERVAL", 60, minimum=1)
+SUPERVISOR_INTERVAL = envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "dreamer": {
         "task": "memory.tasks.dream",
-        "schedule": float(envint("SENTINEL_DREAMER_INTERVAL", 60, minimum=1)),
-        "options": {"queue": "memory", "expires": envint("SENTINEL_DREAMER_INTERVAL", 60, minimum=1) * 0.9},
+        "schedule": float(DREAMER_INTERVAL),
+        "options": {"queue": "memory", "expires": DREAMER_INTERVAL * 0.9},
     },
     "index-memories": {"task": "memory.tasks.index_memories", "schedule": 30.0, "options": {"queue": "memory", "expires": 27}},
     "supervisor": {
         "task": "agents.tasks.supervise",
-        "schedule": float(envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1)),
-        "options": {"queue": "maintenance", "expires": envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1) * 0.9},
+        "schedule": float(SUPERVISOR_INTERVAL),
+        "options": {"queue": "maintenance", "expires": SUPERVISOR_INTERVAL * 0.9},
     },
     "expire-reservations": {
         "task": "budgets.tasks.expire_reservations",
@@ -239,7 +243,6 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "EMBED_QUERY_TIMEOUT": envfloat("SENTINEL_EMBED_QUERY_TIMEOUT", 10.0, minimum=0.1),
     "EMBED_THREADS": envint("SENTINEL_EMBED_THREADS", 1, minimum=1),
     "EXACT_SEARCH_MAX": envint("SENTINEL_EXACT_SEARCH_MAX", 20000, minimum=0),
-    "DREAMER_INTERVAL": envint("SENTINEL_DREAMER_INTERVAL", 60, minimum=1),
     "DREAMER_SPAN_TOKENS": envint("SENTINEL_DREAMER_SPAN_TOKENS", 3000, minimum=100),
     "DREAMER_MAX_TOKENS_PER_RUN": envint("SENTINEL_DREAMER_MAX_TOKENS_PER_RUN", 200_000, minimum=1000),
     # What one tenant's consolidations may spend in one Dreamer run, or one API-triggered consolidation.
@@ -277,7 +280,6 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     ),
     # Resilience (seed 000 section 6.2.2.3: a turn silent for 60 s is a zombie; sweep every 10 s)
     "ZOMBIE_SECONDS": envint("SENTINEL_ZOMBIE_SECONDS", 60, minimum=1),
-    "SUPERVISOR_INTERVAL": envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1),
     "MAX_ATTEMPTS": envint("SENTINEL_MAX_ATTEMPTS", 3, minimum=1),
     "UNSENT_SECONDS": envint("SENTINEL_UNSENT_SECONDS", 120, minimum=1),
     "RETRY_BACKOFF_BASE": envint("SENTINEL_RETRY_BACKOFF_BASE", 2, minimum=0),

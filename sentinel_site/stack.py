@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -150,9 +150,12 @@ class Stack:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
     # --- processes -----------------------------------------------------------------------
-    def spawn(self, name: str, argv: list[str], log: Path | None = None) -> subprocess.Popen:
+    def spawn(self, name: str, argv: list[str], log: Path | None = None, *, kind: str | None = None) -> subprocess.Popen:
+        """Start a child; `kind` (web, worker, beat) is the Sentinel process it runs, if any."""
         out = open(log, "ab") if log else None  # noqa: SIM115 - owned by the child for its lifetime
-        process = subprocess.Popen(argv, cwd=BASE_DIR, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True)
+        env = process_env(kind) if kind else None
+        err = subprocess.STDOUT if out else None
+        process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=out, stderr=err, start_new_session=True)
         self.children.append((name, process))
         return process
 
@@ -243,6 +246,16 @@ def web_command(host: str, port: int) -> list[str]:
     ]
 
 
+def process_env(kind: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a Sentinel child process of this kind (web, worker or beat): settings read
+    SENTINEL_PROCESS rather than guess the kind from the command line."""
+    return {**(os.environ if base is None else base), "SENTINEL_PROCESS": kind}
+
+
+def beat_command(schedule: Path) -> list[str]:
+    return [PYTHON, "-m", "celery", "-A", "sentinel_site", "beat", "-l", "INFO", "--schedule", str(schedule)]
+
+
 def worker_command(concurrency: int, name: str, *extra: str, queues: str = "turns,memory,maintenance") -> list[str]:
     """The threads pool: a turn mostly waits on the model's HTTP answer (see the README)."""
     return [
@@ -313,12 +326,9 @@ def run() -> int:
         stack.manage("bootstrap_demo", "--port", str(port))
         stack.metrics_dir()
         concurrency = os.environ.get("SENTINEL_WORKER_CONCURRENCY", "16")
-        stack.spawn("web", web_command(host, port))
-        stack.spawn("worker", worker_command(int(concurrency), "sentinel@%h"))
-        stack.spawn(
-            "beat",
-            [PYTHON, "-m", "celery", "-A", "sentinel_site", "beat", "-l", "INFO", "--schedule", str(stack.var / "celerybeat-schedule")],
-        )
+        stack.spawn("web", web_command(host, port), kind="web")
+        stack.spawn("worker", worker_command(int(concurrency), "sentinel@%h"), kind="worker")
+        stack.spawn("beat", beat_command(stack.var / "celerybeat-schedule"), kind="beat")
         wait_until(lambda: not port_is_free(port) or stopping, 60, "the web server")
         say(f"API        http://{host}:{port}/v1")
         say(f"API docs   http://{host}:{port}/api/docs/")
@@ -348,6 +358,7 @@ def test(pytest_args: list[str]) -> int:
             ["ruff", "format", "--check", "."],
             [PYTHON, "manage.py", "check", "--fail-level", "WARNING"],
             [PYTHON, "manage.py", "makemigrations", "--check", "--dry-run"],
+            [PYTHON, "-m", "mypy"],  # the domain modules listed in pyproject.toml, with django-stubs
         ]
         for argv in steps:
             say("$ " + " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv)))

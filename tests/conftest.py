@@ -20,7 +20,7 @@ import pytest
 
 os.environ.setdefault("SENTINEL_ENV", "test")
 
-from sentinel_site.stack import web_command, worker_command
+from sentinel_site.stack import process_env, web_command, worker_command
 from tests.stub_llm import StubLLM
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -63,9 +63,9 @@ def _stub_provider(stub_llm, settings):
 @pytest.fixture(autouse=True)
 def _closed_breakers():
     """Every test starts with closed circuit breakers: the stub is one endpoint for all of them."""
-    from agents import streams
+    from sentinel_site.redis import sync_client
 
-    client = streams.sync_client()
+    client = sync_client()
     for key in client.scan_iter("sentinel:cb:*"):
         client.delete(key)
 
@@ -74,9 +74,9 @@ def _closed_breakers():
 def _fresh_rate_counters():
     """Every test starts with no requests or failures counted: the test client is always 127.0.0.1,
     and which failed authentication is audited depends on the count in its window."""
-    from agents import streams
+    from sentinel_site.redis import sync_client
 
-    client = streams.sync_client()
+    client = sync_client()
     for pattern in ("sentinel:rl:*", "sentinel:login:*"):
         for key in client.scan_iter(pattern, count=1000):
             client.delete(key)
@@ -182,7 +182,7 @@ def start_worker(env: dict[str, str], log: Path, concurrency: int = 8, queues: s
     worker = subprocess.Popen(
         worker_command(concurrency, name, "--without-mingle", "--without-gossip", queues=queues),
         cwd=BASE_DIR,
-        env=env,
+        env=process_env("worker", env),
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
@@ -224,7 +224,7 @@ def live_stack(django_db_setup, django_db_blocker, stub_llm, tmp_path_factory) -
     web = subprocess.Popen(
         web_command("127.0.0.1", port),
         cwd=BASE_DIR,
-        env=env,
+        env=process_env("web", env),
         stdout=web_log.open("ab"),
         stderr=subprocess.STDOUT,
     )

@@ -16,12 +16,13 @@ from django.http import JsonResponse
 from django.test import Client
 from django.utils import timezone
 
-from agents import admission, backpressure, outcomes, providers, runner, streams
+from agents import admission, backpressure, outcomes, providers, runner
 from agents.models import Agent, Conversation, DeadLetter, Message, TurnStatus
 from budgets import spend
 from budgets.models import Budget, Price, Reservation
 from memory import forget, limits, remote
 from sentinel_site.errors import classify
+from sentinel_site.redis import sync_client
 from tests.agents.test_turn_runner import admit_turn, run
 
 pytestmark = pytest.mark.django_db
@@ -141,7 +142,7 @@ def test_an_admission_over_budget(alice):
 
 def test_a_full_turn_queue(settings):
     settings.SENTINEL = {**settings.SENTINEL, "MAX_QUEUED_TURNS": 2, "SHED_RETRY_AFTER": 7}
-    broker = streams.sync_client()
+    broker = sync_client()
     broker.delete(backpressure.TURN_QUEUE)
     broker.rpush(backpressure.TURN_QUEUE, "a", "b")
     try:

@@ -29,18 +29,18 @@ def test_live_and_health_answer_without_dependencies():
 
 @pytest.mark.django_db
 def test_ready_answers_503_when_redis_is_down(settings):
-    from agents import streams
     from sentinel_site.celery import app
+    from sentinel_site.redis import sync_client
 
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
-    streams.sync_client.cache_clear()
+    sync_client.cache_clear()
     old = app.conf.broker_url
     app.conf.broker_url = settings.REDIS_URL
     try:
         response = Client().get("/health/ready")
     finally:
         app.conf.broker_url = old
-        streams.sync_client.cache_clear()
+        sync_client.cache_clear()
     assert response.status_code == 503
     assert response.json()["checks"]["redis"]["ok"] is False
 
@@ -244,6 +244,6 @@ def test_only_the_web_process_bounds_its_connection_queue():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sentinel_site.settings", "SENTINEL_DB_POOL_MAX_SIZE": "5"}
     web = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=env, capture_output=True, text=True, check=True)
     assert web.stdout.strip() == "50"
-    as_worker = [sys.executable, "-c", code, "celery"]  # "celery" in argv, as in a Celery worker's
-    worker = subprocess.run(as_worker, cwd=BASE_DIR, env=env, capture_output=True, text=True, check=True)
+    as_worker = {**env, "SENTINEL_PROCESS": "worker"}  # as sentinel_site.stack starts a Celery worker
+    worker = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=as_worker, capture_output=True, text=True, check=True)
     assert worker.stdout.strip() == "None", "a turn must not fail because its worker's threads queue for connections"

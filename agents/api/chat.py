@@ -19,7 +19,8 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from agents import backpressure, openai_format, streams
 from agents.admission import admit
 from agents.api.serializers import ChatCompletionRequestSerializer, TurnEventSerializer, TurnSerializer
-from agents.models import Turn, TurnEventRecord, TurnStatus
+from agents.models import EventKind, Turn, TurnEventRecord, TurnStatus
+from agents.streams import StreamKind
 from agents.tasks import enqueue_turn
 from budgets import roles
 from memory.context import recall_hint
@@ -146,7 +147,7 @@ class ChatCompletionsView(AsyncAPIView):
             api_key=principal.api_key,
             data=data,
             idempotency_key=idempotency_key,
-            # The worker starts embedding the recall query while it claims the turn (issue 6).
+            # The worker starts embedding the recall query while it claims the turn.
             enqueue=lambda turn_id: enqueue_turn(turn_id, recall_hint=recall_hint(data["messages"])),
         )
         turn = admission.turn
@@ -176,9 +177,9 @@ async def _wait(turn: Turn, headers: dict[str, str]) -> HttpResponse:
         async for event in streams.follow(turn.id, timeout=settings.SENTINEL["SYNC_WAIT_SECONDS"]):
             if event is None:
                 continue
-            if event.kind == "done":
+            if event.kind == StreamKind.DONE:
                 return JsonResponse(event.data["response"], headers=headers)
-            if event.kind == "error":
+            if event.kind == StreamKind.ERROR:
                 response = error_response(event.data)
                 for name, value in headers.items():
                     response[name] = value
@@ -202,7 +203,7 @@ async def _stream(turn: Turn, model: str, include_usage: bool, headers: dict[str
     first = None
     try:
         async for event in events:
-            if event is not None and event.kind in ("delta", "done", "error"):
+            if event is not None and event.kind in (StreamKind.DELTA, StreamKind.DONE, StreamKind.ERROR):
                 first = event
                 break
     except TimeoutError:
@@ -211,7 +212,7 @@ async def _stream(turn: Turn, model: str, include_usage: bool, headers: dict[str
         return ApiError(
             504, f"The turn did not start in time; it continues. Poll /v1/turns/{turn.id}.", type="timeout_error", code="turn_timeout"
         ).response()
-    if first.kind == "error":
+    if first.kind == StreamKind.ERROR:
         response = error_response(first.data)
         for name, value in headers.items():
             response[name] = value
@@ -224,9 +225,9 @@ async def _stream(turn: Turn, model: str, include_usage: bool, headers: dict[str
             while True:
                 if event is None:
                     yield b": keep-alive\n\n"
-                elif event.kind == "delta":
+                elif event.kind == StreamKind.DELTA:
                     yield sse(openai_format.chunk(turn_id=turn.id, created=created, model=model, delta=event.data))
-                elif event.kind == "done":
+                elif event.kind == StreamKind.DONE:
                     final = event.data["response"]
                     choice = final["choices"][0]
                     yield sse(
@@ -236,7 +237,7 @@ async def _stream(turn: Turn, model: str, include_usage: bool, headers: dict[str
                         yield sse(openai_format.usage_chunk(turn_id=turn.id, created=created, model=model, usage_=final["usage"]))
                     yield b"data: [DONE]\n\n"
                     return
-                elif event.kind == "error":
+                elif event.kind == StreamKind.ERROR:
                     yield sse(
                         ApiError(
                             event.data.get("status", 502),
@@ -322,7 +323,7 @@ async def _live(turn_id, after: str) -> AsyncIterator[bytes]:
 async def _replay_from_log(turn: Turn) -> AsyncIterator[bytes]:
     """The live stream expired: replay the durable log, ending with the outcome."""
     async for record in TurnEventRecord.objects.filter(turn=turn).order_by("attempt", "seq"):
-        if record.kind == "state":
+        if record.kind == EventKind.STATE:
             yield sse({"from": record.from_state, "to": record.to_state}, event="state")
     reloaded = await _reload(turn.id)
     if reloaded.status == TurnStatus.SUCCEEDED:

@@ -8,12 +8,10 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents import openai_format
-from agents.models import Agent, Conversation, Message, Turn, TurnEventRecord
+from agents.models import Agent, Conversation, Message, Role, Turn, TurnEventRecord
 from agents.providers import PASSTHROUGH_PARAMS
 from sentinel_site import egress, strict
 from sentinel_site.errors import ApiError
-
-ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
 @extend_schema_field(
@@ -141,7 +139,7 @@ class ToolCallSerializer(serializers.Serializer):
 
 
 class ChatMessageSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=ROLES)
+    role = serializers.ChoiceField(choices=Role.values)
     content = ContentField(allow_null=True, required=False)
     name = strict.CharField(max_length=64, required=False, allow_blank=True)
     tool_calls = ToolCallSerializer(many=True, required=False)

@@ -193,10 +193,11 @@ def test_an_unknown_url_answers_in_openai_shape(client, alice):
 
 @pytest.mark.django_db
 def test_a_full_turn_queue_sheds_with_503_overloaded_and_writes_nothing(client, alice, settings):
-    from agents import backpressure, streams
+    from agents import backpressure
+    from sentinel_site.redis import sync_client
 
     settings.SENTINEL = {**settings.SENTINEL, "MAX_QUEUED_TURNS": 3}
-    broker = streams.sync_client()
+    broker = sync_client()
     broker.delete(backpressure.TURN_QUEUE)
     broker.rpush(backpressure.TURN_QUEUE, "a", "b", "c")
     try:

@@ -112,9 +112,9 @@ def test_after_30_seconds_one_success_closes_the_breaker(alice, stub_llm, settin
         breaker.record_failure(config, providers.ProviderError(502, "provider_error", "x", retryable=True, upstream_status=500))
     assert breaker.state(config) == breaker.OPEN
     assert breaker.state(config, now=__import__("time").time() + 31) == breaker.HALF_OPEN
-    from agents import streams
+    from sentinel_site.redis import sync_client
 
-    streams.sync_client().hset(breaker._key(config.breaker_key), "opened_at", __import__("time").time() - 31)
+    sync_client().hset(breaker._key(config.breaker_key), "opened_at", __import__("time").time() - 31)
     run(admit_turn(alice))
     assert breaker.state(config) == breaker.CLOSED
 

@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from agents import runner, streams
 from agents.admission import admit
 from agents.models import Conversation, Message, Turn, TurnEventRecord, TurnStatus
+from sentinel_site.redis import sync_client
 from tests.stub_llm import Reply
 
 pytestmark = pytest.mark.django_db
@@ -161,7 +162,7 @@ def test_the_stream_carries_states_deltas_and_the_outcome(alice, stub_llm):
     stub_llm.script(Reply(content="one two three"))
     turn = admit_turn(alice)
     run(turn)
-    entries = streams.sync_client().xrange(streams.key(turn.id))
+    entries = sync_client().xrange(streams.key(turn.id))
     kinds = [fields[b"k"].decode() for _, fields in entries]
     assert kinds == ["state", "delta", "delta", "delta", "state", "state", "done"]
     states = [json.loads(fields[b"d"]) for _, fields in entries if fields[b"k"] == b"state"]
@@ -173,11 +174,11 @@ def test_a_turn_whose_live_stream_is_out_of_reach_still_succeeds(alice, stub_llm
     stub_llm.script(Reply(content="safe and sound"))
     turn = admit_turn(alice)
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
-    streams.sync_client.cache_clear()
+    sync_client.cache_clear()
     try:
         run(turn)
     finally:
-        streams.sync_client.cache_clear()
+        sync_client.cache_clear()
     turn.refresh_from_db()
     assert turn.status == TurnStatus.SUCCEEDED
     assert Message.objects.get(turn=turn, role="assistant").content == "safe and sound"
@@ -187,7 +188,7 @@ def test_a_failed_turn_ends_its_stream_with_an_error(alice, stub_llm):
     stub_llm.script(Reply(status=401))
     turn = admit_turn(alice)
     run(turn)
-    entries = streams.sync_client().xrange(streams.key(turn.id))
+    entries = sync_client().xrange(streams.key(turn.id))
     assert entries[-1][1][b"k"] == b"error"
 
 

@@ -10,8 +10,9 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from agents import streams
+from budgets import ratelimit
 from budgets.models import AuditEntry
+from sentinel_site.redis import sync_client
 from tests.conftest import make_actor
 
 pytestmark = pytest.mark.django_db
@@ -141,7 +142,7 @@ def test_the_chat_endpoint_is_limited_before_anything_is_written(settings, alice
     from agents.models import Turn
 
     limits(settings, RATE_LIMIT_PER_KEY=1)
-    streams.sync_client().set(f"sentinel:rl:key:{alice.api_key.key_id}:{int(time.time()) // 60}", 5, ex=61)
+    sync_client().set(f"sentinel:rl:key:{alice.api_key.key_id}:{int(time.time()) // 60}", 5, ex=61)
     body = '{"model": "helper", "messages": [{"role": "user", "content": "hi"}]}'
     response = Client().post("/v1/chat/completions", data=body, content_type="application/json", **alice.auth)
     assert response.status_code == 429 and not Turn.objects.exists()
@@ -149,7 +150,7 @@ def test_the_chat_endpoint_is_limited_before_anything_is_written(settings, alice
 
 def test_with_redis_out_of_reach_the_api_fails_closed(settings, alice, monkeypatch):
     limits(settings, RATE_LIMIT_PER_IP=10)
-    monkeypatch.setattr(streams, "sync_client", lambda: redis.Redis(port=1, socket_connect_timeout=0.5))
+    monkeypatch.setattr(ratelimit, "sync_client", lambda: redis.Redis(port=1, socket_connect_timeout=0.5))
     with CaptureQueriesContext(connection) as queries:
         response = Client().get(MODELS, **alice.auth)
     assert response.status_code == 503 and response.json()["error"]["code"] == "redis_unavailable"

@@ -9,11 +9,11 @@ import uuid
 import pytest
 from django.test import Client
 
-from agents import streams
 from agents.models import Conversation, Message
 from memory import api, embeddings, indexing, limits, remote
 from memory.tasks import consolidate
 from sentinel_site.errors import classify
+from sentinel_site.redis import sync_client
 from tests.conftest import make_actor
 from tests.memory.helpers import FILLER
 
@@ -106,7 +106,7 @@ def test_a_slot_whose_task_died_expires(alice, settings):
 
 def test_waiting_query_requests_are_answered_in_one_batch_and_stale_ones_dropped(settings, private_queues):
     settings.SENTINEL = {**settings.SENTINEL, "EMBED_QUERY_TIMEOUT": 5.0}
-    client = streams.sync_client()
+    client = sync_client()
     stale = json.dumps({"texts": ["nobody waits"], "reply": "sentinel:embed-reply:stale", "deadline": time.time() - 1})
     client.rpush(remote.REQUESTS_KEY, stale)
     answers = {}

@@ -12,6 +12,7 @@ from budgets.models import AuditEntry
 from memory import embeddings, indexing
 from memory.forget import REDACTED
 from memory.models import EmbeddingCache, Memory, Summary
+from sentinel_site.redis import sync_client
 from tests.stub_llm import Reply
 
 pytestmark = pytest.mark.django_db
@@ -70,7 +71,7 @@ def remembered(alice, stub_llm):
 def test_forgetting_a_message_removes_and_redacts_its_text_everywhere_and_reports_it(alice, remembered):
     first, secret, summary = remembered["first"], remembered["secret"], remembered["summary"]
     assert stored_anywhere(SECRET) and stored_anywhere(SUMMARY), "the scenario puts the text in turn events"
-    assert streams.sync_client().exists(streams.key(first.id))
+    assert sync_client().exists(streams.key(first.id))
     assert EmbeddingCache.objects.filter(content_hash=embeddings.content_hash(SECRET)).exists()
     assert SECRET in json.dumps(remembered["elsewhere"].events.get(kind="provider_request").payload), "recalled in another conversation"
 
@@ -92,7 +93,7 @@ def test_forgetting_a_message_removes_and_redacts_its_text_everywhere_and_report
     assert request["redacted"]["message_ids"] == [str(secret.id)]
     assert REDACTED in remembered["second"].events.get(kind="provider_request").payload["body"]["messages"][0]["content"]
     assert not EmbeddingCache.objects.filter(content_hash__in=[embeddings.content_hash(SECRET), embeddings.content_hash(SUMMARY)]).exists()
-    assert not streams.sync_client().exists(streams.key(first.id))
+    assert not sync_client().exists(streams.key(first.id))
     entry = AuditEntry.objects.get(action="memory.message_forgotten")
     assert entry.target == str(secret.id) and entry.actor == f"key:{alice.api_key.key_id}"
     assert "4417" not in json.dumps(entry.data) and entry.data["summaries"] == 1, "audited with counts, never the text"

@@ -33,11 +33,11 @@ def test_indexing_counts_tokens_and_embeds_every_message(alice):
 
 
 def test_one_indexing_pass_runs_at_a_time_and_a_dead_ones_flag_expires(alice):
-    from agents import streams
     from memory import tasks
+    from sentinel_site.redis import sync_client
 
     conversation_with(alice, FILLER, index=False)
-    client = streams.sync_client()
+    client = sync_client()
     client.set(tasks._INDEX_RUNNING, "1", ex=tasks._INDEX_RUNNING_TTL)  # a pass is running elsewhere
     try:
         assert tasks.index_memories() == 0, "a second pass leaves the work to the running one"
