@@ -69,19 +69,23 @@ def publish_many(turn_id: Any, events: list[tuple[str, dict[str, Any]]]) -> list
     return [entry_id.decode() if isinstance(entry_id, bytes) else entry_id for entry_id in ids]
 
 
-def _decode(entry_id: bytes | str, fields: dict) -> StreamEvent:
-    kind = fields.get(b"k", fields.get("k"))
-    data = fields.get(b"d", fields.get("d"))
-    return StreamEvent(
-        id=entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
-        kind=kind.decode() if isinstance(kind, bytes) else kind,
-        data=json.loads(data),
-    )
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _field(fields: dict[Any, Any], name: str) -> Any:
+    """A field of an entry, whether the client decodes responses (str keys) or not (bytes keys)."""
+    raw = name.encode()
+    return fields[raw] if raw in fields else fields[name]
+
+
+def _decode(entry_id: bytes | str, fields: dict[Any, Any]) -> StreamEvent:
+    return StreamEvent(id=_text(entry_id), kind=_text(_field(fields, "k")), data=json.loads(_field(fields, "d")))
 
 
 async def read(turn_id: Any, after: str = "0", block_ms: int = MAX_BLOCK_MS) -> list[StreamEvent]:
     """Events after `after`, waiting up to block_ms for the first one; [] on timeout."""
-    response = await async_client().xread({key(turn_id): after}, block=min(block_ms, MAX_BLOCK_MS), count=500)
+    response: Any = await async_client().xread({key(turn_id): after}, block=min(block_ms, MAX_BLOCK_MS), count=500)
     if not response:
         return []
     _, entries = response[0]

@@ -43,6 +43,8 @@ CHECKPOINT_TYPE = "sentinel.audit.checkpoint"
 
 # A chain hash from the previous hash and an entry's canonical JSON.
 Hasher = Callable[[str, str], str]
+# AuditEntry and AuditHead, or a migration's historical copy of them (its manager is not in its static type).
+HistoricalModel = Any
 
 
 # --- the log's tables ------------------------------------------------------------------------------
@@ -182,7 +184,7 @@ def chain_hash(prev_hash: str, entry: AuditEntry) -> str:
 
 
 def _entry(
-    model: type[models.Model],
+    model: HistoricalModel,
     hasher: Hasher,
     *,
     seq: int,
@@ -416,13 +418,13 @@ def _parse(raw: dict) -> Checkpoint | None:
     seq, hash_, at, sig = raw.get("seq"), raw.get("hash"), raw.get("at"), raw.get("sig")
     if not (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 1):
         return None
-    if not all(isinstance(value, str) for value in (hash_, at, sig)):
+    if not (isinstance(hash_, str) and isinstance(at, str) and isinstance(sig, str)):
         return None
     return Checkpoint(seq=seq, hash=hash_, at=at, sig=sig)
 
 
 # --- upgrading ------------------------------------------------------------------------------------
-def rechain(entry_model: type[models.Model], head_model: type[models.Model], *, old: Hasher, new: Hasher) -> tuple[int, int | None]:
+def rechain(entry_model: HistoricalModel, head_model: HistoricalModel, *, old: Hasher, new: Hasher) -> tuple[int, int | None]:
     """Re-hash the whole chain from `old` to `new` under the head's lock; (entries, first bad seq under `old`).
 
     Used by the migration that keys the chain (with the migration's historical models). It checks the
@@ -455,7 +457,7 @@ def rechain(entry_model: type[models.Model], head_model: type[models.Model], *, 
     return count, first_bad
 
 
-def _rewrite_hashes(entry_model: type[models.Model], rows: list[tuple[int, str, str]]) -> None:
+def _rewrite_hashes(entry_model: HistoricalModel, rows: list[tuple[int, str, str]]) -> None:
     """One UPDATE ... FROM (VALUES ...) per batch: bulk_update's CASE per row grows with the batch squared."""
     if not rows:
         return
@@ -470,7 +472,7 @@ def _rewrite_hashes(entry_model: type[models.Model], rows: list[tuple[int, str, 
 
 
 def note_rekeyed(
-    entry_model: type[models.Model], head_model: type[models.Model], hasher: Hasher, *, entries: int, first_bad: int | None
+    entry_model: HistoricalModel, head_model: HistoricalModel, hasher: Hasher, *, entries: int, first_bad: int | None
 ) -> None:
     """Append the entry that records a re-chaining and what the old chain was like (caller holds the head)."""
     head, _ = head_model.objects.select_for_update().get_or_create(id=1)
