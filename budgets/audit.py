@@ -471,9 +471,7 @@ def _rewrite_hashes(entry_model: HistoricalModel, rows: list[tuple[int, str, str
         )
 
 
-def note_rekeyed(
-    entry_model: HistoricalModel, head_model: HistoricalModel, hasher: Hasher, *, entries: int, first_bad: int | None
-) -> None:
+def note_rekeyed(entry_model: HistoricalModel, head_model: HistoricalModel, hasher: Hasher, *, entries: int, first_bad: int | None) -> None:
     """Append the entry that records a re-chaining and what the old chain was like (caller holds the head)."""
     head, _ = head_model.objects.select_for_update().get_or_create(id=1)
     data = {"from": "sha256", "to": "hmac-sha256", "entries": entries, "legacy_intact": first_bad is None, "legacy_first_bad": first_bad}

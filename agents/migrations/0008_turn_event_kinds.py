@@ -4,15 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0007_agent_soft_delete'),
+        ("agents", "0007_agent_soft_delete"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='turneventrecord',
-            name='kind',
-            field=models.CharField(choices=[('queued', 'Queued'), ('claimed', 'Claimed'), ('state', 'State'), ('provider_request', 'Provider Request'), ('provider_response', 'Provider Response'), ('provider_retry', 'Provider Retry'), ('provider_error', 'Provider Error'), ('failed', 'Failed'), ('completed', 'Completed'), ('zombie_requeued', 'Zombie Requeued'), ('dead_lettered', 'Dead Lettered')], max_length=32),
+            model_name="turneventrecord",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("queued", "Queued"),
+                    ("claimed", "Claimed"),
+                    ("state", "State"),
+                    ("provider_request", "Provider Request"),
+                    ("provider_response", "Provider Response"),
+                    ("provider_retry", "Provider Retry"),
+                    ("provider_error", "Provider Error"),
+                    ("failed", "Failed"),
+                    ("completed", "Completed"),
+                    ("zombie_requeued", "Zombie Requeued"),
+                    ("dead_lettered", "Dead Lettered"),
+                ],
+                max_length=32,
+            ),
         ),
     ]
