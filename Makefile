@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test lint format services bench clean
 
-$(STAMP): requirements.txt requirements-local.txt requirements-dev.txt requirements-otel.txt scripts/install-system-packages.sh
+$(STAMP): requirements.txt requirements-local.txt requirements-dev.txt requirements-otel.txt scripts/install-system-packages.sh scripts/install-llama.sh
 	bash scripts/install-system-packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
+	bash scripts/install-llama.sh $(BIN)/python
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet --progress-bar off \
 		-r requirements.txt -r requirements-local.txt -r requirements-dev.txt
 	touch $(STAMP)
