@@ -25,7 +25,7 @@ from agents.models import Agent, Conversation, EventKind, Message, Turn, TurnEve
 from budgets import audit, spend
 from budgets.models import ApiKey, Budget, Tenant
 from memory import context as memory_context
-from sentinel_site import logs, metrics, tracing
+from sentinel_site import config_cache, logs, metrics, tracing
 
 
 class AgentNotFound(Exception):
@@ -77,7 +77,7 @@ def request_hash(body: dict[str, Any]) -> str:
 
 
 def find_agent(tenant: Tenant, name: str) -> Agent:
-    agent = Agent.objects.live().filter(tenant=tenant, name=name).first()
+    agent = config_cache.get("agent", (tenant.id, name), lambda: Agent.objects.live().filter(tenant=tenant, name=name).first())
     if agent is None:
         raise AgentNotFound(name)
     return agent

@@ -11,3 +11,7 @@ class AgentsConfig(AppConfig):
         from sentinel_site import metrics
 
         connection_created.connect(metrics.count_queries, dispatch_uid="sentinel-count-queries")
+        from agents.models import Agent  # the registry is ready now
+        from sentinel_site import config_cache
+
+        config_cache.watch(Agent)

@@ -156,10 +156,6 @@ class PriceAdmin(TenantScopedAdmin):
     list_select_related = ("tenant",)
     search_fields = ("model",)
 
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        spend._price_cache.clear()
-
 
 @admin.register(Reservation)
 class ReservationAdmin(BigTableMixin, ReadOnlyAdmin):

@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from budgets import audit, keys, roles, spend
 from budgets.models import ApiKey, AuditEntry, Budget, BudgetWindow, Period, Price, SpendEntry
 from budgets.roles import Role
-from sentinel_site import strict
+from sentinel_site import config_cache, strict
 from sentinel_site.errors import ApiError, not_found
 from sentinel_site.pagination import CursorPagination
 from sentinel_site.params import IntegerParam, TextParam
@@ -161,7 +161,6 @@ class PricingView(APIView):
                 tenant_id=tenant.id,
                 data={"models": [i["model"] for i in data.validated_data["prices"]]},
             )
-        spend._price_cache.clear()
         return Response({"object": "list", "data": self._all(tenant)})
 
 
@@ -364,6 +363,7 @@ class KeyRotateView(APIView):
             ApiKey.objects.filter(pk=new.pk).update(budget_key_id=old.budget_key_id or old.id)
             ends = timezone.now() + timedelta(hours=overlap)
             ApiKey.objects.filter(pk=old.pk).update(expires_at=ends if old.expires_at is None else min(ends, old.expires_at))
+            config_cache.changed()  # the updates send no signal
             audit.record(
                 "key.rotated",
                 actor=actor,

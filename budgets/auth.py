@@ -13,7 +13,7 @@ from rest_framework import authentication, exceptions, permissions
 from budgets import audit, keys, ratelimit
 from budgets.models import ApiKey, Tenant
 from budgets.roles import grants
-from sentinel_site import logs, metrics
+from sentinel_site import config_cache, logs, metrics
 
 # last_used_at is written at most this often per key, so auth does not write on every request.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -64,7 +64,7 @@ def _verify(parsed: tuple[str, str] | None) -> ApiKey:
     if parsed is None:
         raise _Refused("malformed")
     key_id, secret = parsed
-    api_key = ApiKey.objects.select_related("tenant").filter(key_id=key_id).first()
+    api_key = config_cache.get("api_key", key_id, lambda: ApiKey.objects.select_related("tenant").filter(key_id=key_id).first())
     if api_key is None:
         raise _Refused("unknown_key", key_id)
     if not keys.matches(api_key.salt, api_key.hashed_secret, secret):
@@ -92,6 +92,7 @@ def authenticate_key(plaintext: str, admission: ratelimit.Admission) -> Principa
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at > _LAST_USED_RESOLUTION:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now  # the cached row too: not written again before the resolution passes
     logs.tenant_id.set(str(api_key.tenant_id))
     return Principal(api_key)
 

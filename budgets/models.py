@@ -13,6 +13,7 @@ from django.utils import timezone
 from budgets import audit, keys
 from budgets.audit import AuditCheckpoint, AuditEntry, AuditHead  # noqa: F401 - the audit log's tables, named here like every model
 from budgets.roles import Role
+from sentinel_site import config_cache
 
 
 class Tenant(models.Model):
@@ -109,6 +110,7 @@ class ApiKey(models.Model):
         """Revoke now; False if it already was."""
         if not ApiKey.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()):
             return False
+        config_cache.changed()  # an update sends no signal
         audit.record("key.revoked", actor=actor, tenant_id=self.tenant_id, target=self.key_id)
         return True
 

@@ -13,7 +13,6 @@ update first, so each happens at most once. The append-only SpendEntry ledger is
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -25,6 +24,7 @@ from django.db.models import F, Q, Value
 from django.utils import timezone
 
 from budgets.models import ApiKey, Budget, BudgetWindow, Period, Price, Reservation, SpendEntry
+from sentinel_site import config_cache
 
 MILLION = Decimal(1_000_000)
 
@@ -64,18 +64,15 @@ def seconds_until_reset(period: str, now: datetime | None = None) -> int:
     return max(1, int((window_end(period, window_start(period, now)) - now).total_seconds()))
 
 
-_price_cache: dict[tuple, tuple[float, tuple[Decimal, Decimal] | None]] = {}
-_PRICE_TTL = 30.0  # seconds; edits in the admin apply within this
-
-
 def price_per_token(tenant_id, model: str, endpoint: str) -> tuple[Decimal, Decimal] | None:
     """(input, output) USD per token, or None if the model has no price. The most specific row wins
     (an exact endpoint over any); a tenant's own price applies, but never below the global one
     unless the operator allows discounts (SENTINEL_TENANT_PRICES_BELOW_GLOBAL)."""
-    key = (tenant_id, model, endpoint)
-    cached = _price_cache.get(key)
-    if cached and time.monotonic() - cached[0] < _PRICE_TTL:
-        return cached[1]
+    # Wrapped in a tuple: "no price" is an answer to keep too (config_cache never keeps None).
+    return config_cache.get("price", (tenant_id, model, endpoint), lambda: (_price_per_token(tenant_id, model, endpoint),))[0]
+
+
+def _price_per_token(tenant_id, model: str, endpoint: str) -> tuple[Decimal, Decimal] | None:
     matching = Price.objects.filter(model=model).filter(Q(endpoint="") | Q(endpoint=endpoint))
     candidates = list(matching.filter(Q(tenant_id=tenant_id) | Q(tenant__isnull=True)))
     own = sorted((p for p in candidates if p.tenant_id is not None), key=lambda p: p.endpoint == "")
@@ -91,7 +88,6 @@ def price_per_token(tenant_id, model: str, endpoint: str) -> tuple[Decimal, Deci
         # else: a model only the tenant priced stays unpriced, so it is refused, not made free by the tenant
     elif own:
         price = (own[0].input_per_mtok / MILLION, own[0].output_per_mtok / MILLION)
-    _price_cache[key] = (time.monotonic(), price)
     return price
 
 

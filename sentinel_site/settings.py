@@ -243,6 +243,10 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "EMBED_QUERY_TIMEOUT": envfloat("SENTINEL_EMBED_QUERY_TIMEOUT", 10.0, minimum=0.1),
     "EMBED_THREADS": envint("SENTINEL_EMBED_THREADS", 1, minimum=1),
     "EXACT_SEARCH_MAX": envint("SENTINEL_EXACT_SEARCH_MAX", 20000, minimum=0),
+    # The in-process cache of keys, agents, budgets and prices (sentinel_site.config_cache): an entry
+    # lives at most this long (0: no cache), and a change anywhere is seen within the check interval.
+    "CONFIG_CACHE_SECONDS": envfloat("SENTINEL_CONFIG_CACHE_SECONDS", 60.0, minimum=0),
+    "CONFIG_CHECK_SECONDS": envfloat("SENTINEL_CONFIG_CHECK_SECONDS", 0.25, minimum=0),
     "DREAMER_SPAN_TOKENS": envint("SENTINEL_DREAMER_SPAN_TOKENS", 3000, minimum=100),
     "DREAMER_MAX_TOKENS_PER_RUN": envint("SENTINEL_DREAMER_MAX_TOKENS_PER_RUN", 200_000, minimum=1000),
     # What one tenant's consolidations may spend in one Dreamer run, or one API-triggered consolidation.

@@ -61,6 +61,14 @@ def _stub_provider(stub_llm, settings):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_config_cache():
+    """Every test starts with nothing cached in this process (a rolled-back test sends no signals)."""
+    from sentinel_site import config_cache
+
+    config_cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _closed_breakers():
     """Every test starts with closed circuit breakers: the stub is one endpoint for all of them."""
     from sentinel_site.redis import sync_client
@@ -216,6 +224,8 @@ def live_stack(django_db_setup, django_db_blocker, stub_llm, tmp_path_factory) -
         "SENTINEL_UNPRICED_MODELS": "free",
         "PROMETHEUS_MULTIPROC_DIR": str(prometheus),
         "SENTINEL_HEARTBEAT_SECONDS": "1",
+        # A change made by a test is seen by the live processes at their next lookup, not within 0.25 s.
+        "SENTINEL_CONFIG_CHECK_SECONDS": "0",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("OPENAI_API_KEY", None)

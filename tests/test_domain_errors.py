@@ -21,6 +21,7 @@ from agents.models import Agent, Conversation, DeadLetter, Message, TurnStatus
 from budgets import spend
 from budgets.models import Budget, Price, Reservation
 from memory import forget, limits, remote
+from sentinel_site import config_cache
 from sentinel_site.errors import classify
 from sentinel_site.redis import sync_client
 from tests.agents.test_turn_runner import admit_turn, run
@@ -113,7 +114,7 @@ def test_an_input_larger_than_the_context_budget(alice):
 
 def test_an_unpriced_model_the_deployment_pays_for(alice, settings):
     settings.SENTINEL = {**settings.SENTINEL, "UNPRICED_MODELS": "refuse"}
-    spend._price_cache.clear()
+    config_cache.clear()
     assert_refusal(
         refusal(lambda: admit_turn(alice)),
         400,
@@ -125,7 +126,7 @@ def test_an_unpriced_model_the_deployment_pays_for(alice, settings):
 
 def over_budget(actor):
     Price.objects.create(model="stub-model", input_per_mtok=Decimal(1000), output_per_mtok=Decimal(1000))
-    spend._price_cache.clear()
+    config_cache.clear()
     Budget.objects.filter(tenant=actor.tenant).update(limit=Decimal("0.01"))
 
 

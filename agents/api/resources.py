@@ -18,6 +18,7 @@ from agents.api.serializers import AgentSerializer, ConversationCreateSerializer
 from agents.models import UNFINISHED, Agent, Conversation, DeadLetter, Turn
 from agents.tasks import enqueue_turn
 from budgets import audit, roles
+from sentinel_site import config_cache
 from sentinel_site.errors import ApiError
 
 
@@ -113,6 +114,7 @@ class AgentViewSet(TenantScoped, viewsets.ModelViewSet):
             if Turn.objects.filter(agent=agent, status__in=UNFINISHED).exists():
                 raise ApiError(409, "This agent has queued or running turns; it can be deleted once they finish.", code="agent_busy")
             Agent.objects.filter(id=agent.id).update(deleted_at=timezone.now())
+            config_cache.changed()  # an update sends no signal
             self._audit("agent.deleted", agent, [])
 
     def _audit(self, action: str, agent: Agent, fields: list[str]) -> None:

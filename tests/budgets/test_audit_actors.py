@@ -13,6 +13,7 @@ from django.urls import reverse
 from agents import admission
 from budgets import audit, spend
 from budgets.models import ApiKey, AuditEntry, Budget, Price
+from sentinel_site import config_cache
 from tests.conftest import make_actor
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +36,7 @@ def test_an_admin_users_action_is_audited_as_the_user(alice):
 
 def test_what_no_key_asked_for_is_the_systems(alice):
     Price.objects.create(model="stub-model", input_per_mtok=Decimal(1000), output_per_mtok=Decimal(1000))
-    spend._price_cache.clear()
+    config_cache.clear()
     Budget.objects.filter(tenant=alice.tenant).update(limit=Decimal("0.01"))
     data = {"model": alice.agent.name, "messages": [{"role": "user", "content": "hi"}]}
     with pytest.raises(spend.BudgetExceeded):

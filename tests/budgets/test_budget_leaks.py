@@ -14,6 +14,7 @@ from budgets import spend
 from budgets.models import ApiKey, Budget, BudgetWindow, Price, Reservation, SpendEntry
 from memory import dreamer
 from memory.models import ConsolidationRun
+from sentinel_site import config_cache
 from tests.agents.test_turn_runner import admit_turn
 from tests.memory.helpers import FILLER, conversation_with
 from tests.stub_llm import Reply
@@ -30,7 +31,7 @@ def chat(actor, body=None, **extra):
 
 def price(model="stub-model", tenant=None, inp="1", out="2"):
     Price.objects.create(tenant=tenant, model=model, input_per_mtok=Decimal(inp), output_per_mtok=Decimal(out))
-    spend._price_cache.clear()
+    config_cache.clear()
 
 
 def window(budget):
@@ -40,7 +41,7 @@ def window(budget):
 @pytest.fixture
 def refuse_unpriced(settings):
     settings.SENTINEL = {**settings.SENTINEL, "UNPRICED_MODELS": "refuse"}
-    spend._price_cache.clear()
+    config_cache.clear()
 
 
 # --- prices ------------------------------------------------------------------------------------------

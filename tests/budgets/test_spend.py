@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from budgets import spend
 from budgets.models import Budget, BudgetWindow, Price, Reservation, SpendEntry, Tenant
+from sentinel_site import config_cache
 from tests.conftest import make_actor
 
 pytestmark = pytest.mark.django_db
@@ -90,7 +91,7 @@ def test_reconcile_notices_a_counter_that_disagrees_with_the_ledger(alice):
 def test_prices_prefer_the_tenants_own_then_the_global_and_default_to_free(alice, bob):
     Price.objects.create(model="gpt-x", input_per_mtok=1, output_per_mtok=2)
     Price.objects.create(tenant=alice.tenant, model="gpt-x", input_per_mtok=10, output_per_mtok=20)
-    spend._price_cache.clear()
+    config_cache.clear()
     assert spend.cost(alice.tenant.id, "gpt-x", "e", 1_000_000, 1_000_000) == Decimal(30)
     assert spend.cost(bob.tenant.id, "gpt-x", "e", 1_000_000, 1_000_000) == Decimal(3)
     assert spend.cost(bob.tenant.id, "smollm2", "e", 1_000_000, 1_000_000) == 0
