@@ -105,18 +105,26 @@ def admit(
     agent = find_agent(tenant, data["model"])
     memory_context.check_input_fits(agent, data["messages"])  # the input is sent whole, or refused here
     params = call_params(agent, data)
-    plan = plan_budget(tenant, api_key, agent, data["messages"], params)
-    try:
-        turn = _store(tenant, api_key, agent, data, params, plan, idempotency_key=idempotency_key, digest=digest, enqueue=enqueue)
-    except spend.BudgetExceeded as exceeded:
-        _record_over_budget(exceeded, tenant, api_key, plan.amount)
-        raise
-    except IntegrityError:
-        # Two requests raced with one Idempotency-Key: the loser answers with the winner's turn.
-        if idempotency_key and (replayed := _replayed(tenant, idempotency_key, digest)):
-            return Admission(replayed, created=False)
-        raise
-    return Admission(turn, created=True)
+    for retry in (False, True):
+        plan = plan_budget(tenant, api_key, agent, data["messages"], params)
+        try:
+            turn = _store(tenant, api_key, agent, data, params, plan, idempotency_key=idempotency_key, digest=digest, enqueue=enqueue)
+        except spend.BudgetExceeded as exceeded:
+            _record_over_budget(exceeded, tenant, api_key, plan.amount)
+            raise
+        except IntegrityError:
+            # Two requests raced with one Idempotency-Key: the loser answers with the winner's turn.
+            if idempotency_key and (replayed := _replayed(tenant, idempotency_key, digest)):
+                return Admission(replayed, created=False)
+            if retry:
+                raise
+            # Or a budget was deleted by another process within its config-cache check interval
+            # (the window's foreign key fails at commit): nothing was written; once more, with the
+            # budgets read afresh.
+            config_cache.clear()
+            continue
+        return Admission(turn, created=True)
+    raise AssertionError("unreachable: the second try returns or raises")
 
 
 def _replayed(tenant: Tenant, idempotency_key: str, digest: str) -> Turn | None:

@@ -12,7 +12,7 @@ class BudgetsConfig(AppConfig):
         from budgets.admin_roles import sync_groups  # imports auth's models: only once the registry is ready
 
         post_migrate.connect(sync_groups, sender=self)
-        from budgets.models import ApiKey, Price, Tenant  # the registry is ready now
+        from budgets.models import ApiKey, Budget, Price, Tenant  # the registry is ready now
         from sentinel_site import config_cache
 
-        config_cache.watch(ApiKey, Price, Tenant)
+        config_cache.watch(ApiKey, Budget, Price, Tenant)

@@ -119,7 +119,12 @@ def request_overhead_tokens(params: dict) -> int:
 
 # --- reserve, settle, release ------------------------------------------------------------------
 def applicable_budgets(tenant_id, api_key_id) -> list[Budget]:
-    """The tenant's budgets and the key's, including those of the key it was rotated from."""
+    """The tenant's budgets and the key's, including those of the key it was rotated from (their
+    definitions, from the config cache: the windows that count the spend are always read fresh)."""
+    return config_cache.get("budgets", (tenant_id, api_key_id), lambda: _applicable_budgets(tenant_id, api_key_id))
+
+
+def _applicable_budgets(tenant_id, api_key_id) -> list[Budget]:
     scope = Q(api_key__isnull=True)
     if api_key_id:
         rotated_from = ApiKey.objects.filter(id=api_key_id, budget_key__isnull=False).values("budget_key_id")

@@ -1,6 +1,7 @@
 """The in-process configuration cache: hits save the lookups, every change is seen in time."""
 
 import time
+import uuid
 
 import pytest
 from django.db import connection
@@ -121,3 +122,19 @@ def test_off_means_every_lookup_reads(settings, alice):
     assert Client().get(MODELS, **alice.auth).status_code == 200
     ApiKey.objects.filter(pk=alice.api_key.pk).update(revoked_at="2020-01-01T00:00:00Z")
     assert Client().get(MODELS, **alice.auth).status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_budget_deleted_elsewhere_within_the_interval_costs_one_retry_not_an_error(cached, alice):
+    from agents.models import Turn
+    from budgets.models import Budget, Reservation
+
+    cached.SENTINEL = {**cached.SENTINEL, "CONFIG_CHECK_SECONDS": 3600}
+    real = list(Budget.objects.filter(tenant=alice.tenant))
+    gone = Budget(id=uuid.uuid4(), tenant=alice.tenant, period=real[0].period, limit=real[0].limit)  # deleted by another process
+    config_cache.get("budgets", (alice.tenant.id, alice.api_key.id), lambda: [*real, gone])
+    data = {"model": "helper", "messages": [{"role": "user", "content": "hi"}]}
+    turn = admission.admit(tenant=alice.tenant, api_key=alice.api_key, data=data, idempotency_key=None, enqueue=lambda _: None).turn
+    assert Turn.objects.filter(id=turn.id).count() == 1
+    held = Reservation.objects.get(turn_id=turn.id)
+    assert {w.budget_id for w in held.windows.all()} == {b.id for b in real}
