@@ -101,11 +101,18 @@ def changed(**_: Any) -> None:
 
 
 def _publish() -> None:
+    global _generation
     clear()
     try:
-        sync_client().incr(GENERATION_KEY)
+        bumped = sync_client().incr(GENERATION_KEY)
     except Exception as exc:  # noqa: BLE001 - other processes then catch up within CONFIG_CACHE_SECONDS
         log.warning("config generation not bumped: %s", type(exc).__name__)
+        return
+    with _lock:
+        # This process has just cleared everything, so it is current up to its own bump: adopting
+        # the counter spares it clearing once more at its next check.
+        _clear_locked()
+        _generation = str(bumped).encode()
 
 
 def watch(*models: type) -> None:
