@@ -24,6 +24,7 @@ from pathlib import Path
 from django.conf import settings
 
 from agents.models import Agent
+from bench import texts
 from budgets.models import ApiKey, Budget, Price, Tenant
 from sentinel_site.stack import BASE_DIR, data_dir, process_env, web_command, worker_command
 
@@ -290,7 +291,7 @@ class Stack:
             if any(p.poll() is not None for name, p in self.processes.items() if name.startswith("worker")):
                 raise RuntimeError(f"the worker exited; see {LOGS}/worker.log")
             try:
-                self.chat("warm up")
+                self.chat(texts.distinct("warm up "))
                 return
             except OSError:
                 time.sleep(0.5)

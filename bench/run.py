@@ -151,7 +151,7 @@ def turn_sections(stack: Stack, quick: bool, proxy: anchor.LiteLLM | None, reaso
         f"{stack.worker_concurrency} threads each), PostgreSQL, Redis, the stub and wrk itself all share this machine's cores. "
         "Sentinel's turns/s counts turns that succeeded within the window, from the database; LiteLLM's, its 2xx answers. Every "
         "answer is counted by status; a 503 that carried Retry-After is a deliberate shed, one without it is not; a timeout or a "
-        "broken connection is a failed request without a status.",
+        "broken connection is a failed request without a status; a request still open when the window closed is not counted.",
         "",
         "| target | clients | stub latency | turns/s | HTTP requests/s | answers by status | success | p50 | p99 | queue wait p50 / p99 "
         "| CPU (cores busy) | CPU ms per turn: web / workers / PostgreSQL (LiteLLM: proxy) |",
@@ -418,6 +418,8 @@ def main() -> int:
         return lanes.run(only[0], lanes.parse(specs), int(option("rounds", "2" if quick else "4")), quick)
     if only == ["latency"]:
         return probe_latency(requests=60 if quick else 200, with_anchor="--anchor" in sys.argv)
+    if unknown := set(only) - {"turns", "search", "memory", "anchor"}:
+        raise SystemExit(f"bench: --only takes turns, search, memory, anchor or latency (throughput with --lanes); got {sorted(unknown)}")
     started = datetime.now(UTC)
     clock = time.monotonic()
     took: dict[str, float] = {}
