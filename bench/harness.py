@@ -24,8 +24,9 @@ from pathlib import Path
 from django.conf import settings
 
 from agents.models import Agent
+from bench import texts
 from budgets.models import ApiKey, Budget, Price, Tenant
-from sentinel_site.stack import BASE_DIR, process_env, web_command, worker_command
+from sentinel_site.stack import BASE_DIR, data_dir, process_env, web_command, worker_command
 
 PYTHON = sys.executable
 LOGS = BASE_DIR / "var" / "log" / "bench"
@@ -73,7 +74,7 @@ def summary_ms(values: list[float]) -> str:
 def rss_mb(pid: int) -> float:
     """Resident memory of a process and its children, in MiB."""
     total = 0
-    for p in [pid, *_children(pid)]:
+    for p in [pid, *descendants(pid)]:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -83,12 +84,12 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def _children(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     try:
         kids = [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
-    return kids + [g for k in kids for g in _children(k)]
+    return kids + [g for k in kids for g in descendants(k)]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -101,6 +102,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def postgres_pids() -> list[int]:
+    """The embedded PostgreSQL's postmaster and its backends when this run started it (var/pgdata),
+    so another checkout's database on the same machine is not counted; else every postgres process."""
+    try:
+        postmaster = int((data_dir() / "pgdata" / "postmaster.pid").read_text().split()[0])
+        if Path(f"/proc/{postmaster}").exists():
+            return [postmaster, *descendants(postmaster)]
+    except (OSError, ValueError, IndexError):
+        pass
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -122,6 +131,44 @@ def redis_pids() -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def fdatasync_ms(samples: int = 200) -> list[float]:
+    """The floor under a durable commit: `os.fdatasync` after a 512-byte write into a preallocated file
+    in the data folder (where the embedded PostgreSQL keeps its WAL), as a WAL flush does."""
+    path = data_dir() / "fsync-probe"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, bytes(1 << 20))  # preallocated, as WAL segments are: no size change to journal
+        os.fsync(fd)
+        block, times = os.urandom(512), []
+        for i in range(samples):
+            os.pwrite(fd, block, (i * 512) % (1 << 20))
+            started = time.perf_counter()
+            os.fdatasync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+        return times
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+
+
+# An idle PostgreSQL backend flushes its pending statistics within 1 s (PGSTAT_MIN_INTERVAL; 10 s
+# only when the flush found its lock busy): wait this long before reading them.
+STATS_SETTLE_S = 2
+
+
+def wal_counters() -> dict[str, float]:
+    """Cluster-wide WAL counters: fsyncs and writes from `pg_stat_io` (PostgreSQL 18 moved them there
+    from `pg_stat_wal`), records and bytes from `pg_stat_wal`. Read after STATS_SETTLE_S of quiet."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(sum(fsyncs), 0), coalesce(sum(writes), 0) FROM pg_stat_io WHERE object = 'wal'")
+        fsyncs, writes = cursor.fetchone()
+        cursor.execute("SELECT wal_records, wal_bytes FROM pg_stat_wal")
+        records, size = cursor.fetchone()
+    return {"fsyncs": float(fsyncs), "writes": float(writes), "records": float(records), "bytes": float(size)}
 
 
 @dataclass
@@ -160,6 +207,7 @@ class Stack:
     def __init__(self, worker_concurrency: int = 32, workers: int = 2) -> None:
         LOGS.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, subprocess.Popen] = {}
+        self.spawned: set[str] = set()
         self.stub_port, self.web_port = free_port(), free_port()
         self.stub_url = f"http://127.0.0.1:{self.stub_port}/v1"
         self.base_url = f"http://127.0.0.1:{self.web_port}"
@@ -185,6 +233,7 @@ class Stack:
             "PROMETHEUS_MULTIPROC_DIR": str(self._metrics_dir()),
         }
         self.env.pop("OPENAI_API_KEY", None)
+        self.base_env = dict(self.env)
         self.key = ""
 
     def _metrics_dir(self) -> Path:
@@ -196,13 +245,15 @@ class Stack:
         return path
 
     def _spawn(self, name: str, argv: list[str], kind: str | None = None) -> subprocess.Popen:
-        log = (LOGS / f"{name}.log").open("wb")
+        log = (LOGS / f"{name}.log").open("ab" if name in self.spawned else "wb")  # a lane's restart appends
+        self.spawned.add(name)
         env = process_env(kind, self.env) if kind else self.env
         process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.processes[name] = process
         return process
 
-    def start(self) -> Stack:
+    def start(self, overrides: dict[str, str] | None = None) -> Stack:
+        self.env = {**self.base_env, **(overrides or {})}
         try:
             return self._start()
         except BaseException:
@@ -213,6 +264,18 @@ class Stack:
         self.seed()
         stub = self._spawn("stub", [PYTHON, "-m", "bench.stub_server", "--port", str(self.stub_port)])
         wait_http(f"{self.stub_url}/models", 30, "the stub server", stub)
+        self._start_sentinel()
+        return self
+
+    def restart(self, overrides: dict[str, str]) -> None:
+        """Web and workers again with these settings over the bench's own (a lane), on the same stub and
+        database: what `--lanes` alternates between rounds."""
+        self._stop({name: p for name, p in self.processes.items() if name != "stub"})
+        self.processes = {name: p for name, p in self.processes.items() if name == "stub"}
+        self.env = {**self.base_env, **overrides}
+        self._start_sentinel()
+
+    def _start_sentinel(self) -> None:
         web = self._spawn("web", [*web_command("127.0.0.1", self.web_port), "--backlog", "4096"], kind="web")
         for n in range(self.workers):
             name = "worker" if n == 0 else f"worker{n + 1}"
@@ -220,7 +283,6 @@ class Stack:
             self._spawn(name, argv, kind="worker")
         wait_http(f"{self.base_url}/health/live", 60, "the web server", web)
         self.wait_worker()
-        return self
 
     def wait_worker(self) -> None:
         """Ready when a turn goes through end to end."""
@@ -229,7 +291,7 @@ class Stack:
             if any(p.poll() is not None for name, p in self.processes.items() if name.startswith("worker")):
                 raise RuntimeError(f"the worker exited; see {LOGS}/worker.log")
             try:
-                self.chat("warm up")
+                self.chat(texts.distinct("warm up "))
                 return
             except OSError:
                 time.sleep(0.5)
@@ -283,10 +345,14 @@ class Stack:
         return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in info.items()}
 
     def stop(self) -> None:
-        for process in self.processes.values():
+        self._stop(self.processes)
+
+    @staticmethod
+    def _stop(processes: dict[str, subprocess.Popen]) -> None:
+        for process in processes.values():
             if process.poll() is None:
                 process.terminate()
-        for process in self.processes.values():
+        for process in processes.values():
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:

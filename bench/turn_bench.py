@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-import shutil
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,35 +20,68 @@ from django.db import connection
 from django.utils import timezone
 
 from agents import backpressure
-from agents.models import Turn, TurnEventRecord, TurnStatus
-from bench.harness import BASE_DIR, LOGS, CpuMeter, Stack, percentile, postgres_pids, redis_pids, rss_mb
+from agents.models import Message, Role, Turn, TurnEventRecord, TurnStatus
+from bench import anchor, texts, wrk
+from bench.harness import (
+    BASE_DIR,
+    LOGS,
+    STATS_SETTLE_S,
+    CpuMeter,
+    Stack,
+    percentile,
+    postgres_pids,
+    redis_pids,
+    rss_mb,
+    wal_counters,
+)
 from budgets import spend
 from budgets.models import Reservation
 
-BODY_DIRECT = {
-    "model": "stub-model",
-    "messages": [{"role": "system", "content": "You are a benchmark."}, {"role": "user", "content": "hi"}],
-}
+
+def _direct_body(text: str, stream: bool = False) -> dict:
+    body = {"model": "stub-model", "messages": [{"role": "system", "content": "You are a benchmark."}, {"role": "user", "content": text}]}
+    return {**body, "stream": True} if stream else body
 
 
-def _sentinel_body(text: str = "hi", stream: bool = False) -> dict:
+def _sentinel_body(text: str, stream: bool = False) -> dict:
     return {"model": "bench", "messages": [{"role": "user", "content": text}], "stream": stream}
+
+
+def _anchor_body(text: str, stream: bool = False) -> dict:
+    return {"model": anchor.MODEL, "messages": [{"role": "user", "content": text}], "stream": stream}
 
 
 # --- 1. added latency -----------------------------------------------------------------------
 @dataclass
 class Latency:
-    requests: int
+    requests: int = 0
     direct_ms: list[float] = field(default_factory=list)
     sentinel_ms: list[float] = field(default_factory=list)
     added_ms: list[float] = field(default_factory=list)
     queue_ms: list[float] = field(default_factory=list)  # admission -> a worker starts the turn
     provider_ms: list[float] = field(default_factory=list)
+    anchor_added_ms: list[float] = field(default_factory=list)  # LiteLLM's proxy over the same direct call
     db_queries: dict[str, float] = field(default_factory=dict)  # per turn, by process
     redis_commands: float = 0.0  # per turn
     redis_top: list[tuple[str, float]] = field(default_factory=list)
-    phases: dict[str, list[float]] = field(default_factory=dict)  # where each turn's time went, ms
-    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU per turn, by process kind
+    phases: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in PHASES})  # ms, per turn
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # CPU per turn, by process kind (litellm: per request)
+    wal: dict[str, float] = field(default_factory=dict)  # WAL fsyncs, writes, records, bytes per turn (cluster-wide)
+
+    def add(self, other: Latency) -> None:
+        """Fold another round of the same lane in: samples appended, per-turn figures weighted by turns."""
+        total = self.requests + other.requests
+        for name in ("direct_ms", "sentinel_ms", "added_ms", "queue_ms", "provider_ms", "anchor_added_ms"):
+            getattr(self, name).extend(getattr(other, name))
+        for name in PHASES:
+            self.phases[name].extend(other.phases.get(name, []))
+        for name in ("db_queries", "cpu_ms", "wal"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            for key in {*mine, *theirs}:
+                mine[key] = (mine.get(key, 0) * self.requests + theirs.get(key, 0) * other.requests) / total
+        self.redis_commands = (self.redis_commands * self.requests + other.redis_commands * other.requests) / total
+        self.redis_top = other.redis_top if not self.redis_top else self.redis_top
+        self.requests = total
 
 
 # Where a sequential turn's time goes, from timestamps the turn records anyway (one clock: this machine).
@@ -64,8 +94,11 @@ PHASES = {
 }
 
 
-def _phases(turn: Turn, sent: float, received: float) -> dict[str, float]:
+def _phases(turn: Turn, sent: float, received: float) -> dict[str, float] | None:
+    """None when the turn did not record the marks (a lane whose design records them otherwise)."""
     events = {e.kind: e.created_at.timestamp() for e in TurnEventRecord.objects.filter(turn=turn, attempt=turn.attempt)}
+    if turn.started_at is None or "provider_request" not in events or "provider_response" not in events:
+        return None
     marks = [
         sent,
         turn.created_at.timestamp(),
@@ -77,25 +110,48 @@ def _phases(turn: Turn, sent: float, received: float) -> dict[str, float]:
     return {name: (marks[i + 1] - marks[i]) * 1000 for i, name in enumerate(PHASES)}
 
 
-def added_latency(stack: Stack, requests: int) -> Latency:
-    """Sequential pairs, direct then through Sentinel, on kept-alive connections."""
+def _meter(stack: Stack, proxy: anchor.LiteLLM | None = None) -> CpuMeter:
+    """CPU by stage: web, workers, this run's PostgreSQL, Redis, the stub (and LiteLLM when it runs)."""
+    parts = {"web": [stack.pid("web")], "worker": stack.pids("worker"), "postgres": postgres_pids(), "redis": redis_pids()}
+    parts["stub"] = [stack.pid("stub")]
+    if proxy is not None:
+        parts["litellm"] = proxy.pids()
+    return CpuMeter(parts)
+
+
+def added_latency(stack: Stack, requests: int, proxy: anchor.LiteLLM | None = None, wal: bool = True) -> Latency:
+    """Sequential rounds on kept-alive connections: a direct call to the stub, then the same question
+    through Sentinel (and then through LiteLLM's proxy, when it runs); each added latency is over the
+    direct call of its own round. Every question is a new text. `wal` waits for PostgreSQL's I/O
+    statistics to settle before and after (2 x STATS_SETTLE_S) to count WAL fsyncs per turn."""
     stack.stub(latency_ms=0, chunks=1, chunk_ms=0)  # Sentinel streams from the provider: one chunk, no pacing
     result = Latency(requests)
     headers = {"Authorization": f"Bearer {stack.key}"}
-    with httpx.Client(timeout=30) as direct, httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as sentinel:
-        for _ in range(20):  # warm both paths (connections, caches, the worker's threads)
-            direct.post(f"{stack.stub_url}/chat/completions", json=BODY_DIRECT)
-            sentinel.post("/v1/chat/completions", json=_sentinel_body())
+    direct_url = f"{stack.stub_url}/chat/completions"
+    with (
+        httpx.Client(timeout=30) as direct,
+        httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as sentinel,
+        httpx.Client(base_url=proxy.base_url if proxy else "", headers={"Authorization": f"Bearer {proxy.key if proxy else ''}"}) as lite,
+    ):
+        for _ in range(20):  # warm every path (connections, caches, the worker's threads)
+            direct.post(direct_url, json=_direct_body(texts.distinct()))
+            sentinel.post("/v1/chat/completions", json=_sentinel_body(texts.distinct("warm ")))
+            if proxy:
+                lite.post("/v1/chat/completions", json=_anchor_body(texts.distinct()), timeout=30)
+        if wal:
+            time.sleep(STATS_SETTLE_S)
+        wal_before = wal_counters() if wal else {}
         metrics_before, redis_before = stack.metrics(), stack.redis_commands()
-        meter = CpuMeter({"web": [stack.pid("web")], "worker": stack.pids("worker"), "postgres": postgres_pids(), "redis": redis_pids()})
+        meter = _meter(stack, proxy)
         meter.start()
         ids, walls = [], []
-        for i in range(requests):
+        for _ in range(requests):
+            text = texts.distinct()
             started = time.perf_counter()
-            assert direct.post(f"{stack.stub_url}/chat/completions", json=BODY_DIRECT).status_code == 200
+            assert direct.post(direct_url, json=_direct_body(text)).status_code == 200
             middle = time.perf_counter()
             sent = time.time()
-            response = sentinel.post("/v1/chat/completions", json=_sentinel_body(f"question {i}"))
+            response = sentinel.post("/v1/chat/completions", json=_sentinel_body(text))
             walls.append((sent, time.time()))
             ended = time.perf_counter()
             assert response.status_code == 200, response.text
@@ -103,8 +159,17 @@ def added_latency(stack: Stack, requests: int) -> Latency:
             result.direct_ms.append((middle - started) * 1000)
             result.sentinel_ms.append((ended - middle) * 1000)
             result.added_ms.append(result.sentinel_ms[-1] - result.direct_ms[-1])
+            if proxy:
+                again = time.perf_counter()
+                answer = lite.post("/v1/chat/completions", json=_anchor_body(text), timeout=30)
+                assert answer.status_code == 200, answer.text
+                result.anchor_added_ms.append((time.perf_counter() - again) * 1000 - result.direct_ms[-1])
         meter.stop()
         metrics_after, redis_after = stack.metrics(), stack.redis_commands()
+    if wal:
+        time.sleep(STATS_SETTLE_S)  # the turns' background work (indexing) and every backend's statistics
+        wal_after = wal_counters()
+        result.wal = {name: (wal_after[name] - wal_before[name]) / requests for name in wal_after}
     result.cpu_ms = {name: used * 1000 / requests for name, used in meter.used.items()}
     for process in ("web", "worker"):
         key = f"sentinel_db_queries_total{{process={process}}}"
@@ -114,12 +179,12 @@ def added_latency(stack: Stack, requests: int) -> Latency:
     result.redis_commands = sum(calls.values()) / requests
     result.redis_top = sorted(((name, n / requests) for name, n in calls.items()), key=lambda kv: -kv[1])[:8]
     turns = {str(turn.id): turn for turn in Turn.objects.filter(id__in=ids)}
-    result.phases = {name: [] for name in PHASES}
     for turn_id, (sent, received) in zip(ids, walls, strict=True):
         turn = turns[turn_id]
-        result.queue_ms.append((turn.started_at - turn.created_at).total_seconds() * 1000)
+        if turn.started_at is not None:
+            result.queue_ms.append((turn.started_at - turn.created_at).total_seconds() * 1000)
         result.provider_ms.append(turn.provider_latency_ms or 0)
-        for name, value in _phases(turn, sent, received).items():
+        for name, value in (_phases(turn, sent, received) or {}).items():
             result.phases[name].append(value)
     return result
 
@@ -158,37 +223,34 @@ def statement_cost(repeat: int = 300) -> StatementCost:
 # --- 2. throughput (wrk) --------------------------------------------------------------------
 @dataclass
 class Throughput:
+    target: str  # "Sentinel" or "LiteLLM"
     clients: int
     stub_latency_ms: int
     seconds: float
-    requests: int = 0
-    non_2xx: int = 0
-    socket_errors: int = 0
-    rps: float = 0.0
-    p50_ms: float = 0.0
-    p99_ms: float = 0.0
-    turns_per_s: float = 0.0
+    load: wrk.WrkResult
+    turns_per_s: float = 0.0  # Sentinel: turns that succeeded within the window, from the database; LiteLLM: 2xx/s
     queue_p50_ms: float = 0.0
     queue_p99_ms: float = 0.0
     cpu: str = ""
     cpu_ms_per_turn: dict[str, float] = field(default_factory=dict)
     rss_peak: dict[str, float] = field(default_factory=dict)
+    distinct: tuple[int, int] = (0, 0)  # Sentinel: distinct user texts stored in the window, of user messages stored
+
+    @property
+    def rps(self) -> float:
+        return self.load.rps
+
+    @property
+    def p50_ms(self) -> float:
+        return self.load.p50_ms
+
+    @property
+    def p99_ms(self) -> float:
+        return self.load.p99_ms
 
     @property
     def success(self) -> float:
-        return (self.requests - self.non_2xx) / self.requests if self.requests else 0.0
-
-
-WRK_SCRIPT = """wrk.method = "POST"
-wrk.body = '{"model": "bench", "messages": [{"role": "user", "content": "hello"}]}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %s"
-"""
-
-
-def _unit_ms(value: str) -> float:
-    number, unit = re.match(r"([\d.]+)(us|ms|s|m)", value).groups()
-    return float(number) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit]
+        return self.load.success
 
 
 def drain(timeout: float = 180) -> None:
@@ -209,74 +271,55 @@ def drain(timeout: float = 180) -> None:
         connection.close()  # called from helper threads too: give their connection back to the pool
 
 
-def throughput(stack: Stack, clients: int, stub_latency_ms: int, seconds: float) -> Throughput:
-    if shutil.which("wrk") is None:
-        raise RuntimeError("wrk is not installed (make bench installs it)")
+def throughput(stack: Stack, clients: int, stub_latency_ms: int, seconds: float, proxy: anchor.LiteLLM | None = None) -> Throughput:
+    """wrk for `seconds` with `clients` open connections, every request a new text, against Sentinel
+    or, given `proxy`, against LiteLLM's proxy on the same stub."""
     stack.stub(latency_ms=stub_latency_ms, chunks=1, chunk_ms=0)
-    script = LOGS / "chat.lua"
-    script.write_text(WRK_SCRIPT % stack.key)
-    result = Throughput(clients, stub_latency_ms, seconds)
-    meter = CpuMeter(
-        {
-            "web": [stack.pid("web")],
-            "worker": stack.pids("worker"),
-            "postgres": postgres_pids(),
-            "redis": redis_pids(),
-            "stub": [stack.pid("stub")],
-        }
-    )
-    peaks = {"web": 0.0, "worker": 0.0}  # the worker: all worker processes together
+    name = "litellm" if proxy else "sentinel"
+    if proxy:
+        lua, url = wrk.script(LOGS / "chat-litellm.lua", anchor.MODEL, proxy.key), proxy.base_url + "/v1/chat/completions"
+        meter = CpuMeter({"litellm": proxy.pids(), "stub": [stack.pid("stub")]})
+    else:
+        lua, url = wrk.script(LOGS / "chat.lua", "bench", stack.key), stack.base_url + "/v1/chat/completions"
+        meter = _meter(stack)
+    peaks = {"web": 0.0, "worker": 0.0, "litellm": 0.0}  # the worker: all worker processes together
     sampling = threading.Event()
 
     def sample() -> None:
         while not sampling.is_set():
-            peaks["web"] = max(peaks["web"], rss_mb(stack.pid("web")))
-            peaks["worker"] = max(peaks["worker"], sum(rss_mb(pid) for pid in stack.pids("worker")))
+            if proxy:
+                peaks["litellm"] = max(peaks["litellm"], rss_mb(proxy.process.pid))  # type: ignore[union-attr]
+            else:
+                peaks["web"] = max(peaks["web"], rss_mb(stack.pid("web")))
+                peaks["worker"] = max(peaks["worker"], sum(rss_mb(pid) for pid in stack.pids("worker")))
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
     started_at = time.time()
     meter.start()
     sampler.start()
-    argv = [
-        "wrk",
-        "-t2",
-        f"-c{clients}",
-        f"-d{seconds:.0f}s",
-        "--timeout",
-        "60s",
-        "--latency",
-        "-s",
-        str(script),
-        stack.base_url + "/v1/chat/completions",
-    ]
-    out = subprocess.run(argv, capture_output=True, text=True, cwd=BASE_DIR).stdout
+    load = wrk.run(url, lua, clients, seconds, LOGS / f"wrk-{name}-{clients}-{stub_latency_ms}.txt", BASE_DIR)
     meter.stop()
     sampling.set()
     sampler.join()
-    (LOGS / f"wrk-{clients}-{stub_latency_ms}.txt").write_text(out)
-    if m := re.search(r"(\d+) requests in ([\d.]+\w+)", out):
-        result.requests = int(m.group(1))
-    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        result.non_2xx = int(m.group(1))
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
-        result.socket_errors = sum(int(g) for g in m.groups())
-        result.non_2xx += int(m.group(4))  # timed out requests are failures too
-    if m := re.search(r"Requests/sec:\s+([\d.]+)", out):
-        result.rps = float(m.group(1))
-    if m := re.search(r"^\s+50%\s+(\S+)", out, re.M):
-        result.p50_ms = _unit_ms(m.group(1))
-    if m := re.search(r"^\s+99%\s+(\S+)", out, re.M):
-        result.p99_ms = _unit_ms(m.group(1))
+    result = Throughput("LiteLLM" if proxy else "Sentinel", clients, stub_latency_ms, seconds, load)
+    result.cpu = meter.shares()
+    result.rss_peak = dict(peaks)
+    if proxy:
+        result.turns_per_s = load.ok / seconds
+        result.cpu_ms_per_turn = {part: used * 1000 / max(1, load.ok) for part, used in meter.used.items()}
+        return result
     finished = Turn.objects.filter(
         status=TurnStatus.SUCCEEDED, finished_at__gte=_dt(started_at), finished_at__lte=_dt(started_at + seconds)
     )
-    result.turns_per_s = finished.count() / seconds
-    waits = [(t.started_at - t.created_at).total_seconds() * 1000 for t in finished.only("started_at", "created_at")[:20000]]
+    count = finished.count()
+    result.turns_per_s = count / seconds
+    rows = finished.only("started_at", "created_at")[:20000]
+    waits = [(t.started_at - t.created_at).total_seconds() * 1000 for t in rows if t.started_at]
     result.queue_p50_ms, result.queue_p99_ms = percentile(waits, 50), percentile(waits, 99)
-    result.cpu = meter.shares()
-    result.cpu_ms_per_turn = {name: used * 1000 / max(1, finished.count()) for name, used in meter.used.items()}
-    result.rss_peak = dict(peaks)
+    result.cpu_ms_per_turn = {part: used * 1000 / max(1, count) for part, used in meter.used.items()}
+    asked = Message.objects.filter(role=Role.USER, content__startswith=f"{texts.RUN}-", created_at__gte=_dt(started_at))
+    result.distinct = (asked.values("content").distinct().count(), asked.count())
     drain()
     return result
 
@@ -331,6 +374,7 @@ async def _read_stream(client: httpx.AsyncClient, url: str, body: dict, headers:
 class Streaming:
     direct_ttft: list[float] = field(default_factory=list)
     sentinel_ttft: list[float] = field(default_factory=list)
+    anchor_ttft: list[float] = field(default_factory=list)  # LiteLLM's proxy, same stub, same round
     direct_gaps: list[float] = field(default_factory=list)
     sentinel_gaps: list[float] = field(default_factory=list)
     levels: list[dict] = field(default_factory=list)  # concurrent streams: {streams, ok, ttft p99, gap p99, max gap}
@@ -339,7 +383,7 @@ class Streaming:
 STALL_MS = 1000  # a chunk later than this after the previous one (the stub paces them 20 ms apart) is a stall
 
 
-async def _streaming(stack: Stack, sequential: int, levels: list[int]) -> Streaming:
+async def _streaming(stack: Stack, sequential: int, levels: list[int], proxy: anchor.LiteLLM | None) -> Streaming:
     stack.stub(latency_ms=0, chunks=64, chunk_ms=20)
     result = Streaming()
     auth = {"Authorization": f"Bearer {stack.key}"}
@@ -347,8 +391,14 @@ async def _streaming(stack: Stack, sequential: int, levels: list[int]) -> Stream
     async with httpx.AsyncClient(timeout=httpx.Timeout(120, connect=60), limits=limits) as client:
         direct_url, sentinel_url = f"{stack.stub_url}/chat/completions", f"{stack.base_url}/v1/chat/completions"
         for i in range(sequential + 3):
-            direct = await _read_stream(client, direct_url, {**BODY_DIRECT, "stream": True}, {})
-            through = await _read_stream(client, sentinel_url, _sentinel_body(f"stream {i}", stream=True), auth)
+            text = texts.distinct()
+            direct = await _read_stream(client, direct_url, _direct_body(text, stream=True), {})
+            through = await _read_stream(client, sentinel_url, _sentinel_body(text, stream=True), auth)
+            if proxy:
+                proxy_auth = {"Authorization": f"Bearer {proxy.key}"}
+                lite = await _read_stream(client, f"{proxy.base_url}/v1/chat/completions", _anchor_body(text, stream=True), proxy_auth)
+                if i >= 3 and lite.ttft_ms is not None and direct.ttft_ms is not None:
+                    result.anchor_ttft.append(lite.ttft_ms - direct.ttft_ms)  # added, over this round's direct call
             if i < 3 or direct.ttft_ms is None or through.ttft_ms is None:
                 continue  # warm-up
             result.direct_ttft.append(direct.ttft_ms)
@@ -357,7 +407,7 @@ async def _streaming(stack: Stack, sequential: int, levels: list[int]) -> Stream
             result.sentinel_gaps += through.gaps_ms
         for streams in levels:
             runs = await asyncio.gather(
-                *(_read_stream(client, sentinel_url, _sentinel_body(f"many {n}", stream=True), auth) for n in range(streams))
+                *(_read_stream(client, sentinel_url, _sentinel_body(texts.distinct("many "), stream=True), auth) for n in range(streams))
             )
             gaps = [g for r in runs for g in r.gaps_ms]
             ttfts = [r.ttft_ms for r in runs if r.ttft_ms is not None]
@@ -379,5 +429,5 @@ async def _streaming(stack: Stack, sequential: int, levels: list[int]) -> Stream
     return result
 
 
-def streaming(stack: Stack, sequential: int, levels: list[int]) -> Streaming:
-    return asyncio.run(_streaming(stack, sequential, levels))
+def streaming(stack: Stack, sequential: int, levels: list[int], proxy: anchor.LiteLLM | None = None) -> Streaming:
+    return asyncio.run(_streaming(stack, sequential, levels, proxy))
