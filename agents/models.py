@@ -57,6 +57,10 @@ class Agent(models.Model):
     short_term_tokens = models.PositiveIntegerField(default=1024, help_text="Token cap of the verbatim recent window.")
     recall_limit = models.PositiveIntegerField(default=8, help_text="Long-term memories recalled per turn.")
     consolidation_threshold = models.PositiveIntegerField(default=10000, help_text="Unconsolidated tokens that trigger the Dreamer.")
+    # Set by the indexer when long-term memory first holds something of the agent, cleared when its
+    # last memory is forgotten (memory/indexing.py): while false, a turn skips recall, query embedding
+    # and all, at the cost of no query (the claim reads the agent row anyway).
+    has_memories = models.BooleanField(default=False, editable=False, help_text="Long-term memory may hold something of it.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -83,6 +87,10 @@ class Agent(models.Model):
             self.provider_api_key = ""  # the URL moved and no new key came with it
             if kwargs.get("update_fields") is not None:
                 kwargs["update_fields"] = {*kwargs["update_fields"], "provider_api_key"}
+        if not self._state.adding and kwargs.get("update_fields") is None and not kwargs.get("force_insert"):
+            # has_memories belongs to the indexer: saving a loaded agent never writes back the flag
+            # as it was read, stale if memories came meanwhile (its turns would stop recalling).
+            kwargs["update_fields"] = [f.name for f in self._meta.concrete_fields if not f.primary_key and f.name != "has_memories"]
         super().save(*args, **kwargs)
         self._loaded_provider = (self.provider_base_url, self.provider_api_key)
         self.provider_api_key_given = False

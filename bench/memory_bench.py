@@ -169,6 +169,8 @@ def run(
     started = time.monotonic()
     indexing.index_pending(limit=512)
     result.index_seconds = time.monotonic() - started
+    for conversation, _ in plan:
+        conversation.agent.refresh_from_db(fields=["has_memories"])  # as a turn's claim reads it, after indexing
     result.memories = Memory.objects.filter(tenant=tenant).count()
 
     _ask_all(plan, "recall", result)

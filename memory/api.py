@@ -27,7 +27,7 @@ from agents.api.resources import ConversationScoped
 from agents.api.serializers import ChatMessageSerializer, MessageSerializer
 from agents.models import Agent, Conversation, Message
 from budgets import audit, roles
-from memory import dreamer, forget, limits, remote, search
+from memory import dreamer, forget, indexing, limits, remote, search
 from memory.context import assemble, recall_query
 from memory.models import Memory, Summary
 from memory.tasks import consolidate as consolidate_task
@@ -273,9 +273,12 @@ class MemoryDeleteView(APIView):
 
     @extend_schema(summary="Forget a memory", responses={204: None, 404: OpenApiResponse(OpenApiTypes.OBJECT)}, tags=["memory"])
     def delete(self, request, memory_id):
-        deleted, _ = Memory.objects.filter(id=memory_id, tenant=request.user.tenant).delete()
-        if not deleted:
+        memory = Memory.objects.filter(id=memory_id, tenant=request.user.tenant).only("tenant_id", "agent_id").first()
+        if memory is None:
             raise not_found("memory")
+        with transaction.atomic():
+            Memory.objects.filter(id=memory.id).delete()
+            indexing.forget_memories_of(memory.tenant_id, memory.agent_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -221,7 +221,9 @@ def _summaries(conversation, share: int) -> list[Piece]:
 def _recall(conversation, texts: list[str], window, summaries: list[Piece], remaining: int, embed: EmbedTexts | None) -> list[Piece]:
     """The agent's memories nearest to what is being asked, none the window or the summaries carry."""
     agent = conversation.agent
-    if embed is None or not "".join(texts) or remaining <= 0 or not agent.recall_limit:
+    # An agent with nothing in long-term memory (Agent.has_memories, read with the agent) costs
+    # neither a query embedding nor a search.
+    if embed is None or not agent.has_memories or not "".join(texts) or remaining <= 0 or not agent.recall_limit:
         return []
     vector = query_vector(texts, embed)
     if vector is None:

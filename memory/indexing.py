@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from django.db import connection, transaction
 
-from agents.models import Message
+from agents.models import Agent, Message
 from memory import embeddings, tokens
 from memory.models import Memory, MemoryKind, Summary
 from sentinel_site import metrics
@@ -74,6 +74,7 @@ def index_pending_messages(limit: int = 256) -> int:
         with_text = [(message, message_text(message)) for message in batch]
         with_text = [(message, text) for message, text in with_text if text]
         vectors = embeddings.embed([text for _, text in with_text])
+        model = embeddings.embedder().name
         Memory.objects.bulk_create(
             [
                 Memory(
@@ -87,11 +88,13 @@ def index_pending_messages(limit: int = 256) -> int:
                     source_message_ids=[message.id],
                     occurred_at=message.occurred_at,
                     embedding=vector,
+                    embedding_model=model,
                 )
                 for (message, text), vector in zip(with_text, vectors, strict=True)
             ],
             ignore_conflicts=True,
         )
+        note_memories({message.conversation.agent_id for message, _ in with_text})
         for message in batch:
             message.token_count = tokens.count_message(message.as_openai())
             message.embedded = True
@@ -111,6 +114,7 @@ def index_pending_summaries(limit: int = 64) -> int:
         if not batch:
             return 0
         vectors = embeddings.embed([summary.text for summary in batch])
+        model = embeddings.embedder().name
         Memory.objects.bulk_create(
             [
                 Memory(
@@ -124,11 +128,55 @@ def index_pending_summaries(limit: int = 64) -> int:
                     source_message_ids=summary.source_message_ids,
                     occurred_at=summary.created_at,
                     embedding=vector,
+                    embedding_model=model,
                 )
                 for summary, vector in zip(batch, vectors, strict=True)
             ],
             ignore_conflicts=True,
         )
+        note_memories({summary.conversation.agent_id for summary in batch})
+    return len(batch)
+
+
+# Agent.has_memories: set here, in the transaction that writes an agent's memories, and cleared by
+# whoever deletes memories (forget_memories_of). No lost update between the two: inserting a memory
+# takes a key-share lock on its agent's row (the foreign key) until commit, and forget_memories_of
+# locks that row for update before it looks, so it waits for a concurrent indexer and then sees its
+# memory; an indexer that comes after sees the flag cleared and sets it again.
+def note_memories(agent_ids: set) -> None:
+    """These agents have memories: their turns recall from now on."""
+    if agent_ids:
+        Agent.objects.filter(id__in=agent_ids, has_memories=False).update(has_memories=True)
+
+
+def forget_memories_of(tenant_id, agent_id) -> None:
+    """After memories of the agent were deleted (last, inside the same transaction): if none is
+    left, its turns stop recalling."""
+    Agent.objects.select_for_update().filter(id=agent_id).values_list("id", flat=True).first()
+    if not Memory.objects.filter(tenant_id=tenant_id, agent_id=agent_id).exists():
+        Agent.objects.filter(id=agent_id).update(has_memories=False)
+
+
+_none_stale: set[str] = set()  # models this process found every memory embedded by (no second scan)
+
+
+def reembed_stale(limit: int = 256) -> int:
+    """Re-embed up to `limit` memories another model embedded (after SENTINEL_EMBEDDINGS changed):
+    until then search leaves them out, as their vectors cannot be compared with the new model's.
+    Returns how many were re-embedded. Once a scan finds none, this process does not scan again
+    (nothing writes another model's vectors while this one is configured)."""
+    model = embeddings.embedder().name
+    if model in _none_stale:
+        return 0
+    with transaction.atomic():
+        batch = list(Memory.objects.select_for_update(skip_locked=True).exclude(embedding_model=model).order_by()[:limit])
+        if not batch:
+            _none_stale.add(model)
+            return 0
+        vectors = embeddings.embed([memory.text for memory in batch])
+        for memory, vector in zip(batch, vectors, strict=True):
+            memory.embedding, memory.embedding_model = vector, model
+        Memory.objects.bulk_update(batch, ["embedding", "embedding_model"])
     return len(batch)
 
 

@@ -16,7 +16,7 @@ from pgvector.django import HnswIndex, VectorField
 
 from budgets.models import Tenant
 
-EMBEDDING_DIMENSIONS = 384  # all-MiniLM-L6-v2; OpenAI's text-embedding-3-small is asked for 384 too
+EMBEDDING_DIMENSIONS = 384  # all-MiniLM-L6-v2 and the static model distilled from it; OpenAI's text-embedding-3-small is asked for 384 too
 
 
 class Summary(models.Model):
@@ -62,6 +62,8 @@ class Memory(models.Model):
     source_message_ids = ArrayField(models.UUIDField(), default=list)
     occurred_at = models.DateTimeField(default=timezone.now)
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    # The model that computed `embedding`: only vectors of one model are comparable (memory/embeddings.py).
+    embedding_model = models.CharField(max_length=100)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.db.models import Expression, Value
 from pgvector.django import CosineDistance
 
+from memory import embeddings
 from memory.models import Memory
 
 
@@ -35,8 +36,9 @@ def search(
     exclude_memory_ids: Iterable = (),
     exclude_message_ids: Iterable = (),
 ) -> list[Hit]:
-    """The k memories nearest to `vector` within a tenant (optionally one agent or conversation)."""
-    queryset = Memory.objects.filter(tenant_id=tenant_id)
+    """The k memories nearest to `vector` within a tenant (optionally one agent or conversation),
+    among those embedded by the configured model, the one `vector` comes from."""
+    queryset = Memory.objects.filter(tenant_id=tenant_id, embedding_model=embeddings.model_name())
     if agent_id is not None:
         queryset = queryset.filter(agent_id=agent_id)
     if conversation_id is not None:

@@ -26,7 +26,8 @@ def schedule_indexing() -> None:
 
 @shared_task(name="memory.tasks.index_memories", ignore_result=True)
 def index_memories() -> int:
-    """One indexing pass at a time per deployment, looping while work keeps arriving.
+    """One indexing pass at a time per deployment, looping while work keeps arriving; when none is
+    pending, memories of another embedding model are re-embedded (a batch between new work).
 
     Concurrent passes only queued behind each other for the embedder, each holding a database
     connection meanwhile, and starved the turns of connections. A task that
@@ -38,7 +39,7 @@ def index_memories() -> int:
         try:
             # Cleared before the pass reads: anything committed after this schedules another.
             client.delete(_INDEX_SCHEDULED)
-            while step := indexing.index_pending_summaries() + indexing.index_pending_messages():
+            while step := indexing.index_pending_summaries() + indexing.index_pending_messages() or indexing.reembed_stale():
                 indexed += step
                 client.expire(_INDEX_RUNNING, _INDEX_RUNNING_TTL)  # still alive: keep the flag
         finally:

@@ -237,7 +237,12 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "HEARTBEAT_SECONDS": envfloat("SENTINEL_HEARTBEAT_SECONDS", 5.0, minimum=0.5),
     "MAX_MESSAGES_PER_REQUEST": envint("SENTINEL_MAX_MESSAGES_PER_REQUEST", 1000, minimum=1),
     # Memory
-    "EMBEDDINGS": envchoice("SENTINEL_EMBEDDINGS", "local", ("local", "openai")),
+    # static: distilled from MiniLM (memory/embeddings.py); local: MiniLM itself; openai: the API.
+    "EMBEDDINGS": envchoice("SENTINEL_EMBEDDINGS", "static", ("static", "local", "openai")),
+    # Where the static model is distilled to, once, on first use.
+    "STATIC_EMBEDDINGS_DIR": envstr(
+        "SENTINEL_STATIC_EMBEDDINGS_DIR", str(Path(envstr("SENTINEL_DATA_DIR", str(BASE_DIR / "var"))) / "embeddings")
+    ),
     "EMBEDDING_MODEL": envstr("SENTINEL_EMBEDDING_MODEL", "text-embedding-3-small"),
     "EMBEDDINGS_BASE_URL": envurl("SENTINEL_EMBEDDINGS_BASE_URL", "", ("http", "https")),
     "EMBED_QUERY_TIMEOUT": envfloat("SENTINEL_EMBED_QUERY_TIMEOUT", 10.0, minimum=0.1),

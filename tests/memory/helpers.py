@@ -14,6 +14,7 @@ def conversation_with(actor, texts, *, index=True, **agent_fields):
     )
     if index:
         indexing.index_pending()
+        actor.agent.refresh_from_db(fields=["has_memories"])  # as a turn's claim reads it
     return conversation
 
 

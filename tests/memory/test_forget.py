@@ -68,7 +68,14 @@ def remembered(alice, stub_llm):
     return {"first": first, "second": second, "elsewhere": elsewhere, "secret": secret, "summary": summary}
 
 
-def test_forgetting_a_message_removes_and_redacts_its_text_everywhere_and_reports_it(alice, remembered):
+@pytest.fixture
+def remembered_with_cache(local_embeddings, remembered):
+    """`remembered` with MiniLM, whose embeddings are cached (the static model's are not)."""
+    return remembered
+
+
+def test_forgetting_a_message_removes_and_redacts_its_text_everywhere_and_reports_it(alice, remembered_with_cache):
+    remembered = remembered_with_cache
     first, secret, summary = remembered["first"], remembered["secret"], remembered["summary"]
     assert stored_anywhere(SECRET) and stored_anywhere(SUMMARY), "the scenario puts the text in turn events"
     assert sync_client().exists(streams.key(first.id))

@@ -49,7 +49,7 @@ def test_one_indexing_pass_runs_at_a_time_and_a_dead_ones_flag_expires(alice):
     assert not client.exists(tasks._INDEX_RUNNING), "the flag is cleared when the pass ends"
 
 
-def test_identical_texts_are_embedded_once(alice, bob, monkeypatch):
+def test_identical_texts_are_embedded_once(alice, bob, monkeypatch, local_embeddings):
     calls = []
     model = embeddings.embedder()
     original = model.embed
@@ -72,7 +72,7 @@ def _spy_on_the_model(monkeypatch) -> list[list[str]]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_prefetched_query_is_computed_once_and_cached_by_whoever_takes_it(monkeypatch):
+def test_a_prefetched_query_is_computed_once_and_cached_by_whoever_takes_it(monkeypatch, local_embeddings):
     calls = _spy_on_the_model(monkeypatch)
     text = "Where did Ingrid move to last spring?"
     expected = embeddings.embedder().embed([text], urgent=True)
@@ -90,7 +90,7 @@ def test_a_prefetched_query_is_computed_once_and_cached_by_whoever_takes_it(monk
 
 
 @pytest.mark.django_db(transaction=True)
-def test_prefetching_a_cached_text_costs_no_model_call_and_unclaimed_prefetches_are_bounded(monkeypatch):
+def test_prefetching_a_cached_text_costs_no_model_call_and_unclaimed_prefetches_are_bounded(monkeypatch, local_embeddings):
     embeddings.embed(["already known"])
     calls = _spy_on_the_model(monkeypatch)
     embeddings.prefetch(["already known"])
