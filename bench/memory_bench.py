@@ -68,6 +68,9 @@ ASSISTANT_LINES = [
     "I'd suggest checking what you already have before you start on {x}.",
 ]
 
+# The embedding models compared side by side (issue 13); OpenAI's needs the network and is left out.
+EMBEDDING_KINDS = {"static": "static, distilled from MiniLM (model2vec)", "local": "all-MiniLM-L6-v2 (sentence-transformers)"}
+
 
 @dataclass
 class Result:
@@ -81,6 +84,8 @@ class Result:
     search_ms: dict[str, list[float]] = field(default_factory=dict)
     hnsw_recall: float = 0.0
     memories: int = 0
+    model: str = ""
+    embedding_costs: dict[str, dict[str, float]] = field(default_factory=dict)  # kind -> measure -> value
 
 
 def _conversation_texts(rng: random.Random, facts: list[tuple[str, str, str]], target_messages: int) -> list[tuple[str, str]]:
@@ -159,6 +164,7 @@ def run(
     consolidate_conversations: int = 1,
     consolidation_budget_s: float = 300.0,
     seed: int = 7,
+    compare_embeddings: tuple[str, ...] = tuple(EMBEDDING_KINDS),
 ) -> Result:
     rng = random.Random(seed)
     result = Result(conversations=conversations)
@@ -174,6 +180,13 @@ def run(
     result.memories = Memory.objects.filter(tenant=tenant).count()
 
     _ask_all(plan, "recall", result)
+    result.model = embeddings.embedder().name
+    configured = settings.SENTINEL["EMBEDDINGS"]
+    for kind in sorted(compare_embeddings, key=lambda kind: kind == configured):  # the configured one last: its vectors stay
+        result.embedding_costs[kind] = embedding_costs(kind, plan)
+    indexing._none_stale.clear()
+    while indexing.reembed_stale(limit=512):  # back to the configured model's vectors, if it was not compared
+        pass
 
     # search latency (query embedding + search) over all this tenant's memories: the exact scan used
     # at this size, and the HNSW index forced, with its recall@10 against the exact answer
@@ -213,6 +226,62 @@ def run(
     return result
 
 
+def _distinct_texts(n: int, tag: str) -> list[str]:
+    """Chat-like texts, none seen before (no cache can answer them)."""
+    rng = random.Random(tag)
+    subjects = [s for items in TOPICS.values() for s in items]
+    return [f"{rng.choice(USER_LINES).format(x=rng.choice(subjects))} ({tag} {i})" for i in range(n)]
+
+
+def _cpu_ms(call, texts_per_call: int, calls: int) -> list[float]:
+    """CPU time of the whole process (the local model runs on a thread of its own) per text."""
+    samples = []
+    for _ in range(calls):
+        t0 = time.process_time()
+        call()
+        samples.append((time.process_time() - t0) * 1000 / texts_per_call)
+    return samples
+
+
+def embedding_costs(kind: str, plan) -> dict[str, float]:
+    """One embedding model measured in this process: loading, one text at a time (a turn's query),
+    in batches of 32 (indexing), through embed() with its cache; then the planted facts found by
+    recall once every memory of the run is re-embedded with it (indexing.reembed_stale)."""
+    conf = settings.SENTINEL
+    settings.SENTINEL = {**conf, "EMBEDDINGS": kind}
+    embeddings.embedder.cache_clear()
+    indexing._none_stale.clear()
+    try:
+        t0 = time.monotonic()
+        model = embeddings.embedder()
+        model.embed(["load and warm up"], urgent=True)
+        costs = {"load_s": time.monotonic() - t0}
+        singles = iter(_distinct_texts(400, f"{kind} single"))
+        one = sorted(_cpu_ms(lambda: model.embed([next(singles)], urgent=True), 1, 400))
+        costs["one_p50_ms"], costs["one_mean_ms"] = statistics.median(one), statistics.mean(one)
+        batches = iter(_distinct_texts(32 * 20, f"{kind} batch")[i : i + 32] for i in range(0, 32 * 20, 32))
+        costs["batch_ms"] = statistics.mean(_cpu_ms(lambda: model.embed(next(batches)), 32, 20))
+        through = iter(_distinct_texts(200, f"{kind} embed"))
+        costs["embed_ms"] = statistics.mean(_cpu_ms(lambda: embeddings.embed_query([next(through)]), 1, 200))
+        t0 = time.monotonic()
+        reembedded = 0
+        while step := indexing.reembed_stale(limit=512):
+            reembedded += step
+        costs["reembed_ms"] = 1000 * (time.monotonic() - t0) / max(1, reembedded)
+        found: list[bool] = []
+        for conversation, facts in plan:
+            for _, question, answer in facts:
+                context = assemble(conversation, query=question, embed=embeddings.embed)
+                found.append(answer.lower() in _rendered(context).lower())
+        costs["found"] = sum(found) / max(1, len(found))
+        costs["questions"] = len(found)
+        return costs
+    finally:
+        settings.SENTINEL = conf
+        embeddings.embedder.cache_clear()
+        indexing._none_stale.clear()
+
+
 def report(result: Result) -> list[str]:
     def pct(xs):
         return f"{100 * sum(xs) / len(xs):.0f}%" if xs else "n/a"
@@ -224,7 +293,8 @@ def report(result: Result) -> list[str]:
         f"{result.conversations} generated multi-session conversations of {result.messages // result.conversations} messages "
         f"(mean full history {history:,.0f} tokens), 5 facts planted in the first fifth of each among same-topic "
         "distractors, each asked at the end. Context budget 2,048 tokens; recent window 12 messages; recall 8. "
-        "Embeddings all-MiniLM-L6-v2 (local, CPU); tokens counted with SmolLM2's tokenizer; consolidation by the "
+        f"Embeddings {result.model} (SENTINEL_EMBEDDINGS={settings.SENTINEL['EMBEDDINGS']}); "
+        "tokens counted with SmolLM2's tokenizer; consolidation by the "
         "local SmolLM2-135M through llama.cpp.",
         "",
         "| measure | result | target |",
@@ -267,5 +337,39 @@ def report(result: Result) -> list[str]:
         "to `SENTINEL_EXACT_SEARCH_MAX` memories exactly: the first run of this benchmark, searching through HNSW at "
         "pgvector's default ef_search 40, found the planted fact for only 38% of the 40 questions (commit df3c093).",
     ]
+    lines.append("")
+    return lines + embeddings_report(result)
+
+
+EMBEDDINGS_HEADING = "## Embeddings (issue 13)"
+
+
+def embeddings_report(result: Result) -> list[str]:
+    """Each embedding model's cost per message and the memory benchmark's planted facts with it."""
+    if not result.embedding_costs:
+        return []
+    lines = [
+        EMBEDDINGS_HEADING,
+        "",
+        "Each model in the benchmark process, on texts none of which was embedded before (no cache answers): CPU time of the "
+        "whole process per message (process_time, so the local model's own thread counts), one text per call as a turn's "
+        "recall query is, and in batches of 32 as the indexer sends them; `embed_query()` adds the embedding cache (a read "
+        "and a write per call) for the models that use it. Then every memory of the run re-embedded with the model "
+        "(`indexing.reembed_stale`, what follows a change of SENTINEL_EMBEDDINGS) and the memory benchmark's questions asked "
+        "again (window + recall, before consolidation). A turn embeds one query and indexes about two messages. "
+        "The issue's budget is 1.5 ms of Sentinel CPU for the whole turn. Shared 2-core machine: indicative figures.",
+        "",
+        "| model | load | one message (query), CPU p50 / mean | batch of 32 (indexing), CPU per message "
+        "| embed_query() with its cache, CPU | "
+        "per turn (query + 2 indexed) | re-embedding, wall per memory | planted fact in the context | target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for kind, c in result.embedding_costs.items():
+        per_turn = c["embed_ms"] + 2 * c["batch_ms"]
+        lines.append(
+            f"| {EMBEDDING_KINDS[kind]} | {c['load_s']:.1f} s | {c['one_p50_ms']:.3f} / {c['one_mean_ms']:.3f} ms | "
+            f"{c['batch_ms']:.3f} ms | {c['embed_ms']:.3f} ms | {per_turn:.2f} ms | {c['reembed_ms']:.2f} ms | "
+            f"{100 * c['found']:.0f}% of {c['questions']:.0f} | at least 90% |"
+        )
     lines.append("")
     return lines

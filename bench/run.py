@@ -351,6 +351,7 @@ SECTIONS = [
     "## Resources (issue 6.6)",
     "## Memory search at size (issue 6.5)",
     "## Memory (issue 3)",
+    "## Embeddings (issue 13)",
 ]
 
 

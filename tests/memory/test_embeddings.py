@@ -95,7 +95,7 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
 def test_the_static_models_name_changes_with_its_recipe(monkeypatch):
     before = embeddings.static_model_name()
     embeddings.static_model_name.cache_clear()
-    monkeypatch.setitem(embeddings.STATIC_RECIPE, "pca_dims", None)
+    monkeypatch.setitem(embeddings.STATIC_RECIPE, "common_directions", 4)
     try:
         assert embeddings.static_model_name() != before, "another recipe is another model, never new vectors under an old name"
     finally:
@@ -152,3 +152,12 @@ def test_indexing_flags_the_agent_and_forgetting_its_last_memory_clears_the_flag
     assert Agent.objects.get(id=bob.agent.id).has_memories, "another tenant's agent keeps its own"
     conversation_with(alice, FILLER[2:3])
     assert Agent.objects.get(id=alice.agent.id).has_memories, "new memories turn recall back on"
+
+
+def test_saving_an_agent_loaded_before_its_first_memory_keeps_recall_on(alice, static_embeddings):
+    loaded = Agent.objects.get(id=alice.agent.id)
+    conversation_with(alice, FILLER[:2])
+    loaded.system_prompt = "Be brief."
+    loaded.save()  # an admin's edit of a row read before the indexer set the flag
+    agent = Agent.objects.get(id=alice.agent.id)
+    assert agent.system_prompt == "Be brief." and agent.has_memories, "a configuration save never writes the flag back"
