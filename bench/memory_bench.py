@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from agents.models import Agent, Conversation, Message
 from budgets.models import Tenant
@@ -243,6 +245,30 @@ def _cpu_ms(call, texts_per_call: int, calls: int) -> list[float]:
     return samples
 
 
+def _recall_skip(kind: str, tenant) -> dict[str, float]:
+    """A turn's context assembly for an agent with no memories, recall skipped (Agent.has_memories
+    false) and, for comparison, run anyway: statements and CPU per assembly, a new query each time."""
+    agent = Agent.objects.create(tenant=tenant, name=f"no-memories-{kind}")
+    conversation = Conversation.objects.create(tenant=tenant, agent=agent, last_seq=1)
+    Message.objects.bulk_create(
+        Message(tenant=tenant, conversation=conversation, seq=1, index=i, role=("user", "assistant")[i % 2], content=f"Line {i}.")
+        for i in range(4)
+    )
+    costs: dict[str, float] = {}
+    for flag in (False, True):
+        agent.has_memories = flag
+        cpu, statements = [], 0
+        for i in range(60):
+            Message.objects.filter(conversation=conversation, index=2).update(content=f"And the roses, {kind} {flag} {i}?")
+            t0 = time.process_time()
+            with CaptureQueriesContext(connection) as queries:
+                assemble(conversation, embed=embeddings.embed_query)
+            cpu.append((time.process_time() - t0) * 1000)
+            statements = len(queries)
+        costs[f"assemble_ms_{flag}"], costs[f"assemble_sql_{flag}"] = statistics.median(cpu), statements
+    return costs
+
+
 def embedding_costs(kind: str, plan) -> dict[str, float]:
     """One embedding model measured in this process: loading, one text at a time (a turn's query),
     in batches of 32 (indexing), through embed() with its cache; then the planted facts found by
@@ -275,6 +301,7 @@ def embedding_costs(kind: str, plan) -> dict[str, float]:
                 found.append(answer.lower() in _rendered(context).lower())
         costs["found"] = sum(found) / max(1, len(found))
         costs["questions"] = len(found)
+        costs.update(_recall_skip(kind, plan[0][0].tenant))
         return costs
     finally:
         settings.SENTINEL = conf
@@ -370,6 +397,20 @@ def embeddings_report(result: Result) -> list[str]:
             f"| {EMBEDDING_KINDS[kind]} | {c['load_s']:.1f} s | {c['one_p50_ms']:.3f} / {c['one_mean_ms']:.3f} ms | "
             f"{c['batch_ms']:.3f} ms | {c['embed_ms']:.3f} ms | {per_turn:.2f} ms | {c['reembed_ms']:.2f} ms | "
             f"{100 * c['found']:.0f}% of {c['questions']:.0f} | at least 90% |"
+        )
+    lines += [
+        "",
+        "A turn of an agent with no long-term memories (`Agent.has_memories` false: recall skipped) against the same "
+        "turn with recall run anyway, which finds nothing: context assembly's statements and CPU (p50 of 60, a new "
+        "query each time).",
+        "",
+        "| model | recall skipped | recall run |",
+        "| --- | --- | --- |",
+    ]
+    for kind, c in result.embedding_costs.items():
+        lines.append(
+            f"| {EMBEDDING_KINDS[kind]} | {c['assemble_sql_False']:.0f} statements, {c['assemble_ms_False']:.2f} ms | "
+            f"{c['assemble_sql_True']:.0f} statements, {c['assemble_ms_True']:.2f} ms |"
         )
     lines.append("")
     return lines
