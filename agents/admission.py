@@ -89,7 +89,7 @@ def admit(
     api_key: ApiKey | None,
     data: dict[str, Any],
     idempotency_key: str | None,
-    enqueue: Callable[[uuid.UUID], None],
+    enqueue: Callable[[Turn], None],
 ) -> Admission:
     """Store the request's messages and a queued turn, atomically; enqueue it after commit.
 
@@ -166,7 +166,7 @@ def _store(
     *,
     idempotency_key: str | None,
     digest: str,
-    enqueue: Callable[[uuid.UUID], None],
+    enqueue: Callable[[Turn], None],
 ) -> Turn:
     """The one transaction: the conversation's next seq, the turn, its messages, its first event and
     the reservation; the turn is enqueued once it commits. BudgetExceeded rolls all of it back."""
@@ -197,7 +197,7 @@ def _store(
         # BudgetExceeded rolls the whole admission back, so no savepoint is needed around it.
         api_key_id = api_key.id if api_key else None
         spend.reserve(tenant.id, api_key_id, plan.amount, turn_id=turn.id, budgets=plan.budgets, savepoint=False)
-        transaction.on_commit(lambda: enqueue(turn.id))
+        transaction.on_commit(lambda: enqueue(turn))
     return turn
 
 

@@ -147,8 +147,8 @@ class ChatCompletionsView(AsyncAPIView):
             api_key=principal.api_key,
             data=data,
             idempotency_key=idempotency_key,
-            # The worker starts embedding the recall query while it claims the turn.
-            enqueue=lambda turn_id: enqueue_turn(turn_id, recall_hint=recall_hint(data["messages"])),
+            # The worker starts embedding the recall query while it claims the turn, if it will recall.
+            enqueue=lambda turn: enqueue_turn(turn.id, recall_hint=recall_hint(data["messages"]) if turn.agent.has_memories else None),
         )
         turn = admission.turn
         headers = turn_headers(turn)
