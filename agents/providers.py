@@ -396,6 +396,10 @@ def classify(exc: Exception) -> ProviderError:
         )
     if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError, ValueError, KeyError, TypeError, AttributeError)):
         return ProviderError(502, "provider_bad_response", "The model provider returned a malformed response.", retryable=True)
+    if isinstance(exc, openai.APIError):
+        # An `error` event inside a stream: the SDK raises its base class, with the provider's own
+        # words, which are not passed on (above). Without this the turn escaped unclassified.
+        return ProviderError(502, "provider_error", "The model provider reported an error in its answer.", retryable=True)
     if isinstance(exc, OSError):
         return ProviderError(502, "provider_unreachable", "The model provider connection failed.", retryable=True)
     raise exc

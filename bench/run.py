@@ -321,10 +321,27 @@ def what_stands_in_the_way(lat: turn_bench.Latency, runs: list[turn_bench.Throug
         f"{statements:.0f} SQL statements with their commits and fsyncs, the broker, the provider call and its stream. "
         f"Measured in this run: one ORM read of a turn by primary key takes {cost.orm_ms:.2f} ms, {cost.build_ms:.2f} ms of it "
         f"Django building the SQL, while a bare `SELECT 1` round trip takes {cost.raw_ms:.2f} ms. So the "
-        "statements alone spend that budget many times over. Reaching the target on two cores would take a turn "
-        "that writes one row in one round trip and skips Python frameworks on the hot path: a different product "
-        "(a proxy with an append-only log), not a faster version of this one. More cores scale it: web and workers "
-        f"are stateless processes, and PostgreSQL used {pg_cores:.2f} of a core here.",
+        "statements alone spend that budget many times over. More cores scale it (web and workers are stateless "
+        f"processes, and PostgreSQL used {pg_cores:.2f} of a core here), but on two cores the design has to change.",
+        "",
+        '**What would remove each cost** (DESIGN.md, "The hot path"; bench/HISTORY.md has what each step measured):',
+        "",
+        f"- *The statements* ({statements:.0f} a turn, each paying the ORM's SQL building above): hand-written SQL "
+        "on the hot path, and one pipelined transaction per batch of turns, not per turn: the turns admitted "
+        "within about a millisecond written together (multi-row inserts from `unnest`), and likewise the finish "
+        "(reply, fenced turn update, events, ledger, settlement, audit). The audit chain's head lock is then "
+        "taken once per batch, and the synchronous commits (the WAL fsyncs per turn above) become one per batch. "
+        "Not built yet; the config cache (keys, agents, budgets, prices) took the web's reads of them off every "
+        "request (HISTORY row 19).",
+        "- *Celery per turn:* a task that carries a batch of turn ids and runs them concurrently inside the "
+        "worker, so the broker's cost is paid per batch. Not built yet.",
+        "- *The query embedding:* skipped for an agent with no long-term memories (built); the static model "
+        "distilled from MiniLM costs about 0.4 ms a turn instead of about 34, but finds fewer planted facts "
+        "than the 90% bar (section Embeddings), so it is opt-in (`SENTINEL_EMBEDDINGS=static`).",
+        "- *The provider call's parsing:* the stream is read as JSON behind the SDK's client, with no pydantic "
+        "model per chunk (built, HISTORY row 21).",
+        "- *Django's request handling on the web:* validation with msgspec instead of nested serializers, and "
+        "no sync-middleware thread hops on `/v1/` (HISTORY row 7 tried it once and reverted it). Not built yet.",
         "",
         f"**Added latency is a chain of round trips, not one slow step.** Outside the model call a sequential turn "
         f"spends {chain:.0f} ms (p50 phases above): the web process's statements and commit, the broker hop to a "
