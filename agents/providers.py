@@ -17,11 +17,8 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx2
 import openai
 from django.conf import settings
-from openai._httpx2 import request_exceptions, timeout_exceptions
-from openai._streaming import SSEDecoder
 
 from sentinel_site import egress, tracing
 
@@ -204,50 +201,35 @@ def stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None])
 
 
 def _stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]) -> Completion:
-    # The SDK sends the request (auth, base URL, timeouts, status errors stay its own), but its
-    # Stream builds a pydantic model per chunk and its `create` transforms the body: most of a
-    # turn's provider CPU. The chunks are read here as JSON, the way the SDK's Stream reads them.
     started = time.monotonic()
     result = Completion(model=config.model)
-    calls: dict[Any, dict] = {}  # by index, which the SDK did not require (it may be None)
+    calls: dict[int, dict] = {}
     finished = False
     try:
-        response = client_for(config).post(
-            "/chat/completions",
-            body=body,
-            cast_to=httpx2.Response,
-            stream=True,
-            options={"headers": tracing.outgoing_headers(), "security": {"bearer_auth": True}},
-        )
-        try:
-            for chunk in _chunks(response):
-                usage = chunk.get("usage")
-                if usage or isinstance(usage, dict):  # the SDK's usage object is truthy even when empty
-                    result.prompt_tokens = usage.get("prompt_tokens")
-                    result.completion_tokens = usage.get("completion_tokens")
-                if chunk.get("model"):
-                    result.model = chunk["model"]
-                choices = chunk.get("choices")
-                if not choices:
-                    continue
-                choice = choices[0]
-                delta = choice.get("delta")
-                out: dict[str, Any] = {}
-                if delta and delta.get("content"):
-                    result.content += delta["content"]
-                    out["content"] = delta["content"]
-                if delta and delta.get("tool_calls"):
-                    out["tool_calls"] = [_tool_call_delta(call) for call in delta["tool_calls"]]
-                    _merge_tool_calls(calls, delta["tool_calls"])
-                if choice.get("finish_reason"):
-                    result.finish_reason = choice["finish_reason"]
-                    finished = True
-                if out:
-                    if result.first_token_ms is None:
-                        result.first_token_ms = int((time.monotonic() - started) * 1000)
-                    on_delta(out)
-        finally:
-            response.close()
+        for chunk in client_for(config).chat.completions.create(**body, extra_headers=tracing.outgoing_headers()):
+            if chunk.usage:
+                result.prompt_tokens = chunk.usage.prompt_tokens
+                result.completion_tokens = chunk.usage.completion_tokens
+            if chunk.model:
+                result.model = chunk.model
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            delta = choice.delta
+            out: dict[str, Any] = {}
+            if delta and delta.content:
+                result.content += delta.content
+                out["content"] = delta.content
+            if delta and delta.tool_calls:
+                out["tool_calls"] = [tc.model_dump(exclude_none=True) for tc in delta.tool_calls]
+                _merge_tool_calls(calls, delta.tool_calls)
+            if choice.finish_reason:
+                result.finish_reason = choice.finish_reason
+                finished = True
+            if out:
+                if result.first_token_ms is None:
+                    result.first_token_ms = int((time.monotonic() - started) * 1000)
+                on_delta(out)
     except ProviderError:
         raise
     except Exception as exc:
@@ -259,48 +241,6 @@ def _stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]
     result.tool_calls = [calls[index] for index in sorted(calls)]
     result.latency_ms = int((time.monotonic() - started) * 1000)
     return result
-
-
-def _chunks(response: httpx2.Response) -> Iterator[Any]:
-    """The JSON of each chunk of a chat completion stream, read as the SDK's Stream reads them:
-    its SSE decoder, `[DONE]` ends the stream, an `error` object raises openai.APIError, an
-    Assistants `thread.*` event carries no chunk, and a transport failure is the SDK's own
-    APITimeoutError or APIConnectionError."""
-    events = SSEDecoder().iter_bytes(response.iter_bytes())
-    while True:
-        try:
-            sse = next(events, None)
-        except timeout_exceptions() as err:
-            raise openai.APITimeoutError(request=response.request) from err
-        except request_exceptions() as err:
-            raise openai.APIConnectionError(request=response.request) from err
-        if sse is None or sse.data.startswith("[DONE]"):
-            return
-        data = json.loads(sse.data)
-        if sse.event and sse.event.startswith("thread."):
-            continue
-        if isinstance(data, dict) and data.get("error"):
-            error = data["error"]
-            message = error.get("message") if isinstance(error, dict) else None
-            raise openai.APIError(
-                message if message and isinstance(message, str) else "An error occurred during streaming", response.request, body=error
-            )
-        yield data
-
-
-def _tool_call_delta(call: dict) -> dict:
-    """A streamed tool-call delta as the SDK's `model_dump(exclude_none=True)` gives it: its
-    fields in the model's order, then any others, without the null ones."""
-    out = _without_none(call, ("index", "id", "function", "type"))
-    if isinstance(out.get("function"), dict):
-        out["function"] = _without_none(out["function"], ("arguments", "name"))
-    return out
-
-
-def _without_none(fields: dict, order: tuple[str, ...]) -> dict:
-    out = {key: fields[key] for key in order if fields.get(key) is not None}
-    out.update((key, value) for key, value in fields.items() if key not in out and value is not None)
-    return out
 
 
 @contextmanager
@@ -337,14 +277,14 @@ def _record_result(span: tracing.Span, result: Completion) -> None:
     span.set_attribute("gen_ai.usage.output_tokens", result.completion_tokens)
 
 
-def _merge_tool_calls(calls: dict[Any, dict], deltas: list[dict]) -> None:
+def _merge_tool_calls(calls: dict[int, dict], deltas: list) -> None:
     for delta in deltas:
-        call = calls.setdefault(delta.get("index"), {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
-        if delta.get("id"):
-            call["id"] = delta["id"]
-        if delta.get("function"):
-            call["function"]["name"] += delta["function"].get("name") or ""
-            call["function"]["arguments"] += delta["function"].get("arguments") or ""
+        call = calls.setdefault(delta.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        if delta.id:
+            call["id"] = delta.id
+        if delta.function:
+            call["function"]["name"] += delta.function.name or ""
+            call["function"]["arguments"] += delta.function.arguments or ""
 
 
 def classify(exc: Exception) -> ProviderError:
