@@ -32,7 +32,8 @@ GENERATION_KEY = "sentinel:config:generation"
 MAX_ENTRIES = 10_000  # past this the cache starts again empty: never a memory leak, whatever the keys
 T = TypeVar("T")
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # the entries, the epoch and the generation
+_check_lock = threading.Lock()  # held by the one thread reading the generation from Redis
 _entries: dict[tuple[str, Hashable], tuple[float, Any]] = {}
 _epoch = 0  # local: bumped on every clear, so a load that raced a change is not stored
 _generation: bytes | None = None  # Redis's counter as last seen
@@ -66,19 +67,26 @@ def _check_generation(now: float) -> None:
     global _generation, _checked_at
     if now - _checked_at < settings.SENTINEL["CONFIG_CHECK_SECONDS"]:
         return
-    with _lock:
+    # One thread asks Redis; the others go on with what is cached meanwhile (never waiting on a
+    # network read behind a lock, nor holding the entries' lock during one).
+    if not _check_lock.acquire(blocking=False):
+        return
+    try:
         if now - _checked_at < settings.SENTINEL["CONFIG_CHECK_SECONDS"]:
             return  # another thread checked meanwhile
         try:
             seen = sync_client().get(GENERATION_KEY)
         except Exception as exc:  # noqa: BLE001 - without the counter nothing cached can be trusted
             log.warning("config generation unreadable, cache dropped: %s", type(exc).__name__)
-            _clear_locked()
+            clear()
             return  # _checked_at unchanged: the next request asks again
-        if seen != _generation:
-            _clear_locked()
-            _generation = seen
-        _checked_at = now
+        with _lock:
+            if seen != _generation:
+                _clear_locked()
+                _generation = seen
+            _checked_at = now
+    finally:
+        _check_lock.release()
 
 
 def _clear_locked() -> None:
