@@ -24,7 +24,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from agents import openai_format, providers, streams
+from agents import openai_format, providers, signals, streams
 from agents.models import UNFINISHED, DeadLetter, EventKind, Message, Turn, TurnEventRecord, TurnStatus
 from agents.recorder import LostClaim, Recorder, fenced, state_events
 from agents.streams import StreamKind
@@ -126,6 +126,7 @@ def end_failed(
         )  # fmt: skip
         following = next_queued(turn)
     announce(turn.id, [(StreamKind.ERROR, failure.error)])
+    _tell_ended(turn, TurnStatus.FAILED)
     if failure.dead_letter:
         metrics.DEAD_LETTERED.labels(failure.dead_letter).inc()
     metrics.TURNS.labels("failed").inc()
@@ -190,6 +191,7 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
         completion_tokens=completion_tokens,
     )
     announce(turn.id, [*state_events(written), (StreamKind.DONE, {"response": response})])  # one round trip
+    _tell_ended(turn, TurnStatus.SUCCEEDED)
     metrics.TURNS.labels("succeeded").inc()
     metrics.TURN_DURATION.observe((now - turn.created_at).total_seconds())
     metrics.LLM_TOKENS.labels(config.endpoint, body["model"], "input").inc(prompt_tokens)
@@ -309,6 +311,13 @@ def give_up(turn: Turn, reason: str, error: dict | None, *, write_events: Callab
     except Fenced:
         return False
     return True
+
+
+def _tell_ended(turn: Turn, status: str) -> None:
+    """Best effort, like announce: the Turn row already holds the outcome."""
+    for receiver, result in signals.turn_ended.send_robust(sender=Turn, turn_id=turn.id, status=status):
+        if isinstance(result, Exception):
+            log.warning("a turn_ended receiver failed: %s (%s)", type(result).__name__, getattr(receiver, "__qualname__", receiver))
 
 
 def _ms_since(start, end) -> int:
