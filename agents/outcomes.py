@@ -14,17 +14,19 @@ so a Redis blip never fails a turn or aborts a sweep halfway.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import redis
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from agents import openai_format, providers, signals, streams
+from agents import finishing, openai_format, providers, signals, streams
 from agents.models import UNFINISHED, DeadLetter, EventKind, Message, Turn, TurnEventRecord, TurnStatus
 from agents.recorder import LostClaim, Recorder, fenced, state_events
 from agents.streams import StreamKind
@@ -86,9 +88,9 @@ def end_failed(
     agent_state: str,
     write_events: Callable[[], object],
     reservation: Reservation | None = None,
-) -> Turn | None:
+) -> uuid.UUID | None:
     """End `turn` as failed if `fence` (the turn's row, filtered on what its owner saw) still holds;
-    Fenced otherwise. Returns the conversation's next queued turn, for the caller to enqueue."""
+    Fenced otherwise. Returns the id of the conversation's next queued turn, for the caller to enqueue."""
     now = timezone.now()
     with transaction.atomic():
         ended = fence.update(
@@ -132,7 +134,7 @@ def end_failed(
     metrics.TURNS.labels("failed").inc()
     metrics.TURN_DURATION.observe((now - turn.created_at).total_seconds())
     log.warning("turn failed", extra={"turn": str(turn.id), "code": failure.error.get("code"), "status": failure.error.get("status")})
-    return following
+    return following.id if following else None
 
 
 def next_queued(turn: Turn) -> Turn | None:
@@ -144,7 +146,10 @@ def actor_of(turn: Turn) -> str:
     return audit.actor_for_key(turn.api_key if turn.api_key_id else None)
 
 
-def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate: int, config, body: dict, reply_index: int) -> Turn | None:
+def succeed(
+    recorder: Recorder, result: providers.Completion, *, prompt_estimate: int, config, body: dict, reply_index: int
+) -> uuid.UUID | None:
+    """End the turn with its reply; the id of the conversation's next queued turn, if one waited."""
     turn = recorder.turn
     wants_tools = bool(result.tool_calls)
     prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else prompt_estimate
@@ -172,14 +177,10 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
     recorder.move(Trigger.COMPLETE)
     now = timezone.now()
     settlement = {"model": body["model"], "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "actual": actual}
-    try:
+    if settings.SENTINEL["FINISH_WRITES"] == "orm":
+        written, following = _finish_orm(recorder, result, now, reply_index, finish_reason, settlement)
+    else:
         written, following = _finish(recorder, result, now, reply_index, finish_reason, settlement)
-    except LostClaim:
-        # Another attempt owns the turn now, and this answer is discarded; but the call was made
-        # and the provider paid for it, so its cost goes on the ledger all the same.
-        if recorder.reservation is not None:
-            spend.settle(recorder.reservation, turn_id=turn.id, **settlement)
-        raise
     response = openai_format.completion(
         turn_id=turn.id,
         created=int(turn.created_at.timestamp()),
@@ -201,10 +202,85 @@ def succeed(recorder: Recorder, result: providers.Completion, *, prompt_estimate
     return following
 
 
+def _audit_succeeded(recorder: Recorder, settlement: dict) -> dict[str, Any]:
+    turn = recorder.turn
+    return {
+        "action": "turn.succeeded",
+        "actor": actor_of(turn),
+        "tenant_id": turn.tenant_id,
+        "target": str(turn.id),
+        "data": {
+            "agent": turn.agent.name,
+            "model": settlement["model"],
+            "tokens": settlement["prompt_tokens"] + settlement["completion_tokens"],
+            "cost": str(settlement["actual"]),
+            "attempt": recorder.attempt,
+        },
+    }
+
+
 def _finish(
     recorder: Recorder, result: providers.Completion, now, reply_index: int, finish_reason: str, settlement: dict
-) -> tuple[list[TurnEventRecord], Turn | None]:
-    """The reply, the turn's outcome, its events, its settlement and its audit entry: one commit."""
+) -> tuple[list[TurnEventRecord], uuid.UUID | None]:
+    """The reply, the turn's outcome, its events, its settlement and its audit entry, as one Finish
+    committed with the other turns ending at the same time (agents/finishing.py)."""
+    turn = recorder.turn
+    reply_id = uuid.uuid4()
+    recorder.record(EventKind.COMPLETED, {"message_id": str(reply_id), "cost": str(settlement["actual"])})
+    events, recorder.pending = recorder.pending, []
+    reservation = recorder.reservation
+    done = finishing.finish(
+        finishing.Finish(
+            turn_id=turn.id,
+            attempt=recorder.attempt,
+            tenant_id=turn.tenant_id,
+            conversation_id=turn.conversation_id,
+            seq=turn.seq,
+            at=now,
+            reply_id=reply_id,
+            reply_index=reply_index,
+            content=result.content,
+            tool_calls=result.tool_calls or None,
+            outcome={
+                "agent_state": recorder.state.value,
+                "model": result.model,
+                "prompt_tokens": settlement["prompt_tokens"],
+                "completion_tokens": settlement["completion_tokens"],
+                "latency_ms": _ms_since(turn.created_at, now),
+                "provider_latency_ms": result.latency_ms,
+                "first_token_ms": result.first_token_ms,
+                "finish_reason": finish_reason,
+                "cost": settlement["actual"],
+            },
+            events=events,
+            settlement=finishing.Settlement(reservation.id, **settlement) if reservation is not None else None,
+            audit_entry=_audit_succeeded(recorder, settlement),
+        )
+    )
+    if not done.won:
+        # Another attempt owns the turn now, and this answer is discarded; its cost was charged all
+        # the same (the provider was paid), in the same commit.
+        raise LostClaim
+    return events, done.following
+
+
+def _finish_orm(
+    recorder: Recorder, result: providers.Completion, now, reply_index: int, finish_reason: str, settlement: dict
+) -> tuple[list[TurnEventRecord], uuid.UUID | None]:
+    """The ORM lane of `_finish` (SENTINEL_FINISH_WRITES=orm), one turn a transaction: kept while the
+    bench compares the two."""
+    turn = recorder.turn
+    try:
+        return _finish_orm_writes(recorder, result, now, reply_index, finish_reason, settlement)
+    except LostClaim:
+        if recorder.reservation is not None:
+            spend.settle(recorder.reservation, turn_id=turn.id, **settlement)
+        raise
+
+
+def _finish_orm_writes(
+    recorder: Recorder, result: providers.Completion, now, reply_index: int, finish_reason: str, settlement: dict
+) -> tuple[list[TurnEventRecord], uuid.UUID | None]:
     turn = recorder.turn
     with transaction.atomic():
         message = Message.objects.create(
@@ -242,23 +318,11 @@ def _finish(
         # commit: the tenant's budget windows, then the audit chain's head (every turn's).
         if recorder.reservation is not None:
             spend.settle(recorder.reservation, turn_id=turn.id, **settlement)
-        audit.record(
-            "turn.succeeded",
-            actor=actor_of(turn),
-            tenant_id=turn.tenant_id,
-            target=str(turn.id),
-            data={
-                "agent": turn.agent.name,
-                "model": settlement["model"],
-                "tokens": settlement["prompt_tokens"] + settlement["completion_tokens"],
-                "cost": str(settlement["actual"]),
-                "attempt": recorder.attempt,
-            },
-        )
-    return written, following
+        audit.record(**_audit_succeeded(recorder, settlement))
+    return written, following.id if following else None
 
 
-def fail(recorder: Recorder, error: providers.ProviderError | Refused) -> Turn | None:
+def fail(recorder: Recorder, error: providers.ProviderError | Refused) -> uuid.UUID | None:
     """The provider failed for good, or Sentinel's own rules refused the call (`Refused`): the turn
     fails; one whose retries ran out on a failure that might pass (timeouts, 5xx) stays re-drivable
     as a dead letter."""
@@ -284,7 +348,7 @@ def fail(recorder: Recorder, error: providers.ProviderError | Refused) -> Turn |
         raise LostClaim from None
 
 
-def crash(recorder: Recorder) -> Turn | None:
+def crash(recorder: Recorder) -> uuid.UUID | None:
     """Fail a turn after an unexpected error in Sentinel itself (not the provider's fault)."""
     recorder.pending.clear()
     error = providers.ProviderError(500, "internal_error", "Sentinel failed while running this turn.", retryable=False, type="server_error")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -68,8 +69,8 @@ def claim(turn_id: Any) -> Recorder | None:
     return recorder
 
 
-def execute(recorder: Recorder) -> Turn | None:
-    """Run a claimed turn to its end. Returns the next queued turn of the conversation, if any.
+def execute(recorder: Recorder) -> uuid.UUID | None:
+    """Run a claimed turn to its end. Returns the id of the conversation's next queued turn, if any.
     Its heartbeat beats from claim to end, whatever it waits on (agents/heartbeat.py)."""
     beating = heartbeat.track(recorder.turn.id, recorder.attempt)
     try:
@@ -78,7 +79,7 @@ def execute(recorder: Recorder) -> Turn | None:
         heartbeat.untrack(beating)
 
 
-def _execute(recorder: Recorder, beating: heartbeat.Tracked) -> Turn | None:
+def _execute(recorder: Recorder, beating: heartbeat.Tracked) -> uuid.UUID | None:
     turn = recorder.turn
     config = providers.ProviderConfig.for_agent(turn.agent)
     if turn.params.get("model_override"):

@@ -55,7 +55,7 @@ def run_turn(self, turn_id: str, recall_hint: str | None = None) -> str:
                 span.set_attribute("sentinel.turn.status", "failed")
         schedule_indexing()  # the new messages go to long-term memory
         if following is not None:
-            enqueue_turn(following.id)
+            enqueue_turn(following)
         return "done"
     finally:
         for var, token in zip((logs.turn_id, logs.trace_id, logs.tenant_id), tokens, strict=True):

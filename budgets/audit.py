@@ -232,6 +232,24 @@ def record(action: str, *, actor: str, tenant_id=None, target: str = "", data: d
     return entry
 
 
+def record_many(entries: list[dict[str, Any]]) -> list[AuditEntry]:
+    """Append several entries (each `record`'s keyword arguments) under one lock of the head: the
+    group commit's way, three statements for any number of entries."""
+    hasher = keyed(_key())
+    with transaction.atomic(savepoint=False):
+        head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
+        chained, seq, prev_hash = [], head.seq, head.hash
+        for each in entries:
+            seq += 1
+            entry = _entry(AuditEntry, hasher, seq=seq, prev_hash=prev_hash, **each)
+            chained.append(entry)
+            prev_hash = entry.hash
+        AuditEntry.objects.bulk_create(chained)
+        head.seq, head.hash = seq, prev_hash
+        head.save(update_fields=["seq", "hash"])
+    return chained
+
+
 # --- verifying -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Break:

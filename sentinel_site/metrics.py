@@ -160,6 +160,12 @@ CONTEXT_TOKENS = Histogram(
     "Tokens of context sent per turn (memory_token_count).",
     buckets=(128, 256, 512, 1024, 2048, 4096, 8192, 16384),
 )
+GROUP_COMMIT_BATCH = Histogram(
+    "sentinel_group_commit_batch_size",
+    "Items written per group commit (one transaction, one fsync), by writer.",
+    ["writer"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 MEMORY_INDEXED = Counter("sentinel_memory_indexed_total", "Messages and summaries embedded into long-term memory.")
 DB_QUERIES = Counter("sentinel_db_queries_total", "SQL statements sent to PostgreSQL, by process kind.", ["process"])
 

@@ -82,7 +82,7 @@ def test_a_later_turn_waits_for_the_earlier_one_in_its_conversation(alice, stub_
     second = admit_turn(alice, "two", conversation=first.conversation_id)
     assert runner.claim(second.id) is None, "the second turn must wait while the first is unfinished"
     following = run(first)
-    assert following is not None and following.id == second.id, "finishing a turn hands over to the next queued one"
+    assert following == second.id, "finishing a turn hands over to the next queued one"
     run(second)
     history = [(m.role, m.content) for m in Message.objects.filter(conversation_id=first.conversation_id)]
     assert history == [("user", "one"), ("assistant", "echo: one"), ("user", "two"), ("assistant", "echo: two")]

@@ -1,0 +1,318 @@
+"""A succeeded turn's outcome, written in hand-written SQL with many turns to one transaction.
+
+A `Finish` is plain data: the reply, the turn's outcome, its events, its settlement and its audit
+entry. `write` puts any number of them in the caller's transaction with a fixed number of
+statements (about eleven, whatever the count): multi-row inserts from arrays, and updates joined to
+`unnest(...)`. `finish` writes one through the worker's group commit (sentinel_site/groupcommit.py),
+so the turns that end together share one commit and one fsync, and lock the tenant's budget windows
+and the audit chain's head once for all of them.
+
+What each finish is held to is what the ORM lane (`outcomes._finish`) does one turn at a time:
+- the turn's update is fenced on the attempt that claimed it; a finish whose fence fails (another
+  attempt owns the turn) writes nothing of its own, except its settlement: the provider was paid for
+  the call all the same, so the spend is charged, late, on the ledger;
+- a reservation is settled at most once: it is claimed by a conditional update first;
+- locks are taken in one order everywhere (turn rows, then budget windows by id, then the audit
+  head), so batches of two workers, or a batch and an admission, never deadlock over windows.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from agents.models import Message, Turn, TurnEventRecord, TurnStatus
+from budgets import audit
+from budgets.models import BudgetWindow, Reservation, SpendEntry
+from sentinel_site.groupcommit import GroupCommit
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """What a call cost, to be charged to the reservation that held its worst case."""
+
+    reservation_id: uuid.UUID
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    actual: Decimal
+
+
+@dataclass
+class Finish:
+    """Everything a succeeded attempt writes, as data (nothing is written until `write`)."""
+
+    turn_id: uuid.UUID
+    attempt: int
+    tenant_id: uuid.UUID
+    conversation_id: uuid.UUID
+    seq: int
+    at: datetime
+    reply_id: uuid.UUID
+    reply_index: int
+    content: str
+    tool_calls: list | None
+    outcome: dict[str, Any]  # agent_state, model, prompt/completion tokens, latencies, finish_reason, cost
+    events: list[TurnEventRecord]
+    settlement: Settlement | None
+    audit_entry: dict[str, Any]  # audit.record's arguments: action, actor, tenant_id, target, data
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a finish went: `won` if it was the turn's owner (its writes are kept), the next turn of its
+    conversation that waited for it, and whether its settlement was charged now."""
+
+    won: bool
+    following: uuid.UUID | None
+    settled: bool
+
+
+def finish(item: Finish) -> Finished:
+    """Write one turn's finish durably: in the caller's transaction if it has one open, else with the
+    worker's group commit (SENTINEL_FINISH_WRITES=batched) or in a transaction of its own (`sql`)."""
+    if connection.in_atomic_block or settings.SENTINEL["FINISH_WRITES"] != "batched":
+        with transaction.atomic():
+            return write([item])[0]
+    return committer().submit(item)
+
+
+@lru_cache(maxsize=1)
+def committer() -> GroupCommit[Finish, Finished]:
+    conf = settings.SENTINEL
+    return GroupCommit("finish", write, max_batch=conf["GROUP_COMMIT_MAX"], wait_seconds=conf["GROUP_COMMIT_WAIT_MS"] / 1000)
+
+
+def write(finishes: Sequence[Finish]) -> list[Finished]:
+    """Write `finishes` in the caller's transaction; one Finished each, in order."""
+    with connection.cursor() as cursor:
+        won = _fence(cursor, finishes)
+        winners = [item for item in finishes if item.turn_id in won]
+        following: dict[uuid.UUID, uuid.UUID] = {}
+        if winners:
+            _insert_replies(cursor, winners)
+            _insert_events(cursor, winners)
+            following = _next_queued(cursor, winners)
+        settled = _settle(cursor, [item for item in finishes if item.settlement is not None])
+    if winners:
+        # The chain's head last: its lock, the hottest of all, is held for the fewest statements.
+        audit.record_many([item.audit_entry for item in winners])
+    return [
+        Finished(
+            won=item.turn_id in won,
+            following=following.get(item.conversation_id) if item.turn_id in won else None,
+            settled=item.settlement is not None and item.settlement.reservation_id in settled,
+        )
+        for item in finishes
+    ]
+
+
+def _table(model: Any) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _fence(cursor, finishes: Sequence[Finish]) -> set[uuid.UUID]:
+    """The turns' outcomes, each only where its attempt still owns the turn; the ids it held for."""
+    rows = [
+        (
+            item.turn_id,
+            item.attempt,
+            item.outcome["agent_state"],
+            item.at,
+            item.outcome["model"],
+            item.outcome["prompt_tokens"],
+            item.outcome["completion_tokens"],
+            item.outcome["latency_ms"],
+            item.outcome["provider_latency_ms"],
+            item.outcome["first_token_ms"],
+            item.outcome["finish_reason"],
+            item.reply_id,
+            item.outcome["cost"],
+        )
+        for item in finishes
+    ]
+    cursor.execute(
+        f"""
+        UPDATE {_table(Turn)} AS t SET
+            status = %s, agent_state = v.agent_state, finished_at = v.at, heartbeat_at = v.at, model = v.model,
+            prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, latency_ms = v.latency_ms,
+            provider_latency_ms = v.provider_latency_ms, first_token_ms = v.first_token_ms,
+            finish_reason = v.finish_reason, output_id = v.output_id, error = NULL, cost = v.cost
+        FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::timestamptz[], %s::text[], %s::int[], %s::int[], %s::int[],
+                    %s::int[], %s::int[], %s::text[], %s::uuid[], %s::numeric[])
+            AS v(id, attempt, agent_state, at, model, prompt_tokens, completion_tokens, latency_ms,
+                 provider_latency_ms, first_token_ms, finish_reason, output_id, cost)
+        WHERE t.id = v.id AND t.attempt = v.attempt AND t.status = %s
+        RETURNING t.id
+        """,
+        [TurnStatus.SUCCEEDED.value, *map(list, zip(*rows, strict=True)), TurnStatus.RUNNING.value],
+    )
+    return {row[0] for row in cursor.fetchall()}
+
+
+def _insert_replies(cursor, winners: list[Finish]) -> None:
+    cursor.execute(
+        f"""
+        INSERT INTO {_table(Message)} (id, tenant_id, conversation_id, turn_id, seq, "index", role, content, name,
+                                       tool_calls, tool_call_id, client_id, occurred_at, embedded, created_at)
+        SELECT v.id, v.tenant_id, v.conversation_id, v.turn_id, v.seq, v.index, 'assistant', v.content, '',
+               v.tool_calls::jsonb, '', '', v.at, false, v.at
+        FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[],
+                    %s::timestamptz[])
+            AS v(id, tenant_id, conversation_id, turn_id, seq, index, content, tool_calls, at)
+        """,
+        [
+            [item.reply_id for item in winners],
+            [item.tenant_id for item in winners],
+            [item.conversation_id for item in winners],
+            [item.turn_id for item in winners],
+            [item.seq for item in winners],
+            [item.reply_index for item in winners],
+            [item.content for item in winners],
+            [json.dumps(item.tool_calls) if item.tool_calls else None for item in winners],
+            [item.at for item in winners],
+        ],
+    )
+
+
+def _insert_events(cursor, winners: list[Finish]) -> None:
+    events = [event for item in winners for event in item.events]
+    if not events:
+        return
+    cursor.execute(
+        f"""
+        INSERT INTO {_table(TurnEventRecord)} (turn_id, seq, attempt, kind, from_state, to_state, payload, created_at)
+        SELECT v.turn_id, v.seq, v.attempt, v.kind, v.from_state, v.to_state, v.payload::jsonb, v.created_at
+        FROM unnest(%s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
+            AS v(turn_id, seq, attempt, kind, from_state, to_state, payload, created_at)
+        """,
+        [
+            [event.turn_id for event in events],
+            [event.seq for event in events],
+            [event.attempt for event in events],
+            [str(event.kind) for event in events],
+            [event.from_state for event in events],
+            [event.to_state for event in events],
+            [json.dumps(event.payload) for event in events],
+            [event.created_at for event in events],
+        ],
+    )
+
+
+def _next_queued(cursor, winners: list[Finish]) -> dict[uuid.UUID, uuid.UUID]:
+    """Each conversation's next turn waiting for the one that ended ({conversation id: turn id})."""
+    cursor.execute(
+        f"""
+        SELECT DISTINCT ON (t.conversation_id) t.conversation_id, t.id
+        FROM {_table(Turn)} AS t JOIN unnest(%s::uuid[], %s::int[]) AS v(conversation_id, seq)
+            ON t.conversation_id = v.conversation_id AND t.seq > v.seq
+        WHERE t.status = %s
+        ORDER BY t.conversation_id, t.seq
+        """,
+        [[item.conversation_id for item in winners], [item.seq for item in winners], TurnStatus.QUEUED.value],
+    )
+    return dict(cursor.fetchall())
+
+
+def _settle(cursor, finishes: list[Finish]) -> set[uuid.UUID]:
+    """Claim the reservations (held, or late: expired or released), put their spend on the ledger and
+    on their windows; the reservation ids settled now (one settled before is not charged again)."""
+    if not finishes:
+        return set()
+    by_reservation = {item.settlement.reservation_id: item for item in finishes if item.settlement is not None}
+    cursor.execute(
+        f"""
+        WITH claimable AS (
+            SELECT id, status FROM {_table(Reservation)}
+            WHERE id = ANY(%s::uuid[]) AND status IN (%s, %s, %s)
+            FOR UPDATE
+        )
+        UPDATE {_table(Reservation)} AS r SET status = %s, closed_at = %s
+        FROM claimable WHERE r.id = claimable.id
+        RETURNING r.id, claimable.status, r.amount, r.tenant_id, r.api_key_id, r.turn_id
+        """,
+        [
+            list(by_reservation),
+            Reservation.Status.HELD.value,
+            Reservation.Status.EXPIRED.value,
+            Reservation.Status.RELEASED.value,
+            Reservation.Status.SETTLED.value,
+            finishes[0].at,
+        ],
+    )
+    claimed = cursor.fetchall()
+    if not claimed:
+        return set()
+    ledger = []
+    for reservation_id, was, amount, tenant_id, api_key_id, turn_id in claimed:
+        item = by_reservation[reservation_id]
+        settlement = item.settlement
+        assert settlement is not None
+        released = amount if was == Reservation.Status.HELD else Decimal(0)  # a late one gave its hold back already
+        ledger.append((reservation_id, tenant_id, api_key_id, turn_id or item.turn_id, settlement, released, item.at))
+    cursor.execute(
+        f"""
+        INSERT INTO {_table(SpendEntry)} (tenant_id, api_key_id, turn_id, reservation_id, model, prompt_tokens,
+                                          completion_tokens, cost, created_at)
+        SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[], %s::text[], %s::int[], %s::int[],
+                             %s::numeric[], %s::timestamptz[])
+        """,
+        [
+            [row[1] for row in ledger],
+            [row[2] for row in ledger],
+            [row[3] for row in ledger],
+            [row[0] for row in ledger],
+            [row[4].model for row in ledger],
+            [row[4].prompt_tokens for row in ledger],
+            [row[4].completion_tokens for row in ledger],
+            [row[4].actual for row in ledger],
+            [row[6] for row in ledger],
+        ],
+    )
+    _move_windows(cursor, ledger)
+    return {row[0] for row in ledger}
+
+
+def _move_windows(cursor, ledger: list[tuple]) -> None:
+    """The budget windows' counters, the tenants' hottest rows: locked in id order (as admission's
+    reserve does), then moved by the sums of the batch's settlements in one statement."""
+    through = _table(Reservation.windows.through)
+    reservation_ids = [row[0] for row in ledger]
+    cursor.execute(
+        f"""
+        SELECT w.id FROM {_table(BudgetWindow)} AS w
+        WHERE w.id IN (SELECT budgetwindow_id FROM {through} WHERE reservation_id = ANY(%s::uuid[]))
+        ORDER BY w.id FOR UPDATE
+        """,
+        [reservation_ids],
+    )
+    if not cursor.fetchall():
+        return  # no budget applies to these calls
+    cursor.execute(
+        f"""
+        UPDATE {_table(BudgetWindow)} AS w
+        SET reserved = w.reserved - d.released, settled = w.settled + d.actual, tokens = w.tokens + d.tokens
+        FROM (
+            SELECT rw.budgetwindow_id AS id, sum(s.released) AS released, sum(s.actual) AS actual, sum(s.tokens) AS tokens
+            FROM unnest(%s::uuid[], %s::numeric[], %s::numeric[], %s::bigint[]) AS s(reservation_id, released, actual, tokens)
+            JOIN {through} AS rw ON rw.reservation_id = s.reservation_id
+            GROUP BY rw.budgetwindow_id
+        ) AS d
+        WHERE w.id = d.id
+        """,
+        [
+            reservation_ids,
+            [row[5] for row in ledger],
+            [row[4].actual for row in ledger],
+            [row[4].prompt_tokens + row[4].completion_tokens for row in ledger],
+        ],
+    )
