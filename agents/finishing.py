@@ -96,7 +96,7 @@ def write(finishes: Sequence[Finish]) -> list[Finished]:
     """Write `finishes` in the caller's transaction; one Finished each, in order."""
     with connection.cursor() as cursor:
         won = _fence(cursor, finishes)
-        winners = [item for item in finishes if item.turn_id in won]
+        winners = [item for item in finishes if (item.turn_id, item.attempt) in won]
         following: dict[uuid.UUID, uuid.UUID] = {}
         if winners:
             _insert_replies(cursor, winners)
@@ -108,8 +108,8 @@ def write(finishes: Sequence[Finish]) -> list[Finished]:
         audit.record_many([item.audit_entry for item in winners])
     return [
         Finished(
-            won=item.turn_id in won,
-            following=following.get(item.conversation_id) if item.turn_id in won else None,
+            won=(item.turn_id, item.attempt) in won,
+            following=following.get(item.conversation_id) if (item.turn_id, item.attempt) in won else None,
             settled=item.settlement is not None and item.settlement.reservation_id in settled,
         )
         for item in finishes
@@ -120,8 +120,9 @@ def _table(model: Any) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _fence(cursor, finishes: Sequence[Finish]) -> set[uuid.UUID]:
-    """The turns' outcomes, each only where its attempt still owns the turn; the ids it held for."""
+def _fence(cursor, finishes: Sequence[Finish]) -> set[tuple[uuid.UUID, int]]:
+    """The turns' outcomes, each only where its attempt still owns the turn; the (turn, attempt)
+    pairs it held for (two attempts of one turn may share a batch: at most one holds)."""
     rows = [
         (
             item.turn_id,
@@ -152,11 +153,11 @@ def _fence(cursor, finishes: Sequence[Finish]) -> set[uuid.UUID]:
             AS v(id, attempt, agent_state, at, model, prompt_tokens, completion_tokens, latency_ms,
                  provider_latency_ms, first_token_ms, finish_reason, output_id, cost)
         WHERE t.id = v.id AND t.attempt = v.attempt AND t.status = %s
-        RETURNING t.id
+        RETURNING t.id, v.attempt
         """,
         [TurnStatus.SUCCEEDED.value, *map(list, zip(*rows, strict=True)), TurnStatus.RUNNING.value],
     )
-    return {row[0] for row in cursor.fetchall()}
+    return {(turn_id, attempt) for turn_id, attempt in cursor.fetchall()}
 
 
 def _insert_replies(cursor, winners: list[Finish]) -> None:

@@ -96,7 +96,7 @@ class GroupCommit(Generic[T, R]):
             if len(batch) == 1:
                 batch[0][1].set_exception(error)
                 return
-            log.warning("a batch of %d failed (%s); writing its items one by one", len(batch), type(error).__name__)
+            log.warning("a batch of %d failed (%s: %s); writing its items one by one", len(batch), type(error).__name__, error)
             for item, future in batch:
                 self._commit_one(item, future)
             return
