@@ -256,6 +256,16 @@ def beat_command(schedule: Path) -> list[str]:
     return [PYTHON, "-m", "celery", "-A", "sentinel_site", "beat", "-l", "INFO", "--schedule", str(schedule)]
 
 
+def worker_processes() -> int:
+    """SENTINEL_WORKER_PROCESSES, or one per core the process may run on."""
+    configured = os.environ.get("SENTINEL_WORKER_PROCESSES", "")
+    if configured:
+        if not configured.isdigit() or int(configured) < 1:
+            raise SystemExit(f"sentinel: SENTINEL_WORKER_PROCESSES must be a whole number of at least 1 (got {configured!r})")
+        return int(configured)
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 def worker_command(concurrency: int, name: str, *extra: str, queues: str = "turns,memory,maintenance") -> list[str]:
     """The threads pool: a turn mostly waits on the model's HTTP answer (see the README)."""
     return [
@@ -325,9 +335,11 @@ def run() -> int:
         stack.manage("migrate", "--no-input", "-v", "0")
         stack.manage("bootstrap_demo", "--port", str(port))
         stack.metrics_dir()
-        concurrency = os.environ.get("SENTINEL_WORKER_CONCURRENCY", "16")
+        concurrency = int(os.environ.get("SENTINEL_WORKER_CONCURRENCY", "16"))
         stack.spawn("web", web_command(host, port), kind="web")
-        stack.spawn("worker", worker_command(int(concurrency), "sentinel@%h"), kind="worker")
+        # A worker process runs Python on one core at a time (its threads share the GIL): one per core.
+        for n in range(worker_processes()):
+            stack.spawn("worker" if n == 0 else f"worker{n + 1}", worker_command(concurrency, f"sentinel{n + 1}@%h"), kind="worker")
         stack.spawn("beat", beat_command(stack.var / "celerybeat-schedule"), kind="beat")
         wait_until(lambda: not port_is_free(port) or stopping, 60, "the web server")
         say(f"API        http://{host}:{port}/v1")

@@ -247,3 +247,15 @@ def test_only_the_web_process_bounds_its_connection_queue():
     as_worker = {**env, "SENTINEL_PROCESS": "worker"}  # as sentinel_site.stack starts a Celery worker
     worker = subprocess.run([sys.executable, "-c", code], cwd=BASE_DIR, env=as_worker, capture_output=True, text=True, check=True)
     assert worker.stdout.strip() == "None", "a turn must not fail because its worker's threads queue for connections"
+
+
+def test_make_run_starts_a_worker_process_per_core_unless_told(monkeypatch):
+    from sentinel_site import stack
+
+    monkeypatch.delenv("SENTINEL_WORKER_PROCESSES", raising=False)
+    assert stack.worker_processes() == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("SENTINEL_WORKER_PROCESSES", "3")
+    assert stack.worker_processes() == 3
+    monkeypatch.setenv("SENTINEL_WORKER_PROCESSES", "0")
+    with pytest.raises(SystemExit, match="SENTINEL_WORKER_PROCESSES"):
+        stack.worker_processes()
