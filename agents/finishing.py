@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from agents.models import Message, Turn, TurnEventRecord, TurnStatus
+from agents.recorder import insert_events
 from budgets import audit
 from budgets.models import BudgetWindow, Reservation, SpendEntry
 from sentinel_site.groupcommit import GroupCommit
@@ -79,8 +80,8 @@ class Finished:
 
 def finish(item: Finish) -> Finished:
     """Write one turn's finish durably: in the caller's transaction if it has one open, else with the
-    worker's group commit (SENTINEL_FINISH_WRITES=batched) or in a transaction of its own (`sql`)."""
-    if connection.in_atomic_block or settings.SENTINEL["FINISH_WRITES"] != "batched":
+    worker's group commit (SENTINEL_WORKER_WRITES=batched) or in a transaction of its own (`sql`)."""
+    if connection.in_atomic_block or settings.SENTINEL["WORKER_WRITES"] != "batched":
         with transaction.atomic():
             return write([item])[0]
     return committer().submit(item)
@@ -100,7 +101,7 @@ def write(finishes: Sequence[Finish]) -> list[Finished]:
         following: dict[uuid.UUID, uuid.UUID] = {}
         if winners:
             _insert_replies(cursor, winners)
-            _insert_events(cursor, winners)
+            insert_events(cursor, [event for item in winners for event in item.events])
             following = _next_queued(cursor, winners)
         settled = _settle(cursor, [item for item in finishes if item.settlement is not None])
     if winners:
@@ -181,30 +182,6 @@ def _insert_replies(cursor, winners: list[Finish]) -> None:
             [item.content for item in winners],
             [json.dumps(item.tool_calls) if item.tool_calls else None for item in winners],
             [item.at for item in winners],
-        ],
-    )
-
-
-def _insert_events(cursor, winners: list[Finish]) -> None:
-    events = [event for item in winners for event in item.events]
-    if not events:
-        return
-    cursor.execute(
-        f"""
-        INSERT INTO {_table(TurnEventRecord)} (turn_id, seq, attempt, kind, from_state, to_state, payload, created_at)
-        SELECT v.turn_id, v.seq, v.attempt, v.kind, v.from_state, v.to_state, v.payload::jsonb, v.created_at
-        FROM unnest(%s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
-            AS v(turn_id, seq, attempt, kind, from_state, to_state, payload, created_at)
-        """,
-        [
-            [event.turn_id for event in events],
-            [event.seq for event in events],
-            [event.attempt for event in events],
-            [str(event.kind) for event in events],
-            [event.from_state for event in events],
-            [event.to_state for event in events],
-            [json.dumps(event.payload) for event in events],
-            [event.created_at for event in events],
         ],
     )
 

@@ -177,7 +177,7 @@ def succeed(
     recorder.move(Trigger.COMPLETE)
     now = timezone.now()
     settlement = {"model": body["model"], "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "actual": actual}
-    if settings.SENTINEL["FINISH_WRITES"] == "orm":
+    if settings.SENTINEL["WORKER_WRITES"] == "orm":
         written, following = _finish_orm(recorder, result, now, reply_index, finish_reason, settlement)
     else:
         written, following = _finish(recorder, result, now, reply_index, finish_reason, settlement)
@@ -267,7 +267,7 @@ def _finish(
 def _finish_orm(
     recorder: Recorder, result: providers.Completion, now, reply_index: int, finish_reason: str, settlement: dict
 ) -> tuple[list[TurnEventRecord], uuid.UUID | None]:
-    """The ORM lane of `_finish` (SENTINEL_FINISH_WRITES=orm), one turn a transaction: kept while the
+    """The ORM lane of `_finish` (SENTINEL_WORKER_WRITES=orm), one turn a transaction: kept while the
     bench compares the two."""
     turn = recorder.turn
     try:

@@ -4,8 +4,12 @@ goes through (the claim's attempt number: a worker that lost its claim writes no
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from django.conf import settings
+from django.db import connection
 
 from agents.models import EventKind, Turn, TurnEventRecord, TurnStatus
 from agents.streams import StreamKind
@@ -56,8 +60,37 @@ class Recorder:
         """Write buffered events to PostgreSQL; call inside the transaction they belong to."""
         written, self.pending = self.pending, []
         if written:
-            TurnEventRecord.objects.bulk_create(written)
+            if settings.SENTINEL["WORKER_WRITES"] == "orm":
+                TurnEventRecord.objects.bulk_create(written)
+            else:
+                with connection.cursor() as cursor:
+                    insert_events(cursor, written)
         return written
+
+
+def insert_events(cursor, events: list[TurnEventRecord]) -> None:
+    """Events (unsaved) in one multi-row INSERT: what bulk_create does, without the ORM's cost."""
+    if not events:
+        return
+    cursor.execute(
+        f"""
+        INSERT INTO {connection.ops.quote_name(TurnEventRecord._meta.db_table)}
+            (turn_id, seq, attempt, kind, from_state, to_state, payload, created_at)
+        SELECT v.turn_id, v.seq, v.attempt, v.kind, v.from_state, v.to_state, v.payload::jsonb, v.created_at
+        FROM unnest(%s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
+            AS v(turn_id, seq, attempt, kind, from_state, to_state, payload, created_at)
+        """,
+        [
+            [event.turn_id for event in events],
+            [event.seq for event in events],
+            [event.attempt for event in events],
+            [str(event.kind) for event in events],
+            [event.from_state for event in events],
+            [event.to_state for event in events],
+            [json.dumps(event.payload) for event in events],
+            [event.created_at for event in events],
+        ],
+    )
 
 
 def state_events(events: list[TurnEventRecord]) -> list[tuple[str, dict]]:

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents import breaker, heartbeat, outcomes, providers
+from agents import breaker, claims, heartbeat, outcomes, providers
 from agents.models import UNFINISHED, Conversation, EventKind, Turn, TurnStatus
 from agents.outcomes import announce, crash, fail, succeed
 from agents.recorder import LostClaim, Recorder, state_events
@@ -37,6 +37,30 @@ log = logging.getLogger(__name__)
 
 def claim(turn_id: Any) -> Recorder | None:
     """Claim a queued turn for this worker, or None if it is not ours to run (yet)."""
+    if settings.SENTINEL["WORKER_WRITES"] == "orm":
+        return _claim_orm(turn_id)
+    with transaction.atomic():
+        turn = claims.claim(turn_id)
+        if turn is None:
+            return None
+        recorder = _claimed(turn)
+        written = recorder.flush()
+    announce(turn.id, state_events(written))
+    return recorder
+
+
+def _claimed(turn: Turn) -> Recorder:
+    """The claimed turn's recorder, its first events recorded (not yet written)."""
+    logs.trace_id.set(turn.trace_id or "-")
+    logs.tenant_id.set(str(turn.tenant_id))
+    recorder = Recorder(turn=turn, attempt=turn.attempt)
+    recorder.record(EventKind.CLAIMED, {"attempt": turn.attempt})
+    recorder.move(Trigger.MESSAGE_RECEIVED)
+    return recorder
+
+
+def _claim_orm(turn_id: Any) -> Recorder | None:
+    """The ORM lane of the claim (SENTINEL_WORKER_WRITES=orm), kept while the bench compares them."""
     with transaction.atomic():
         # The turn row is locked as it is read, so what the claim writes below is what it holds.
         turn = Turn.objects.select_related("agent", "conversation", "api_key").select_for_update(of=("self",)).filter(id=turn_id).first()
@@ -59,11 +83,7 @@ def claim(turn_id: Any) -> Recorder | None:
         Turn.objects.filter(id=turn.id).update(**claimed)
         for name, value in claimed.items():
             setattr(turn, name, value)
-        logs.trace_id.set(turn.trace_id or "-")
-        logs.tenant_id.set(str(turn.tenant_id))
-        recorder = Recorder(turn=turn, attempt=turn.attempt)
-        recorder.record(EventKind.CLAIMED, {"attempt": turn.attempt})
-        recorder.move(Trigger.MESSAGE_RECEIVED)
+        recorder = _claimed(turn)
         written = recorder.flush()
     announce(turn.id, state_events(written))
     return recorder

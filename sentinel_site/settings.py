@@ -235,10 +235,11 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # How long a turn's token/event stream stays in Redis after it was last written.
     "STREAM_TTL_SECONDS": envint("SENTINEL_STREAM_TTL_SECONDS", 3600, minimum=60),
     "HEARTBEAT_SECONDS": envfloat("SENTINEL_HEARTBEAT_SECONDS", 5.0, minimum=0.5),
-    # How a succeeded turn's outcome is written (agents/finishing.py): batched (hand-written SQL,
-    # committed with the other turns ending at the same time), sql (the same, a commit per turn) or
-    # orm (the earlier lane, one turn a transaction through the ORM; kept for the bench's lanes).
-    "FINISH_WRITES": envchoice("SENTINEL_FINISH_WRITES", "batched", ("batched", "sql", "orm")),
+    # How the worker writes a turn's claim, events and outcome: batched (hand-written SQL; a
+    # succeeded turn's outcome committed with the other turns ending at the same time,
+    # agents/finishing.py), sql (the same statements, a commit per turn) or orm (the earlier lane
+    # through the ORM, one turn a transaction; kept for the bench's lanes).
+    "WORKER_WRITES": envchoice("SENTINEL_WORKER_WRITES", "batched", ("batched", "sql", "orm")),
     # The group commit's batch: at most this many items; and how long it waits for more after the
     # first (0: none; what queued during the last commit forms the next batch).
     "GROUP_COMMIT_MAX": envint("SENTINEL_GROUP_COMMIT_MAX", 128, minimum=1),
