@@ -236,17 +236,40 @@ def record_many(entries: list[dict[str, Any]]) -> list[AuditEntry]:
     """Append several entries (each `record`'s keyword arguments) under one lock of the head: the
     group commit's way, three statements for any number of entries."""
     hasher = keyed(_key())
-    with transaction.atomic(savepoint=False):
-        head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
-        chained, seq, prev_hash = [], head.seq, head.hash
+    head_table, entry_table = (connections["default"].ops.quote_name(m._meta.db_table) for m in (AuditHead, AuditEntry))
+    with transaction.atomic(savepoint=False), connections["default"].cursor() as cursor:
+        cursor.execute(f"SELECT seq, hash FROM {head_table} WHERE id = 1 FOR UPDATE")
+        row = cursor.fetchone()
+        if row is None:  # the very first entry of a deployment
+            head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
+            row = (head.seq, head.hash)
+        chained, (seq, prev_hash) = [], row
         for each in entries:
             seq += 1
             entry = _entry(AuditEntry, hasher, seq=seq, prev_hash=prev_hash, **each)
             chained.append(entry)
             prev_hash = entry.hash
-        AuditEntry.objects.bulk_create(chained)
-        head.seq, head.hash = seq, prev_hash
-        head.save(update_fields=["seq", "hash"])
+        cursor.execute(
+            f"""
+            INSERT INTO {entry_table} (seq, tenant_id, actor, action, target, data, created_at, prev_hash, hash)
+            SELECT v.seq, v.tenant_id, v.actor, v.action, v.target, v.data::jsonb, v.created_at, v.prev_hash, v.hash
+            FROM unnest(%s::bigint[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
+                        %s::text[], %s::text[])
+                AS v(seq, tenant_id, actor, action, target, data, created_at, prev_hash, hash)
+            """,
+            [
+                [e.seq for e in chained],
+                [e.tenant_id for e in chained],
+                [e.actor for e in chained],
+                [e.action for e in chained],
+                [e.target for e in chained],
+                [json.dumps(e.data) for e in chained],
+                [e.created_at for e in chained],
+                [e.prev_hash for e in chained],
+                [e.hash for e in chained],
+            ],
+        )
+        cursor.execute(f"UPDATE {head_table} SET seq = %s, hash = %s WHERE id = 1", [seq, prev_hash])
     return chained
 
 

@@ -186,6 +186,19 @@ def test_an_append_takes_three_statements_under_the_head_lock(django_assert_num_
         audit.record("test.event", actor="tester")
 
 
+def test_many_entries_append_under_one_lock_of_the_head_and_continue_the_chain(django_assert_num_queries):
+    fill(2)
+    tenant_id = uuid.uuid4()
+    batch = [{"action": "turn.succeeded", "actor": "key:1", "tenant_id": tenant_id, "target": f"t{n}", "data": {"n": n}} for n in range(5)]
+    with django_assert_num_queries(3):  # whatever the count: lock the head, insert them all, move the head
+        written = audit.record_many(batch)
+    assert [entry.seq for entry in written] == [3, 4, 5, 6, 7]
+    assert AuditHead.objects.get(id=1).seq == 7 and audit.verify() is None
+    assert AuditEntry.objects.get(seq=5).data == {"n": 2} and AuditEntry.objects.get(seq=5).tenant_id == tenant_id
+    audit.record("after.the.batch", actor="tester")
+    assert audit.verify() is None
+
+
 @pytest.mark.parametrize(
     "key,message",
     [
