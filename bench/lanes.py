@@ -135,6 +135,7 @@ def _throughput(stack: Stack, lanes: dict[str, dict[str, str]], order: list[str]
                 [avg(n, lambda x: x.cpu_ms_per_turn.get("web", 0) + x.cpu_ms_per_turn.get("worker", 0)) for n in names],
             ),
             (f"{clients} clients: CPU ms/turn postgres", [avg(n, lambda x: x.cpu_ms_per_turn.get("postgres", 0)) for n in names]),
+            (f"{clients} clients: finishes per commit", [avg(n, lambda x: x.finishes_per_commit) for n in names]),
         ]
     print(f"\nlanes, {len(order) // len(names)} rounds of {seconds:.0f} s at 50 and 200 clients (0 ms stub), means over rounds:")
     print(_table(rows, names))

@@ -154,18 +154,19 @@ def turn_sections(stack: Stack, quick: bool, proxy: anchor.LiteLLM | None, reaso
         "broken connection is a failed request without a status; a request still open when the window closed is not counted.",
         "",
         "| target | clients | stub latency | turns/s | HTTP requests/s | answers by status | success | p50 | p99 | queue wait p50 / p99 "
-        "| CPU (cores busy) | CPU ms per turn: web / workers / PostgreSQL (LiteLLM: proxy) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| CPU (cores busy) | CPU ms per turn: web / workers / PostgreSQL (LiteLLM: proxy) | finishes per commit |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in runs:
         if r.target == "LiteLLM":
-            per_turn, queue = f"{r.cpu_ms_per_turn.get('litellm', 0):.1f}", ""
+            per_turn, queue, batch = f"{r.cpu_ms_per_turn.get('litellm', 0):.1f}", "", ""
         else:
             per_turn = " / ".join(f"{r.cpu_ms_per_turn.get(part, 0):.0f}" for part in ("web", "worker", "postgres"))
             queue = f"{ms(r.queue_p50_ms)} / {ms(r.queue_p99_ms)}"
+            batch = f"{r.finishes_per_commit:.1f}"
         lines.append(
             f"| {r.target} | {r.clients} | {r.stub_latency_ms} ms | {r.turns_per_s:.0f} | {r.rps:.0f} | {r.load.by_status()} | "
-            f"{r.success:.1%} | {ms(r.p50_ms)} | {ms(r.p99_ms)} | {queue} | {r.cpu} | {per_turn} |"
+            f"{r.success:.1%} | {ms(r.p50_ms)} | {ms(r.p99_ms)} | {queue} | {r.cpu} | {per_turn} | {batch} |"
         )
     stored = [r.distinct for r in mine]
     lines += [

@@ -235,6 +235,7 @@ class Throughput:
     cpu_ms_per_turn: dict[str, float] = field(default_factory=dict)
     rss_peak: dict[str, float] = field(default_factory=dict)
     distinct: tuple[int, int] = (0, 0)  # Sentinel: distinct user texts stored in the window, of user messages stored
+    finishes_per_commit: float = 0.0  # Sentinel: turns' finishes written per group commit in the window
 
     @property
     def rps(self) -> float:
@@ -295,6 +296,7 @@ def throughput(stack: Stack, clients: int, stub_latency_ms: int, seconds: float,
             time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
+    metrics_before = {} if proxy else stack.metrics()
     started_at = time.time()
     meter.start()
     sampler.start()
@@ -318,10 +320,18 @@ def throughput(stack: Stack, clients: int, stub_latency_ms: int, seconds: float,
     waits = [(t.started_at - t.created_at).total_seconds() * 1000 for t in rows if t.started_at]
     result.queue_p50_ms, result.queue_p99_ms = percentile(waits, 50), percentile(waits, 99)
     result.cpu_ms_per_turn = {part: used * 1000 / max(1, count) for part, used in meter.used.items()}
+    result.finishes_per_commit = _commit_batch(metrics_before, stack.metrics())
     asked = Message.objects.filter(role=Role.USER, content__startswith=f"{texts.RUN}-", created_at__gte=_dt(started_at))
     result.distinct = (asked.values("content").distinct().count(), asked.count())
     drain()
     return result
+
+
+def _commit_batch(before: dict[str, float], after: dict[str, float]) -> float:
+    """Finishes per group commit between two scrapes (0 when the finish writer commits per turn)."""
+    total, commits = ("sentinel_group_commit_batch_size_" + part + "{writer=finish}" for part in ("sum", "count"))
+    written = after.get(commits, 0) - before.get(commits, 0)
+    return (after.get(total, 0) - before.get(total, 0)) / written if written else 0.0
 
 
 def _dt(epoch: float):
