@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from agents import outbox
 from sentinel_site import metrics
 from sentinel_site.redis import async_client
 
@@ -23,7 +24,8 @@ async def check_turn_queue() -> None:
     limit = settings.SENTINEL["MAX_QUEUED_TURNS"]
     if not limit:
         return
-    depth = await async_client(settings.CELERY_BROKER_URL).llen(TURN_QUEUE)
+    # A message carries a batch of turns when the outbox batches them: count turns, not messages.
+    depth = int(await async_client(settings.CELERY_BROKER_URL).llen(TURN_QUEUE) * outbox.mean_batch())
     if depth >= limit:
         metrics.SHED.labels("queue_full").inc()
         raise QueueFull(depth)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_init
 from django import db
+from django.conf import settings
 
 from agents import runner, supervisor
+from agents.outbox import Outbox
 from agents.turns import AgentState
 from memory import embeddings
 from memory.tasks import schedule_indexing
@@ -19,10 +24,58 @@ CLAIM_RETRY_SECONDS = 1
 CLAIM_RETRIES = 30
 
 
+class ClaimFailed(Exception):
+    """The database blinked while claiming: nothing was claimed; the turn is to be tried again."""
+
+
 @shared_task(bind=True, name="agents.tasks.run_turn", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_turn(self, turn_id: str, recall_hint: str | None = None) -> str:
     """Run one turn. Delivered twice, or for a turn not ready yet, it does nothing.
     `recall_hint`: the text the turn will recall by, embedded while the turn is claimed."""
+    try:
+        return _run(turn_id, recall_hint)
+    except ClaimFailed:
+        # The database blinked (a restart, dropped connections): try again in a moment rather
+        # than leave the turn to the Supervisor's slower sweep.
+        raise self.retry(countdown=CLAIM_RETRY_SECONDS, max_retries=CLAIM_RETRIES) from None
+
+
+@shared_task(name="agents.tasks.run_turns", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_turns(turns: list[list[str | None]]) -> str:
+    """Several turns in one message ([turn id, recall hint] each; the web's enqueue batches them):
+    run side by side on the process's turn threads, acknowledged once all have ended. Each is the
+    same run as `run_turn`'s, so a redelivered batch skips the turns that ran."""
+    outcomes = list(_turn_threads().map(lambda turn: _run_or_retry(*turn), turns))
+    return f"{len(outcomes)} turns: " + ", ".join(sorted({*outcomes}))
+
+
+def _run_or_retry(turn_id: str, recall_hint: str | None) -> str:
+    try:
+        return _run(turn_id, recall_hint)
+    except ClaimFailed:
+        enqueue_turn(turn_id, countdown=CLAIM_RETRY_SECONDS)  # alone this time, as run_turn retries
+        return "retrying"
+    finally:
+        db.close_old_connections()  # what Celery does after each task, for these threads too
+
+
+_worker_concurrency = [16]  # the worker's -c, once it starts
+
+
+@worker_init.connect
+def _note_concurrency(sender=None, **kwargs) -> None:
+    if sender is not None and isinstance(getattr(sender, "concurrency", None), int):
+        _worker_concurrency[0] = sender.concurrency
+
+
+@lru_cache(maxsize=1)
+def _turn_threads() -> ThreadPoolExecutor:
+    """As many threads as the worker has (its -c): a batch runs its turns at once, as separate
+    deliveries would, and the process runs no more turns at a time than it would have."""
+    return ThreadPoolExecutor(max_workers=_worker_concurrency[0], thread_name_prefix="turn")
+
+
+def _run(turn_id: str, recall_hint: str | None) -> str:
     # Worker threads run task after task: start each turn with a clean log context.
     tokens = [logs.turn_id.set(turn_id), logs.trace_id.set("-"), logs.tenant_id.set("-")]
     try:
@@ -31,10 +84,8 @@ def run_turn(self, turn_id: str, recall_hint: str | None = None) -> str:
         try:
             recorder = runner.claim(turn_id)
         except (db.OperationalError, db.InterfaceError) as error:
-            # The database blinked (a restart, dropped connections): nothing was claimed, so try
-            # again in a moment rather than leave the turn to the Supervisor's slower sweep.
             log.warning("could not claim a turn: %s; retrying", type(error).__name__)
-            raise self.retry(countdown=CLAIM_RETRY_SECONDS, max_retries=CLAIM_RETRIES) from None
+            raise ClaimFailed from None
         if recorder is None:
             return "skipped"
         with _attempt_span(recorder) as span:
@@ -89,8 +140,30 @@ def _attempt_span(recorder: runner.Recorder):
 
 
 def enqueue_turn(turn_id: Any, countdown: int = 0, recall_hint: str | None = None) -> None:
+    """Send a turn to the workers: in the web process through the outbox, which sends the turns
+    admitted at the same moment as one message (SENTINEL_ENQUEUE_BATCH_MAX); else, or delayed, alone."""
+    if not countdown and settings.PROCESS == "web" and settings.SENTINEL["ENQUEUE_BATCH_MAX"] > 1:
+        outbox().put(str(turn_id), recall_hint)
+        return
     kwargs = {"recall_hint": recall_hint} if recall_hint else {}
     run_turn.apply_async(args=[str(turn_id)], kwargs=kwargs, queue="turns", countdown=countdown or None)
+
+
+def enqueue_turn_now(turn_id: str, recall_hint: str | None = None) -> None:
+    kwargs = {"recall_hint": recall_hint} if recall_hint else {}
+    run_turn.apply_async(args=[turn_id], kwargs=kwargs, queue="turns")
+
+
+def _send(batch: list[list[str | None]]) -> None:
+    if len(batch) == 1:
+        enqueue_turn_now(*batch[0])
+    else:
+        run_turns.apply_async(args=[batch], queue="turns")
+
+
+@lru_cache(maxsize=1)
+def outbox() -> Outbox:
+    return Outbox(_send, settings.SENTINEL["ENQUEUE_BATCH_MAX"])
 
 
 @shared_task(name="agents.tasks.supervise", ignore_result=True)

@@ -166,6 +166,9 @@ GROUP_COMMIT_BATCH = Histogram(
     ["writer"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+ENQUEUE_BATCH = Histogram(
+    "sentinel_enqueue_batch_size", "Turns per broker message the web's outbox sent.", buckets=(1, 2, 4, 8, 16, 32, 64)
+)
 MEMORY_INDEXED = Counter("sentinel_memory_indexed_total", "Messages and summaries embedded into long-term memory.")
 DB_QUERIES = Counter("sentinel_db_queries_total", "SQL statements sent to PostgreSQL, by process kind.", ["process"])
 

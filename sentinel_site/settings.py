@@ -144,6 +144,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "maintenance"
 CELERY_TASK_ROUTES = {
     "agents.tasks.run_turn": {"queue": "turns"},
+    "agents.tasks.run_turns": {"queue": "turns"},
     "memory.tasks.*": {"queue": "memory"},
 }
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -244,6 +245,9 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # first (0: none; what queued during the last commit forms the next batch).
     "GROUP_COMMIT_MAX": envint("SENTINEL_GROUP_COMMIT_MAX", 128, minimum=1),
     "GROUP_COMMIT_WAIT_MS": envfloat("SENTINEL_GROUP_COMMIT_WAIT_MS", 0.0, minimum=0.0),
+    # The web sends the turns admitted at the same moment as one broker message of up to this many
+    # (agents/outbox.py); 1: a message per turn.
+    "ENQUEUE_BATCH_MAX": envint("SENTINEL_ENQUEUE_BATCH_MAX", 32, minimum=1),
     "MAX_MESSAGES_PER_REQUEST": envint("SENTINEL_MAX_MESSAGES_PER_REQUEST", 1000, minimum=1),
     # Memory
     # static: distilled from MiniLM (memory/embeddings.py); local: MiniLM itself; openai: the API.

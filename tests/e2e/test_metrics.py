@@ -57,3 +57,29 @@ def test_a_remote_scraper_without_the_token_is_refused(live_stack):
     """uvicorn no longer rewrites the client from X-Forwarded-For, so a forwarded scrape is one."""
     response = httpx.get(f"{live_stack.base_url}/metrics", headers={"X-Forwarded-For": "198.51.100.4"})
     assert response.status_code == 403 and response.json()["error"]["code"] == "metrics_token_required"
+
+
+def _samples(families: dict, family: str, suffix: str) -> float:
+    return sum(s.value for s in families[family].samples if s.name == family + suffix) if family in families else 0.0
+
+
+def test_turns_admitted_together_reach_the_worker_in_shared_messages_and_their_finishes_in_shared_commits(live_stack, alice, stub_llm):
+    stub_llm.script(*[Reply(content=f"answer {n}", delay=0.2) for n in range(40)])
+    before = scrape(live_stack)
+
+    def ask(n: int) -> int:
+        with httpx.Client(base_url=live_stack.api, headers={"Authorization": f"Bearer {alice.key}"}, timeout=60) as h:
+            body = {"model": "helper", "messages": [{"role": "user", "content": f"together {n}"}]}
+            return h.post("/chat/completions", json=body).status_code
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(40) as pool:
+        assert set(pool.map(ask, range(40))) == {200}
+    after = scrape(live_stack)
+    messages = _samples(after, "sentinel_enqueue_batch_size", "_count") - _samples(before, "sentinel_enqueue_batch_size", "_count")
+    turns = _samples(after, "sentinel_enqueue_batch_size", "_sum") - _samples(before, "sentinel_enqueue_batch_size", "_sum")
+    assert turns == 40 and messages < 40, f"40 turns went in {messages} messages"
+    commits = _samples(after, "sentinel_group_commit_batch_size", "_count") - _samples(before, "sentinel_group_commit_batch_size", "_count")
+    finishes = _samples(after, "sentinel_group_commit_batch_size", "_sum") - _samples(before, "sentinel_group_commit_batch_size", "_sum")
+    assert finishes == 40 and commits < 40, f"40 finishes took {commits} commits"
