@@ -247,7 +247,7 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "GROUP_COMMIT_WAIT_MS": envfloat("SENTINEL_GROUP_COMMIT_WAIT_MS", 0.0, minimum=0.0),
     # The web sends the turns admitted at the same moment as one broker message of up to this many
     # (agents/outbox.py); 1: a message per turn.
-    "ENQUEUE_BATCH_MAX": envint("SENTINEL_ENQUEUE_BATCH_MAX", 32, minimum=1),
+    "ENQUEUE_BATCH_MAX": envint("SENTINEL_ENQUEUE_BATCH_MAX", 8, minimum=1),
     "MAX_MESSAGES_PER_REQUEST": envint("SENTINEL_MAX_MESSAGES_PER_REQUEST", 1000, minimum=1),
     # Memory
     # static: distilled from MiniLM (memory/embeddings.py); local: MiniLM itself; openai: the API.
