@@ -87,12 +87,12 @@ class GroupCommit(Generic[T, R]):
                 release_connection()  # idle: the pooled connection goes back until the next batch
 
     def _commit(self, batch: list[tuple[T, Future[R]]]) -> None:
-        db.close_old_connections()  # a connection broken by an earlier batch is replaced, not reused
         items = [item for item, _ in batch]
         try:
             with transaction.atomic():
                 results = self.write(items)
         except Exception as error:  # noqa: BLE001 - any failure: the items are written one by one
+            db.connection.close_if_unusable_or_obsolete()  # a broken connection is replaced, not reused
             if len(batch) == 1:
                 batch[0][1].set_exception(error)
                 return
@@ -107,11 +107,11 @@ class GroupCommit(Generic[T, R]):
             future.set_result(result)
 
     def _commit_one(self, item: T, future: Future[R]) -> None:
-        db.close_old_connections()
         try:
             with transaction.atomic():
                 (result,) = self.write([item])
         except Exception as error:  # noqa: BLE001 - it is the submitter's to handle
+            db.connection.close_if_unusable_or_obsolete()
             future.set_exception(error)
             return
         self.batches += 1
