@@ -128,6 +128,16 @@ else:
     DATABASES["default"]["CONN_MAX_AGE"] = envint("SENTINEL_DB_CONN_MAX_AGE", 60, minimum=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"]["TEST"] = {"NAME": envstr("SENTINEL_TEST_DATABASE_NAME", "test_sentinel")}
+# Durability (issue 13): `sync`, the default, answers a client only after what it is told of is
+# flushed to disk (PostgreSQL's synchronous commit: an fsync per commit, shared by a batch). `async`
+# lets PostgreSQL acknowledge commits before their WAL reaches the disk: if PostgreSQL itself (not a
+# Sentinel process) crashes, the last commits acknowledged within about three wal_writer_delay (600 ms
+# by default) are lost, turns and answers included; nothing is ever half-written. Set per connection
+# at connect time, so it costs no statement.
+DURABILITY = envchoice("SENTINEL_DURABILITY", "sync", ("sync", "async"))
+if DURABILITY == "async":
+    existing = DATABASES["default"]["OPTIONS"].get("options", "")
+    DATABASES["default"]["OPTIONS"]["options"] = f"{existing} -c synchronous_commit=off".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis and Celery -------------------------------------------------------------------------

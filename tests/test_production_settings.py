@@ -84,3 +84,14 @@ def test_a_trusted_proxy_that_is_no_address_stops_start_up():
     result = run_settings(SENTINEL_TRUSTED_PROXIES="10.0.0.0/8,proxy.internal")
     assert result.returncode != 0
     assert "SENTINEL_TRUSTED_PROXIES must list IP addresses or CIDR networks" in result.stderr, result.stderr[-2000:]
+
+
+def test_asynchronous_commit_is_opt_in_and_set_on_the_connection_itself():
+    probe = (
+        "import django; django.setup(); from django.db import connection; "
+        "c = connection.cursor(); c.execute('SHOW synchronous_commit'); print(c.fetchone()[0])"
+    )
+    for durability, expected in (("sync", "on"), ("async", "off")):
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "sentinel_site.settings", "SENTINEL_DURABILITY": durability}
+        shown = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60, cwd=BASE_DIR)
+        assert shown.stdout.strip() == expected, shown.stderr[-2000:]
