@@ -256,14 +256,20 @@ def beat_command(schedule: Path) -> list[str]:
     return [PYTHON, "-m", "celery", "-A", "sentinel_site", "beat", "-l", "INFO", "--schedule", str(schedule)]
 
 
-def worker_processes() -> int:
-    """SENTINEL_WORKER_PROCESSES, or one per core the process may run on."""
-    configured = os.environ.get("SENTINEL_WORKER_PROCESSES", "")
+def processes(kind: str) -> int:
+    """SENTINEL_<KIND>_PROCESSES, or one per core the process may run on: a Python process runs on
+    one core at a time (its threads share the GIL)."""
+    name = f"SENTINEL_{kind.upper()}_PROCESSES"
+    configured = os.environ.get(name, "")
     if configured:
         if not configured.isdigit() or int(configured) < 1:
-            raise SystemExit(f"sentinel: SENTINEL_WORKER_PROCESSES must be a whole number of at least 1 (got {configured!r})")
+            raise SystemExit(f"sentinel: {name} must be a whole number of at least 1 (got {configured!r})")
         return int(configured)
     return max(1, len(os.sched_getaffinity(0)))
+
+
+def worker_processes() -> int:
+    return processes("worker")
 
 
 def worker_command(concurrency: int, name: str, *extra: str, queues: str = "turns,memory,maintenance") -> list[str]:
@@ -336,7 +342,8 @@ def run() -> int:
         stack.manage("bootstrap_demo", "--port", str(port))
         stack.metrics_dir()
         concurrency = int(os.environ.get("SENTINEL_WORKER_CONCURRENCY", "16"))
-        stack.spawn("web", web_command(host, port), kind="web")
+        web_processes = processes("web")
+        stack.spawn("web", [*web_command(host, port), *(["--workers", str(web_processes)] if web_processes > 1 else [])], kind="web")
         # A worker process runs Python on one core at a time (its threads share the GIL): one per core.
         for n in range(worker_processes()):
             stack.spawn("worker" if n == 0 else f"worker{n + 1}", worker_command(concurrency, f"sentinel{n + 1}@%h"), kind="worker")

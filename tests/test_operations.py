@@ -249,7 +249,7 @@ def test_only_the_web_process_bounds_its_connection_queue():
     assert worker.stdout.strip() == "None", "a turn must not fail because its worker's threads queue for connections"
 
 
-def test_make_run_starts_a_worker_process_per_core_unless_told(monkeypatch):
+def test_make_run_starts_a_web_and_a_worker_process_per_core_unless_told(monkeypatch):
     from sentinel_site import stack
 
     monkeypatch.delenv("SENTINEL_WORKER_PROCESSES", raising=False)
@@ -259,3 +259,5 @@ def test_make_run_starts_a_worker_process_per_core_unless_told(monkeypatch):
     monkeypatch.setenv("SENTINEL_WORKER_PROCESSES", "0")
     with pytest.raises(SystemExit, match="SENTINEL_WORKER_PROCESSES"):
         stack.worker_processes()
+    monkeypatch.setenv("SENTINEL_WEB_PROCESSES", "2")
+    assert stack.processes("web") == 2
