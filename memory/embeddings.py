@@ -390,7 +390,7 @@ class OnnxEmbedder(QueuedEmbedder):
         # One text per model call, never padded batches: activations are quantized with one scale per
         # call, so a short text run beside a long one came out moved (cosine 0.956 with its own vector
         # alone, 0.946 with torch's), and a text's vector would depend on what shared its batch.
-        # Batches of 32 saved under 10% of the CPU per text here (bench/HISTORY.md).
+        # Padded batches of 32 took 14-25% less CPU per text; not worth that (bench/HISTORY.md, row 22).
         out = np.empty((len(texts), EMBEDDING_DIMENSIONS), dtype=np.float32)
         for row, encoding in enumerate(self._tokenizer.encode_batch_fast([text[:ONNX_MAX_CHARS] for text in texts])):
             ids = np.array([encoding.ids], dtype=np.int64)
