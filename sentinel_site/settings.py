@@ -260,9 +260,10 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "ENQUEUE_BATCH_MAX": envint("SENTINEL_ENQUEUE_BATCH_MAX", 8, minimum=1),
     "MAX_MESSAGES_PER_REQUEST": envint("SENTINEL_MAX_MESSAGES_PER_REQUEST", 1000, minimum=1),
     # Memory
-    # static: distilled from MiniLM (memory/embeddings.py); local: MiniLM itself; openai: the API.
-    "EMBEDDINGS": envchoice("SENTINEL_EMBEDDINGS", "local", ("static", "local", "openai")),
-    # Where the static model is distilled to, once, on first use.
+    # onnx: MiniLM int8 through ONNX Runtime; static: distilled from MiniLM (memory/embeddings.py);
+    # local: MiniLM itself through torch; openai: the API.
+    "EMBEDDINGS": envchoice("SENTINEL_EMBEDDINGS", "onnx", ("onnx", "static", "local", "openai")),
+    # Where the ONNX model is exported to (and the static model distilled to), once, on first use.
     "STATIC_EMBEDDINGS_DIR": envstr(
         "SENTINEL_STATIC_EMBEDDINGS_DIR", str(Path(envstr("SENTINEL_DATA_DIR", str(BASE_DIR / "var"))) / "embeddings")
     ),
