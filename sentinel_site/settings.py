@@ -236,6 +236,9 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "STREAM_TTL_SECONDS": envint("SENTINEL_STREAM_TTL_SECONDS", 3600, minimum=60),
     "HEARTBEAT_SECONDS": envfloat("SENTINEL_HEARTBEAT_SECONDS", 5.0, minimum=0.5),
     "MAX_MESSAGES_PER_REQUEST": envint("SENTINEL_MAX_MESSAGES_PER_REQUEST", 1000, minimum=1),
+    # How a chat completion request is validated: msgspec structs, with the DRF serializer wording any
+    # error (agents/api/schema.py), or the serializer alone (the old lane, kept for the bench's lanes).
+    "REQUEST_VALIDATION": envchoice("SENTINEL_REQUEST_VALIDATION", "msgspec", ("msgspec", "drf")),
     # Memory
     # static: distilled from MiniLM (memory/embeddings.py); local: MiniLM itself; openai: the API.
     "EMBEDDINGS": envchoice("SENTINEL_EMBEDDINGS", "local", ("static", "local", "openai")),

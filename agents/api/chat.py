@@ -18,6 +18,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 
 from agents import backpressure, openai_format, streams
 from agents.admission import admit
+from agents.api import schema
 from agents.api.serializers import ChatCompletionRequestSerializer, TurnEventSerializer, TurnSerializer
 from agents.models import EventKind, Turn, TurnEventRecord, TurnStatus
 from agents.streams import StreamKind
@@ -134,9 +135,7 @@ class ChatCompletionsView(AsyncAPIView):
         tags=["chat"],
     )
     async def post(self, request):
-        serializer = ChatCompletionRequestSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = schema.validate(request.data)
         idempotency_key = request.headers.get("Idempotency-Key") or None
         if idempotency_key is not None and len(idempotency_key) > 255:
             raise ApiError(400, "Idempotency-Key must be at most 255 characters.", param="Idempotency-Key", code="invalid_value")
