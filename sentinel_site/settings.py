@@ -259,6 +259,9 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # (agents/outbox.py); 1: a message per turn.
     "ENQUEUE_BATCH_MAX": envint("SENTINEL_ENQUEUE_BATCH_MAX", 8, minimum=1),
     "MAX_MESSAGES_PER_REQUEST": envint("SENTINEL_MAX_MESSAGES_PER_REQUEST", 1000, minimum=1),
+    # How a chat completion request is validated: msgspec structs, with the DRF serializer wording any
+    # error (agents/api/schema.py), or the serializer alone (the old lane, kept for the bench's lanes).
+    "REQUEST_VALIDATION": envchoice("SENTINEL_REQUEST_VALIDATION", "msgspec", ("msgspec", "drf")),
     # Memory
     # onnx: MiniLM int8 through ONNX Runtime; static: distilled from MiniLM (memory/embeddings.py);
     # local: MiniLM itself through torch; openai: the API.
