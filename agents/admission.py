@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from agents import providers
@@ -26,6 +26,7 @@ from budgets import audit, spend
 from budgets.models import ApiKey, Budget, Tenant
 from memory import context as memory_context
 from sentinel_site import config_cache, logs, metrics, tracing
+from sentinel_site.db import columns, commit_lazily, from_row, insert
 
 
 class AgentNotFound(Exception):
@@ -90,8 +91,11 @@ def admit(
     data: dict[str, Any],
     idempotency_key: str | None,
     enqueue: Callable[[Turn], None],
+    lazily: bool = False,
 ) -> Admission:
     """Store the request's messages and a queued turn, atomically; enqueue it after commit.
+    `lazily`: the client will hear of the turn only with its answer (a non-streaming wait), whose
+    own commit flushes this one: the admission's commit need not wait for the disk (db.commit_lazily).
 
     In order: an Idempotency-Key seen before answers with its turn; the agent and the call's params
     (the input must fit the agent's context budget); the budget plan (the budgets that apply, a
@@ -108,7 +112,10 @@ def admit(
     for retry in (False, True):
         plan = plan_budget(tenant, api_key, agent, data["messages"], params)
         try:
-            turn = _store(tenant, api_key, agent, data, params, plan, idempotency_key=idempotency_key, digest=digest, enqueue=enqueue)
+            store = _store_orm if settings.SENTINEL["ADMISSION_WRITES"] == "orm" else _store
+            turn = store(
+                tenant, api_key, agent, data, params, plan, idempotency_key=idempotency_key, digest=digest, enqueue=enqueue, lazily=lazily
+            )
         except spend.BudgetExceeded as exceeded:
             _record_over_budget(exceeded, tenant, api_key, plan.amount)
             raise
@@ -167,10 +174,77 @@ def _store(
     idempotency_key: str | None,
     digest: str,
     enqueue: Callable[[Turn], None],
+    lazily: bool = False,
 ) -> Turn:
     """The one transaction: the conversation's next seq, the turn, its messages, its first event and
-    the reservation; the turn is enqueued once it commits. BudgetExceeded rolls all of it back."""
+    the reservation; the turn is enqueued once it commits. BudgetExceeded rolls all of it back.
+    Hand-written SQL: each row an INSERT of its own model's fields (sentinel_site.db.insert)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        if lazily:
+            commit_lazily(cursor)
+        conversation = _next_in_conversation(cursor, tenant, agent, data.get("conversation"))
+        turn = Turn(
+            tenant=tenant,
+            conversation=conversation,
+            agent=agent,
+            api_key=api_key,
+            seq=conversation.last_seq,
+            stream=data.get("stream", False),
+            params=params,
+            idempotency_key=idempotency_key or None,
+            request_hash=digest,
+            trace_id=logs.trace_id.get() if logs.trace_id.get() != "-" else "",
+            traceparent=tracing.current_traceparent(),
+        )
+        insert(cursor, [turn])
+        insert(cursor, _input_messages(turn, data["messages"]))
+        queued = {"message_count": len(data["messages"]), "params": params, "stream": turn.stream}
+        insert(cursor, [TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)])
+        api_key_id = api_key.id if api_key else None
+        spend.reserve(tenant.id, api_key_id, plan.amount, turn_id=turn.id, budgets=plan.budgets, savepoint=False)
+        transaction.on_commit(lambda: enqueue(turn))
+    return turn
+
+
+def _next_in_conversation(cursor, tenant: Tenant, agent: Agent, conversation_id: uuid.UUID | None) -> Conversation:
+    """The conversation to append to, with its next sequence number reserved (row-locked)."""
+    if conversation_id is None:
+        conversation = Conversation(tenant=tenant, agent=agent, last_seq=1)
+        insert(cursor, [conversation])
+        return conversation
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    cursor.execute(
+        f"UPDATE {table} SET last_seq = last_seq + 1 WHERE id = %s AND tenant_id = %s RETURNING {columns(Conversation)}",
+        [conversation_id, tenant.id],
+    )
+    row = cursor.fetchone()
+    if row is None:
+        raise ConversationNotFound
+    conversation = from_row(Conversation, row)
+    if conversation.agent_id != agent.id:
+        raise ConversationAgentMismatch(conversation.agent.name, agent.name)
+    conversation.agent, conversation.tenant = agent, tenant
+    return conversation
+
+
+def _store_orm(
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    agent: Agent,
+    data: dict[str, Any],
+    params: dict[str, Any],
+    plan: BudgetPlan,
+    *,
+    idempotency_key: str | None,
+    digest: str,
+    enqueue: Callable[[Turn], None],
+    lazily: bool = False,
+) -> Turn:
+    """The ORM lane of `_store` (SENTINEL_ADMISSION_WRITES=orm), kept while the bench compares them."""
     with transaction.atomic():
+        if lazily:
+            with connection.cursor() as cursor:
+                commit_lazily(cursor)
         conversation = _conversation_for(tenant, agent, data.get("conversation"))
         seq = conversation.last_seq
         turn = Turn.objects.create(

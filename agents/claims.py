@@ -5,7 +5,8 @@ per-statement cost: the conversation's row is locked first (one turn per convers
 claims of one conversation queue there), then one statement moves the turn to running, if it is
 still queued and no earlier turn of its conversation is unfinished, and reads it back joined to its
 agent, conversation and API key. The update is the claim (healthchecks' conditional update): two
-workers handed the same turn cannot both win it.
+workers handed the same turn cannot both win it. Its commit does not wait for the disk (no client is
+told of a claim; the turn's finish, committed synchronously, flushes it too: sentinel_site.db.commit_lazily).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from django.utils import timezone
 from agents.models import UNFINISHED, Agent, Conversation, Turn, TurnStatus
 from agents.turns import AgentState
 from budgets.models import ApiKey
+from sentinel_site.db import from_row
 
 
 @lru_cache(maxsize=8)
@@ -43,7 +45,7 @@ def claim(turn_id: Any) -> Turn | None:
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            SELECT c.id FROM {_table(Conversation)} AS c
+            SELECT c.id, set_config('synchronous_commit', 'off', true) FROM {_table(Conversation)} AS c
             WHERE c.id = (SELECT conversation_id FROM {_table(Turn)} WHERE id = %s AND status = %s)
             FOR UPDATE OF c
             """,
@@ -87,21 +89,8 @@ def claim(turn_id: Any) -> Turn | None:
     for length in ends:
         parts.append(values[start : start + length])
         start += length
-    turn = Turn.from_db(connection.alias, turn_names, _converted(Turn, parts[0]))
-    agent = Agent.from_db(connection.alias, agent_names, _converted(Agent, parts[1]))
-    conversation = Conversation.from_db(connection.alias, conversation_names, _converted(Conversation, parts[2]))
+    turn, agent, conversation = from_row(Turn, parts[0]), from_row(Agent, parts[1]), from_row(Conversation, parts[2])
     conversation.agent = agent  # one agent per conversation (admission checks it)
     turn.agent, turn.conversation = agent, conversation
-    turn.api_key = ApiKey.from_db(connection.alias, key_names, _converted(ApiKey, parts[3])) if turn.api_key_id else None
+    turn.api_key = from_row(ApiKey, parts[3]) if turn.api_key_id else None
     return turn
-
-
-def _converted(model: type[Model], values: list[Any]) -> list[Any]:
-    """Database values as the ORM hands them over (JSON decoded, and the like): each field's own
-    converters, which the ORM applies to what it reads."""
-    converted = []
-    for field, value in zip(model._meta.concrete_fields, values, strict=True):
-        for converter in field.get_db_converters(connection):
-            value = converter(value, field, connection)
-        converted.append(value)
-    return converted

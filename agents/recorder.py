@@ -56,29 +56,32 @@ class Recorder:
         self.state = target
         return target
 
-    def flush(self) -> list[TurnEventRecord]:
-        """Write buffered events to PostgreSQL; call inside the transaction they belong to."""
+    def flush(self, *, lazily: bool = False) -> list[TurnEventRecord]:
+        """Write buffered events to PostgreSQL; call inside the transaction they belong to. `lazily`
+        (outside a transaction): the commit need not wait for the disk (sentinel_site.db.commit_lazily)."""
         written, self.pending = self.pending, []
         if written:
             if settings.SENTINEL["WORKER_WRITES"] == "orm":
                 TurnEventRecord.objects.bulk_create(written)
             else:
                 with connection.cursor() as cursor:
-                    insert_events(cursor, written)
+                    insert_events(cursor, written, lazily=lazily)
         return written
 
 
-def insert_events(cursor, events: list[TurnEventRecord]) -> None:
-    """Events (unsaved) in one multi-row INSERT: what bulk_create does, without the ORM's cost."""
+def insert_events(cursor, events: list[TurnEventRecord], *, lazily: bool = False) -> None:
+    """Events (unsaved) in one multi-row INSERT: what bulk_create does, without the ORM's cost.
+    `lazily`: the statement's own commit (autocommit) does not wait for the disk."""
     if not events:
         return
+    lazy = ", (SELECT set_config('synchronous_commit', 'off', true)) AS lazily" if lazily else ""
     cursor.execute(
         f"""
         INSERT INTO {connection.ops.quote_name(TurnEventRecord._meta.db_table)}
             (turn_id, seq, attempt, kind, from_state, to_state, payload, created_at)
         SELECT v.turn_id, v.seq, v.attempt, v.kind, v.from_state, v.to_state, v.payload::jsonb, v.created_at
         FROM unnest(%s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
-            AS v(turn_id, seq, attempt, kind, from_state, to_state, payload, created_at)
+            AS v(turn_id, seq, attempt, kind, from_state, to_state, payload, created_at){lazy}
         """,
         [
             [event.turn_id for event in events],

@@ -111,7 +111,9 @@ def _execute(recorder: Recorder, beating: heartbeat.Tracked) -> uuid.UUID | None
     metrics.CONTEXT_TOKENS.observe(ctx.total_tokens)
     body = providers.request_body(config, ctx.messages, turn.params, stream=True)
     recorder.record(EventKind.PROVIDER_REQUEST, {"endpoint": config.endpoint, "body": body, "context": ctx.explain()})
-    recorder.flush()  # what was asked is on record before the call, whatever happens during it
+    # What was asked is on record before the call, whatever happens during it; no client is told of
+    # it, and the finish's synchronous commit flushes it too.
+    recorder.flush(lazily=True)
     try:
         recorder.reservation = hold_budget(turn, config, body, ctx.total_tokens)
         release_connection()

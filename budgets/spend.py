@@ -19,12 +19,13 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, Value
 from django.utils import timezone
 
 from budgets.models import ApiKey, Budget, BudgetWindow, Period, Price, Reservation, SpendEntry
 from sentinel_site import config_cache
+from sentinel_site.db import insert
 
 MILLION = Decimal(1_000_000)
 
@@ -196,6 +197,8 @@ def reserve(
     """
     ttl = timedelta(seconds=settings.SENTINEL["RESERVATION_TTL_SECONDS"])
     budgets = applicable_budgets(tenant_id, api_key_id) if budgets is None else budgets
+    if settings.SENTINEL["ADMISSION_WRITES"] != "orm":
+        return _reserve_sql(tenant_id, api_key_id, amount, turn_id, budgets, ttl, savepoint)
     with transaction.atomic(savepoint=savepoint):  # a savepoint: a caller may go on after BudgetExceeded
         current = current_windows(budgets, create=True)
         windows = [current[budget.id] for budget in budgets]
@@ -209,6 +212,52 @@ def reserve(
             if not room.update(reserved=F("reserved") + amount):
                 raise BudgetExceeded(budget, seconds_until_reset(budget.period))
     return reservation
+
+
+def _reserve_sql(tenant_id, api_key_id, amount: Decimal, turn_id, budgets: list[Budget], ttl: timedelta, savepoint: bool) -> Reservation:
+    """`reserve` in hand-written SQL, the same steps in the same order: the windows (created on a new
+    day or month), the reservation and its links, then each window's conditional UPDATE in id order."""
+    reservation = Reservation(tenant_id=tenant_id, api_key_id=api_key_id, turn_id=turn_id, amount=amount, expires_at=timezone.now() + ttl)
+    with transaction.atomic(savepoint=savepoint), connection.cursor() as cursor:
+        windows = _windows_sql(cursor, budgets)
+        insert(cursor, [reservation])
+        if windows:
+            through = connection.ops.quote_name(Reservation.windows.through._meta.db_table)
+            cursor.execute(
+                f"INSERT INTO {through} (reservation_id, budgetwindow_id) SELECT %s, unnest(%s::bigint[])",
+                [reservation.id, [windows[budget.id] for budget in budgets]],
+            )
+        table = connection.ops.quote_name(BudgetWindow._meta.db_table)
+        for budget in sorted(budgets, key=lambda b: windows[b.id]):
+            cursor.execute(
+                f"UPDATE {table} SET reserved = reserved + %s WHERE id = %s AND reserved <= %s - settled",
+                [amount, windows[budget.id], budget.limit - amount],
+            )
+            if cursor.rowcount != 1:
+                raise BudgetExceeded(budget, seconds_until_reset(budget.period))
+    return reservation
+
+
+def _windows_sql(cursor, budgets: list[Budget]) -> dict:
+    """Each budget's current window id ({budget id: window id}), created first if missing."""
+    if not budgets:
+        return {}
+    table = connection.ops.quote_name(BudgetWindow._meta.db_table)
+    ids, starts = [budget.id for budget in budgets], [window_start(budget.period) for budget in budgets]
+    select = (
+        f"SELECT w.budget_id, w.id FROM {table} AS w JOIN unnest(%s::uuid[], %s::date[]) AS v(budget_id, starts) USING (budget_id, starts)"
+    )
+    cursor.execute(select, [ids, starts])
+    windows = dict(cursor.fetchall())
+    if len(windows) < len(budgets):  # a new day or month: racing inserts are fine
+        cursor.execute(
+            f"INSERT INTO {table} (budget_id, starts, reserved, settled, tokens) SELECT v.budget_id, v.starts, 0, 0, 0 "
+            "FROM unnest(%s::uuid[], %s::date[]) AS v(budget_id, starts) ON CONFLICT (budget_id, starts) DO NOTHING",
+            [ids, starts],
+        )
+        cursor.execute(select, [ids, starts])
+        windows = dict(cursor.fetchall())
+    return windows
 
 
 def _claim(reservation: Reservation | uuid.UUID, status: str, closed: tuple[str, ...] = (Reservation.Status.HELD,)) -> Reservation | None:

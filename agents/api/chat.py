@@ -142,7 +142,10 @@ class ChatCompletionsView(AsyncAPIView):
             raise ApiError(400, "Idempotency-Key must be at most 255 characters.", param="Idempotency-Key", code="invalid_value")
         await backpressure.check_turn_queue()
         prefers_async = _prefers_async(request)
-        admission = await sync_to_async(_admit)(request.user, data, idempotency_key, keep_connection=prefers_async)
+        # A 202 (or a stream's first bytes) tells the client of the turn at once: its admission must be
+        # on disk first. A plain wait tells it only with the answer, whose own commit flushes this one.
+        lazily = not prefers_async and not data.get("stream")
+        admission = await sync_to_async(_admit)(request.user, data, idempotency_key, keep_connection=prefers_async, lazily=lazily)
         turn = admission.turn
         headers = turn_headers(turn)
         if prefers_async:
@@ -160,7 +163,7 @@ class ChatCompletionsView(AsyncAPIView):
         return await _wait(turn, headers)
 
 
-def _admit(principal: Principal, data: dict[str, Any], idempotency_key: str | None, *, keep_connection: bool) -> Admission:
+def _admit(principal: Principal, data: dict[str, Any], idempotency_key: str | None, *, keep_connection: bool, lazily: bool) -> Admission:
     """admit(); then, unless the view reads the turn again, the connection goes back to the pool in
     the same thread hop (waiting on the turn needs none): one hop to a thread and back fewer per request."""
     admission = admit(
@@ -168,6 +171,7 @@ def _admit(principal: Principal, data: dict[str, Any], idempotency_key: str | No
         api_key=principal.api_key,
         data=data,
         idempotency_key=idempotency_key,
+        lazily=lazily,
         # The worker starts embedding the recall query while it claims the turn, if it will recall.
         enqueue=lambda turn: enqueue_turn(turn.id, recall_hint=recall_hint(data["messages"]) if turn.agent.has_memories else None),
     )

@@ -266,3 +266,24 @@ def test_a_stream_cut_short_is_a_502_and_keeps_no_partial_answer(alice, stub_llm
     turn.refresh_from_db()
     assert turn.status == TurnStatus.FAILED and turn.error["status"] == 502
     assert not Message.objects.filter(turn=turn, role="assistant").exists()
+
+
+def test_only_writes_no_client_was_told_of_commit_without_waiting_for_the_disk(alice, stub_llm):
+    stub_llm.script(Reply(content="durable"))
+    data = {"model": alice.agent.name, "messages": [{"role": "user", "content": "hi"}]}
+
+    def lazy_statements(work) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            work()
+        return sum("set_config('synchronous_commit', 'off', true)" in q["sql"] for q in queries)
+
+    def admit_as(lazily: bool):
+        return admit(tenant=alice.tenant, api_key=alice.api_key, data=data, idempotency_key=None, enqueue=lambda turn: None, lazily=lazily)
+
+    assert lazy_statements(lambda: admit_as(lazily=False)) == 0, "a 202 or a stream tells the client at once: on disk first"
+    assert lazy_statements(lambda: admit_as(lazily=True)) == 1
+    turn = Turn.objects.order_by("-created_at").first()
+    recorder = runner.claim(turn.id)
+    assert recorder is not None
+    assert lazy_statements(lambda: runner.execute(recorder)) == 1, "the provider request's event; the finish waits for the disk"
+    assert Turn.objects.get(id=turn.id).status == TurnStatus.SUCCEEDED

@@ -23,7 +23,9 @@ def test_a_killed_worker_loses_nothing_and_duplicates_nothing(live_stack, alice,
     stub_llm.script(*[Reply(content=f"answer {i}", delay=1.5) for i in range(TURNS)])
 
     def submit(i):
-        with httpx.Client(base_url=live_stack.api, headers={"Authorization": f"Bearer {alice.key}", "Prefer": "respond-async"}) as h:
+        with httpx.Client(
+            base_url=live_stack.api, headers={"Authorization": f"Bearer {alice.key}", "Prefer": "respond-async"}, timeout=30
+        ) as h:
             response = h.post("/chat/completions", json={"model": "helper", "messages": [{"role": "user", "content": f"q{i}"}]})
             assert response.status_code == 202
             return response.json()["id"]
