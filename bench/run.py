@@ -338,9 +338,9 @@ def what_stands_in_the_way(lat: turn_bench.Latency, runs: list[turn_bench.Throug
         "- *The query embedding:* skipped for an agent with no long-term memories (built); the static model "
         "distilled from MiniLM costs about 0.4 ms a turn instead of about 34, but finds fewer planted facts "
         "than the 90% bar (section Embeddings), so it is opt-in (`SENTINEL_EMBEDDINGS=static`).",
-        "- *The provider call's parsing:* the SDK builds a pydantic model per streamed chunk; reading the stream "
-        "as JSON behind the SDK's client cut that call's CPU by about 77%, but was reverted when the kill -9 "
-        "chaos test failed with it (HISTORY row 21). Not built yet.",
+        "- *The provider call's parsing:* the SDK builds a pydantic model per streamed chunk; the stream is read "
+        "as JSON behind the SDK's client instead (built, `SENTINEL_PROVIDER_CLIENT=raw`: 3.1 -> 1.2 ms CPU a "
+        "call; its kill -9 chaos failure was the client collected mid-stream, HISTORY rows 21-22).",
         "- *Django's request handling on the web:* validation with msgspec instead of nested serializers, and "
         "no sync-middleware thread hops on `/v1/` (HISTORY row 7 tried it once and reverted it). Not built yet.",
         "",
