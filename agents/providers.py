@@ -155,8 +155,9 @@ def _client(base_url: str, api_key: str, timeout: float, connect_timeout: float,
     )
 
 
-# lru_cache computes a missing entry without a lock: the worker's threads starting together each
-# built a client (and a connection pool) of their own for the same endpoint, and kept none.
+# lru_cache computes a missing entry without a lock: a worker's threads starting together each
+# built a client (and a connection pool) of their own for one endpoint, and all but one were
+# dropped at once (mid-stream, before the raw lane held its client: HISTORY row 22).
 _client_lock = threading.Lock()
 
 
@@ -223,7 +224,7 @@ def _stream_raw(config: ProviderConfig, body: dict, on_delta: Callable[[dict], N
     # Held until the body is read: the last reference to an SDK client closes its connection pool
     # (its http client's __del__), sockets in use included. The SDK's Stream holds its client; a
     # bare response does not, so a client dropped from the cache (or built by a racing thread and
-    # never cached) cut this stream mid-read: EBADF, a 502 provider_unreachable (HISTORY row 21).
+    # never cached) cut this stream mid-read: EBADF, a 502 provider_unreachable (HISTORY row 22).
     client = client_for(config)
     try:
         response = client.post(
@@ -235,40 +236,44 @@ def _stream_raw(config: ProviderConfig, body: dict, on_delta: Callable[[dict], N
         )
         try:
             for chunk in _chunks(response):
-                usage = chunk.get("usage")
-                if usage or isinstance(usage, dict):  # the SDK's usage object is truthy even when empty
-                    result.prompt_tokens = usage.get("prompt_tokens")
-                    result.completion_tokens = usage.get("completion_tokens")
-                if chunk.get("model"):
-                    result.model = chunk["model"]
-                choices = chunk.get("choices")
-                if not choices:
-                    continue
-                choice = choices[0]
-                delta = choice.get("delta")
-                out: dict[str, Any] = {}
-                if delta and delta.get("content"):
-                    result.content += delta["content"]
-                    out["content"] = delta["content"]
-                if delta and delta.get("tool_calls"):
-                    out["tool_calls"] = [_tool_call_delta(call) for call in delta["tool_calls"]]
-                    _merge_tool_calls(calls, delta["tool_calls"])
-                if choice.get("finish_reason"):
-                    result.finish_reason = choice["finish_reason"]
-                    finished = True
-                if out:
-                    if result.first_token_ms is None:
-                        result.first_token_ms = int((time.monotonic() - started) * 1000)
-                    on_delta(out)
+                finished = _take_chunk(chunk, result, calls, on_delta, started) or finished
         finally:
             response.close()
     except ProviderError:
         raise
     except Exception as exc:
         raise classify(exc) from exc
-    finally:
-        del client
     return _finished(result, calls, finished, started)
+
+
+def _take_chunk(chunk: Any, result: Completion, calls: dict[Any, dict], on_delta: Callable[[dict], None], started: float) -> bool:
+    """Add one chunk's JSON to `result`, pass its delta on; whether it carried the finish_reason."""
+    usage = chunk.get("usage")
+    if usage or isinstance(usage, dict):  # the SDK's usage object is truthy even when empty
+        result.prompt_tokens = usage.get("prompt_tokens")
+        result.completion_tokens = usage.get("completion_tokens")
+    if chunk.get("model"):
+        result.model = chunk["model"]
+    choices = chunk.get("choices")
+    if not choices:
+        return False
+    choice = choices[0]
+    delta = choice.get("delta")
+    out: dict[str, Any] = {}
+    if delta and delta.get("content"):
+        result.content += delta["content"]
+        out["content"] = delta["content"]
+    if delta and delta.get("tool_calls"):
+        out["tool_calls"] = [_tool_call_delta(call) for call in delta["tool_calls"]]
+        _merge_tool_calls(calls, delta["tool_calls"])
+    finished = bool(choice.get("finish_reason"))
+    if finished:
+        result.finish_reason = choice["finish_reason"]
+    if out:
+        if result.first_token_ms is None:
+            result.first_token_ms = int((time.monotonic() - started) * 1000)
+        on_delta(out)
+    return finished
 
 
 def _stream_sdk(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]) -> Completion:

@@ -222,7 +222,7 @@ def test_crlf_line_ends_split_across_reads_comments_and_assistants_events_are_re
 def test_a_stream_outlives_its_client_leaving_the_cache(sse_server):
     # The last reference to an SDK client closes its connection pool, the socket being read
     # included: a client evicted from the cache (or built by a racing thread and never cached)
-    # must live until the stream it sent has been read (the chaos test's 502, HISTORY row 21).
+    # must live until the stream it sent has been read (the chaos test's 502, HISTORY row 22).
     config, body = answer(sse_server, chunk({"content": "a"}), 0.05, chunk({"content": "b"}), 0.05, chunk({}, "stop"), event(b"[DONE]"))
     deltas: list[dict] = []
 
