@@ -9,12 +9,19 @@ tenant whose agent fails, or whose requests make the provider fail, opens only i
 
 The breakers that are open (or half-open) are also listed in one Redis hash, so the metrics scrape
 reads every breaker's state in one round trip instead of scanning the keyspace.
+
+A breaker seen clean (closed, no failure counted) is trusted in-process for
+SENTINEL_BREAKER_CACHE_SECONDS (1 s), so a healthy provider costs no Redis round trip per turn:
+a breaker another process opens is seen here within that interval, one this process counts a
+failure on at once. Within it, a success here does not reset failures other processes count (it
+knows of none to reset); the next read after the interval does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 
 import redis
@@ -27,6 +34,9 @@ from sentinel_site.redis import sync_client
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 OPEN_INDEX = "sentinel:cb:open"  # breaker id -> "label|opened_at", for every breaker not closed
 log = logging.getLogger(__name__)
+_clock = time.monotonic  # the cache's clock (tests move it)
+_clean_until: dict[str, float] = {}  # breaker key -> until when it is trusted closed and clean
+_clean_lock = threading.Lock()
 
 
 def _key(breaker_key: str) -> str:
@@ -52,9 +62,15 @@ def state(config: ProviderConfig, now: float | None = None) -> str:
 def before_call(config: ProviderConfig) -> None:
     """Raise a fast 503 unless a call may go to this endpoint now. With Redis out of reach the
     breaker fails open: it protects the provider, it must not become a dependency of every turn."""
+    if _known_clean(config.breaker_key):
+        return
     key = _key(config.breaker_key)
     try:
-        current = state(config)
+        data = sync_client().hgetall(key)
+        if not data:
+            _trust_clean(config.breaker_key)
+            return
+        current = _state_of(float(data.get(b"opened_at", 0) or 0), time.time())
         if current == CLOSED:
             return
         if current == HALF_OPEN and sync_client().set(key + ":probe", "1", nx=True, ex=settings.SENTINEL["BREAKER_OPEN_SECONDS"]):
@@ -72,6 +88,8 @@ def before_call(config: ProviderConfig) -> None:
 
 
 def record_success(config: ProviderConfig) -> None:
+    if _known_clean(config.breaker_key):
+        return  # nothing counted to reset
     key = _key(config.breaker_key)
     try:
         client = sync_client()
@@ -80,13 +98,38 @@ def record_success(config: ProviderConfig) -> None:
             pipe.delete(key, key + ":probe")
             pipe.hdel(OPEN_INDEX, key)
             pipe.execute()
+        _trust_clean(config.breaker_key)
     except redis.RedisError as error:
         log.warning("could not record a provider success on the breaker: %s", type(error).__name__)
+
+
+def _known_clean(breaker_key: str) -> bool:
+    return _clean_until.get(breaker_key, 0.0) > _clock()
+
+
+def _trust_clean(breaker_key: str) -> None:
+    seconds = settings.SENTINEL["BREAKER_CACHE_SECONDS"]
+    if seconds <= 0:
+        return
+    with _clean_lock:
+        if len(_clean_until) >= 10_000:  # one entry per endpoint, credential and tenant: keep it bounded
+            now = _clock()
+            for stale in [key for key, until in _clean_until.items() if until <= now]:
+                del _clean_until[stale]
+            if len(_clean_until) >= 10_000:
+                _clean_until.clear()
+        _clean_until[breaker_key] = _clock() + seconds
+
+
+def forget_cached() -> None:
+    """Trust nothing cached: every breaker is read from Redis at its next call."""
+    _clean_until.clear()
 
 
 def record_failure(config: ProviderConfig, error: ProviderError) -> None:
     if not error.means_provider_unwell:
         return
+    _clean_until.pop(config.breaker_key, None)
     try:
         _count_failure(config)
     except redis.RedisError as redis_error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,8 +18,11 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx2
 import openai
 from django.conf import settings
+from openai._httpx2 import request_exceptions, timeout_exceptions
+from openai._streaming import SSEDecoder
 
 from sentinel_site import egress, tracing
 
@@ -151,8 +155,15 @@ def _client(base_url: str, api_key: str, timeout: float, connect_timeout: float,
     )
 
 
+# lru_cache computes a missing entry without a lock: a worker's threads starting together each
+# built a client (and a connection pool) of their own for one endpoint, and all but one were
+# dropped at once (mid-stream, before the raw lane held its client: HISTORY row 26).
+_client_lock = threading.Lock()
+
+
 def client_for(config: ProviderConfig) -> openai.OpenAI:
-    return _client(config.base_url, config.api_key, config.timeout, config.connect_timeout, config.tenant_url)
+    with _client_lock:
+        return _client(config.base_url, config.api_key, config.timeout, config.connect_timeout, config.tenant_url)
 
 
 def request_body(config: ProviderConfig, messages: list[dict], params: dict[str, Any], *, stream: bool) -> dict:
@@ -195,15 +206,82 @@ def _complete(config: ProviderConfig, body: dict) -> Completion:
 def stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]) -> Completion:
     """Stream a completion, calling `on_delta` with each chunk's delta; return the whole of it."""
     with _call_span(config, body) as span:
-        result = _stream(config, body, on_delta)
+        read = _stream_raw if settings.SENTINEL["PROVIDER_CLIENT"] == "raw" else _stream_sdk
+        result = read(config, body, on_delta)
         _record_result(span, result)
         return result
 
 
-def _stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]) -> Completion:
+def _stream_raw(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]) -> Completion:
+    """The stream read as JSON (SENTINEL_PROVIDER_CLIENT=raw). The SDK's client still sends the
+    request (auth, base URL, timeouts, the egress-checked transport, status errors), but its Stream
+    builds a pydantic model per chunk and `create` transforms the body: most of a turn's provider
+    CPU. The chunks are read here the way the SDK's Stream reads them (`_chunks`)."""
     started = time.monotonic()
     result = Completion(model=config.model)
-    calls: dict[int, dict] = {}
+    calls: dict[Any, dict] = {}  # by index, which the SDK did not require (it may be None)
+    finished = False
+    # Held until the body is read: the last reference to an SDK client closes its connection pool
+    # (its http client's __del__), sockets in use included. The SDK's Stream holds its client; a
+    # bare response does not, so a client dropped from the cache (or built by a racing thread and
+    # never cached) cut this stream mid-read: EBADF, a 502 provider_unreachable (HISTORY row 26).
+    client = client_for(config)
+    try:
+        response = client.post(
+            "/chat/completions",
+            body=body,
+            cast_to=httpx2.Response,
+            stream=True,
+            options={"headers": tracing.outgoing_headers(), "security": {"bearer_auth": True}},
+        )
+        try:
+            for chunk in _chunks(response):
+                finished = _take_chunk(chunk, result, calls, on_delta, started) or finished
+        finally:
+            response.close()
+    except ProviderError:
+        raise
+    except Exception as exc:
+        raise classify(exc) from exc
+    return _finished(result, calls, finished, started)
+
+
+def _take_chunk(chunk: Any, result: Completion, calls: dict[Any, dict], on_delta: Callable[[dict], None], started: float) -> bool:
+    """Add one chunk's JSON to `result`, pass its delta on; whether it carried the finish_reason."""
+    usage = chunk.get("usage")
+    if usage or isinstance(usage, dict):  # the SDK's usage object is truthy even when empty
+        result.prompt_tokens = usage.get("prompt_tokens")
+        result.completion_tokens = usage.get("completion_tokens")
+    if chunk.get("model"):
+        result.model = chunk["model"]
+    choices = chunk.get("choices")
+    if not choices:
+        return False
+    choice = choices[0]
+    delta = choice.get("delta")
+    out: dict[str, Any] = {}
+    if delta and delta.get("content"):
+        result.content += delta["content"]
+        out["content"] = delta["content"]
+    if delta and delta.get("tool_calls"):
+        out["tool_calls"] = [_tool_call_delta(call) for call in delta["tool_calls"]]
+        _merge_tool_calls(calls, delta["tool_calls"])
+    finished = bool(choice.get("finish_reason"))
+    if finished:
+        result.finish_reason = choice["finish_reason"]
+    if out:
+        if result.first_token_ms is None:
+            result.first_token_ms = int((time.monotonic() - started) * 1000)
+        on_delta(out)
+    return finished
+
+
+def _stream_sdk(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]) -> Completion:
+    """The SDK's own stream, a pydantic model per chunk (SENTINEL_PROVIDER_CLIENT=sdk): the lane
+    the raw one is compared with, kept until that one has proven itself."""
+    started = time.monotonic()
+    result = Completion(model=config.model)
+    calls: dict[Any, dict] = {}
     finished = False
     try:
         for chunk in client_for(config).chat.completions.create(**body, extra_headers=tracing.outgoing_headers()):
@@ -222,7 +300,7 @@ def _stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]
                 out["content"] = delta.content
             if delta and delta.tool_calls:
                 out["tool_calls"] = [tc.model_dump(exclude_none=True) for tc in delta.tool_calls]
-                _merge_tool_calls(calls, delta.tool_calls)
+                _merge_tool_calls(calls, [{"index": tc.index, "id": tc.id, "function": _sdk_function(tc)} for tc in delta.tool_calls])
             if choice.finish_reason:
                 result.finish_reason = choice.finish_reason
                 finished = True
@@ -234,6 +312,15 @@ def _stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]
         raise
     except Exception as exc:
         raise classify(exc) from exc
+    return _finished(result, calls, finished, started)
+
+
+def _sdk_function(call: Any) -> dict | None:
+    function = call.function
+    return {"name": function.name, "arguments": function.arguments} if function else None
+
+
+def _finished(result: Completion, calls: dict[Any, dict], finished: bool, started: float) -> Completion:
     if not finished:
         # A stream must end with a finish_reason; one that stops short (or was never a stream)
         # is a broken answer, not an empty one.
@@ -241,6 +328,48 @@ def _stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]
     result.tool_calls = [calls[index] for index in sorted(calls)]
     result.latency_ms = int((time.monotonic() - started) * 1000)
     return result
+
+
+def _chunks(response: httpx2.Response) -> Iterator[Any]:
+    """The JSON of each chunk of a chat completion stream, read as the SDK's Stream reads them:
+    its SSE decoder, `[DONE]` ends the stream, an `error` object raises openai.APIError, an
+    Assistants `thread.*` event carries no chunk, and a transport failure is the SDK's own
+    APITimeoutError or APIConnectionError."""
+    events = SSEDecoder().iter_bytes(response.iter_bytes())
+    while True:
+        try:
+            sse = next(events, None)
+        except timeout_exceptions() as err:
+            raise openai.APITimeoutError(request=response.request) from err
+        except request_exceptions() as err:
+            raise openai.APIConnectionError(request=response.request) from err
+        if sse is None or sse.data.startswith("[DONE]"):
+            return
+        data = json.loads(sse.data)
+        if sse.event and sse.event.startswith("thread."):
+            continue
+        if isinstance(data, dict) and data.get("error"):
+            error = data["error"]
+            message = error.get("message") if isinstance(error, dict) else None
+            raise openai.APIError(
+                message if message and isinstance(message, str) else "An error occurred during streaming", response.request, body=error
+            )
+        yield data
+
+
+def _tool_call_delta(call: dict) -> dict:
+    """A streamed tool-call delta as the SDK's `model_dump(exclude_none=True)` gives it: its
+    fields in the model's order, then any others, without the null ones."""
+    out = _without_none(call, ("index", "id", "function", "type"))
+    if isinstance(out.get("function"), dict):
+        out["function"] = _without_none(out["function"], ("arguments", "name"))
+    return out
+
+
+def _without_none(fields: dict, order: tuple[str, ...]) -> dict:
+    out = {key: fields[key] for key in order if fields.get(key) is not None}
+    out.update((key, value) for key, value in fields.items() if key not in out and value is not None)
+    return out
 
 
 @contextmanager
@@ -277,14 +406,14 @@ def _record_result(span: tracing.Span, result: Completion) -> None:
     span.set_attribute("gen_ai.usage.output_tokens", result.completion_tokens)
 
 
-def _merge_tool_calls(calls: dict[int, dict], deltas: list) -> None:
+def _merge_tool_calls(calls: dict[Any, dict], deltas: list[dict]) -> None:
     for delta in deltas:
-        call = calls.setdefault(delta.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
-        if delta.id:
-            call["id"] = delta.id
-        if delta.function:
-            call["function"]["name"] += delta.function.name or ""
-            call["function"]["arguments"] += delta.function.arguments or ""
+        call = calls.setdefault(delta.get("index"), {"id": "", "type": "function", "function": {"name": "", "arguments": ""}})
+        if delta.get("id"):
+            call["id"] = delta["id"]
+        if delta.get("function"):
+            call["function"]["name"] += delta["function"].get("name") or ""
+            call["function"]["arguments"] += delta["function"].get("arguments") or ""
 
 
 def classify(exc: Exception) -> ProviderError:

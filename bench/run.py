@@ -336,25 +336,33 @@ def what_stands_in_the_way(lat: turn_bench.Latency, runs: list[turn_bench.Throug
         "",
         '**What would remove each cost** (DESIGN.md, "The hot path"; bench/HISTORY.md has what each step measured):',
         "",
-        f"- *The statements* ({statements:.0f} a turn, each paying the ORM's SQL building above): hand-written SQL "
-        "on the hot path, and one pipelined transaction per batch of turns, not per turn: the turns admitted "
-        "within about a millisecond written together (multi-row inserts from `unnest`), and likewise the finish "
-        "(reply, fenced turn update, events, ledger, settlement, audit). The audit chain's head lock is then "
-        "taken once per batch, and the synchronous commits (the WAL fsyncs per turn above) become one per batch. "
-        "Not built yet; the config cache (keys, agents, budgets, prices) took the web's reads of them off every "
-        "request (HISTORY row 19).",
-        "- *Celery per turn:* a task that carries a batch of turn ids and runs them concurrently inside the "
-        "worker, so the broker's cost is paid per batch. Not built yet.",
-        "- *The query embedding:* skipped for an agent with no long-term memories (built); MiniLM int8 through "
-        "ONNX Runtime, the default now, costs 5-8 ms a turn (query + 2 indexed) instead of 26-30 through torch, "
-        "with the same planted facts (section Embeddings); the static model distilled from MiniLM costs about "
-        "0.15 ms but finds fewer planted facts than the 90% bar, so it is opt-in (`SENTINEL_EMBEDDINGS=static`). "
-        "Embedding lazily (when a message leaves the recent window, or when recall first needs it) is not built.",
-        "- *The provider call's parsing:* the SDK builds a pydantic model per streamed chunk; reading the stream "
-        "as JSON behind the SDK's client cut that call's CPU by about 77%, but was reverted when the kill -9 "
-        "chaos test failed with it (HISTORY row 21). Not built yet.",
-        "- *Django's request handling on the web:* validation with msgspec instead of nested serializers, and "
-        "no sync-middleware thread hops on `/v1/` (HISTORY row 7 tried it once and reverted it). Not built yet.",
+        f"- *The statements* ({statements:.0f} a turn): built, hand-written SQL on the hot path: admission "
+        "(`SENTINEL_ADMISSION_WRITES`), the claim (`agents/claims.py`) and the finish, which the worker's group commit "
+        "writes for all the turns ending at the same moment in one transaction (`SENTINEL_WORKER_WRITES=batched`: "
+        "replies, fenced turn updates, events, ledger, windows by sums, one lock of the audit head, one fsync; "
+        "HISTORY row 22). Writes no client was told of (a plain wait's admission, the claim, the provider request's "
+        "event) commit without waiting for the disk; the finish's commit flushes them. Still per turn: the web's "
+        "admission transaction and the reservation's conditional updates (a group commit in the web would batch "
+        "them, with each batch's reservations decided in order against the locked windows), and context assembly's "
+        "three reads.",
+        "- *Celery per turn:* built, the web's outbox sends the turns admitted at the same moment as one message "
+        "(`run_turns`, HISTORY row 23); what is left per message is kombu's Redis transport (polling, the unacked "
+        "index, acknowledgements), paid per batch.",
+        "- *The embeddings:* skipped for an agent with no long-term memories; MiniLM int8 through ONNX Runtime, the "
+        "default now, costs 5-8 ms a turn (query + 2 indexed) instead of 26-30 through torch, with the same planted "
+        "facts (section Embeddings, HISTORY row 24); the static model costs about 0.15 ms but misses the 90% bar, "
+        "so it is opt-in. Still the largest single cost of a turn with memory on; embedding lazily (when a message "
+        "leaves the recent window) is not built.",
+        "- *The provider call's parsing:* the stream is read as JSON behind the SDK's client (built, "
+        "`SENTINEL_PROVIDER_CLIENT=raw`: 3.1 -> 1.2 ms CPU a call; its kill -9 chaos failure was the client "
+        "collected mid-stream, HISTORY rows 21 and 26); a new TCP connection per call remains.",
+        "- *Django's request handling on the web:* msgspec validation (built, HISTORY row 25: 0.4 ms saved); the "
+        "sync middleware's thread hops (about 15% of the web's CPU) remain: an async-only middleware chain for "
+        "`/v1/` measured -0.9 ms a request but was reverted once over a pool fault (HISTORY rows 7 and 25).",
+        "- *The rest is Python per turn in processes that each hold one core:* ASGI and DRF, JSON, Redis round trips "
+        "for rate limits, streams and the broker, logging and metrics. At 2 ms a turn for everything on two cores, "
+        "this design would need the request path outside Django and the worker outside Celery; web and workers are "
+        "stateless processes, so more cores scale it instead.",
         "",
         f"**Added latency is a chain of round trips, not one slow step.** Outside the model call a sequential turn "
         f"spends {chain:.0f} ms (p50 phases above): the web process's statements and commit, the broker hop to a "

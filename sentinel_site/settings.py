@@ -329,6 +329,11 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "MAX_QUEUED_TURNS": envint("SENTINEL_MAX_QUEUED_TURNS", 1000, minimum=0),
     "SHED_RETRY_AFTER": envint("SENTINEL_SHED_RETRY_AFTER", 2, minimum=1),
     "BREAKER_OPEN_SECONDS": envint("SENTINEL_BREAKER_OPEN_SECONDS", 30, minimum=1),
+    # How long a worker trusts a breaker it last saw closed before it reads Redis again (0: every call).
+    "BREAKER_CACHE_SECONDS": envfloat("SENTINEL_BREAKER_CACHE_SECONDS", 1.0, minimum=0),
+    # How a provider's stream is read (agents/providers.py): raw, its chunks as JSON; sdk, the
+    # openai SDK's Stream with a pydantic model per chunk (the earlier lane, kept for comparison).
+    "PROVIDER_CLIENT": envchoice("SENTINEL_PROVIDER_CLIENT", "raw", ("raw", "sdk")),
 }
 if envbool("SENTINEL_TRUST_X_FORWARDED_FOR", False):
     raise ImproperlyConfigured(

@@ -71,11 +71,13 @@ def _fresh_config_cache():
 @pytest.fixture(autouse=True)
 def _closed_breakers():
     """Every test starts with closed circuit breakers: the stub is one endpoint for all of them."""
+    from agents import breaker
     from sentinel_site.redis import sync_client
 
     client = sync_client()
     for key in client.scan_iter("sentinel:cb:*"):
         client.delete(key)
+    breaker.forget_cached()  # what this process saw of them is gone with them
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,13 @@
 """How the adapter reads a provider's stream: server-sent events sent byte for byte by a real
-HTTP server on loopback, read through the same SDK client the turns use."""
+HTTP server on loopback, read through the same SDK client the turns use, on both lanes
+(SENTINEL_PROVIDER_CLIENT: raw, the chunks read as JSON; sdk, the SDK's own Stream)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -16,10 +19,11 @@ from agents import providers
 
 class _RawSSE(BaseHTTPRequestHandler):
     """Answers every POST with the scripted byte strings, each as its own HTTP chunk; `None` in
-    the script drops the connection there, without the chunked body's end."""
+    the script drops the connection there, without the chunked body's end; a number pauses that
+    many seconds (so the client must read the socket again)."""
 
     protocol_version = "HTTP/1.1"
-    script: list[bytes | None] = []
+    script: list[bytes | float | None] = []
     seen: list[tuple[dict[str, str], dict]] = []
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -36,6 +40,9 @@ class _RawSSE(BaseHTTPRequestHandler):
             if piece is None:
                 self.close_connection = True
                 return
+            if isinstance(piece, float):
+                time.sleep(piece)
+                continue
             self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
@@ -44,6 +51,12 @@ class _RawSSE(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that stops reading (after [DONE], an error event) breaks the pipe: expected
+
+
+@pytest.fixture(autouse=True, params=["raw", "sdk"])
+def lane(request, settings) -> str:
+    settings.SENTINEL = {**settings.SENTINEL, "PROVIDER_CLIENT": request.param}
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +69,7 @@ def sse_server() -> Iterator[ThreadingHTTPServer]:
     server.server_close()
 
 
-def answer(sse_server: ThreadingHTTPServer, *script: bytes | None) -> tuple[providers.ProviderConfig, dict]:
+def answer(sse_server: ThreadingHTTPServer, *script: bytes | float | None) -> tuple[providers.ProviderConfig, dict]:
     _RawSSE.script, _RawSSE.seen = list(script), []
     host, port = sse_server.server_address[:2]
     config = providers.ProviderConfig(f"http://{host}:{port}/v1", "test-key", "stub-model", 5.0, 2.0)
@@ -204,3 +217,36 @@ def test_crlf_line_ends_split_across_reads_comments_and_assistants_events_are_re
     )
     result, deltas = stream(config, body)
     assert deltas == [{"content": "a"}, {"content": "b"}] and result.model == "m2" and result.finish_reason == "stop"
+
+
+def test_a_stream_outlives_its_client_leaving_the_cache(sse_server):
+    # The last reference to an SDK client closes its connection pool, the socket being read
+    # included: a client evicted from the cache (or built by a racing thread and never cached)
+    # must live until the stream it sent has been read (the chaos test's 502, HISTORY row 26).
+    config, body = answer(sse_server, chunk({"content": "a"}), 0.05, chunk({"content": "b"}), 0.05, chunk({}, "stop"), event(b"[DONE]"))
+    deltas: list[dict] = []
+
+    def drop_the_client(delta: dict) -> None:
+        deltas.append(delta)
+        providers._client.cache_clear()
+        gc.collect()
+
+    result = providers.stream(config, body, drop_the_client)
+    assert result.content == "ab" and deltas == [{"content": "a"}, {"content": "b"}]
+
+
+def test_threads_that_start_together_share_one_client_per_endpoint(sse_server):
+    config, _ = answer(sse_server)
+    providers._client.cache_clear()
+    start, clients = threading.Barrier(8), []
+
+    def first_call() -> None:
+        start.wait()
+        clients.append(providers.client_for(config))
+
+    threads = [threading.Thread(target=first_call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(client) for client in clients}) == 1, "one connection pool per endpoint, not one per thread that raced to build it"
