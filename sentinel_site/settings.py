@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "budgets",
     "agents",
     "memory",
+    "runs",
 ]
 
 MIDDLEWARE = [
@@ -158,6 +159,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # `expires` just under each period: a backlog never piles up duplicate runs.
 DREAMER_INTERVAL = envint("SENTINEL_DREAMER_INTERVAL", 60, minimum=1)
 SUPERVISOR_INTERVAL = envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1)
+# The runs' backstop: unfinished runs nobody moved for this long are dispatched (runs/tasks.py).
+RUNS_SWEEP_INTERVAL = envint("SENTINEL_RUNS_SWEEP_INTERVAL", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "dreamer": {
         "task": "memory.tasks.dream",
@@ -169,6 +172,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "agents.tasks.supervise",
         "schedule": float(SUPERVISOR_INTERVAL),
         "options": {"queue": "maintenance", "expires": SUPERVISOR_INTERVAL * 0.9},
+    },
+    "runs-sweep": {
+        "task": "runs.tasks.sweep",
+        "schedule": float(RUNS_SWEEP_INTERVAL),
+        "options": {"queue": "maintenance", "expires": RUNS_SWEEP_INTERVAL * 0.9},
     },
     "expire-reservations": {
         "task": "budgets.tasks.expire_reservations",
