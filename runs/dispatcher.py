@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 INLINE_LEASE_SECONDS = 120  # an inline step's deadline when it sets no timeout_seconds
 DEADLINE_SLACK_SECONDS = 0.2  # a deadline's wake-up comes this late, so the deadline has passed
+MAX_WAKE_SECONDS = 60  # deadlines further off than this are found by the sweep
 MAX_INLINE_PER_CALL = 50  # inline steps one advance() runs before it hands over (re-enqueued)
 ADMISSION_REFUSALS = (admission.AgentNotFound, memory_context.ContextLengthExceeded, spend.UnpricedModel, spend.BudgetExceeded)
 
@@ -55,6 +56,14 @@ class _Pass:
 
     inline: tuple[Run, Step, str, dict[str, list[float]]] | None = None  # a claimed inline step to run
     wakes: list[float] = field(default_factory=list)  # deadlines to look again at, in seconds from now
+
+    def wake(self, seconds: float) -> None:
+        """A short deadline is seen as it passes. A longer one (and an inline step's lease, which
+        lapses only when its runner died) is left to the sweep: the run is idle by then, so the sweep
+        dispatches it every interval, and no task waits long in a worker's hands (a Redis broker
+        redelivers one held past its visibility timeout)."""
+        if seconds <= MAX_WAKE_SECONDS:
+            self.wakes.append(max(0.0, seconds))
 
 
 def advance(run_id: Any, wake: Wake) -> bool:
@@ -97,7 +106,7 @@ def _pass(run_id: Any) -> _Pass:
             Run.objects.filter(id=run.id).update(status=run.status, started_at=now)
             _event(run, "run_started", "", {"steps": len(run_steps)})
             if run.deadline is not None:
-                done.wakes.append(max(0.0, (run.deadline - now).total_seconds()))
+                done.wake((run.deadline - now).total_seconds())
         for step in run_steps:
             if step.state == StepState.RUNNING:
                 _settle(run, step, now)
@@ -352,8 +361,8 @@ def _claim(step: Step, now, text: str, messages: list[dict], worst: Decimal, don
         return False
     for name, value in fields.items():
         setattr(step, name, value)
-    if seconds:
-        done.wakes.append(seconds)  # a deadline is seen when it passes, not at the next sweep
+    if step.timeout_seconds:
+        done.wake(step.timeout_seconds)
     return True
 
 
