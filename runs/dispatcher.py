@@ -288,7 +288,7 @@ def _start_ready(run: Run, run_steps: list[Step], now, done: _Pass) -> None:
             run, "step_started", step.key, {"attempt": step.attempt, "kind": step.kind, "agent": step.agent.name if step.agent else None}
         )
         if inline:
-            vectors = {d: by_key[d].result["vector"] for d in step.depends_on if by_key[d].kind == StepKind.EMBED and by_key[d].result}
+            vectors = {d: (by_key[d].result or {})["vector"] for d in step.depends_on if by_key[d].kind == StepKind.EMBED}
             done.inline = (run, step, text, vectors)
             continue
         _admit(run, step, messages)

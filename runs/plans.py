@@ -131,10 +131,10 @@ def _pipeline(tenant: Tenant, data: dict[str, Any]) -> list[StepSpec]:
 def _broadcast(tenant: Tenant, data: dict[str, Any]) -> list[StepSpec]:
     if data.get("agents"):
         raise PlanError("A broadcast goes to every agent of yours (narrowed by `specialization`), not to a list: use parallel.", "agents")
-    agents = Agent.objects.live().filter(tenant=tenant).order_by("name")
+    found = Agent.objects.live().filter(tenant=tenant).order_by("name")
     if data.get("specialization"):
-        agents = agents.filter(specialization__icontains=data["specialization"])
-    agents = list(agents[: MAX_STEPS + 1])
+        found = found.filter(specialization__icontains=data["specialization"])
+    agents = list(found[: MAX_STEPS + 1])
     if not agents:
         raise PlanError(
             "No agent of yours matches this broadcast.", "specialization" if data.get("specialization") else "pattern", "no_agents"

@@ -75,7 +75,7 @@ def _vector_search(run: Run, step: Step, text: str, vectors: dict[str, list[floa
         }
         for rank, hit in enumerate(hits, start=1)
     ]
-    lines = [f"[{hit['rank']}] {hit['text']} (source: memory {hit['source']['memory']})" for hit in ranked]
+    lines = [f"[{rank}] {hit.memory.text} (source: memory {hit.memory.id})" for rank, hit in enumerate(hits, start=1)]
     return Outcome(output="\n".join(lines), result={"hits": ranked})
 
 
@@ -94,6 +94,7 @@ def _route(step: Step, text: str) -> Outcome:
 def _llm(run: Run, step: Step, text: str) -> Outcome:
     """One completion through the agent's provider settings, no memory, reserved and settled like a turn's call."""
     agent = step.agent
+    assert agent is not None, "an llm step names its agent (runs.plans)"
     messages = ([{"role": "system", "content": step.config["system"]}] if step.config.get("system") else []) + [
         {"role": "user", "content": text}
     ]

@@ -46,7 +46,8 @@ def render(template: str, input_text: str, outputs: Mapping[str, str]) -> str:
 def is_bare_input(template: str) -> bool:
     """The template is the run's input and nothing else: an agent step then gets the input's
     messages as they came (a conversation's roles kept), not their text flattened."""
-    return REFERENCE.fullmatch(template.strip() or "-") is not None and REFERENCE.fullmatch(template.strip()).group(1) == "input"
+    match = REFERENCE.fullmatch(template.strip())
+    return match is not None and match.group(1) == "input"
 
 
 def input_text(value: Any) -> str:
