@@ -69,6 +69,11 @@ class AggregateField(serializers.Field):
         return value
 
 
+@extend_schema_field({"type": "boolean", "enum": [False]})
+class NotYetField(serializers.BooleanField):
+    """A switch for what is not built yet: documented as false only, so no client takes true for working."""
+
+
 class WorkflowStepSerializer(serializers.Serializer):
     id = strict.RegexField(r"^[A-Za-z0-9_-]{1,64}$", help_text="Unique within the workflow; templates read `{{steps.<id>.output}}`.")
     kind = serializers.ChoiceField(choices=WORKFLOW_KINDS)
@@ -114,7 +119,7 @@ class RunCreateSerializer(serializers.Serializer):
     )
     workflow = WorkflowSerializer(required=False)
     timeout_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_SECONDS, help_text="The whole run's time limit.")
-    shared_memory = serializers.BooleanField(required=False, default=False, help_text="Not available yet: true is refused.")
+    shared_memory = NotYetField(required=False, default=False, help_text="Run-scoped shared memory is not available yet: true is refused.")
     max_cost = strict.DecimalField(
         max_digits=14, decimal_places=8, required=False, allow_null=True, help_text="USD; the run stops before a step that could cross it."
     )
