@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from runs import plans
-from runs.models import Run, RunEvent, Step
+from runs.models import Run, RunEvent, Step, Workflow
 from runs.submission import submit
 from sentinel_site.admin import BigTableMixin, ReadOnlyAdmin, ReadOnlyInline, TenantFilter
 
@@ -62,3 +62,14 @@ class StepAdmin(BigTableMixin, ReadOnlyAdmin):
     search_fields = ("=run__id", "key")
     raw_id_fields = ("run", "turn", "agent")
     readonly_fields = [field.name for field in Step._meta.fields]
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(ReadOnlyAdmin):
+    """Declared in config files (`manage.py config apply`, SENTINEL_CONFIG_FILE): the file is the source, so read-only here."""
+
+    list_display = ("name", "tenant", "source", "updated_at")
+    list_filter = (TenantFilter,)
+    list_select_related = ("tenant",)
+    search_fields = ("name",)
+    readonly_fields = ("tenant", "name", "definition", "source", "created_at", "updated_at")

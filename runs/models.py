@@ -178,3 +178,22 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.step}".strip()
+
+
+class Workflow(models.Model):
+    """A workflow declared in config (runs/config.py), run by name: `{"pattern": "workflow", "workflow": name}`."""
+
+    id = models.BigAutoField(primary_key=True)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="workflows")
+    name = models.SlugField(max_length=64)
+    definition = models.JSONField(help_text="Its steps and timeout_seconds, as a run's inline `workflow`.")
+    source = models.CharField(max_length=500, blank=True, help_text="The config file it came from.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["tenant", "name"], name="workflow_name_unique_per_tenant")]
+
+    def __str__(self) -> str:
+        return self.name

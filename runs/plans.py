@@ -15,7 +15,7 @@ from typing import Any
 from agents.models import Agent
 from budgets.models import Tenant
 from runs import templates
-from runs.models import Pattern, StepKind
+from runs.models import Pattern, StepKind, Workflow
 
 MAX_STEPS = 100
 INPUT = "{{input}}"
@@ -42,6 +42,17 @@ class StepSpec:
     timeout_seconds: int | None = None
     retries: int = 0
     param: str = ""  # where the step came from in the request, for errors
+
+
+def resolve(tenant: Tenant, data: dict[str, Any]) -> dict[str, Any]:
+    """The request with a declared workflow's name replaced by its definition (runs.models.Workflow)."""
+    name = data.get("workflow")
+    if not isinstance(name, str):
+        return data
+    declared = Workflow.objects.filter(tenant=tenant, name=name).first()
+    if declared is None:
+        raise PlanError(f"No workflow named `{name}` is declared for you (see `manage.py config`).", "workflow", "workflow_not_found")
+    return {**data, "workflow": declared.definition}
 
 
 def compile_plan(tenant: Tenant, data: dict[str, Any]) -> list[StepSpec]:

@@ -30,9 +30,10 @@ def submit(*, tenant: Tenant, api_key: ApiKey | None, data: dict[str, Any], idem
     digest = request_hash(data)
     if idempotency_key and (replayed := _replayed(tenant, idempotency_key, digest)):
         return Submission(replayed, created=False)
-    specs = plans.compile_plan(tenant, data)
+    resolved = plans.resolve(tenant, data)
+    specs = plans.compile_plan(tenant, resolved)
     try:
-        run = _store(tenant, api_key, data, specs, idempotency_key=idempotency_key, digest=digest)
+        run = _store(tenant, api_key, data, specs, idempotency_key=idempotency_key, digest=digest, resolved=resolved)
     except IntegrityError:
         # Two requests raced with one Idempotency-Key: the loser answers with the winner's run.
         if idempotency_key and (replayed := _replayed(tenant, idempotency_key, digest)):
@@ -49,10 +50,19 @@ def _replayed(tenant: Tenant, idempotency_key: str, digest: str) -> Run | None:
 
 
 def _store(
-    tenant: Tenant, api_key: ApiKey | None, data: dict[str, Any], specs: list[plans.StepSpec], *, idempotency_key: str | None, digest: str
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    data: dict[str, Any],
+    specs: list[plans.StepSpec],
+    *,
+    idempotency_key: str | None,
+    digest: str,
+    resolved: dict[str, Any],
 ) -> Run:
+    """`data` as asked (a declared workflow by its name, so a re-run takes its current definition),
+    `resolved` as it runs."""
     now = timezone.now()
-    timeout = (data.get("workflow") or {}).get("timeout_seconds") or data.get("timeout_seconds")
+    timeout = (resolved.get("workflow") or {}).get("timeout_seconds") or data.get("timeout_seconds")
     with transaction.atomic():
         run = Run.objects.create(
             tenant=tenant,

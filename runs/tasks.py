@@ -10,7 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from runs import dispatcher
+from runs import config, dispatcher
 from runs.models import RUN_UNFINISHED, Run
 
 log = logging.getLogger(__name__)
@@ -39,3 +39,10 @@ def sweep() -> dict:
     for run_id in run_ids:
         enqueue_dispatch(run_id)
     return {"dispatched": len(run_ids)}
+
+
+@shared_task(name="runs.tasks.reload_config", ignore_result=True)
+def reload_config() -> str:
+    """Beat: SENTINEL_CONFIG_FILE applied within seconds of a change, without a restart."""
+    path = settings.SENTINEL["CONFIG_FILE"]
+    return config.reload(path) if path else "no file"

@@ -173,6 +173,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(SUPERVISOR_INTERVAL),
         "options": {"queue": "maintenance", "expires": SUPERVISOR_INTERVAL * 0.9},
     },
+    "reload-config": {"task": "runs.tasks.reload_config", "schedule": 5.0, "options": {"queue": "maintenance", "expires": 4.5}},
     "runs-sweep": {
         "task": "runs.tasks.sweep",
         "schedule": float(RUNS_SWEEP_INTERVAL),
@@ -260,6 +261,8 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # lives at most this long (0: no cache), and a change anywhere is seen within the check interval.
     "CONFIG_CACHE_SECONDS": envfloat("SENTINEL_CONFIG_CACHE_SECONDS", 60.0, minimum=0),
     "CONFIG_CHECK_SECONDS": envfloat("SENTINEL_CONFIG_CHECK_SECONDS", 0.25, minimum=0),
+    # A TOML file of agents and workflows (runs/config.py), reloaded by the beat when it changes.
+    "CONFIG_FILE": envstr("SENTINEL_CONFIG_FILE", ""),
     "DREAMER_SPAN_TOKENS": envint("SENTINEL_DREAMER_SPAN_TOKENS", 3000, minimum=100),
     "DREAMER_MAX_TOKENS_PER_RUN": envint("SENTINEL_DREAMER_MAX_TOKENS_PER_RUN", 200_000, minimum=1000),
     # What one tenant's consolidations may spend in one Dreamer run, or one API-triggered consolidation.

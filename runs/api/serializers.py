@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -12,6 +14,7 @@ from runs.models import Pattern, Run, RunEvent, Step, StepKind
 from sentinel_site import strict
 
 MAX_AGENTS = 100
+NAME = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
 MAX_SECONDS = 86_400
 AGGREGATES = ("concat", "first", "vote")
 WORKFLOW_KINDS = [StepKind.AGENT, StepKind.LLM, StepKind.EMBED, StepKind.VECTOR_SEARCH, StepKind.TRANSFORM]
@@ -95,6 +98,28 @@ class WorkflowSerializer(serializers.Serializer):
     timeout_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_SECONDS, help_text="The whole workflow's.")
 
 
+class WorkflowOrNameSerializer(WorkflowSerializer):
+    """A workflow inline, or the name of one declared in config (`manage.py config apply`)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, str):
+            if not NAME.match(data):
+                raise serializers.ValidationError("a declared workflow's name is letters, digits, - and _ (at most 64)")
+            return data
+        return super().to_internal_value(data)
+
+
+class WorkflowOrNameSchema(OpenApiSerializerExtension):
+    """Documents WorkflowOrNameSerializer as what it takes: a name, or the workflow itself."""
+
+    target_class = WorkflowOrNameSerializer
+
+    def map_serializer(self, auto_schema, direction):
+        inline = auto_schema.resolve_serializer(WorkflowSerializer, direction).ref
+        name = {"type": "string", "pattern": NAME.pattern, "description": "A workflow declared in config."}
+        return {"oneOf": [name, inline]}
+
+
 class RunCreateSerializer(serializers.Serializer):
     """A multi-agent run: a pattern over your agents, or a workflow of steps."""
 
@@ -117,7 +142,7 @@ class RunCreateSerializer(serializers.Serializer):
     step_timeout_seconds = serializers.IntegerField(
         required=False, min_value=1, max_value=MAX_SECONDS, help_text="broadcast: how long each agent has to answer."
     )
-    workflow = WorkflowSerializer(required=False)
+    workflow = WorkflowOrNameSerializer(required=False, help_text="workflow: its steps inline, or the name of a declared one.")
     timeout_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_SECONDS, help_text="The whole run's time limit.")
     shared_memory = NotYetField(required=False, default=False, help_text="Run-scoped shared memory is not available yet: true is refused.")
     max_cost = strict.DecimalField(

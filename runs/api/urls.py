@@ -9,4 +9,5 @@ urlpatterns = [
     path("runs/<uuid:run_id>", views.RunView.as_view(), name="run"),
     path("runs/<uuid:run_id>/events", views.RunEventsView.as_view(), name="run-events"),
     path("runs/<uuid:run_id>/cancel", views.RunCancelView.as_view(), name="run-cancel"),
+    path("config/schema", views.ConfigSchemaView.as_view(), name="config-schema"),
 ]

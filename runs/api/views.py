@@ -18,9 +18,11 @@ from django.http import JsonResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.views import APIView
 
 from budgets import audit, roles
-from runs import dispatcher, plans, streams
+from runs import config, dispatcher, plans, streams
 from runs.api.serializers import RunCreateSerializer, RunEventSerializer, RunSerializer
 from runs.models import Run, RunEvent, RunStatus, Step
 from runs.submission import submit
@@ -152,7 +154,7 @@ class RunsView(AsyncAPIView):
                 tenant=principal.tenant, api_key=principal.api_key, data=serializer.validated_data, idempotency_key=idempotency_key
             )
         except plans.PlanError as error:
-            status = 404 if error.code == "agent_not_found" else 400
+            status = 404 if error.code in ("agent_not_found", "workflow_not_found") else 400
             raise ApiError(status, str(error), param=error.param, code=error.code) from None
         run_id = submission.run.id
         wait = _wait_seconds(request)
@@ -250,3 +252,21 @@ class RunCancelView(AsyncAPIView):
             return _body(_run_or_404(request.user.tenant, run.id))
 
         return JsonResponse(await sync_to_async(cancel)())
+
+
+class ConfigSchemaView(APIView):
+    """The JSON Schema of a config file (runs/config.py): public, it holds nothing of anyone's."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="config_schema",
+        summary="The config file's JSON Schema",
+        description="The shape of a `SENTINEL_CONFIG_FILE` (TOML, read as JSON): a tenant, its agents and workflows.",
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT)},
+        auth=[],
+        tags=["config"],
+    )
+    def get(self, request):
+        return JsonResponse(config.json_schema())

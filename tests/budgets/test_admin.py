@@ -21,7 +21,7 @@ from agents.models import Agent, Conversation, DeadLetter, Message, Turn, TurnEv
 from budgets.admin_roles import group_name, sync_groups
 from budgets.models import ApiKey, AuditEntry, Budget, OperatorBinding, Price, Reservation, SpendEntry, Tenant
 from memory.models import ConsolidationRun, Memory, Summary
-from runs.models import Run, Step
+from runs.models import Run, Step, Workflow
 from sentinel_site.admin import CappedPaginator, SuperuserOnlyMixin, TenantFilter, TenantScopedMixin
 from tests.conftest import Actor
 
@@ -48,6 +48,7 @@ TENANT_PATHS = {
     ConsolidationRun: "tenant",
     Run: "tenant",
     Step: "tenant",
+    Workflow: "tenant",
 }
 SHARED = {Price}  # rows with no tenant (global prices) are every operator's to read
 SCOPED = sorted(TENANT_PATHS, key=lambda model: model._meta.label)
@@ -91,6 +92,7 @@ def populate(actor: Actor, agent: Agent) -> dict:
     Price.objects.create(tenant=tenant, model="m")
     run = Run.objects.create(tenant=tenant, pattern="parallel", input=f"{tenant.name} asks")
     Step.objects.create(tenant=tenant, run=run, key="a", position=0, kind="agent", agent=agent)
+    Workflow.objects.create(tenant=tenant, name=f"{tenant.name}-flow", definition={"steps": []})
     return {"conversation": conversation, "letter": letter}
 
 
