@@ -375,6 +375,10 @@ SPECTACULAR_SETTINGS = {
         "InstructionRoleEnum": ["system", "developer", "user"],
         "AssistantRoleEnum": ["assistant"],
         "ToolRoleEnum": ["tool"],
+        # A turn event's kind keeps its name beside the runs' step kinds.
+        "KindEnum": "agents.models.EventKind",
+        "StepKindEnum": "runs.models.StepKind",
+        "WorkflowStepKindEnum": ["agent", "llm", "embed", "vector_search", "transform"],
     },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "sentinel_site.openapi.add_common_errors"],
 }
