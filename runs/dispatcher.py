@@ -185,8 +185,14 @@ def _succeed(run: Run, step: Step, *, output: str, result: dict | None = None, p
 
 
 def _attempt_failed(run: Run, step: Step, error: dict, *, timed_out: bool = False) -> None:
-    """The attempt failed: the step goes back to pending while it has retries, else it ends."""
+    """The attempt failed: the step goes back to pending while it has retries, else it ends. What the
+    attempt may still cost stays counted against max_cost: a timed-out turn or call goes on."""
     now = timezone.now()
+    turn = step.turn
+    ended = turn is not None and turn.is_finished
+    # An ended turn cost what it cost; a timed-out one may still spend its worst case; a call that
+    # failed released its hold.
+    lost = turn.cost if ended and turn is not None else step.worst_case_cost if timed_out else Decimal(0)
     if step.attempt <= step.retries:
         fields: dict[str, Any] = {"state": StepState.PENDING, "turn": None, "error": error, "deadline": None}
         kind = "step_retrying"
@@ -199,6 +205,7 @@ def _attempt_failed(run: Run, step: Step, error: dict, *, timed_out: bool = Fals
             "checkpoint": {"attempt": step.attempt, "turn": str(step.turn_id) if step.turn_id else None, "error": error},
         }
         kind = "step_timed_out" if timed_out else "step_failed"
+    fields["abandoned_cost"] = step.abandoned_cost + lost
     if Step.objects.filter(id=step.id, state=StepState.RUNNING, attempt=step.attempt).update(**fields):
         for name, value in fields.items():
             setattr(step, name, value)
@@ -322,10 +329,11 @@ def _worst_case(run: Run, step: Step, messages: list[dict]) -> Decimal:
 
 
 def _over_max_cost(run: Run, run_steps: list[Step], step: Step, worst: Decimal) -> bool:
-    """Spent (finished steps) plus held (running steps' worst cases) plus this step's worst case."""
+    """Spent (finished steps, and attempts given up on) plus held (running steps' worst cases) plus
+    this step's worst case."""
     if run.max_cost is None:
         return False
-    spent = sum((s.cost for s in run_steps if s.is_finished), Decimal(0))
+    spent = sum((s.cost for s in run_steps if s.is_finished), Decimal(0)) + sum((s.abandoned_cost for s in run_steps), Decimal(0))
     held = sum((s.worst_case_cost for s in run_steps if s.state == StepState.RUNNING), Decimal(0))
     if spent + held + worst <= run.max_cost:
         return False

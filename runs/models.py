@@ -138,6 +138,12 @@ class Step(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=8, default=0)
     worst_case_cost = models.DecimalField(max_digits=14, decimal_places=8, default=0, help_text="What the running attempt may cost.")
+    abandoned_cost = models.DecimalField(
+        max_digits=14,
+        decimal_places=8,
+        default=0,
+        help_text="What attempts given up on may cost: an ended turn's cost, a still-running one's worst case (max_cost counts it).",
+    )
     error = models.JSONField(null=True, blank=True)
     checkpoint = models.JSONField(null=True, blank=True, help_text="The finished step's record: attempt, turn, output, usage, cost.")
     started_at = models.DateTimeField(null=True, blank=True)

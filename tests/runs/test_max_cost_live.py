@@ -51,3 +51,21 @@ def test_a_run_within_max_cost_succeeds(live, alice, priced):
         run = client.post("/runs", json={"pattern": "pipeline", "agents": ["cheap", "cheap"], "input": "hi", "max_cost": "1"}).json()
     assert run["status"] == "succeeded" and Decimal(run["cost"]) > 0
     assert Run.objects.get(id=run["id"]).cost == sum(Turn.objects.get(id=s["turn"]).cost for s in run["steps"])
+
+
+def test_a_timed_out_attempt_still_counts_so_its_retry_cannot_cross_max_cost(live, alice, priced, stub_llm):
+    from runs.models import Step
+    from tests.conftest import wait_for
+    from tests.stub_llm import Reply
+
+    make_agents(alice.tenant, ["slowpoke"], context_budget=256, default_params={"max_tokens": 200})  # ~$0.46 at worst
+    stub_llm.script(Reply(content="late", delay=2.5))
+    steps = [{"id": "s", "kind": "agent", "agent": "slowpoke", "timeout_seconds": 1, "retries": 1}]
+    with api(live, alice) as client:
+        created = client.post("/runs", json={"pattern": "workflow", "input": "hi", "workflow": {"steps": steps}, "max_cost": "0.8"}).json()
+    wait_for(lambda: Run.objects.get(id=created["id"]).is_finished, timeout=30, interval=0.2, message="the run to stop")
+    run = Run.objects.get(id=created["id"])
+    assert run.status == "failed" and run.error["code"] == "budget_exceeded" and run.error["step"] == "s", run.error
+    step = Step.objects.get(run=run)
+    assert step.attempt == 1 and step.abandoned_cost > 0, "the first turn may still spend: the retry would cross max_cost"
+    assert Turn.objects.filter(tenant=alice.tenant, idempotency_key__startswith=f"run:{run.id}:").count() == 1
