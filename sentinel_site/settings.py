@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "budgets",
     "agents",
     "memory",
+    "runs",
 ]
 
 MIDDLEWARE = [
@@ -169,6 +170,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # `expires` just under each period: a backlog never piles up duplicate runs.
 DREAMER_INTERVAL = envint("SENTINEL_DREAMER_INTERVAL", 60, minimum=1)
 SUPERVISOR_INTERVAL = envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1)
+# The runs' backstop: unfinished runs nobody moved for this long are dispatched (runs/tasks.py).
+RUNS_SWEEP_INTERVAL = envint("SENTINEL_RUNS_SWEEP_INTERVAL", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "dreamer": {
         "task": "memory.tasks.dream",
@@ -180,6 +183,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "agents.tasks.supervise",
         "schedule": float(SUPERVISOR_INTERVAL),
         "options": {"queue": "maintenance", "expires": SUPERVISOR_INTERVAL * 0.9},
+    },
+    "reload-config": {"task": "runs.tasks.reload_config", "schedule": 5.0, "options": {"queue": "maintenance", "expires": 4.5}},
+    "runs-sweep": {
+        "task": "runs.tasks.sweep",
+        "schedule": float(RUNS_SWEEP_INTERVAL),
+        "options": {"queue": "maintenance", "expires": RUNS_SWEEP_INTERVAL * 0.9},
     },
     "expire-reservations": {
         "task": "budgets.tasks.expire_reservations",
@@ -282,6 +291,8 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # lives at most this long (0: no cache), and a change anywhere is seen within the check interval.
     "CONFIG_CACHE_SECONDS": envfloat("SENTINEL_CONFIG_CACHE_SECONDS", 60.0, minimum=0),
     "CONFIG_CHECK_SECONDS": envfloat("SENTINEL_CONFIG_CHECK_SECONDS", 0.25, minimum=0),
+    # A TOML file of agents and workflows (runs/config.py), reloaded by the beat when it changes.
+    "CONFIG_FILE": envstr("SENTINEL_CONFIG_FILE", ""),
     "DREAMER_SPAN_TOKENS": envint("SENTINEL_DREAMER_SPAN_TOKENS", 3000, minimum=100),
     "DREAMER_MAX_TOKENS_PER_RUN": envint("SENTINEL_DREAMER_MAX_TOKENS_PER_RUN", 200_000, minimum=1000),
     # What one tenant's consolidations may spend in one Dreamer run, or one API-triggered consolidation.
@@ -399,6 +410,10 @@ SPECTACULAR_SETTINGS = {
         "InstructionRoleEnum": ["system", "developer", "user"],
         "AssistantRoleEnum": ["assistant"],
         "ToolRoleEnum": ["tool"],
+        # A turn event's kind keeps its name beside the runs' step kinds.
+        "KindEnum": "agents.models.EventKind",
+        "StepKindEnum": "runs.models.StepKind",
+        "WorkflowStepKindEnum": ["agent", "llm", "embed", "vector_search", "transform"],
     },
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "sentinel_site.openapi.add_common_errors"],
 }

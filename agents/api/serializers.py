@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -209,6 +209,20 @@ class StreamOptionsSerializer(serializers.Serializer):
     include_usage = serializers.BooleanField(required=False, default=False)
 
 
+class OutputBoundField(serializers.IntegerField):
+    """An output token count: at most SENTINEL_MAX_OUTPUT_TOKENS (checked by `_output_bound`)."""
+
+
+class OutputBoundSchema(OpenApiSerializerFieldExtension):
+    """Documents the bound the request is checked against, so a schema-valid request is never refused for it."""
+
+    target_class = OutputBoundField
+
+    def map_serializer_field(self, auto_schema, direction):
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        return {**schema, "maximum": settings.SENTINEL["MAX_OUTPUT_TOKENS"]}
+
+
 class ChatCompletionRequestSerializer(serializers.Serializer):
     """OpenAI's chat completion request, plus Sentinel's optional `conversation`."""
 
@@ -224,8 +238,8 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
     )
     temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
     top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
-    max_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    max_completion_tokens = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    max_tokens = OutputBoundField(required=False, allow_null=True, min_value=1)
+    max_completion_tokens = OutputBoundField(required=False, allow_null=True, min_value=1)
     n = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1, help_text="Only 1 is supported.")
     stop = StopField(required=False, allow_null=True)
     presence_penalty = serializers.FloatField(required=False, allow_null=True, min_value=-2, max_value=2)

@@ -21,6 +21,7 @@ from agents.models import Agent, Conversation, DeadLetter, Message, Turn, TurnEv
 from budgets.admin_roles import group_name, sync_groups
 from budgets.models import ApiKey, AuditEntry, Budget, OperatorBinding, Price, Reservation, SpendEntry, Tenant
 from memory.models import ConsolidationRun, Memory, Summary
+from runs.models import Run, Step, Workflow
 from sentinel_site.admin import CappedPaginator, SuperuserOnlyMixin, TenantFilter, TenantScopedMixin
 from tests.conftest import Actor
 
@@ -45,6 +46,9 @@ TENANT_PATHS = {
     Summary: "tenant",
     Memory: "tenant",
     ConsolidationRun: "tenant",
+    Run: "tenant",
+    Step: "tenant",
+    Workflow: "tenant",
 }
 SHARED = {Price}  # rows with no tenant (global prices) are every operator's to read
 SCOPED = sorted(TENANT_PATHS, key=lambda model: model._meta.label)
@@ -86,6 +90,9 @@ def populate(actor: Actor, agent: Agent) -> dict:
     Reservation.objects.create(tenant=tenant, amount=Decimal(1), expires_at=timezone.now() + timedelta(hours=1))
     SpendEntry.objects.create(tenant=tenant, api_key=actor.api_key, model="m", cost=Decimal(1))
     Price.objects.create(tenant=tenant, model="m")
+    run = Run.objects.create(tenant=tenant, pattern="parallel", input=f"{tenant.name} asks")
+    Step.objects.create(tenant=tenant, run=run, key="a", position=0, kind="agent", agent=agent)
+    Workflow.objects.create(tenant=tenant, name=f"{tenant.name}-flow", definition={"steps": []})
     return {"conversation": conversation, "letter": letter}
 
 

@@ -37,7 +37,9 @@ schema.config.generation.update(with_security_parameters=False, allow_extra_para
 
 # A schema-valid agent may still name a provider URL the egress policy refuses (a host that does not
 # resolve, a private address): a 400 by policy, as documented, which no OpenAPI schema can express.
-POLICY_REFUSALS = {("POST", "/v1/agents"), ("PUT", "/v1/agents/{id}"), ("PATCH", "/v1/agents/{id}")}
+# Likewise a schema-valid run may still be a plan that cannot run (a workflow cycle, a template reading a
+# step it does not wait for, a pattern without the agents it needs): a 400 naming the step, as documented.
+POLICY_REFUSALS = {("POST", "/v1/agents"), ("PUT", "/v1/agents/{id}"), ("PATCH", "/v1/agents/{id}"), ("POST", "/v1/runs")}
 
 
 @schema.parametrize()

@@ -1,0 +1,15 @@
+"""A step's turn ended: its run's dispatcher is woken (the beat sweep is the backstop if this is lost)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runs.models import Step
+from runs.tasks import enqueue_dispatch
+
+
+def on_turn_ended(sender: Any, turn_id: Any, status: str, **kwargs: Any) -> None:
+    """Every turn's end asks one indexed question: is it a step's? Most are not."""
+    run_id = Step.objects.filter(turn_id=turn_id).values_list("run_id", flat=True).first()
+    if run_id is not None:
+        enqueue_dispatch(run_id)
