@@ -6,7 +6,9 @@ Another tenant's run is a 404, exactly like one that does not exist.
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from adrf.views import APIView as AsyncAPIView
@@ -14,17 +16,19 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
-from django.http import JsonResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
 
+from agents.api.chat import SSE_HEADERS, EventStreamRenderer, sse
 from budgets import audit, roles
 from runs import config, dispatcher, plans, streams
 from runs.api.serializers import RunCreateSerializer, RunEventSerializer, RunSerializer
-from runs.models import Run, RunEvent, RunStatus, Step
+from runs.models import RUN_UNFINISHED, Run, RunEvent, RunStatus, Step
 from runs.submission import submit
 from sentinel_site.db import release_connection
 from sentinel_site.errors import ApiError, not_found
@@ -211,24 +215,81 @@ class RunView(AsyncAPIView):
 
 class RunEventsView(AsyncAPIView):
     required_scopes = {"GET": roles.TURNS_READ}
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
     after = IntegerParam("after", 0, 2**62, 0)
 
     @extend_schema(
         operation_id="runs_events",
         summary="A run's events",
         description="The run's log, oldest first: steps started, turns admitted, steps ended or retried, the route's "
-        "choice and scores, budget stops, the run's end. `after`: only events with a larger id.",
-        parameters=[OpenApiParameter("after", {"type": "integer", "minimum": 0}, OpenApiParameter.QUERY, required=False)],
-        responses={200: RunEventSerializer(many=True), 404: NOT_FOUND},
+        "choice and scores, budget stops, the run's end. `after`: only events with a larger id. With `Accept: "
+        "text/event-stream`: the same events live, as SSE whose ids resume the stream when sent back as `Last-Event-ID`; "
+        "the stream ends after the run's last event.",
+        parameters=[
+            OpenApiParameter("after", {"type": "integer", "minimum": 0, "maximum": 2**62}, OpenApiParameter.QUERY, required=False),
+            OpenApiParameter("Last-Event-ID", {"type": "string", "pattern": r"^\d{1,18}$"}, OpenApiParameter.HEADER, required=False),
+        ],
+        responses={
+            (200, "application/json"): RunEventSerializer(many=True),
+            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="SSE: one event per run event, `event` its kind."),
+            400: OpenApiResponse(OpenApiTypes.OBJECT, description="Last-Event-ID is not an event id."),
+            404: NOT_FOUND,
+        },
         tags=["runs"],
     )
     async def get(self, request, run_id):
+        after = self.after.read(request)
+        if request.accepted_renderer.format == EventStreamRenderer.format:
+            resume = request.headers.get("Last-Event-ID")
+            if resume is not None:
+                if not re.fullmatch(r"\d{1,18}", resume, re.ASCII):
+                    raise ApiError(400, "Last-Event-ID must be an event id from this stream.", param="Last-Event-ID", code="invalid_value")
+                after = int(resume)
+            run = await sync_to_async(_run_or_404)(request.user.tenant, run_id)
+            await sync_to_async(release_connection)()
+            return StreamingHttpResponse(_live_events(run.id, after), content_type="text/event-stream", headers=SSE_HEADERS)
+
         def read() -> dict:
             run = _run_or_404(request.user.tenant, run_id)
-            events = RunEvent.objects.filter(run=run, id__gt=self.after.read(request)).order_by("id")[:1000]
+            events = RunEvent.objects.filter(run=run, id__gt=after).order_by("id")[:1000]
             return {"object": "list", "data": RunEventSerializer(events, many=True).data}
 
         return JsonResponse(await sync_to_async(read)())
+
+
+LIVE_RECHECK_SECONDS = 1.0  # how often a live stream reads new events while the run has not ended
+KEEP_ALIVE_SECONDS = 15.0
+
+
+async def _live_events(run_id, after: int) -> AsyncIterator[bytes]:
+    """A run's events as they are written: read from PostgreSQL (the log is the truth), woken at once
+    by the run's end on Redis, and otherwise every LIVE_RECHECK_SECONDS; ends after the run's last event."""
+
+    def read(after: int) -> tuple[list[dict], bool]:
+        try:
+            finished = Run.objects.filter(id=run_id).values_list("status", flat=True).first() not in RUN_UNFINISHED
+            events = list(RunEvent.objects.filter(run_id=run_id, id__gt=after).order_by("id")[:500])
+            return RunEventSerializer(events, many=True).data, finished
+        finally:
+            release_connection()
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.SENTINEL["SYNC_WAIT_SECONDS"]
+    quiet_since = loop.time()
+    while loop.time() < deadline:
+        events, finished = await sync_to_async(read)(after)
+        for event in events:
+            after = event["id"]
+            yield sse(event, event=event["kind"], id=str(event["id"]))
+        if events:
+            quiet_since = loop.time()
+            continue  # perhaps more than one page
+        if finished:
+            return
+        if loop.time() - quiet_since >= KEEP_ALIVE_SECONDS:
+            yield b": keep-alive\n\n"
+            quiet_since = loop.time()
+        await streams.wait_end(run_id, LIVE_RECHECK_SECONDS)
 
 
 class RunCancelView(AsyncAPIView):

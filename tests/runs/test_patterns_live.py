@@ -91,3 +91,36 @@ def test_a_broadcast_reports_the_agents_that_did_not_answer_in_time(live, stub_l
     run = Run.objects.get(id=created["id"])
     assert run.status == "succeeded" and [r["agent"] for r in run.result["responses"]] == ["fast"]
     assert [(m["agent"], m["state"]) for m in run.result["missing"]] == [("slow", "timed_out")]
+
+
+def _sse_events(text: str) -> list[dict]:
+    import json
+
+    events, current = [], {}
+    for line in text.splitlines():
+        if not line:
+            if current:
+                events.append(current)
+            current = {}
+        elif not line.startswith(":"):
+            field, _, value = line.partition(": ")
+            current[field] = json.loads(value) if field == "data" else value
+    return events
+
+
+def test_a_runs_events_stream_live_as_sse_and_resume_from_last_event_id(live, alice, stub_llm):
+    make_agents(alice.tenant, ["first", "second"])
+    stub_llm.when("", lambda body: Reply(content="done", delay=0.3))
+    with api(live, alice) as client:
+        run = client.post("/runs", json={"pattern": "pipeline", "agents": ["first", "second"], "input": "go"}).json()
+        streamed = client.get(f"/runs/{run['id']}/events", headers={"Accept": "text/event-stream"}, timeout=60)
+        assert streamed.status_code == 200 and streamed.headers["content-type"].startswith("text/event-stream")
+        events = _sse_events(streamed.text)
+        logged = client.get(f"/runs/{run['id']}/events").json()["data"]
+        assert [e["data"] for e in events] == logged, "the live stream is the log, in order, and ends after the run's end"
+        assert events[-1]["event"] == logged[-1]["kind"] and Run.objects.get(id=run["id"]).status == "succeeded"
+        middle = events[len(events) // 2]["id"]
+        resumed = client.get(f"/runs/{run['id']}/events", headers={"Accept": "text/event-stream", "Last-Event-ID": middle}, timeout=60)
+        assert [e["id"] for e in _sse_events(resumed.text)] == [e["id"] for e in events if int(e["id"]) > int(middle)]
+        bad = client.get(f"/runs/{run['id']}/events", headers={"Accept": "text/event-stream", "Last-Event-ID": "x"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "Last-Event-ID"
