@@ -277,9 +277,12 @@ class Stack:
 
     def _start_sentinel(self) -> None:
         web = self._spawn("web", [*web_command("127.0.0.1", self.web_port), "--backlog", "4096"], kind="web")
-        for n in range(self.workers):
+        # A lane may set the worker processes and their threads (`--lanes a: b:SENTINEL_BENCH_WORKERS=4`).
+        workers = int(self.env.get("SENTINEL_BENCH_WORKERS", self.workers))
+        concurrency = int(self.env.get("SENTINEL_BENCH_WORKER_CONCURRENCY", self.worker_concurrency))
+        for n in range(workers):
             name = "worker" if n == 0 else f"worker{n + 1}"
-            argv = worker_command(self.worker_concurrency, f"bench{n}-{os.getpid()}@%h", "--without-mingle", "--without-gossip")
+            argv = worker_command(concurrency, f"bench{n}-{os.getpid()}@%h", "--without-mingle", "--without-gossip")
             self._spawn(name, argv, kind="worker")
         wait_http(f"{self.base_url}/health/live", 60, "the web server", web)
         self.wait_worker()
