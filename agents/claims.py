@@ -11,7 +11,6 @@ told of a claim; the turn's finish, committed synchronously, flushes it too: sen
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from django.db import connection
@@ -21,13 +20,7 @@ from django.utils import timezone
 from agents.models import UNFINISHED, Agent, Conversation, Turn, TurnStatus
 from agents.turns import AgentState
 from budgets.models import ApiKey
-from sentinel_site.db import from_row
-
-
-@lru_cache(maxsize=8)
-def _columns(model: type[Model], alias: str) -> tuple[list[str], str]:
-    names = [field.attname for field in model._meta.concrete_fields]
-    return names, ", ".join(f"{alias}.{connection.ops.quote_name(field.column)}" for field in model._meta.concrete_fields)
+from sentinel_site.db import columns, from_row
 
 
 def _table(model: type[Model]) -> str:
@@ -37,10 +30,6 @@ def _table(model: type[Model]) -> str:
 def claim(turn_id: Any) -> Turn | None:
     """Claim a queued turn inside the caller's transaction: the turn (running, its attempt counted
     up), with its agent, conversation and API key attached; None if it is not ours to run (yet)."""
-    turn_names, turn_columns = _columns(Turn, "t")
-    agent_names, agent_columns = _columns(Agent, "a")
-    conversation_names, conversation_columns = _columns(Conversation, "c")
-    key_names, key_columns = _columns(ApiKey, "k")
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
@@ -64,7 +53,7 @@ def claim(turn_id: Any) -> Turn | None:
                 )
                 RETURNING t.*
             )
-            SELECT {turn_columns}, {agent_columns}, {conversation_columns}, {key_columns}
+            SELECT {columns(Turn, "t")}, {columns(Agent, "a")}, {columns(Conversation, "c")}, {columns(ApiKey, "k")}
             FROM t
             JOIN {_table(Agent)} AS a ON a.id = t.agent_id
             JOIN {_table(Conversation)} AS c ON c.id = t.conversation_id
@@ -83,12 +72,11 @@ def claim(turn_id: Any) -> Turn | None:
         row = cursor.fetchone()
     if row is None:
         return None  # an earlier turn of the conversation is unfinished: it hands over when it ends
-    values = list(row)
-    ends = [len(turn_names), len(agent_names), len(conversation_names), len(key_names)]
     parts, start = [], 0
-    for length in ends:
-        parts.append(values[start : start + length])
-        start += length
+    for model in (Turn, Agent, Conversation, ApiKey):  # the row holds each model's columns in turn
+        end = start + len(model._meta.concrete_fields)
+        parts.append(row[start:end])
+        start = end
     turn, agent, conversation = from_row(Turn, parts[0]), from_row(Agent, parts[1]), from_row(Conversation, parts[2])
     conversation.agent = agent  # one agent per conversation (admission checks it)
     turn.agent, turn.conversation = agent, conversation

@@ -54,6 +54,7 @@ def commit_lazily(cursor) -> None:
     cursor.execute("SELECT set_config('synchronous_commit', 'off', true)")
 
 
+@lru_cache(maxsize=64)
 def columns(model: type[Model], alias: str = "") -> str:
     """The model's columns, in field order, for a hand-written SELECT or RETURNING (`from_row` reads them)."""
     prefix = f"{alias}." if alias else ""
