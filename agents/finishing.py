@@ -148,7 +148,7 @@ def _fence(cursor, finishes: Sequence[Finish]) -> set[tuple[uuid.UUID, int]]:
             status = %s, agent_state = v.agent_state, finished_at = v.at, heartbeat_at = v.at, model = v.model,
             prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, latency_ms = v.latency_ms,
             provider_latency_ms = v.provider_latency_ms, first_token_ms = v.first_token_ms,
-            finish_reason = v.finish_reason, output_id = v.output_id, error = NULL, cost = v.cost
+            finish_reason = v.finish_reason, output_id = v.output_id, error = NULL, cost = t.cost + v.cost
         FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::timestamptz[], %s::text[], %s::int[], %s::int[], %s::int[],
                     %s::int[], %s::int[], %s::text[], %s::uuid[], %s::numeric[])
             AS v(id, attempt, agent_state, at, model, prompt_tokens, completion_tokens, latency_ms,
@@ -187,16 +187,16 @@ def _insert_replies(cursor, winners: list[Finish]) -> None:
 
 
 def _next_queued(cursor, winners: list[Finish]) -> dict[uuid.UUID, uuid.UUID]:
-    """Each conversation's next turn waiting for the one that ended ({conversation id: turn id})."""
+    """Each conversation's next turn waiting for the one that ended ({conversation id: turn id}): its
+    first queued turn (a resumed one may come before the turn that ended)."""
     cursor.execute(
         f"""
         SELECT DISTINCT ON (t.conversation_id) t.conversation_id, t.id
-        FROM {_table(Turn)} AS t JOIN unnest(%s::uuid[], %s::int[]) AS v(conversation_id, seq)
-            ON t.conversation_id = v.conversation_id AND t.seq > v.seq
+        FROM {_table(Turn)} AS t JOIN unnest(%s::uuid[]) AS v(conversation_id) ON t.conversation_id = v.conversation_id
         WHERE t.status = %s
         ORDER BY t.conversation_id, t.seq
         """,
-        [[item.conversation_id for item in winners], [item.seq for item in winners], TurnStatus.QUEUED.value],
+        [[item.conversation_id for item in winners], TurnStatus.QUEUED.value],
     )
     return dict(cursor.fetchall())
 

@@ -20,7 +20,8 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents import outcomes
-from agents.models import UNFINISHED, EventKind, Turn, TurnEventRecord, TurnStatus
+from agents.models import UNFINISHED, EventKind, Turn, TurnStatus
+from agents.recorder import record_outside_attempt
 from agents.turns import AgentState
 from budgets import audit
 
@@ -39,11 +40,8 @@ def backoff_seconds(attempt: int) -> int:
 
 
 def _event(turn: Turn, kind: EventKind, payload: dict) -> None:
-    """Supervisor events go in lane 0 (with admission's), never into a worker's attempt, whose
-    numbering that worker owns; the attempt they concern is in the payload."""
-    last = TurnEventRecord.objects.filter(turn=turn, attempt=0).order_by("-seq").first()
-    payload = {"attempt": turn.attempt, **payload}
-    TurnEventRecord.objects.create(turn=turn, attempt=0, seq=(last.seq + 1) if last else 0, kind=kind, payload=payload)
+    """Supervisor events: lane 0, with the attempt they concern in the payload."""
+    record_outside_attempt(turn, kind, {"attempt": turn.attempt, **payload})
 
 
 def dead_letter(turn: Turn, reason: str, error: dict | None) -> bool:

@@ -255,6 +255,10 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # How long a turn's token/event stream stays in Redis after it was last written.
     "STREAM_TTL_SECONDS": envint("SENTINEL_STREAM_TTL_SECONDS", 3600, minimum=60),
     "HEARTBEAT_SECONDS": envfloat("SENTINEL_HEARTBEAT_SECONDS", 5.0, minimum=0.5),
+    # How often a worker looks for cancels and interrupts of the turns it runs (one Redis MGET).
+    "STOP_POLL_SECONDS": envfloat("SENTINEL_STOP_POLL_SECONDS", 0.2, minimum=0.02),
+    # How long a tool call waits for a person's approval before it is denied automatically.
+    "APPROVAL_TTL_SECONDS": envint("SENTINEL_APPROVAL_TTL_SECONDS", 3600, minimum=1),
     # How the worker writes a turn's claim, events and outcome: batched (hand-written SQL; a
     # succeeded turn's outcome committed with the other turns ending at the same time,
     # agents/finishing.py), sql (the same statements, a commit per turn) or orm (the earlier lane

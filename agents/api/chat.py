@@ -72,10 +72,10 @@ def turn_headers(turn: Turn) -> dict[str, str]:
 
 def finished_turn_response(turn: Turn) -> HttpResponse | None:
     """The answer for a turn already finished (an idempotent replay), read from PostgreSQL."""
-    if turn.status == TurnStatus.SUCCEEDED:
+    if turn.status in (TurnStatus.SUCCEEDED, TurnStatus.CANCELLED, TurnStatus.INTERRUPTED):
         return JsonResponse(TurnSerializer(turn).data["response"], headers=turn_headers(turn))
-    if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
-        return error_response(turn.error or {"status": 500, "message": "The turn was cancelled.", "code": "turn_cancelled"})
+    if turn.status == TurnStatus.FAILED:
+        return error_response(turn.error or {"status": 500, "message": "The turn failed.", "code": "turn_failed"})
     return None
 
 

@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents import openai_format
-from agents.models import Agent, Conversation, Message, Role, Turn, TurnEventRecord
+from agents.models import Agent, Conversation, Message, Role, Turn, TurnEventRecord, TurnStatus
 from agents.providers import PASSTHROUGH_PARAMS
 from sentinel_site import egress, strict
 from sentinel_site.errors import ApiError
@@ -400,6 +400,7 @@ class TurnSerializer(serializers.ModelSerializer):
     usage = serializers.SerializerMethodField()
     events_url = serializers.SerializerMethodField()
     response = serializers.SerializerMethodField()
+    pending_approval = serializers.SerializerMethodField()
 
     class Meta:
         model = Turn
@@ -419,6 +420,8 @@ class TurnSerializer(serializers.ModelSerializer):
             "provider_latency_ms",
             "first_token_ms",
             "finish_reason",
+            "stop_requested",
+            "pending_approval",
             "error",
             "response",
             "created_at",
@@ -438,16 +441,26 @@ class TurnSerializer(serializers.ModelSerializer):
     def get_events_url(self, turn: Turn) -> str:
         return f"/v1/turns/{turn.id}/events"
 
+    def get_pending_approval(self, turn: Turn) -> str | None:
+        """The approval a turn awaiting one waits on (GET /v1/approvals/{id})."""
+        if turn.status != TurnStatus.AWAITING_APPROVAL:
+            return None
+        approval = turn.approvals.filter(status="pending").values_list("id", flat=True).first()
+        return str(approval) if approval else None
+
     def get_response(self, turn: Turn) -> dict | None:
-        """The chat.completion, once the turn has succeeded."""
-        if turn.status != "succeeded" or turn.output is None:
+        """The chat.completion, once the turn has answered: succeeded, or cancelled or interrupted
+        with what it had streamed (finish_reason says which)."""
+        if turn.status == TurnStatus.SUCCEEDED and turn.output is None:
+            return None
+        if turn.status not in (TurnStatus.SUCCEEDED, TurnStatus.CANCELLED, TurnStatus.INTERRUPTED):
             return None
         return openai_format.completion(
             turn_id=turn.id,
             created=int(turn.created_at.timestamp()),
             model=turn.agent.name,
-            content=turn.output.content,
-            tool_calls=turn.output.tool_calls or [],
+            content=turn.output.content if turn.output else "",
+            tool_calls=(turn.output.tool_calls if turn.output else None) or [],
             finish_reason=turn.finish_reason,
             prompt_tokens=turn.prompt_tokens,
             completion_tokens=turn.completion_tokens,
