@@ -20,8 +20,8 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
-from agents import providers
-from agents.models import Agent, Conversation, EventKind, Message, Turn, TurnEventRecord
+from agents import control, providers
+from agents.models import UNFINISHED, Agent, Conversation, EventKind, Message, MultitaskStrategy, Stop, Turn, TurnEventRecord
 from budgets import audit, spend
 from budgets.models import ApiKey, Budget, Tenant
 from memory import context as memory_context
@@ -49,6 +49,14 @@ class ConversationNotFound(Exception):
 
     def __init__(self) -> None:
         super().__init__("No such conversation.")
+
+
+class ConversationBusy(Exception):
+    """A message for a conversation whose turn still runs, with `multitask_strategy: reject`."""
+
+    def __init__(self, turn_id: uuid.UUID) -> None:
+        super().__init__(f"This conversation's turn {turn_id} has not ended; send again once it has (multitask_strategy: reject).")
+        self.turn_id = turn_id
 
 
 class ConversationAgentMismatch(Exception):
@@ -183,6 +191,8 @@ def _store(
         if lazily:
             commit_lazily(cursor)
         conversation = _next_in_conversation(cursor, tenant, agent, data.get("conversation"))
+        if data.get("conversation") is not None:
+            _double_texting(tenant, api_key, agent, data, conversation)
         turn = Turn(
             tenant=tenant,
             conversation=conversation,
@@ -246,6 +256,8 @@ def _store_orm(
             with connection.cursor() as cursor:
                 commit_lazily(cursor)
         conversation = _conversation_for(tenant, agent, data.get("conversation"))
+        if data.get("conversation") is not None:
+            _double_texting(tenant, api_key, agent, data, conversation)
         seq = conversation.last_seq
         turn = Turn.objects.create(
             tenant=tenant,
@@ -273,6 +285,35 @@ def _store_orm(
         spend.reserve(tenant.id, api_key_id, plan.amount, turn_id=turn.id, budgets=plan.budgets, savepoint=False)
         transaction.on_commit(lambda: enqueue(turn))
     return turn
+
+
+def _double_texting(tenant: Tenant, api_key: ApiKey | None, agent: Agent, data: dict[str, Any], conversation: Conversation) -> None:
+    """A message for a conversation whose turn has not ended: the request's (or agent's)
+    multitask_strategy decides. The caller holds the conversation's row lock (its next seq), so two
+    racing messages are decided one after the other. enqueue: the new turn waits, as always; reject:
+    ConversationBusy; interrupt or rollback: once this admission commits, every unfinished turn
+    before it is asked to stop so (agents/control.py), and the new turn runs when they have."""
+    strategy = data.get("multitask_strategy") or agent.multitask_strategy
+    if strategy == MultitaskStrategy.ENQUEUE:
+        return  # the common path: no query
+    busy = list(Turn.objects.filter(conversation_id=conversation.id, status__in=UNFINISHED).order_by("seq").values_list("id", flat=True))
+    if not busy:
+        return
+    if strategy == MultitaskStrategy.REJECT:
+        raise ConversationBusy(busy[0])
+    kind = Stop.INTERRUPT if strategy == MultitaskStrategy.INTERRUPT else Stop.ROLLBACK
+    actor = audit.actor_for_key(api_key)
+    transaction.on_commit(lambda: _stop_all(busy, tenant.id, kind, actor))
+
+
+def _stop_all(turn_ids: list[uuid.UUID], tenant_id: Any, kind: Stop, actor: str) -> None:
+    """Every turn before the new one stops; the new one, enqueued right after, is the one to run next
+    (a stopped running turn hands over to it when its worker ends it)."""
+    for turn_id in turn_ids:
+        try:
+            control.request_stop(turn_id, tenant_id=tenant_id, kind=kind, actor=actor)
+        except control.TurnAlreadyFinished:
+            continue  # it ended meanwhile
 
 
 def _input_messages(turn: Turn, messages: list[dict]) -> list[Message]:
