@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
-from agents import control, providers
+from agents import providers
 from agents.models import UNFINISHED, Agent, Conversation, EventKind, Message, MultitaskStrategy, Stop, Turn, TurnEventRecord
 from budgets import audit, spend
 from budgets.models import ApiKey, Budget, Tenant
@@ -70,6 +70,10 @@ class ConversationAgentMismatch(Exception):
 class Admission:
     turn: Turn
     created: bool  # False when an Idempotency-Key replayed an earlier request
+    # Double-texting with interrupt or rollback: the turns before this one the caller stops now that
+    # it is committed (agents/control.py; see _double_texting).
+    stop: Stop | None = None
+    stop_turns: tuple[uuid.UUID, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ def admit(
         plan = plan_budget(tenant, api_key, agent, data["messages"], params)
         try:
             store = _store_orm if settings.SENTINEL["ADMISSION_WRITES"] == "orm" else _store
-            turn = store(
+            turn, busy = store(
                 tenant, api_key, agent, data, params, plan, idempotency_key=idempotency_key, digest=digest, enqueue=enqueue, lazily=lazily
             )
         except spend.BudgetExceeded as exceeded:
@@ -138,6 +142,9 @@ def admit(
             # budgets read afresh.
             config_cache.clear()
             continue
+        if busy:
+            strategy = data.get("multitask_strategy") or agent.multitask_strategy
+            return Admission(turn, created=True, stop=STOP_FOR[MultitaskStrategy(strategy)], stop_turns=tuple(busy))
         return Admission(turn, created=True)
     raise AssertionError("unreachable: the second try returns or raises")
 
@@ -183,7 +190,7 @@ def _store(
     digest: str,
     enqueue: Callable[[Turn], None],
     lazily: bool = False,
-) -> Turn:
+) -> tuple[Turn, list[uuid.UUID]]:
     """The one transaction: the conversation's next seq, the turn, its messages, its first event and
     the reservation; the turn is enqueued once it commits. BudgetExceeded rolls all of it back.
     Hand-written SQL: each row an INSERT of its own model's fields (sentinel_site.db.insert)."""
@@ -191,8 +198,7 @@ def _store(
         if lazily:
             commit_lazily(cursor)
         conversation = _next_in_conversation(cursor, tenant, agent, data.get("conversation"))
-        if data.get("conversation") is not None:
-            _double_texting(tenant, api_key, agent, data, conversation)
+        busy = _double_texting(agent, data, conversation) if data.get("conversation") is not None else []
         turn = Turn(
             tenant=tenant,
             conversation=conversation,
@@ -213,7 +219,7 @@ def _store(
         api_key_id = api_key.id if api_key else None
         spend.reserve(tenant.id, api_key_id, plan.amount, turn_id=turn.id, budgets=plan.budgets, savepoint=False)
         transaction.on_commit(lambda: enqueue(turn))
-    return turn
+    return turn, busy
 
 
 def _next_in_conversation(cursor, tenant: Tenant, agent: Agent, conversation_id: uuid.UUID | None) -> Conversation:
@@ -249,15 +255,14 @@ def _store_orm(
     digest: str,
     enqueue: Callable[[Turn], None],
     lazily: bool = False,
-) -> Turn:
+) -> tuple[Turn, list[uuid.UUID]]:
     """The ORM lane of `_store` (SENTINEL_ADMISSION_WRITES=orm), kept while the bench compares them."""
     with transaction.atomic():
         if lazily:
             with connection.cursor() as cursor:
                 commit_lazily(cursor)
         conversation = _conversation_for(tenant, agent, data.get("conversation"))
-        if data.get("conversation") is not None:
-            _double_texting(tenant, api_key, agent, data, conversation)
+        busy = _double_texting(agent, data, conversation) if data.get("conversation") is not None else []
         seq = conversation.last_seq
         turn = Turn.objects.create(
             tenant=tenant,
@@ -284,36 +289,25 @@ def _store_orm(
         api_key_id = api_key.id if api_key else None
         spend.reserve(tenant.id, api_key_id, plan.amount, turn_id=turn.id, budgets=plan.budgets, savepoint=False)
         transaction.on_commit(lambda: enqueue(turn))
-    return turn
+    return turn, busy
 
 
-def _double_texting(tenant: Tenant, api_key: ApiKey | None, agent: Agent, data: dict[str, Any], conversation: Conversation) -> None:
+STOP_FOR = {MultitaskStrategy.INTERRUPT: Stop.INTERRUPT, MultitaskStrategy.ROLLBACK: Stop.ROLLBACK}
+
+
+def _double_texting(agent: Agent, data: dict[str, Any], conversation: Conversation) -> list[uuid.UUID]:
     """A message for a conversation whose turn has not ended: the request's (or agent's)
     multitask_strategy decides. The caller holds the conversation's row lock (its next seq), so two
     racing messages are decided one after the other. enqueue: the new turn waits, as always; reject:
-    ConversationBusy; interrupt or rollback: once this admission commits, every unfinished turn
-    before it is asked to stop so (agents/control.py), and the new turn runs when they have."""
+    ConversationBusy; interrupt or rollback: the unfinished turns before it, for the caller to stop
+    once this admission has committed (the new turn runs when they have)."""
     strategy = data.get("multitask_strategy") or agent.multitask_strategy
     if strategy == MultitaskStrategy.ENQUEUE:
-        return  # the common path: no query
+        return []  # the common path: no query
     busy = list(Turn.objects.filter(conversation_id=conversation.id, status__in=UNFINISHED).order_by("seq").values_list("id", flat=True))
-    if not busy:
-        return
-    if strategy == MultitaskStrategy.REJECT:
+    if busy and strategy == MultitaskStrategy.REJECT:
         raise ConversationBusy(busy[0])
-    kind = Stop.INTERRUPT if strategy == MultitaskStrategy.INTERRUPT else Stop.ROLLBACK
-    actor = audit.actor_for_key(api_key)
-    transaction.on_commit(lambda: _stop_all(busy, tenant.id, kind, actor))
-
-
-def _stop_all(turn_ids: list[uuid.UUID], tenant_id: Any, kind: Stop, actor: str) -> None:
-    """Every turn before the new one stops; the new one, enqueued right after, is the one to run next
-    (a stopped running turn hands over to it when its worker ends it)."""
-    for turn_id in turn_ids:
-        try:
-            control.request_stop(turn_id, tenant_id=tenant_id, kind=kind, actor=actor)
-        except control.TurnAlreadyFinished:
-            continue  # it ended meanwhile
+    return busy
 
 
 def _input_messages(turn: Turn, messages: list[dict]) -> list[Message]:

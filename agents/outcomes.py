@@ -361,7 +361,9 @@ def stop(recorder: Recorder, stopped: Stopped, request: Request, *, config) -> u
         updated = fenced(recorder).update(
             status=status, agent_state=recorder.state, finished_at=now, heartbeat_at=now, prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens, cost=F("cost") + actual, finish_reason=finish_reason,
-            latency_ms=_ms_since(turn.created_at, now), output=message, error=None, stop_requested="",
+            latency_ms=_ms_since(turn.created_at, now), output=message, error=None,
+            # A shutdown's interrupt stays marked: the Supervisor resumes it when a worker is back.
+            stop_requested=Stop.SHUTDOWN if stopped.kind == Stop.SHUTDOWN else "",
         )  # fmt: skip
         if not updated:
             raise LostClaim  # rolls back the partial answer too

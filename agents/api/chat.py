@@ -192,6 +192,11 @@ def _admit(principal: Principal, data: dict[str, Any], idempotency_key: str | No
         # The worker starts embedding the recall query while it claims the turn, if it will recall.
         enqueue=lambda turn: enqueue_turn(turn.id, recall_hint=recall_hint(data["messages"]) if turn.agent.has_memories else None),
     )
+    for turn_id in admission.stop_turns:  # double-texting: interrupt or rollback what came before
+        try:
+            control.request_stop(turn_id, tenant_id=principal.tenant.id, kind=admission.stop, actor=audit.actor_for_key(principal.api_key))
+        except control.TurnAlreadyFinished:
+            continue  # it ended meanwhile; the new turn runs next (a stopped turn hands over to it)
     if admission.created and not keep_connection:
         release_connection()
     return admission
