@@ -1,10 +1,12 @@
 """The agents admin: agents (their provider key write-only), conversations, messages, turns and their events,
-dead letters. Every admin is tenant-scoped (sentinel_site/admin.py)."""
+dead letters; approvals and the turn control actions are agents/control_admin.py's. Every admin is
+tenant-scoped (sentinel_site/admin.py)."""
 
 from django import forms
 from django.contrib import admin
 
 from agents import deadletters
+from agents.control_admin import TurnControlAdminMixin
 from agents.models import Agent, Conversation, DeadLetter, Message, Turn, TurnEventRecord
 from agents.tasks import enqueue_turn
 from budgets import audit
@@ -60,6 +62,7 @@ class AgentAdmin(TenantScopedAdmin):
             "Memory",
             {"fields": ("context_budget", "short_term_messages", "short_term_tokens", "recall_limit", "consolidation_threshold")},
         ),
+        ("Control", {"fields": ("multitask_strategy", "requires_approval")}),
     )
 
     @admin.display(boolean=True, description="own provider key")
@@ -101,7 +104,7 @@ class TurnEventInline(ReadOnlyInline):
 
 
 @admin.register(Turn)
-class TurnAdmin(BigTableMixin, ReadOnlyAdmin):
+class TurnAdmin(TurnControlAdminMixin, BigTableMixin, ReadOnlyAdmin):
     list_display = ("id", "tenant", "agent", "status", "agent_state", "attempt", "total_tokens", "latency_ms", "created_at")
     list_filter = ("status", TenantFilter)
     list_select_related = ("tenant", "agent")

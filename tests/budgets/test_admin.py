@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from agents.models import Agent, Conversation, DeadLetter, Message, Turn, TurnEventRecord, TurnStatus
+from agents.models import Agent, Approval, Conversation, DeadLetter, Message, Turn, TurnEventRecord, TurnStatus
 from budgets.admin_roles import group_name, sync_groups
 from budgets.models import ApiKey, AuditEntry, Budget, OperatorBinding, Price, Reservation, SpendEntry, Tenant
 from memory.models import ConsolidationRun, Memory, Summary
@@ -43,6 +43,7 @@ TENANT_PATHS = {
     Turn: "tenant",
     TurnEventRecord: "turn__tenant",
     DeadLetter: "tenant",
+    Approval: "tenant",
     Summary: "tenant",
     Memory: "tenant",
     ConsolidationRun: "tenant",
@@ -82,6 +83,7 @@ def populate(actor: Actor, agent: Agent) -> dict:
     )
     TurnEventRecord.objects.create(turn=turn, seq=1, kind="queued")
     letter = DeadLetter.objects.create(tenant=tenant, turn=turn, reason="zombie", attempts=3)
+    Approval.objects.create(tenant=tenant, turn=turn, tool_calls=[], expires_at=timezone.now() + timedelta(hours=1))
     summary = Summary.objects.create(tenant=tenant, conversation=conversation, text=f"{tenant.name} summary", first_seq=1, last_seq=1)
     Memory.objects.create(
         tenant=tenant, agent=agent, conversation=conversation, kind="summary", summary=summary, text="remembered", embedding=[0.1] * 384
