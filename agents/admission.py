@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +24,12 @@ from django.db.models import F
 from agents import providers
 from agents.models import UNFINISHED, Agent, Conversation, EventKind, Message, MultitaskStrategy, Stop, Turn, TurnEventRecord
 from budgets import audit, spend
-from budgets.models import ApiKey, Budget, Tenant
+from budgets.models import ApiKey, Budget, Reservation, Tenant
 from memory import context as memory_context
 from sentinel_site import config_cache, logs, metrics, tracing
 from sentinel_site.db import columns, commit_lazily, from_row, insert
+
+log = logging.getLogger(__name__)
 
 
 class AgentNotFound(Exception):
@@ -124,7 +127,7 @@ def admit(
     for retry in (False, True):
         plan = plan_budget(tenant, api_key, agent, data["messages"], params)
         try:
-            store = _store_orm if settings.SENTINEL["ADMISSION_WRITES"] == "orm" else _store
+            store = {"orm": _store_orm, "sql": _store, "hold-first": _store_held_first}[settings.SENTINEL["ADMISSION_WRITES"]]
             turn, busy = store(
                 tenant, api_key, agent, data, params, plan, idempotency_key=idempotency_key, digest=digest, enqueue=enqueue, lazily=lazily
             )
@@ -199,19 +202,7 @@ def _store(
             commit_lazily(cursor)
         conversation = _next_in_conversation(cursor, tenant, agent, data.get("conversation"))
         busy = _double_texting(agent, data, conversation) if data.get("conversation") is not None else []
-        turn = Turn(
-            tenant=tenant,
-            conversation=conversation,
-            agent=agent,
-            api_key=api_key,
-            seq=conversation.last_seq,
-            stream=data.get("stream", False),
-            params=params,
-            idempotency_key=idempotency_key or None,
-            request_hash=digest,
-            trace_id=logs.trace_id.get() if logs.trace_id.get() != "-" else "",
-            traceparent=tracing.current_traceparent(),
-        )
+        turn = _new_turn(tenant, api_key, agent, conversation, data, params, idempotency_key, digest)
         insert(cursor, [turn])
         insert(cursor, _input_messages(turn, data["messages"]))
         queued = {"message_count": len(data["messages"]), "params": params, "stream": turn.stream}
@@ -220,6 +211,68 @@ def _store(
         spend.reserve(tenant.id, api_key_id, plan.amount, turn_id=turn.id, budgets=plan.budgets, savepoint=False)
         transaction.on_commit(lambda: enqueue(turn))
     return turn, busy
+
+
+def _store_held_first(
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    agent: Agent,
+    data: dict[str, Any],
+    params: dict[str, Any],
+    plan: BudgetPlan,
+    *,
+    idempotency_key: str | None,
+    digest: str,
+    enqueue: Callable[[Turn], None],
+    lazily: bool = False,
+) -> tuple[Turn, list[uuid.UUID]]:
+    """`_store` with the budget held first, in one statement committed on its own (spend.hold: the
+    tenant's budget windows are locked only while the server runs it, not across this transaction's
+    round trips), then linked to the turn in the transaction that writes it. BudgetExceeded before
+    anything is written; any failure after the hold releases it."""
+    api_key_id = api_key.id if api_key else None
+    reservation = spend.hold(tenant.id, api_key_id, plan.amount, budgets=plan.budgets)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            if lazily:
+                commit_lazily(cursor)
+            conversation = _next_in_conversation(cursor, tenant, agent, data.get("conversation"))
+            busy = _double_texting(agent, data, conversation) if data.get("conversation") is not None else []
+            turn = _new_turn(tenant, api_key, agent, conversation, data, params, idempotency_key, digest)
+            insert(cursor, [turn])
+            insert(cursor, _input_messages(turn, data["messages"]))
+            queued = {"message_count": len(data["messages"]), "params": params, "stream": turn.stream}
+            insert(cursor, [TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)])
+            cursor.execute(
+                f"UPDATE {connection.ops.quote_name(Reservation._meta.db_table)} SET turn_id = %s WHERE id = %s", [turn.id, reservation.id]
+            )
+            transaction.on_commit(lambda: enqueue(turn))
+    except BaseException:
+        try:
+            spend.release(reservation.id)
+        except Exception:  # the database is gone too: the hold expires (RESERVATION_TTL_SECONDS)
+            log.warning("could not release the hold of a failed admission", exc_info=True)
+        raise
+    return turn, busy
+
+
+def _new_turn(
+    tenant: Tenant, api_key: ApiKey | None, agent: Agent, conversation: Conversation, data: dict[str, Any], params: dict[str, Any],
+    idempotency_key: str | None, digest: str,
+) -> Turn:  # fmt: skip
+    return Turn(
+        tenant=tenant,
+        conversation=conversation,
+        agent=agent,
+        api_key=api_key,
+        seq=conversation.last_seq,
+        stream=data.get("stream", False),
+        params=params,
+        idempotency_key=idempotency_key or None,
+        request_hash=digest,
+        trace_id=logs.trace_id.get() if logs.trace_id.get() != "-" else "",
+        traceparent=tracing.current_traceparent(),
+    )
 
 
 def _next_in_conversation(cursor, tenant: Tenant, agent: Agent, conversation_id: uuid.UUID | None) -> Conversation:

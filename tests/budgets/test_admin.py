@@ -400,6 +400,8 @@ def agent_form(**values) -> dict:
         "short_term_tokens": 1024,
         "recall_limit": 8,
         "consolidation_threshold": 10000,
+        "multitask_strategy": "enqueue",
+        "requires_approval": "[]",
         "new_provider_api_key": "",
     }
     data.update(values)
