@@ -189,10 +189,15 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
         breaker.before_call(config)
         started = time.monotonic()
         try:
-            result = providers.stream(config, body, on_delta, on_open)
+            try:
+                result = providers.stream(config, body, on_delta, on_open)
+            except (Stopped, LostClaim):
+                raise
+            except Exception:
+                if beating.stop:  # its stream was closed by the stop (heartbeat.Tracked.request_stop), however it broke
+                    raise Stopped(beating.stop, "".join(streamed), called=True) from None
+                raise
         except providers.ProviderError as error:
-            if beating.stop:  # its stream was closed by the stop (heartbeat.Tracked.request_stop)
-                raise Stopped(beating.stop, "".join(streamed), called=True) from None
             metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], error.code).inc()
             breaker.record_failure(config, error)
             if not error.retryable or sent or attempt == conf["PROVIDER_RETRIES"]:

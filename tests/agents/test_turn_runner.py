@@ -299,3 +299,22 @@ def test_an_admission_that_fails_after_its_hold_releases_it(alice, settings):
         admit(tenant=alice.tenant, api_key=alice.api_key, data=data, idempotency_key=None, enqueue=lambda turn: None)
     assert not Reservation.objects.filter(status=Reservation.Status.HELD).exists(), "the hold was given back"
     assert all(w.reserved == 0 for w in BudgetWindow.objects.all())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_that_lands_before_the_stream_opens_ends_the_turn_cancelled(alice, stub_llm):
+    from agents import control
+    from agents.models import Stop
+
+    turn = admit_turn(alice, "stop me early")
+
+    def cancel_on_arrival(body: dict) -> Reply:
+        control.request_stop(turn.id, tenant_id=alice.tenant.id, kind=Stop.CANCEL, actor="test")
+        connection.close()  # the stub's own thread: its connection would outlive the test database
+        return Reply(content="never read", delay=0.6)  # headers come after the worker has heard of the stop
+
+    stub_llm.when("stop me early", cancel_on_arrival)
+    run(turn)
+    turn.refresh_from_db()
+    assert turn.status == TurnStatus.CANCELLED and turn.finish_reason == "cancelled"
+    assert not Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD).exists()
