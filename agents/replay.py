@@ -1,0 +1,457 @@
+"""Replay: a recorded turn run again against its recorded provider I/O, to check Sentinel is deterministic.
+
+A turn's log holds the exact body sent to the model (PROVIDER_REQUEST, with the `context` that
+explains it piece by piece) and what came back (PROVIDER_RESPONSE). `replay` does what the worker
+did (agents/runner.py `_execute`), without calling the model or spending anything:
+
+1. assemble the context from the stored state, with the function the worker uses
+   (memory/context.py `assemble(conversation, upto_seq=turn.seq)`), but as the store was then
+   (memory/asof.py): without the turn's own reply and the messages written at its position since,
+   without the summaries and long-term memories created after its request was recorded, and with
+   every row its recorded context names;
+2. build the provider request body the way the worker does (agents/providers.py `request_body`) and
+   compare it with the recorded one field by field (`body.messages[1].content`, recorded vs
+   replayed), and the context's explanation with the recorded one (`context.pieces[2].memory_id`);
+3. feed the recorded response through the outcome computation (`outcome`, what agents/outcomes.py
+   `succeed` computes) and compare it with the turn's recorded outcome: the reply, finish_reason,
+   tokens, cost, model, the final agent state and the state transitions.
+
+What cannot be reproduced is reported as such, never hidden: rows the recorded context names that
+are gone (a forgotten message, a deleted summary or memory), a log redacted by forgetting, an agent
+edited since (its current system prompt and settings are what a replay reads), prices changed since,
+recall through the approximate index (whose answers depend on everything indexed since).
+
+`rerun` is the other use of the log: the recorded request sent to the model again, as a new call
+budgeted (reserved and settled through budgets/spend.py) and audited like any other, and the new
+answer compared with the recorded one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+
+from agents import breaker, openai_format, providers
+from agents.models import EventKind, Message, Turn, TurnEventRecord, TurnStatus
+from agents.turns import AgentState, Trigger, transition_state
+from budgets import audit, spend
+from budgets.models import Price
+from memory import context as memory_context
+from memory import tokens
+from memory.asof import AsOf
+from memory.models import Memory, Summary
+from sentinel_site import metrics
+
+EmbedTexts = Callable[[list[str]], list[list[float]]]
+_ABSENT: Any = object()
+
+
+class NotReplayable(Exception):
+    """The turn has no recorded exchange to replay: it has not finished, or it ended before calling the model."""
+
+    def __init__(self, message: str, code: str = "not_replayable") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """One field that differs: its JSON path, what was recorded and what the replay produced (a side
+    missing from the dict form means the field was absent there)."""
+
+    path: str
+    recorded: Any = _ABSENT
+    replayed: Any = _ABSENT
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"field": self.path}
+        if self.recorded is not _ABSENT:
+            data["recorded"] = self.recorded
+        if self.replayed is not _ABSENT:
+            data["replayed"] = self.replayed
+        return data
+
+    @property
+    def kind(self) -> str:
+        """The field without list positions, for summaries: `body.messages[].content`."""
+        return re.sub(r"\[\d+\]", "[]", self.path)
+
+
+@dataclass
+class Report:
+    """What a replay found. `identical`: every compared field equal and nothing unreproducible."""
+
+    turn_id: uuid.UUID
+    attempt: int
+    divergences: list[Divergence] = field(default_factory=list)
+    unreproducible: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    outcome_checked: bool = False
+
+    @property
+    def identical(self) -> bool:
+        return not self.divergences and not self.unreproducible
+
+    def cannot(self, what: str, why: str) -> None:
+        self.unreproducible.append({"what": what, "why": why})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "object": "turn.replay",
+            "turn": str(self.turn_id),
+            "attempt": self.attempt,
+            "identical": self.identical,
+            "outcome_checked": self.outcome_checked,
+            "divergences": [d.as_dict() for d in self.divergences],
+            "unreproducible": self.unreproducible,
+            "notes": self.notes,
+        }
+
+
+# --- comparing ---------------------------------------------------------------------------------
+def diff(recorded: Any, replayed: Any, path: str) -> list[Divergence]:
+    """Every difference between two JSON values, each with its path, in document order."""
+    if isinstance(recorded, dict) and isinstance(replayed, dict):
+        found = []
+        keys = [*recorded, *(key for key in replayed if key not in recorded)]
+        for key in keys:
+            child = f"{path}.{key}"
+            if key not in replayed:
+                found.append(Divergence(child, recorded=recorded[key]))
+            elif key not in recorded:
+                found.append(Divergence(child, replayed=replayed[key]))
+            else:
+                found += diff(recorded[key], replayed[key], child)
+        return found
+    if isinstance(recorded, list) and isinstance(replayed, list):
+        found = []
+        for index in range(max(len(recorded), len(replayed))):
+            child = f"{path}[{index}]"
+            if index >= len(replayed):
+                found.append(Divergence(child, recorded=recorded[index]))
+            elif index >= len(recorded):
+                found.append(Divergence(child, replayed=replayed[index]))
+            else:
+                found += diff(recorded[index], replayed[index], child)
+        return found
+    if (recorded == replayed and type(recorded) is type(replayed)) or _same_number(recorded, replayed):
+        return []
+    return [Divergence(path, recorded=recorded, replayed=replayed)]
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    numbers = (int, float)
+    return isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) and not isinstance(b, bool) and a == b
+
+
+def _as_json(value: Any) -> Any:
+    """The value as the log holds it (JSON): what was recorded went through jsonb."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _money(value: Decimal | str | None) -> str | None:
+    return None if value is None else f"{Decimal(value):.8f}"
+
+
+# --- the outcome -------------------------------------------------------------------------------
+def outcome(turn: Turn, result: providers.Completion, *, prompt_estimate: int, config: providers.ProviderConfig, body: dict) -> dict:
+    """What a succeeded turn's outcome is, given the provider's answer: the computation of
+    agents/outcomes.py `succeed` without its writes (keep the two in step)."""
+    wants_tools = bool(result.tool_calls)
+    prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else prompt_estimate
+    completion_tokens = result.completion_tokens if result.completion_tokens is not None else tokens.count(result.content)
+    triggers: list[tuple[Trigger, bool]] = [(Trigger.MESSAGE_RECEIVED, False), (Trigger.LLM_RESPONSE, wants_tools)]
+    if wants_tools:
+        triggers.append((Trigger.TOOL_RESULT, False))
+    triggers.append((Trigger.COMPLETE, False))
+    state, transitions = AgentState.IDLE, []
+    for trigger, tools in triggers:
+        target = transition_state(state, trigger, wants_tools=tools)
+        transitions.append({"from": state.value, "to": target.value, "event": trigger.value})
+        state = target
+    cost = spend.cost(turn.tenant_id, body["model"], config.endpoint, prompt_tokens, completion_tokens)
+    return {
+        "content": result.content,
+        "tool_calls": result.tool_calls,
+        "finish_reason": "tool_calls" if wants_tools else result.finish_reason,
+        "model": result.model,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost": _money(cost),
+        "agent_state": state.value,
+        "transitions": transitions,
+    }
+
+
+def recorded_outcome(turn: Turn, attempt_events: list[TurnEventRecord]) -> dict:
+    """The same fields as the turn and its log hold them."""
+    output = Message.objects.filter(id=turn.output_id).first() if turn.output_id else None
+    return {
+        "content": output.content if output else None,
+        "tool_calls": (output.tool_calls or []) if output else None,
+        "finish_reason": turn.finish_reason,
+        "model": turn.model,
+        "prompt_tokens": turn.prompt_tokens,
+        "completion_tokens": turn.completion_tokens,
+        "cost": _money(turn.cost),
+        "agent_state": turn.agent_state,
+        "transitions": [
+            {"from": e.from_state, "to": e.to_state, "event": e.payload.get("event")} for e in attempt_events if e.kind == EventKind.STATE
+        ],
+    }
+
+
+def recorded_completion(payload: dict) -> providers.Completion:
+    """The provider's answer as the worker had it, from its PROVIDER_RESPONSE event."""
+    usage = payload.get("usage") or {}
+    reported = bool(payload.get("usage_reported"))
+    return providers.Completion(
+        content=payload.get("content") or "",
+        tool_calls=payload.get("tool_calls") or [],
+        finish_reason=payload.get("finish_reason") or "stop",
+        prompt_tokens=usage.get("prompt_tokens") if reported else None,
+        completion_tokens=usage.get("completion_tokens") if reported else None,
+        model=payload.get("model") or "",
+    )
+
+
+# --- replay ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Exchange:
+    """The recorded exchange a replay works from: the last attempt that called the model."""
+
+    attempt: int
+    request: TurnEventRecord
+    response: TurnEventRecord | None
+    events: list[TurnEventRecord]  # of that attempt, in order
+
+
+def recorded_exchange(turn: Turn) -> Exchange:
+    if turn.status in (TurnStatus.QUEUED, TurnStatus.RUNNING):
+        raise NotReplayable("This turn has not finished yet; only a finished turn can be replayed.", code="turn_in_progress")
+    events = list(TurnEventRecord.objects.filter(turn=turn).order_by("attempt", "seq"))
+    requests = [event for event in events if event.kind == EventKind.PROVIDER_REQUEST]
+    if not requests:
+        raise NotReplayable("This turn ended before calling the model: its log holds no provider request to replay.")
+    request = requests[-1]
+    attempt_events = [event for event in events if event.attempt == request.attempt]
+    response = next((e for e in attempt_events if e.kind == EventKind.PROVIDER_RESPONSE and e.seq > request.seq), None)
+    return Exchange(attempt=request.attempt, request=request, response=response, events=attempt_events)
+
+
+def config_for(turn: Turn) -> providers.ProviderConfig:
+    """Where the turn's call went, as the worker decides it (agents/runner.py `_execute`)."""
+    config = providers.ProviderConfig.for_agent(turn.agent)
+    if turn.params.get("model_override"):
+        config = providers.ProviderConfig(**{**config.__dict__, "model": turn.params["model_override"]})
+    return config
+
+
+def replay(turn: Turn, *, embed: EmbedTexts | None) -> Report:
+    """Re-execute a finished turn against its recorded provider I/O and report every divergence.
+    `embed` embeds recall queries (the worker's embeddings.embed_query; the web process asks a worker).
+    NotReplayable if there is nothing to replay."""
+    exchange = recorded_exchange(turn)
+    report = Report(turn_id=turn.id, attempt=exchange.attempt)
+    forgotten = [*(exchange.request.payload.get("redacted") or {}).get("message_ids", [])]
+    if exchange.response is not None:
+        forgotten += (exchange.response.payload.get("redacted") or {}).get("message_ids", [])
+    if forgotten:
+        report.cannot("request", f"messages it carried were forgotten and redacted from its log: {', '.join(sorted(set(forgotten)))}")
+        return report
+    recorded_context = exchange.request.payload.get("context") or {}
+    as_of = store_as_of(turn, exchange.request, recorded_context, report)
+    config = config_for(turn)
+    try:
+        ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embed, as_of=as_of)
+    except memory_context.ContextLengthExceeded as error:
+        report.divergences.append(Divergence("context", recorded="assembled", replayed=f"refused: {error.message}"))
+        return report
+    body = providers.request_body(config, ctx.messages, turn.params, stream=True)
+    if exchange.request.payload.get("endpoint") != config.endpoint:
+        report.divergences.append(Divergence("endpoint", recorded=exchange.request.payload.get("endpoint"), replayed=config.endpoint))
+    report.divergences += diff(exchange.request.payload.get("body"), _as_json(body), "body")
+    report.divergences += diff(recorded_context, _as_json(ctx.explain()), "context")
+    if exchange.response is None:
+        failed = next((e for e in exchange.events if e.kind == EventKind.PROVIDER_ERROR), None)
+        code = failed.payload.get("code") if failed else None
+        why = code or "no answer recorded"
+        report.notes.append(f"The call failed ({why}): only the request was checked, there is no answer to compute from.")
+        return report
+    computed = outcome(turn, recorded_completion(exchange.response.payload), prompt_estimate=ctx.total_tokens, config=config, body=body)
+    report.divergences += diff(recorded_outcome(turn, exchange.events), computed, "outcome")
+    report.divergences += diff(exchange.response.payload.get("usage"), _usage(computed), "response.usage")
+    report.outcome_checked = True
+    _note_prices(body, exchange.request, report)
+    return report
+
+
+def _usage(computed: dict) -> dict:
+    return openai_format.usage(computed["prompt_tokens"], computed["completion_tokens"])
+
+
+def store_as_of(turn: Turn, request: TurnEventRecord, recorded_context: dict, report: Report) -> AsOf:
+    """The store as the turn's context was assembled from it, and what of it is gone since."""
+    pieces = recorded_context.get("pieces") or []
+    recent = {mid for piece in pieces if piece.get("kind") == "recent" for mid in piece.get("source_message_ids", [])}
+    later = Message.objects.filter(conversation_id=turn.conversation_id, seq=turn.seq).filter(created_at__gt=request.created_at)
+    if turn.output_id:
+        later = later | Message.objects.filter(id=turn.output_id)
+    hidden = frozenset(mid for mid in later.values_list("id", flat=True) if str(mid) not in recent)
+    summary_ids = {piece["summary_id"] for piece in pieces if piece.get("summary_id")}
+    memory_ids = {piece["memory_id"] for piece in pieces if piece.get("memory_id")}
+    _missing(report, "message", recent, Message.objects.filter(conversation_id=turn.conversation_id))
+    _missing(report, "summary", summary_ids, Summary.objects.filter(tenant_id=turn.tenant_id))
+    _missing(report, "memory", memory_ids, Memory.objects.filter(tenant_id=turn.tenant_id))
+    agent = turn.agent
+    if agent.updated_at and agent.updated_at > request.created_at:
+        report.notes.append(
+            f"The agent was changed after this turn ({agent.updated_at.isoformat()}): a replay reads its system prompt, "
+            "model and memory settings as they are now."
+        )
+    if recorded_context.get("tokenizer") not in (None, tokens.tokenizer_name()):
+        report.cannot("context.tokenizer", f"tokens were counted by {recorded_context['tokenizer']}, now by {tokens.tokenizer_name()}")
+    as_of = AsOf(
+        at=request.created_at,
+        hidden_message_ids=hidden,
+        known_summary_ids=frozenset(map(uuid.UUID, summary_ids)),
+        known_memory_ids=frozenset(map(uuid.UUID, memory_ids)),
+    )
+    if agent.has_memories and agent.recall_limit:
+        visible = as_of.memories(Memory.objects.filter(tenant_id=turn.tenant_id, agent_id=agent.id))
+        limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
+        if visible[: limit + 1].count() > limit:
+            report.notes.append(
+                "Recall searched the approximate (HNSW) index, whose answers depend on everything indexed since: "
+                "a divergence among recalled pieces may come from it."
+            )
+    return as_of
+
+
+def _missing(report: Report, what: str, ids: set[str], rows) -> None:
+    if not ids:
+        return
+    there = {str(found) for found in rows.filter(id__in=list(ids)).values_list("id", flat=True)}
+    for gone in sorted(ids - there):
+        report.cannot(f"context.{what}:{gone}", f"the {what} the turn's context carried no longer exists (forgotten or deleted)")
+
+
+def _note_prices(body: dict, request: TurnEventRecord, report: Report) -> None:
+    if Price.objects.filter(model=body.get("model", ""), updated_at__gt=request.created_at).exists():
+        report.notes.append("The model's price changed after this turn: the cost is computed at today's price.")
+
+
+# --- rerun -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rerun:
+    """The recorded request answered again: the new answer, the recorded one, and how they differ."""
+
+    turn_id: uuid.UUID
+    recorded: dict
+    answer: dict
+    divergences: list[Divergence]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "object": "turn.rerun",
+            "turn": str(self.turn_id),
+            "identical": not self.divergences,
+            "recorded": self.recorded,
+            "answer": self.answer,
+            "diff": [d.as_dict() for d in self.divergences],
+        }
+
+
+def _answer(content: str, tool_calls: list, finish_reason: str, model: str, prompt_tokens: int, completion_tokens: int) -> dict:
+    return {
+        "content": content,
+        "tool_calls": tool_calls,
+        "finish_reason": "tool_calls" if tool_calls else finish_reason,
+        "model": model,
+        "usage": openai_format.usage(prompt_tokens, completion_tokens),
+    }
+
+
+def rerun(turn: Turn, *, api_key_id: Any, actor: str) -> Rerun:
+    """Send the turn's recorded request to the model again, as a new call: its worst case reserved
+    against the caller's budgets first (BudgetExceeded, UnpricedModel), its cost settled after (on
+    the turn's ledger), released if the call fails (ProviderError); audited either way."""
+    exchange = recorded_exchange(turn)
+    if exchange.request.payload.get("redacted"):
+        raise NotReplayable("Messages this turn sent were forgotten: its redacted request is not sent again.", code="forgotten")
+    body = exchange.request.payload["body"]
+    config = config_for(turn)
+    estimate = (exchange.request.payload.get("context") or {}).get("total_tokens") or 0
+    amount = spend.cost(
+        turn.tenant_id,
+        body["model"],
+        config.endpoint,
+        estimate + spend.request_overhead_tokens(body),
+        spend.output_bound(body),
+        refuse_unpriced=config.deployment_key,
+    )
+    reservation = spend.reserve(turn.tenant_id, api_key_id, amount)
+    try:
+        breaker.before_call(config)
+        try:
+            result = providers.stream(config, body, lambda delta: None)
+        except providers.ProviderError as error:
+            breaker.record_failure(config, error)
+            raise
+    except providers.ProviderError as error:
+        spend.release(reservation.id)
+        metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], error.code).inc()
+        audit.record("turn.rerun", actor=actor, tenant_id=turn.tenant_id, target=str(turn.id), data={"code": error.code, "cost": "0"})
+        raise
+    breaker.record_success(config)
+    metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], "ok").inc()
+    prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else estimate
+    completion_tokens = result.completion_tokens if result.completion_tokens is not None else tokens.count(result.content)
+    actual = spend.cost(turn.tenant_id, body["model"], config.endpoint, prompt_tokens, completion_tokens)
+    spend.settle(
+        reservation, model=body["model"], prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, actual=actual, turn_id=turn.id
+    )
+    audit.record(
+        "turn.rerun",
+        actor=actor,
+        tenant_id=turn.tenant_id,
+        target=str(turn.id),
+        data={"agent": turn.agent.name, "model": body["model"], "tokens": prompt_tokens + completion_tokens, "cost": str(actual)},
+    )
+    answer = {
+        **_answer(result.content, result.tool_calls, result.finish_reason, result.model, prompt_tokens, completion_tokens),
+        "cost": _money(actual),
+    }
+    recorded = _recorded_answer(turn, exchange)
+    compared = {key: value for key, value in answer.items() if key != "cost"}
+    return Rerun(turn_id=turn.id, recorded=recorded, answer=answer, divergences=diff(_strip_cost(recorded), compared, "answer"))
+
+
+def _recorded_answer(turn: Turn, exchange: Exchange) -> dict:
+    if exchange.response is None:
+        return {"error": turn.error}
+    payload = exchange.response.payload
+    usage = payload.get("usage") or {}
+    return {
+        **_answer(
+            payload.get("content") or "",
+            payload.get("tool_calls") or [],
+            payload.get("finish_reason") or "stop",
+            payload.get("model") or "",
+            usage.get("prompt_tokens", 0),
+            usage.get("completion_tokens", 0),
+        ),
+        "cost": _money(turn.cost),
+    }
+
+
+def _strip_cost(answer: dict) -> dict:
+    return {key: value for key, value in answer.items() if key != "cost"}
