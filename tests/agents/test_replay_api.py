@@ -9,7 +9,9 @@ from django.test import Client
 from django.utils import timezone
 
 from agents.models import Turn, TurnEventRecord
+from budgets import roles
 from budgets.models import AuditEntry, Budget, Price, Reservation, SpendEntry
+from budgets.roles import PERMISSIONS, Role
 from sentinel_site import config_cache
 from tests.agents.test_replay import admit_turn, run
 from tests.conftest import make_actor
@@ -159,3 +161,33 @@ def test_another_tenants_agent_has_no_transitions_to_show(client, alice, bob, st
     response = client.get(f"/v1/agents/{alice.agent.id}/transitions", **bob.auth)
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
     assert client.get(f"/v1/agents/{bob.agent.id}/transitions", **bob.auth).json()["results"] == []
+
+
+ID = "00000000-0000-4000-8000-000000000000"
+# (method, path, the scope it needs), as tests/budgets/test_governance_api.py checks every other endpoint.
+HISTORY_ENDPOINTS = [
+    ("get", f"/v1/agents/{ID}/transitions", roles.TURNS_READ),
+    ("post", f"/v1/turns/{ID}/replay", roles.TURNS_READ),
+    ("post", f"/v1/turns/{ID}/replay?mode=rerun", roles.TURNS_EXECUTE),
+    ("post", f"/v1/conversations/{ID}/fork", roles.TURNS_EXECUTE),
+]
+
+
+@pytest.mark.parametrize("role", [r.value for r in Role])
+@pytest.mark.parametrize("method,path,scope", HISTORY_ENDPOINTS)
+def test_every_history_endpoint_refuses_a_role_without_its_permission(client, role, method, path, scope):
+    actor = make_actor(f"matrix-{role}", role=role)
+    response = client.get(path, **actor.auth) if method == "get" else post(client, path, actor)
+    if scope in PERMISSIONS[role]:
+        assert response.status_code == 404, f"{role} should reach {method.upper()} {path} (and find nothing)"
+    else:
+        assert response.status_code == 403 and response.json()["error"]["type"] == "permission_error"
+
+
+def test_the_schema_describes_the_history_endpoints(client):
+    import yaml
+
+    paths = yaml.safe_load(client.get("/api/schema/").content)["paths"]
+    assert "get" in paths["/v1/agents/{agent_id}/transitions"]
+    assert "post" in paths["/v1/turns/{turn_id}/replay"]
+    assert "post" in paths["/v1/conversations/{conversation_id}/fork"]
