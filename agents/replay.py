@@ -261,6 +261,7 @@ def replay(turn: Turn, *, embed: EmbedTexts | None) -> Report:
     NotReplayable if there is nothing to replay."""
     exchange = recorded_exchange(turn)
     report = Report(turn_id=turn.id, attempt=exchange.attempt)
+    turn.conversation.agent = turn.agent  # one agent per conversation, as the claim sets it
     forgotten = [*(exchange.request.payload.get("redacted") or {}).get("message_ids", [])]
     if exchange.response is not None:
         forgotten += (exchange.response.payload.get("redacted") or {}).get("message_ids", [])

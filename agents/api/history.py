@@ -12,7 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -60,10 +60,13 @@ def _instant(request, name: str) -> datetime | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        parsed = parse_datetime(raw)
-    except ValueError:
-        parsed = None
+    parsed = None
+    # A "+" of an offset left unencoded in a query string arrives as a space.
+    for candidate in dict.fromkeys([raw, raw.replace(" ", "+")]):
+        try:
+            parsed = parsed or parse_datetime(candidate)
+        except ValueError:
+            continue
     if parsed is None:
         raise ApiError(400, f"{name} must be an ISO 8601 timestamp, like 2026-12-01T21:00:00Z.", param=name, code="invalid_value")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
@@ -149,7 +152,14 @@ def provider_error(error: providers.ProviderError) -> ApiError:
     parameters=[OpenApiParameter("mode", str, enum=["replay", "rerun"], required=False, description="Default: replay.")],
     request=None,
     responses={
-        200: OpenApiResponse(ReplayReportSerializer, description="The replay report (or, with mode=rerun, the rerun)."),
+        200: OpenApiResponse(
+            PolymorphicProxySerializer(
+                component_name="ReplayOrRerun",
+                serializers=[ReplayReportSerializer, RerunSerializer],
+                resource_type_field_name=None,
+            ),
+            description="The replay report (`object: turn.replay`), or with mode=rerun the rerun (`object: turn.rerun`).",
+        ),
         400: ERROR,
         404: ERROR,
         409: OpenApiResponse(OpenApiTypes.OBJECT, description="The turn has not finished, or has no recorded call."),

@@ -141,6 +141,8 @@ def test_transitions_are_filtered_by_range_and_paginated(client, alice, stub_llm
     assert {r["turn"] for r in later} == {str(second.id)}
     earlier = client.get(f"/v1/agents/{alice.agent.id}/transitions", {"to": middle.isoformat()}, **alice.auth).json()["results"]
     assert {r["turn"] for r in earlier} == {str(first.id)}
+    unencoded = client.get(f"/v1/agents/{alice.agent.id}/transitions?to={middle.isoformat()}", **alice.auth)  # "+00:00" read as " 00:00"
+    assert unencoded.status_code == 200 and {r["turn"] for r in unencoded.json()["results"]} == {str(first.id)}
     page = client.get(f"/v1/agents/{alice.agent.id}/transitions", {"limit": 4}, **alice.auth).json()
     assert len(page["results"]) == 4 and page["next"]
     rest = client.get(page["next"], **alice.auth).json()
