@@ -168,7 +168,7 @@ def provider_error(error: providers.ProviderError) -> ApiError:
     tags=["replay"],
 )
 class TurnReplayView(APIView):
-    required_scopes = {"POST": roles.TURNS_READ}
+    required_scopes = {"POST": roles.TURNS_READ, "OPTIONS": roles.TURNS_READ}
     action_scopes = {"replay": roles.TURNS_READ, "rerun": roles.TURNS_EXECUTE}
 
     def initial(self, request, *args, **kwargs):
@@ -223,7 +223,7 @@ class ForkedSerializer(ConversationSerializer):
     tags=["replay"],
 )
 class ConversationForkView(APIView):
-    required_scopes = {"POST": roles.TURNS_EXECUTE}
+    required_scopes = {"POST": roles.TURNS_EXECUTE, "OPTIONS": roles.TURNS_READ}
 
     def post(self, request, conversation_id):
         tenant = request.user.tenant

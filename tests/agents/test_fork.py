@@ -171,3 +171,9 @@ def test_the_history_routes_do_not_shadow_the_conversation_resources():
     assert resolve(f"/v1/turns/{some}").func.cls.__module__ == "agents.api.resources"
     assert resolve(f"/v1/agents/{some}/transitions").func.cls.__module__ == "agents.api.history"
     assert resolve(f"/v1/agents/{some}").func.cls.__module__ == "agents.api.resources"
+
+
+def test_options_describes_the_fork_route(client, alice):
+    conversation = Conversation.objects.create(tenant=alice.tenant, agent=alice.agent)
+    response = client.options(f"/v1/conversations/{conversation.id}/fork", **alice.auth)
+    assert response.status_code == 200, response.content
