@@ -241,7 +241,10 @@ def recorded_exchange(turn: Turn) -> Exchange:
     requests = [event for event in events if event.kind == EventKind.PROVIDER_REQUEST]
     if not requests:
         raise NotReplayable("This turn ended before calling the model: its log holds no provider request to replay.")
-    request = requests[-1]
+    # The attempt that ended the turn with an answer, else the last that asked: an attempt taken over
+    # may still have appended to its own (older) attempt afterwards.
+    completed = [event.attempt for event in events if event.kind == EventKind.COMPLETED]
+    request = next((r for r in reversed(requests) if r.attempt == completed[-1]), requests[-1]) if completed else requests[-1]
     attempt_events = [event for event in events if event.attempt == request.attempt]
     response = next((e for e in attempt_events if e.kind == EventKind.PROVIDER_RESPONSE and e.seq > request.seq), None)
     return Exchange(attempt=request.attempt, request=request, response=response, events=attempt_events)

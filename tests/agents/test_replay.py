@@ -198,3 +198,17 @@ def test_an_unfinished_turn_is_not_replayable(alice):
     with pytest.raises(replay.NotReplayable) as refused:
         replayed(turn)
     assert refused.value.code == "turn_in_progress"
+
+
+def test_a_turn_taken_over_replays_the_attempt_that_answered(alice, stub_llm):
+    turn = admit_turn(alice, "who answers?")
+    first = runner.claim(turn.id)
+    Turn.objects.filter(id=turn.id).update(status=TurnStatus.QUEUED)  # the Supervisor requeued it
+    second = runner.claim(turn.id)
+    assert first is not None and second is not None and second.attempt == first.attempt + 1
+    with pytest.raises(runner.LostClaim):
+        runner.execute(first)  # asked the model, then lost the finish to the new attempt
+    runner.execute(second)
+    report = replayed(turn)
+    assert report.attempt == second.attempt and report.identical, [d.as_dict() for d in report.divergences]
+    assert Turn.objects.get(id=turn.id).events.filter(kind="provider_request").count() == 2
