@@ -21,9 +21,7 @@ are gone (a forgotten message, a deleted summary or memory), a log redacted by f
 edited since (its current system prompt and settings are what a replay reads), prices changed since,
 recall through the approximate index (whose answers depend on everything indexed since).
 
-`rerun` is the other use of the log: the recorded request sent to the model again, as a new call
-budgeted (reserved and settled through budgets/spend.py) and audited like any other, and the new
-answer compared with the recorded one.
+The other use of the log, the recorded request sent to the model again, is agents/rerun.py.
 """
 
 from __future__ import annotations
@@ -38,16 +36,15 @@ from typing import Any
 
 from django.conf import settings
 
-from agents import breaker, openai_format, providers
+from agents import openai_format, providers
 from agents.models import EventKind, Message, Turn, TurnEventRecord, TurnStatus
 from agents.turns import AgentState, Trigger, transition_state
-from budgets import audit, spend
+from budgets import spend
 from budgets.models import Price
 from memory import context as memory_context
 from memory import tokens
 from memory.asof import AsOf
 from memory.models import Memory, Summary
-from sentinel_site import metrics
 
 EmbedTexts = Callable[[list[str]], list[list[float]]]
 _ABSENT: Any = object()
@@ -157,7 +154,7 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _money(value: Decimal | str | None) -> str | None:
+def money(value: Decimal | str | None) -> str | None:
     return None if value is None else f"{Decimal(value):.8f}"
 
 
@@ -185,7 +182,7 @@ def outcome(turn: Turn, result: providers.Completion, *, prompt_estimate: int, c
         "model": result.model,
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
-        "cost": _money(cost),
+        "cost": money(cost),
         "agent_state": state.value,
         "transitions": transitions,
     }
@@ -201,7 +198,7 @@ def recorded_outcome(turn: Turn, attempt_events: list[TurnEventRecord]) -> dict:
         "model": turn.model,
         "prompt_tokens": turn.prompt_tokens,
         "completion_tokens": turn.completion_tokens,
-        "cost": _money(turn.cost),
+        "cost": money(turn.cost),
         "agent_state": turn.agent_state,
         "transitions": [
             {"from": e.from_state, "to": e.to_state, "event": e.payload.get("event")} for e in attempt_events if e.kind == EventKind.STATE
@@ -351,111 +348,3 @@ def _missing(report: Report, what: str, ids: set[str], rows) -> None:
 def _note_prices(body: dict, request: TurnEventRecord, report: Report) -> None:
     if Price.objects.filter(model=body.get("model", ""), updated_at__gt=request.created_at).exists():
         report.notes.append("The model's price changed after this turn: the cost is computed at today's price.")
-
-
-# --- rerun -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Rerun:
-    """The recorded request answered again: the new answer, the recorded one, and how they differ."""
-
-    turn_id: uuid.UUID
-    recorded: dict
-    answer: dict
-    divergences: list[Divergence]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "object": "turn.rerun",
-            "turn": str(self.turn_id),
-            "identical": not self.divergences,
-            "recorded": self.recorded,
-            "answer": self.answer,
-            "diff": [d.as_dict() for d in self.divergences],
-        }
-
-
-def _answer(content: str, tool_calls: list, finish_reason: str, model: str, prompt_tokens: int, completion_tokens: int) -> dict:
-    return {
-        "content": content,
-        "tool_calls": tool_calls,
-        "finish_reason": "tool_calls" if tool_calls else finish_reason,
-        "model": model,
-        "usage": openai_format.usage(prompt_tokens, completion_tokens),
-    }
-
-
-def rerun(turn: Turn, *, api_key_id: Any, actor: str) -> Rerun:
-    """Send the turn's recorded request to the model again, as a new call: its worst case reserved
-    against the caller's budgets first (BudgetExceeded, UnpricedModel), its cost settled after (on
-    the turn's ledger), released if the call fails (ProviderError); audited either way."""
-    exchange = recorded_exchange(turn)
-    if exchange.request.payload.get("redacted"):
-        raise NotReplayable("Messages this turn sent were forgotten: its redacted request is not sent again.", code="forgotten")
-    body = exchange.request.payload["body"]
-    config = config_for(turn)
-    estimate = (exchange.request.payload.get("context") or {}).get("total_tokens") or 0
-    amount = spend.cost(
-        turn.tenant_id,
-        body["model"],
-        config.endpoint,
-        estimate + spend.request_overhead_tokens(body),
-        spend.output_bound(body),
-        refuse_unpriced=config.deployment_key,
-    )
-    reservation = spend.reserve(turn.tenant_id, api_key_id, amount)
-    try:
-        breaker.before_call(config)
-        try:
-            result = providers.stream(config, body, lambda delta: None)
-        except providers.ProviderError as error:
-            breaker.record_failure(config, error)
-            raise
-    except providers.ProviderError as error:
-        spend.release(reservation.id)
-        metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], error.code).inc()
-        audit.record("turn.rerun", actor=actor, tenant_id=turn.tenant_id, target=str(turn.id), data={"code": error.code, "cost": "0"})
-        raise
-    breaker.record_success(config)
-    metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], "ok").inc()
-    prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else estimate
-    completion_tokens = result.completion_tokens if result.completion_tokens is not None else tokens.count(result.content)
-    actual = spend.cost(turn.tenant_id, body["model"], config.endpoint, prompt_tokens, completion_tokens)
-    spend.settle(
-        reservation, model=body["model"], prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, actual=actual, turn_id=turn.id
-    )
-    audit.record(
-        "turn.rerun",
-        actor=actor,
-        tenant_id=turn.tenant_id,
-        target=str(turn.id),
-        data={"agent": turn.agent.name, "model": body["model"], "tokens": prompt_tokens + completion_tokens, "cost": str(actual)},
-    )
-    answer = {
-        **_answer(result.content, result.tool_calls, result.finish_reason, result.model, prompt_tokens, completion_tokens),
-        "cost": _money(actual),
-    }
-    recorded = _recorded_answer(turn, exchange)
-    compared = {key: value for key, value in answer.items() if key != "cost"}
-    return Rerun(turn_id=turn.id, recorded=recorded, answer=answer, divergences=diff(_strip_cost(recorded), compared, "answer"))
-
-
-def _recorded_answer(turn: Turn, exchange: Exchange) -> dict:
-    if exchange.response is None:
-        return {"error": turn.error}
-    payload = exchange.response.payload
-    usage = payload.get("usage") or {}
-    return {
-        **_answer(
-            payload.get("content") or "",
-            payload.get("tool_calls") or [],
-            payload.get("finish_reason") or "stop",
-            payload.get("model") or "",
-            usage.get("prompt_tokens", 0),
-            usage.get("completion_tokens", 0),
-        ),
-        "cost": _money(turn.cost),
-    }
-
-
-def _strip_cost(answer: dict) -> dict:
-    return {key: value for key, value in answer.items() if key != "cost"}

@@ -17,7 +17,7 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents import forking, providers, replay
+from agents import forking, providers, replay, rerun
 from agents.api.serializers import ConversationSerializer
 from agents.models import Agent, Conversation, EventKind, Turn, TurnEventRecord
 from budgets import audit, roles
@@ -187,7 +187,7 @@ class TurnReplayView(APIView):
         try:
             if mode == "rerun":
                 actor = audit.actor_for_key(request.user.api_key)
-                result = replay.rerun(turn, api_key_id=request.user.api_key.id, actor=actor)
+                result = rerun.rerun(turn, api_key_id=request.user.api_key.id, actor=actor)
                 return Response(result.as_dict())
             return Response(replay.replay(turn, embed=remote.embed_texts_sync).as_dict())
         except replay.NotReplayable as refused:
