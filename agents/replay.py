@@ -21,7 +21,9 @@ are gone (a forgotten message, a deleted summary or memory), a log redacted by f
 edited since (its current system prompt and settings are what a replay reads), prices changed since,
 recall through the approximate index (whose answers depend on everything indexed since).
 
-The other use of the log, the recorded request sent to the model again, is agents/rerun.py.
+`transitions` reads the same log the other way: seed 000's `replay(agent, from, to)`, every state
+transition of an agent's turns in a time range. The other use of the log, the recorded request sent
+to the model again, is agents/rerun.py.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db.models import F, QuerySet
 
 from agents import openai_format, providers
 from agents.models import EventKind, Message, Turn, TurnEventRecord, TurnStatus
@@ -348,3 +352,19 @@ def _missing(report: Report, what: str, ids: set[str], rows) -> None:
 def _note_prices(body: dict, request: TurnEventRecord, report: Report) -> None:
     if Price.objects.filter(model=body.get("model", ""), updated_at__gt=request.created_at).exists():
         report.notes.append("The model's price changed after this turn: the cost is computed at today's price.")
+
+
+# --- transitions -------------------------------------------------------------------------------
+def transitions(tenant_id: Any, agent_id: Any, start: datetime | None, end: datetime) -> QuerySet:
+    """Seed 000's `replay(agent, from, to)`: every state transition of the agent's turns recorded in
+    [start, end), as rows (the turn, its conversation, the attempt, the states, the trigger, the
+    instant), for the caller to order and page. A turn's events come after it was created, so only
+    turns created before `end` are looked at."""
+    events = TurnEventRecord.objects.filter(
+        kind=EventKind.STATE, turn__tenant_id=tenant_id, turn__agent_id=agent_id, turn__created_at__lt=end, created_at__lt=end
+    )
+    if start is not None:
+        events = events.filter(created_at__gte=start)
+    return events.values("id", "turn_id", "attempt", "seq", "from_state", "to_state", "payload", "created_at").annotate(
+        conversation_id=F("turn__conversation_id")
+    )

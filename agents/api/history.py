@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
@@ -19,7 +18,7 @@ from rest_framework.views import APIView
 
 from agents import forking, providers, replay, rerun
 from agents.api.serializers import ConversationSerializer
-from agents.models import Agent, Conversation, EventKind, Turn, TurnEventRecord
+from agents.models import Agent, Conversation, Turn
 from budgets import audit, roles
 from memory import remote
 from sentinel_site.errors import ApiError, not_found
@@ -100,14 +99,7 @@ class AgentTransitionsView(generics.ListAPIView):
         start, end = _instant(self.request, "from"), _instant(self.request, "to") or timezone.now()
         if start is not None and start > end:
             raise ApiError(400, "from must not be later than to.", param="from", code="invalid_value")
-        events = TurnEventRecord.objects.filter(
-            kind=EventKind.STATE, turn__tenant=tenant, turn__agent_id=agent.id, turn__created_at__lt=end, created_at__lt=end
-        )
-        if start is not None:
-            events = events.filter(created_at__gte=start)
-        return events.values("id", "turn_id", "attempt", "seq", "from_state", "to_state", "payload", "created_at").annotate(
-            conversation_id=F("turn__conversation_id")
-        )
+        return replay.transitions(tenant.id, agent.id, start, end)
 
 
 # --- POST /v1/turns/{id}/replay ------------------------------------------------------------------
