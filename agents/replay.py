@@ -44,7 +44,7 @@ from agents import openai_format, providers
 from agents.models import EventKind, Message, Turn, TurnEventRecord, TurnStatus
 from agents.turns import AgentState, Trigger, transition_state
 from budgets import spend
-from budgets.models import Price
+from budgets.models import Price, SpendEntry
 from memory import context as memory_context
 from memory import tokens
 from memory.asof import AsOf
@@ -163,23 +163,33 @@ def money(value: Decimal | str | None) -> str | None:
 
 
 # --- the outcome -------------------------------------------------------------------------------
-def outcome(turn: Turn, result: providers.Completion, *, prompt_estimate: int, config: providers.ProviderConfig, body: dict) -> dict:
-    """What a succeeded turn's outcome is, given the provider's answer: the computation of
-    agents/outcomes.py `succeed` without its writes (keep the two in step)."""
+def _moves(wants_tools: bool, *, held: bool = False) -> tuple[AgentState, list[dict]]:
+    """The state machine's moves for an answer: through ToolCall when tools are asked for, to Idle
+    (or, `held` for an approval, stopping in ToolCall)."""
+    triggers: list[tuple[Trigger, bool]] = [(Trigger.MESSAGE_RECEIVED, False), (Trigger.LLM_RESPONSE, wants_tools)]
+    if not held:
+        if wants_tools:
+            triggers.append((Trigger.TOOL_RESULT, False))
+        triggers.append((Trigger.COMPLETE, False))
+    state, moves = AgentState.IDLE, []
+    for trigger, tools in triggers:
+        target = transition_state(state, trigger, wants_tools=tools)
+        moves.append({"from": state.value, "to": target.value, "event": trigger.value})
+        state = target
+    return state, moves
+
+
+def outcome(
+    turn: Turn, result: providers.Completion, *, prompt_estimate: int, config: providers.ProviderConfig, body: dict, held: bool = False
+) -> dict:
+    """A call's outcome, given the provider's answer: what agents/outcomes.py `succeed` computes (or,
+    `held`, agents/approvals.py `hold`), without their writes (keep them in step)."""
     wants_tools = bool(result.tool_calls)
     prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else prompt_estimate
     completion_tokens = result.completion_tokens if result.completion_tokens is not None else tokens.count(result.content)
-    triggers: list[tuple[Trigger, bool]] = [(Trigger.MESSAGE_RECEIVED, False), (Trigger.LLM_RESPONSE, wants_tools)]
-    if wants_tools:
-        triggers.append((Trigger.TOOL_RESULT, False))
-    triggers.append((Trigger.COMPLETE, False))
-    state, transitions = AgentState.IDLE, []
-    for trigger, tools in triggers:
-        target = transition_state(state, trigger, wants_tools=tools)
-        transitions.append({"from": state.value, "to": target.value, "event": trigger.value})
-        state = target
+    state, moves = _moves(wants_tools, held=held)
     cost = spend.cost(turn.tenant_id, body["model"], config.endpoint, prompt_tokens, completion_tokens)
-    return {
+    computed = {
         "content": result.content,
         "tool_calls": result.tool_calls,
         "finish_reason": "tool_calls" if wants_tools else result.finish_reason,
@@ -188,32 +198,55 @@ def outcome(turn: Turn, result: providers.Completion, *, prompt_estimate: int, c
         "completion_tokens": completion_tokens,
         "cost": money(cost),
         "agent_state": state.value,
-        "transitions": transitions,
+        "transitions": moves,
     }
+    if held:  # the answer is a person's to give: the call's numbers and states are what is computed
+        for key in ("content", "finish_reason", "agent_state"):
+            computed.pop(key)
+    return computed
 
 
-def recorded_outcome(turn: Turn, attempt_events: list[TurnEventRecord]) -> dict:
-    """The same fields as the turn and its log hold them."""
+def recorded_outcome(turn: Turn, attempt_events: list[TurnEventRecord], *, held: bool = False) -> dict:
+    """The same fields as the turn and its log hold them. The cost is the call's (the COMPLETED
+    event's): a turn interrupted or held before pays for each of its calls (Turn.cost is their sum)."""
     output = Message.objects.filter(id=turn.output_id).first() if turn.output_id else None
-    return {
+    completed = next((e for e in attempt_events if e.kind == EventKind.COMPLETED), None)
+    requested = next((e for e in attempt_events if e.kind == EventKind.APPROVAL_REQUESTED), None)
+    recorded = {
         "content": output.content if output else None,
         "tool_calls": (output.tool_calls or []) if output else None,
         "finish_reason": turn.finish_reason,
         "model": turn.model,
         "prompt_tokens": turn.prompt_tokens,
         "completion_tokens": turn.completion_tokens,
-        "cost": money(turn.cost),
+        "cost": money(completed.payload.get("cost")) if completed and completed.payload.get("cost") is not None else money(turn.cost),
         "agent_state": turn.agent_state,
         "transitions": [
             {"from": e.from_state, "to": e.to_state, "event": e.payload.get("event")} for e in attempt_events if e.kind == EventKind.STATE
         ],
     }
+    if held:
+        recorded["tool_calls"] = requested.payload.get("tool_calls") if requested else None
+        recorded["cost"] = _held_cost(turn, attempt_events)
+        for key in ("content", "finish_reason", "agent_state"):
+            recorded.pop(key)
+    return recorded
+
+
+def _held_cost(turn: Turn, attempt_events: list[TurnEventRecord]) -> str | None:
+    """What the held call was charged: its reservation's entry on the turn's ledger."""
+    reserved_at = attempt_events[0].created_at if attempt_events else turn.created_at
+    entry = (
+        SpendEntry.objects.filter(turn_id=turn.id, reservation__turn_id=turn.id, created_at__gte=reserved_at).order_by("created_at").first()
+    )
+    return money(entry.cost) if entry else None
 
 
 def recorded_completion(payload: dict) -> providers.Completion:
-    """The provider's answer as the worker had it, from its PROVIDER_RESPONSE event."""
+    """The provider's answer as the worker had it, from its PROVIDER_RESPONSE event (`usage_reported`
+    says whether the usage is the provider's or Sentinel's estimate; a held call's is taken as given)."""
     usage = payload.get("usage") or {}
-    reported = bool(payload.get("usage_reported"))
+    reported = bool(payload.get("usage_reported", True))
     return providers.Completion(
         content=payload.get("content") or "",
         tool_calls=payload.get("tool_calls") or [],
@@ -233,6 +266,10 @@ class Exchange:
     request: TurnEventRecord
     response: TurnEventRecord | None
     events: list[TurnEventRecord]  # of that attempt, in order
+    log: list[TurnEventRecord]  # the turn's whole log, in order
+
+    def ended_by(self, *kinds: str) -> TurnEventRecord | None:
+        return next((event for event in self.events if event.kind in kinds), None)
 
 
 def recorded_exchange(turn: Turn) -> Exchange:
@@ -244,11 +281,11 @@ def recorded_exchange(turn: Turn) -> Exchange:
         raise NotReplayable("This turn ended before calling the model: its log holds no provider request to replay.")
     # The attempt that ended the turn with an answer, else the last that asked: an attempt taken over
     # may still have appended to its own (older) attempt afterwards.
-    completed = [event.attempt for event in events if event.kind == EventKind.COMPLETED]
+    completed = [event.attempt for event in events if event.kind == EventKind.COMPLETED and event.attempt]
     request = next((r for r in reversed(requests) if r.attempt == completed[-1]), requests[-1]) if completed else requests[-1]
     attempt_events = [event for event in events if event.attempt == request.attempt]
     response = next((e for e in attempt_events if e.kind == EventKind.PROVIDER_RESPONSE and e.seq > request.seq), None)
-    return Exchange(attempt=request.attempt, request=request, response=response, events=attempt_events)
+    return Exchange(attempt=request.attempt, request=request, response=response, events=attempt_events, log=events)
 
 
 def config_for(turn: Turn) -> providers.ProviderConfig:
@@ -266,37 +303,107 @@ def replay(turn: Turn, *, embed: EmbedTexts | None) -> Report:
     exchange = recorded_exchange(turn)
     report = Report(turn_id=turn.id, attempt=exchange.attempt)
     turn.conversation.agent = turn.agent  # one agent per conversation, as the claim sets it
-    forgotten = [*(exchange.request.payload.get("redacted") or {}).get("message_ids", [])]
-    if exchange.response is not None:
-        forgotten += (exchange.response.payload.get("redacted") or {}).get("message_ids", [])
+    forgotten = sorted({mid for e in exchange.log for mid in (e.payload.get("redacted") or {}).get("message_ids", [])})
     if forgotten:
-        report.cannot("request", f"messages it carried were forgotten and redacted from its log: {', '.join(sorted(set(forgotten)))}")
+        report.cannot("request", f"messages it carried were forgotten and redacted from its log: {', '.join(forgotten)}")
         return report
-    recorded_context = exchange.request.payload.get("context") or {}
-    as_of = store_as_of(turn, exchange.request, recorded_context, report)
     config = config_for(turn)
+    if exchange.request.payload.get("resumed"):
+        body, prompt_estimate = _check_resumed(turn, exchange, report)
+        origin = next((e for e in reversed(exchange.log) if e.kind == EventKind.PROVIDER_REQUEST and e.payload.get("context")), None)
+        if any(e.kind == EventKind.RESUMED and e.payload.get("replace") for e in exchange.log):
+            report.cannot("origin.body", "a resume replaced the turn's input: the history no longer holds what the first request sent")
+        if origin is not None and _check_assembled(turn, origin, config, embed, report, prefix="origin.") is not None:
+            report.notes.append(f"Resumed: its request continues the one assembled in attempt {origin.attempt} (checked as origin).")
+    else:
+        assembled = _check_assembled(turn, exchange.request, config, embed, report)
+        if assembled is None:
+            return report
+        body, prompt_estimate = assembled
+    _check_outcome(turn, exchange, report, config=config, body=body, prompt_estimate=prompt_estimate)
+    return report
+
+
+def _check_assembled(
+    turn: Turn, request: TurnEventRecord, config: providers.ProviderConfig, embed: EmbedTexts | None, report: Report, *, prefix: str = ""
+) -> tuple[dict, int] | None:
+    """Assemble the context as the worker did for `request` and compare; the replayed body and the
+    context's size, or None if the context could not be assembled."""
+    recorded_context = request.payload.get("context") or {}
+    as_of = store_as_of(turn, request, recorded_context, report)
     try:
         ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embed, as_of=as_of)
     except memory_context.ContextLengthExceeded as error:
-        report.divergences.append(Divergence("context", recorded="assembled", replayed=f"refused: {error.message}"))
-        return report
+        report.divergences.append(Divergence(f"{prefix}context", recorded="assembled", replayed=f"refused: {error.message}"))
+        return None
     body = providers.request_body(config, ctx.messages, turn.params, stream=True)
-    if exchange.request.payload.get("endpoint") != config.endpoint:
-        report.divergences.append(Divergence("endpoint", recorded=exchange.request.payload.get("endpoint"), replayed=config.endpoint))
-    report.divergences += diff(exchange.request.payload.get("body"), _as_json(body), "body")
-    report.divergences += diff(recorded_context, _as_json(ctx.explain()), "context")
+    if request.payload.get("endpoint") != config.endpoint:
+        report.divergences.append(Divergence(f"{prefix}endpoint", recorded=request.payload.get("endpoint"), replayed=config.endpoint))
+    report.divergences += diff(request.payload.get("body"), _as_json(body), f"{prefix}body")
+    report.divergences += diff(recorded_context, _as_json(ctx.explain()), f"{prefix}context")
+    return body, ctx.total_tokens
+
+
+def _check_resumed(turn: Turn, exchange: Exchange, report: Report) -> tuple[dict, int]:
+    """A resumed attempt sends the request it was stopped (or held) in, plus what the resume added
+    (agents/runner.py `_request`): compare with that persisted state. The recorded body, and its size."""
+    recorded = exchange.request.payload.get("body") or {}
+    saved = [e for e in exchange.log if e.kind in (EventKind.INTERRUPTED, EventKind.APPROVAL_REQUESTED) and e.attempt < exchange.attempt]
+    persisted = next((e.payload["resume"] for e in reversed(saved) if e.payload.get("resume")), None)
+    if persisted is None:
+        report.cannot("body", "the turn was resumed, but its log holds no persisted request it resumed from")
+        return recorded, 0
+    pending = turn.params.get("resume") or {}
+    if pending.get("body") == persisted["body"]:
+        added = list(pending.get("add") or [])
+    else:  # resumed again since: what this resume added is only in the request itself
+        added = recorded.get("messages", [])[len(persisted["body"].get("messages", [])) :]
+        report.notes.append("The input a resume added is read from the request itself (a later resume replaced it).")
+    expected = {**persisted["body"], "messages": persisted["body"].get("messages", []) + added}
+    report.divergences += diff(recorded, _as_json(expected), "body")
+    endpoint = config_for(turn).endpoint
+    if exchange.request.payload.get("endpoint") != endpoint:
+        report.divergences.append(Divergence("endpoint", recorded=exchange.request.payload.get("endpoint"), replayed=endpoint))
+    return recorded, int(persisted.get("prompt_tokens") or 0)
+
+
+def _check_outcome(
+    turn: Turn, exchange: Exchange, report: Report, *, config: providers.ProviderConfig, body: dict, prompt_estimate: int
+) -> None:
+    """Put the recorded answer through the outcome computation and compare it with the turn's outcome."""
+    stopped = exchange.ended_by(EventKind.CANCELLED, EventKind.INTERRUPTED)
     if exchange.response is None:
-        failed = next((e for e in exchange.events if e.kind == EventKind.PROVIDER_ERROR), None)
-        code = failed.payload.get("code") if failed else None
-        why = code or "no answer recorded"
-        report.notes.append(f"The call failed ({why}): only the request was checked, there is no answer to compute from.")
-        return report
-    computed = outcome(turn, recorded_completion(exchange.response.payload), prompt_estimate=ctx.total_tokens, config=config, body=body)
-    report.divergences += diff(recorded_outcome(turn, exchange.events), computed, "outcome")
+        if stopped is not None:
+            report.notes.append(
+                f"The call was stopped ({stopped.payload.get('stop')}): its partial answer is what was streamed, nothing to compute."
+            )
+        else:
+            failed = exchange.ended_by(EventKind.PROVIDER_ERROR)
+            why = (failed.payload.get("code") if failed else None) or "no answer recorded"
+            report.notes.append(f"The call failed ({why}): only the request was checked, there is no answer to compute from.")
+        return
+    held = exchange.ended_by(EventKind.APPROVAL_REQUESTED) is not None
+    computed = outcome(
+        turn, recorded_completion(exchange.response.payload), prompt_estimate=prompt_estimate, config=config, body=body, held=held
+    )
+    report.divergences += diff(recorded_outcome(turn, exchange.events, held=held), computed, "outcome")
     report.divergences += diff(exchange.response.payload.get("usage"), _usage(computed), "response.usage")
     report.outcome_checked = True
+    if held:
+        _note_decision(turn, report)
     _note_prices(body, exchange.request, report)
-    return report
+
+
+def _note_decision(turn: Turn, report: Report) -> None:
+    """A held call's answer is a person's decision: said, and the approved calls checked against the reply."""
+    approval = turn.approvals.order_by("-created_at").first()
+    if approval is None:
+        return
+    report.notes.append(f"The tool calls were held for approval: {approval.status} by {approval.decided_by or 'nobody yet'}.")
+    if approval.status == "approved":
+        output = Message.objects.filter(id=turn.output_id).first() if turn.output_id else None
+        approved = approval.edited_tool_calls or approval.tool_calls
+        report.divergences += diff(approved, output.tool_calls if output else None, "approval.tool_calls")
 
 
 def _usage(computed: dict) -> dict:
