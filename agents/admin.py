@@ -8,6 +8,7 @@ from django.contrib import admin
 from agents import deadletters
 from agents.control_admin import TurnControlAdminMixin
 from agents.models import Agent, Conversation, DeadLetter, Message, Turn, TurnEventRecord
+from agents.replay_admin import ReplayAdminMixin
 from agents.tasks import enqueue_turn
 from budgets import audit
 from sentinel_site.admin import BigTableMixin, ReadOnlyAdmin, ReadOnlyInline, TenantConsistentForm, TenantFilter, TenantScopedAdmin
@@ -104,7 +105,7 @@ class TurnEventInline(ReadOnlyInline):
 
 
 @admin.register(Turn)
-class TurnAdmin(TurnControlAdminMixin, BigTableMixin, ReadOnlyAdmin):
+class TurnAdmin(TurnControlAdminMixin, ReplayAdminMixin, BigTableMixin, ReadOnlyAdmin):
     list_display = ("id", "tenant", "agent", "status", "agent_state", "attempt", "total_tokens", "latency_ms", "created_at")
     list_filter = ("status", TenantFilter)
     list_select_related = ("tenant", "agent")

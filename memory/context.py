@@ -26,9 +26,11 @@ from functools import lru_cache
 
 from django.db.models import Count, Q, Sum
 
+from agents.forking import ancestors
 from agents.models import Message
 from memory import search as memory_search
 from memory import tokens
+from memory.asof import AsOf
 from memory.models import Summary
 
 MIN_RECALL_SCORE = 0.2  # below this cosine similarity a "memory" is noise for all-MiniLM-L6-v2
@@ -126,21 +128,26 @@ EmbedTexts = Callable[[list[str]], list[list[float]]]
 NEW_MESSAGE_WEIGHT = 0.8  # the recall query leans on the new message; the last reply adds context
 
 
-def assemble(conversation, *, upto_seq: int | None = None, query: str | None = None, embed: EmbedTexts | None = None) -> Context:
+def assemble(
+    conversation, *, upto_seq: int | None = None, query: str | None = None, embed: EmbedTexts | None = None, as_of: AsOf | None = None
+) -> Context:
     """The context for the conversation's turn number `upto_seq` (None: the next turn): the system
-    prompt, then the recent window, summaries and recall, each within what the pieces before it left."""
+    prompt, then the recent window, summaries and recall, each within what the pieces before it left.
+    `as_of`: the store as it was when that turn ran (a replay, agents/replay.py; memory/asof.py)."""
     agent = conversation.agent
     history = Message.objects.filter(conversation=conversation)
+    if as_of is not None:
+        history = as_of.messages(history)
     if upto_seq is not None:
         history = history.filter(seq__lte=upto_seq)
     system = system_tokens(agent.system_prompt)
     remaining = agent.context_budget - system
     loaded, own_input, window = _window(agent, history, upto_seq, remaining, system)
     remaining -= sum(cost for _, cost in window)
-    summaries = _summaries(conversation, int(remaining * SUMMARY_SHARE))
+    summaries = _summaries(conversation, int(remaining * SUMMARY_SHARE), as_of)
     remaining -= sum(piece.tokens for piece in summaries)
     texts = [query] if query is not None else _default_query([message for message, _ in window])
-    recalled = _recall(conversation, texts, window, summaries, remaining, embed)
+    recalled = _recall(conversation, texts, window, summaries, remaining, embed, as_of)
 
     pieces = [Piece(kind="system", text=agent.system_prompt, tokens=system)] if agent.system_prompt else []
     pieces += [*summaries, *recalled]
@@ -156,7 +163,7 @@ def assemble(conversation, *, upto_seq: int | None = None, query: str | None = N
         for message, cost in window
     ]
     _attach_client_ids(pieces)
-    history_tokens, unconsolidated_tokens = _history_totals(history, loaded)
+    history_tokens, unconsolidated_tokens = _history_totals(history, loaded, as_of)
     return Context(
         pieces=pieces,
         messages=_render(agent.system_prompt, summaries, recalled, window),
@@ -197,10 +204,13 @@ def _window(agent, history, upto_seq: int | None, remaining: int, system: int) -
     return loaded, own_input, window
 
 
-def _summaries(conversation, share: int) -> list[Piece]:
+def _summaries(conversation, share: int, as_of: AsOf | None = None) -> list[Piece]:
     """This conversation's summaries, newest first within their share of the budget; shown oldest first."""
     pieces: list[Piece] = []
-    for summary in Summary.objects.filter(conversation=conversation).order_by("-last_seq")[:20]:
+    found = Summary.objects.filter(conversation=conversation)
+    if as_of is not None:
+        found = as_of.summaries(found)
+    for summary in found.order_by("-last_seq")[:20]:
         cost = summary.token_count + tokens.MESSAGE_OVERHEAD
         if cost > share:
             break
@@ -218,8 +228,12 @@ def _summaries(conversation, share: int) -> list[Piece]:
     return pieces
 
 
-def _recall(conversation, texts: list[str], window, summaries: list[Piece], remaining: int, embed: EmbedTexts | None) -> list[Piece]:
-    """The agent's memories nearest to what is being asked, none the window or the summaries carry."""
+def _recall(
+    conversation, texts: list[str], window, summaries: list[Piece], remaining: int, embed: EmbedTexts | None, as_of: AsOf | None = None
+) -> list[Piece]:
+    """The agent's memories nearest to what is being asked, none the window or the summaries carry.
+    A fork (agents/forking.py) holds its own copies of what it shares with the conversations it was
+    forked from: theirs are left out, so it never recalls what was said there after the fork point."""
     agent = conversation.agent
     # An agent with nothing in long-term memory (Agent.has_memories, read with the agent) costs
     # neither a query embedding nor a search.
@@ -229,7 +243,13 @@ def _recall(conversation, texts: list[str], window, summaries: list[Piece], rema
     if vector is None:
         return []
     hits = memory_search.search(
-        conversation.tenant_id, vector, k=agent.recall_limit * 2, agent_id=agent.id, exclude_message_ids=[m.id for m, _ in window]
+        conversation.tenant_id,
+        vector,
+        k=agent.recall_limit * 2,
+        agent_id=agent.id,
+        exclude_message_ids=[m.id for m, _ in window],
+        exclude_conversation_ids=ancestors(conversation),
+        as_of=as_of,
     )
     included_summaries = {piece.summary_id for piece in summaries}
     seen_texts = {message.content for message, _ in window}
@@ -262,13 +282,14 @@ def _recall(conversation, texts: list[str], window, summaries: list[Piece], rema
     return recalled
 
 
-def _history_totals(history, loaded: list) -> tuple[int, int]:
+def _history_totals(history, loaded: list, as_of: AsOf | None = None) -> tuple[int, int]:
     """Tokens of every message so far, and of those not consolidated yet (without the system prompt).
     Messages the indexer has not counted yet are counted here; they are usually the newest, loaded
     already, and only when some are not is another query needed."""
+    unconsolidated = Q(summary__isnull=True) if as_of is None else as_of.unconsolidated()
     totals = history.aggregate(
         all=Sum("token_count"),
-        unconsolidated=Sum("token_count", filter=Q(summary__isnull=True)),
+        unconsolidated=Sum("token_count", filter=unconsolidated),
         uncounted=Count("id", filter=Q(token_count__isnull=True)),
     )
     uncounted_messages = [m for m in loaded if m.token_count is None]

@@ -9,6 +9,7 @@ handler500 = "sentinel_site.errors.handler500"
 
 urlpatterns = [
     # Each app's API from its own urls module; the site only mounts them.
+    path("v1/", include("agents.api.history_urls")),
     path("v1/", include("agents.api.urls")),
     path("v1/", include("memory.urls")),
     path("v1/", include("budgets.urls")),
