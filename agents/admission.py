@@ -198,15 +198,7 @@ def _store(
     the reservation; the turn is enqueued once it commits. BudgetExceeded rolls all of it back.
     Hand-written SQL: each row an INSERT of its own model's fields (sentinel_site.db.insert)."""
     with transaction.atomic(), connection.cursor() as cursor:
-        if lazily:
-            commit_lazily(cursor)
-        conversation = _next_in_conversation(cursor, tenant, agent, data.get("conversation"))
-        busy = _double_texting(agent, data, conversation) if data.get("conversation") is not None else []
-        turn = _new_turn(tenant, api_key, agent, conversation, data, params, idempotency_key, digest)
-        insert(cursor, [turn])
-        insert(cursor, _input_messages(turn, data["messages"]))
-        queued = {"message_count": len(data["messages"]), "params": params, "stream": turn.stream}
-        insert(cursor, [TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)])
+        turn, busy = _write(cursor, tenant, api_key, agent, data, params, idempotency_key, digest, lazily=lazily)
         api_key_id = api_key.id if api_key else None
         spend.reserve(tenant.id, api_key_id, plan.amount, turn_id=turn.id, budgets=plan.budgets, savepoint=False)
         transaction.on_commit(lambda: enqueue(turn))
@@ -234,15 +226,7 @@ def _store_held_first(
     reservation = spend.hold(tenant.id, api_key_id, plan.amount, budgets=plan.budgets)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            if lazily:
-                commit_lazily(cursor)
-            conversation = _next_in_conversation(cursor, tenant, agent, data.get("conversation"))
-            busy = _double_texting(agent, data, conversation) if data.get("conversation") is not None else []
-            turn = _new_turn(tenant, api_key, agent, conversation, data, params, idempotency_key, digest)
-            insert(cursor, [turn])
-            insert(cursor, _input_messages(turn, data["messages"]))
-            queued = {"message_count": len(data["messages"]), "params": params, "stream": turn.stream}
-            insert(cursor, [TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)])
+            turn, busy = _write(cursor, tenant, api_key, agent, data, params, idempotency_key, digest, lazily=lazily)
             cursor.execute(
                 f"UPDATE {connection.ops.quote_name(Reservation._meta.db_table)} SET turn_id = %s WHERE id = %s", [turn.id, reservation.id]
             )
@@ -253,6 +237,24 @@ def _store_held_first(
         except Exception:  # the database is gone too: the hold expires (RESERVATION_TTL_SECONDS)
             log.warning("could not release the hold of a failed admission", exc_info=True)
         raise
+    return turn, busy
+
+
+def _write(
+    cursor, tenant: Tenant, api_key: ApiKey | None, agent: Agent, data: dict[str, Any], params: dict[str, Any],
+    idempotency_key: str | None, digest: str, *, lazily: bool,
+) -> tuple[Turn, list[uuid.UUID]]:  # fmt: skip
+    """The admission's rows, in the caller's transaction: the conversation's next seq, the turn, its
+    messages and its first event; and the turns a double-text stops (see _double_texting)."""
+    if lazily:
+        commit_lazily(cursor)
+    conversation = _next_in_conversation(cursor, tenant, agent, data.get("conversation"))
+    busy = _double_texting(agent, data, conversation) if data.get("conversation") is not None else []
+    turn = _new_turn(tenant, api_key, agent, conversation, data, params, idempotency_key, digest)
+    insert(cursor, [turn])
+    insert(cursor, _input_messages(turn, data["messages"]))
+    queued = {"message_count": len(data["messages"]), "params": params, "stream": turn.stream}
+    insert(cursor, [TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)])
     return turn, busy
 
 
