@@ -52,7 +52,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def period_of(entry: str) -> float:
     """The period of a beat entry, in seconds, as settings schedule it."""
-    return float(settings.CELERY_BEAT_SCHEDULE[entry]["schedule"])
+    entries: dict[str, dict[str, Any]] = settings.CELERY_BEAT_SCHEDULE
+    return float(entries[entry]["schedule"])
 
 
 def _set_expiry(key: str, token: str, milliseconds: int) -> bool:

@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 
 from agents.tasks import supervise
 from budgets.tasks import checkpoint_audit, expire_reservations
+from lifecycle.tasks import purge
 from memory.tasks import dream
 from runs.tasks import reload_config, sweep
 from sentinel_site import singletons
@@ -23,6 +24,7 @@ SINGLETONS = {
     "dreamer": dream,
     "expire-reservations": expire_reservations,
     "audit-checkpoint": checkpoint_audit,
+    "purge": purge,
 }
 
 

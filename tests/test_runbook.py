@@ -13,7 +13,7 @@ RUNBOOK = (BASE_DIR / "docs" / "runbook.md").read_text()
 ALERTS_FILE = yaml.safe_load((BASE_DIR / "deploy" / "prometheus-alerts.yml").read_text())
 ALERTS = [rule["alert"] for group in ALERTS_FILE["groups"] for rule in group["rules"]]
 FAILURES = ["Redis down", "PostgreSQL down", "Provider down", "Budget exhausted", "Dead letters piling up", "Memory queue backlog"]
-CHAPTERS = ["Alerts", "Common failures", "Releases and rollback", "Backup and restore", "Disaster recovery", "Tuning"]
+CHAPTERS = ["Alerts", "Common failures", "Releases and rollback", "Backup and restore", "Disaster recovery", "Tuning", "Data lifecycle"]
 
 
 def section(heading: str) -> str:
