@@ -223,3 +223,16 @@ def test_a_purge_left_half_done_still_verifies_and_the_next_one_finishes_it(alic
     assert retention.audit_through() == old[-1]
     purge()
     assert not AuditEntry.objects.filter(seq__lte=old[-1]).exists() and audit.verify() is None
+
+
+def test_a_checkpoint_after_a_purge_of_the_last_checkpointed_entry_raises_no_false_alarm(alice, thirty_days, settings, tmp_path, caplog):
+    settings.SENTINEL = {**settings.SENTINEL, "AUDIT_CHECKPOINT_FILE": str(tmp_path / "checkpoints.jsonl")}
+    AuditEntry.objects.all().delete()
+    audit.AuditHead.objects.update_or_create(id=1, defaults={"seq": 0, "hash": audit.GENESIS})
+    audited(3, when=OLD)
+    audit.checkpoint()  # then a quiet chain for longer than its retention: the checkpointed entry goes too
+    purge()
+    with caplog.at_level("ERROR", logger="budgets.audit"):
+        assert audit.checkpoint() is not None  # the purge's own entry moved the head
+    assert "no longer holds" not in caplog.text
+    assert audit.verify() is None
