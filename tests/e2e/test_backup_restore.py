@@ -24,7 +24,8 @@ from sentinel_site.stack import BASE_DIR
 from tests.conftest import database_url, start_worker, wait_for
 from tests.stub_llm import Reply
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Worker and beat processes are started and stopped inside the test: more than the default 120 s on a busy machine.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
 
 def pg_tool(name: str, server_major: int) -> str:

@@ -16,7 +16,8 @@ from sentinel_site.redis import sync_client
 from sentinel_site.stack import BASE_DIR, beat_command, process_env
 from tests.conftest import start_worker, wait_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Worker and beat processes are started and stopped inside the test: more than the default 120 s on a busy machine.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
 PERIODS = {"runs-sweep": 1.0, "supervisor": 2.0, "dreamer": 2.0, "audit-checkpoint": 2.0, "reload-config": 5.0}
 SHORT = {

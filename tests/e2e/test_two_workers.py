@@ -16,7 +16,8 @@ from agents.tasks import supervise
 from tests.conftest import start_worker, wait_for
 from tests.stub_llm import Reply
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Worker and beat processes are started and stopped inside the test: more than the default 120 s on a busy machine.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
 TURNS = 40
 
