@@ -193,12 +193,16 @@ def plan(now: datetime | None = None) -> list[Line]:
 
 
 def _delete_in_batches(queryset: QuerySet, batch: int) -> int:
-    deleted = 0
+    """One pass over the selection in primary-key order (each batch starts after the last one's
+    key, so no batch walks again over rows an earlier one read), `batch` rows to a transaction."""
+    deleted, after = 0, None
     while True:
         with transaction.atomic():
-            ids = list(queryset.order_by("pk").values_list("pk", flat=True)[:batch])
+            page = queryset.order_by("pk") if after is None else queryset.filter(pk__gt=after).order_by("pk")
+            ids = list(page.values_list("pk", flat=True)[:batch])
             if not ids:
                 return deleted
+            after = ids[-1]
             # The model's own manager, so Django's cascades and SET NULLs (embeddings of a message,
             # a turn's output) run; turn events are deleted as rows (their instances refuse it).
             queryset.model._base_manager.filter(pk__in=ids).delete()
