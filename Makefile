@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test lint format services bench clean
 
-$(STAMP): requirements.txt requirements-local.txt requirements-dev.txt requirements-otel.txt scripts/install-system-packages.sh scripts/install-llama.sh
+$(STAMP): requirements.txt requirements-local.txt requirements-embeddings.txt requirements-dev.txt requirements-otel.txt scripts/install-system-packages.sh scripts/install-llama.sh
 	bash scripts/install-system-packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel

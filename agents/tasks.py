@@ -19,6 +19,7 @@ from agents.turns import AgentState
 from memory import embeddings
 from memory.tasks import schedule_indexing
 from sentinel_site import logs, tracing
+from sentinel_site.singletons import once_per_period
 
 log = logging.getLogger(__name__)
 CLAIM_RETRY_SECONDS = 1
@@ -168,6 +169,7 @@ def outbox() -> Outbox:
 
 
 @shared_task(name="agents.tasks.supervise", ignore_result=True)
+@once_per_period("supervisor")
 def supervise() -> dict:
     """The Supervisor's sweep: requeue zombies with backoff, dead-letter the hopeless, send the unsent."""
     result = supervisor.sweep()

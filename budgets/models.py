@@ -11,7 +11,7 @@ from django.db import models
 from django.utils import timezone
 
 from budgets import audit, keys
-from budgets.audit import AuditCheckpoint, AuditEntry, AuditHead  # noqa: F401 - the audit log's tables, named here like every model
+from budgets.audit import AuditBase, AuditCheckpoint, AuditEntry, AuditHead  # noqa: F401 - the audit log's tables, named here like every model
 from budgets.roles import Role
 from sentinel_site import config_cache
 

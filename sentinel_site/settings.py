@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "agents",
     "memory",
     "runs",
+    "lifecycle",
 ]
 
 MIDDLEWARE = [
@@ -201,6 +202,12 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "maintenance", "expires": envint("SENTINEL_AUDIT_CHECKPOINT_INTERVAL", 60, minimum=1) * 0.9},
     },
 }
+PURGE_INTERVAL = envint("SENTINEL_PURGE_INTERVAL", 3600, minimum=60)
+CELERY_BEAT_SCHEDULE["purge"] = {
+    "task": "lifecycle.tasks.purge",
+    "schedule": float(PURGE_INTERVAL),
+    "options": {"queue": "maintenance", "expires": PURGE_INTERVAL * 0.9},
+}
 CELERY_TIMEZONE = "UTC"
 
 # --- The model provider -----------------------------------------------------------------------
@@ -332,6 +339,14 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "AUDIT_CHECKPOINT_FILE": envstr(
         "SENTINEL_AUDIT_CHECKPOINT_FILE", str(Path(envstr("SENTINEL_DATA_DIR", str(BASE_DIR / "var"))) / "audit-checkpoints.jsonl")
     ),
+    # Data lifecycle (lifecycle/retention.py): days each kind is kept by default (0: forever; tenants
+    # may have their own, RetentionPolicy); the audit log's 90 days are seed 004's.
+    "RETAIN_AUDIT_DAYS": envint("SENTINEL_RETAIN_AUDIT_DAYS", 90, minimum=0),
+    "RETAIN_MESSAGES_DAYS": envint("SENTINEL_RETAIN_MESSAGES_DAYS", 0, minimum=0),
+    "RETAIN_TURN_EVENTS_DAYS": envint("SENTINEL_RETAIN_TURN_EVENTS_DAYS", 0, minimum=0),
+    "RETAIN_SPEND_DAYS": envint("SENTINEL_RETAIN_SPEND_DAYS", 0, minimum=0),
+    "RETAIN_EMBEDDINGS_DAYS": envint("SENTINEL_RETAIN_EMBEDDINGS_DAYS", 0, minimum=0),
+    "PURGE_BATCH": envint("SENTINEL_PURGE_BATCH", 1000, minimum=1),
     # Resilience (seed 000 section 6.2.2.3: a turn silent for 60 s is a zombie; sweep every 10 s)
     "ZOMBIE_SECONDS": envint("SENTINEL_ZOMBIE_SECONDS", 60, minimum=1),
     "MAX_ATTEMPTS": envint("SENTINEL_MAX_ATTEMPTS", 3, minimum=1),
