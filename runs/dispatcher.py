@@ -20,6 +20,7 @@ out (and retried, if it has retries) by the next pass after it.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,10 +31,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents import admission
-from agents.models import Agent, TurnStatus
+from agents.models import Agent, Conversation, TurnStatus
 from agents.tasks import enqueue_turn
 from budgets import spend
 from memory import context as memory_context
+from memory import shared
 from runs import aggregate, metrics, steps, streams, templates
 from runs.models import Pattern, Run, RunEvent, RunStatus, Step, StepKind, StepState
 from sentinel_site.errors import turn_error
@@ -135,6 +137,9 @@ def _settle(run: Run, step: Step, now) -> None:
     """A running step whose turn ended takes its outcome; one past its deadline times out."""
     turn = step.turn
     if step.kind == StepKind.AGENT and turn is not None and turn.is_finished:
+        if run.shared_memory:
+            # Before the step counts as ended, so the steps it lets start recall what it said.
+            shared.remember_turn(run.tenant_id, run.memory_scope, turn.id)
         if turn.status == TurnStatus.SUCCEEDED:
             _succeed(
                 run,
@@ -381,11 +386,14 @@ def idempotency_key(run: Run, step: Step) -> str:
 
 def _admit(run: Run, step: Step, messages: list[dict]) -> None:
     assert step.agent is not None
+    data: dict[str, Any] = {"model": step.agent.name, "messages": messages}
+    if run.shared_memory:
+        data["conversation"] = _scoped_conversation(run, step).id
     try:
         admitted = admission.admit(
             tenant=run.tenant,
             api_key=run.api_key,
-            data={"model": step.agent.name, "messages": messages},
+            data=data,
             idempotency_key=idempotency_key(run, step),
             enqueue=lambda turn: enqueue_turn(turn.id),
         )
@@ -395,6 +403,23 @@ def _admit(run: Run, step: Step, messages: list[dict]) -> None:
     Step.objects.filter(id=step.id, attempt=step.attempt).update(turn=admitted.turn)
     step.turn = admitted.turn
     _event(run, "turn_admitted", step.key, {"attempt": step.attempt, "turn": str(admitted.turn.id), "created": admitted.created})
+
+
+def _scoped_conversation(run: Run, step: Step) -> Conversation:
+    """The conversation of a shared_memory run's step attempt, in the run's memory scope: its turns
+    recall what the run's other steps were given and said (memory/shared.py). Its id is derived from
+    (run, step, attempt), so a dispatcher that admits the same attempt again sends the same body."""
+    assert step.agent is not None
+    conversation, _ = Conversation.objects.get_or_create(
+        id=uuid.uuid5(run.id, f"{step.key}:{step.attempt}"),
+        tenant_id=run.tenant_id,
+        defaults={
+            "agent": step.agent,
+            "title": f"run {run.id} step {step.key}",
+            "metadata": {shared.SCOPE_KEY: run.memory_scope, "run": str(run.id), "step": step.key, "attempt": step.attempt},
+        },
+    )
+    return conversation
 
 
 def _refused(run: Run, step: Step, refusal: Exception) -> None:

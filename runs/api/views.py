@@ -168,7 +168,7 @@ class RunsView(AsyncAPIView):
                 await sync_to_async(release_connection)()  # waiting needs no database connection
                 await streams.wait_end(run_id, wait)
         run = await sync_to_async(_run_or_404)(principal.tenant, run_id)
-        return _answer(run, waited=wait is not None)
+        return await sync_to_async(_answer)(run, waited=wait is not None)  # its body may read the run's shared memory
 
     @extend_schema(
         operation_id="runs_list",

@@ -89,7 +89,6 @@ def test_an_unknown_agent_is_a_404_naming_it(alice, bob):
         ({"pattern": "dance", "input": "x"}, "pattern"),
         ({"pattern": "workflow", "input": "x"}, "workflow"),
         ({"pattern": "parallel", "agents": ["helper"], "input": "x", "max_cost": -1}, "max_cost"),
-        ({"pattern": "parallel", "agents": ["helper"], "input": "x", "shared_memory": True}, "shared_memory"),
         ({"pattern": "broadcast", "input": "x", "specialization": "nobody has this"}, "specialization"),
         ({"pattern": "route", "input": "x"}, "agents"),
     ],
