@@ -28,12 +28,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from agents import admission
 from agents.models import Agent, Conversation, TurnStatus
 from agents.tasks import enqueue_turn
 from budgets import spend
+from budgets.models import SpendEntry
 from memory import context as memory_context
 from memory import shared
 from runs import aggregate, metrics, steps, streams, templates
@@ -81,16 +83,29 @@ def advance(run_id: Any, wake: Wake) -> bool:
     return True
 
 
-def cancel(run_id: Any) -> bool:
-    """End an unfinished run as cancelled (its running turns finish on their own; the run does not
-    wait for them). False if it had already ended."""
+@dataclass(frozen=True)
+class Cancelled:
+    """A run just cancelled. `running_turns`: the turns of its steps that had not ended; they finish
+    on their own (and what they spend is added to the run's cost as they do), unless whoever
+    cancelled stops them too (a turn's own cancel, when there is one)."""
+
+    running_turns: list[Any]
+
+
+def cancel(run_id: Any) -> Cancelled | None:
+    """End an unfinished run as cancelled, under its row lock: no step starts after this (a pass
+    that comes later finds the run ended), pending steps are cancelled, and running ones too (the
+    run no longer waits for them). None if it had already ended."""
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(id=run_id).first()
         if run is None or run.is_finished:
-            return False
-        run_steps = list(Step.objects.filter(run=run).select_related("agent"))
+            return None
+        run_steps = list(Step.objects.filter(run=run).select_related("agent", "turn"))
+        running = [step.turn_id for step in run_steps if step.state == StepState.RUNNING and step.turn and not step.turn.is_finished]
+        if running:
+            _event(run, "turns_left_running", "", {"turns": [str(turn_id) for turn_id in running]})
         _finish(run, run_steps, RunStatus.CANCELLED, {"code": "run_cancelled", "message": "The run was cancelled."})
-    return True
+    return Cancelled(running_turns=running)
 
 
 # --- one pass under the run's lock ---------------------------------------------------------------
@@ -99,7 +114,10 @@ def _pass(run_id: Any) -> _Pass:
     done = _Pass()
     with transaction.atomic():
         run = Run.objects.select_related("tenant", "api_key").select_for_update(of=("self",)).filter(id=run_id).first()
-        if run is None or run.is_finished:
+        if run is None:
+            return done
+        if run.is_finished:
+            _recount(run)  # a turn it left running (cancelled, timed out) ended since: what it spent counts
             return done
         now = timezone.now()
         run_steps = list(Step.objects.filter(run=run).select_related("agent", "turn__output").order_by("position"))
@@ -445,8 +463,15 @@ def _run_inline(run: Run, step: Step, text: str, vectors: dict[str, list[float]]
     with transaction.atomic():
         locked = Run.objects.select_for_update().filter(id=run.id).first()  # the outcome is recorded as a pass would
         current = Step.objects.filter(id=step.id, state=StepState.RUNNING, attempt=step.attempt).select_related("agent").first()
-        if locked is None or locked.is_finished or current is None:
-            return  # the run ended, or this attempt timed out, while it ran: what it gave is dropped
+        if locked is None:
+            return
+        if locked.is_finished or current is None:
+            # The run ended, or this attempt timed out, while it ran: what it gave is dropped, what it spent is not.
+            if outcome.cost:
+                _event(locked, "step_answer_dropped", step.key, {"attempt": step.attempt, "cost": str(outcome.cost)})
+                if locked.is_finished:
+                    _recount(locked)
+            return
         for kind, payload in outcome.events:
             _event(locked, kind, step.key, payload)
         if outcome.error is not None:
@@ -502,15 +527,38 @@ def _end_unfinished(run: Run, step: Step, state: str) -> None:
 def _finish(run: Run, run_steps: list[Step], status: str, error: dict | None, *, output: str = "", result: dict | None = None) -> None:
     for step in run_steps:
         if not step.is_finished:
-            _end_unfinished(run, step, StepState.SKIPPED if step.state == StepState.PENDING else StepState.CANCELLED)
+            # Pending steps of a run that ended by itself were not needed; a cancel cancels them.
+            skipped = step.state == StepState.PENDING and status != RunStatus.CANCELLED
+            _end_unfinished(run, step, StepState.SKIPPED if skipped else StepState.CANCELLED)
     now = timezone.now()
-    cost = sum((s.cost for s in run_steps), Decimal(0))
+    cost = spent(run, run_steps)
     fields = {"status": status, "error": error, "output": output, "result": result, "cost": cost, "finished_at": now}
     Run.objects.filter(id=run.id).update(**fields)
     for name, value in fields.items():
         setattr(run, name, value)
     _event(run, f"run_{status}", (error or {}).get("step", ""), {"cost": str(cost), **({"error": error} if error else {})})
     transaction.on_commit(lambda: _announce_end(run))
+
+
+def spent(run: Run, run_steps: list[Step]) -> Decimal:
+    """What the run spent, all of it: the ledger's entries for every turn it admitted (every attempt of
+    every step, a retried or timed-out one too, and a turn's own retries after a lost claim), plus its
+    inline llm calls (a finished step's, and those whose answer came too late to be used)."""
+    admitted = RunEvent.objects.filter(run=run, kind="turn_admitted").values_list("payload", flat=True)
+    turns = {payload["turn"] for payload in admitted}
+    ledger = SpendEntry.objects.filter(tenant_id=run.tenant_id, turn_id__in=turns).aggregate(total=Sum("cost"))["total"] if turns else None
+    inline = sum((s.cost for s in run_steps if s.kind == StepKind.LLM and s.state == StepState.SUCCEEDED), Decimal(0))
+    late = RunEvent.objects.filter(run=run, kind="step_answer_dropped").values_list("payload", flat=True)
+    return (ledger or Decimal(0)) + inline + sum((Decimal(payload.get("cost") or 0) for payload in late), Decimal(0))
+
+
+def _recount(run: Run) -> None:
+    """A finished run's cost, brought up to date with what its turns spent after it ended."""
+    cost = spent(run, list(Step.objects.filter(run=run)))
+    if cost != run.cost:
+        Run.objects.filter(id=run.id).update(cost=cost)
+        _event(run, "run_cost_updated", "", {"cost": str(cost), "was": str(run.cost)})
+        run.cost = cost
 
 
 def _announce_end(run: Run) -> None:
