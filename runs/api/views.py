@@ -89,12 +89,16 @@ class RunsView(AsyncAPIView):
             "Runs several of your agents on one input. `parallel`: each agent answers the input, then `aggregate` "
             "(concat, first, vote, or {agent: name}). `pipeline`: each agent gets the previous one's output. "
             "`broadcast`: every agent of yours (or those whose specialization contains `specialization`). `route`: the "
-            "agent whose specialization is nearest the input (embedding similarity; the scores are a run event). "
+            "agent whose specialization is nearest the input (embedding similarity), or the one a `router` agent names "
+            "in a turn of its own (an answer naming no candidate falls back to similarity); the choice, the scores and "
+            "any fallback's reason are a run event. "
             "`workflow`: a DAG of steps (agent, llm, embed, vector_search, transform) with `depends_on`, templates "
             "`{{input}}` and `{{steps.<id>.output}}`, per-step `timeout_seconds` and `retries`. Every agent step is a "
             "turn (budgeted, audited, with its own events). Answers 202 with the run at once; `Prefer: wait` (or "
             "`?wait=true`) answers 200 once it ends (202 if it is still running when the wait runs out). With "
-            "`max_cost`, the run stops with `budget_exceeded` before a step that could cross it."
+            "`max_cost`, the run stops with `budget_exceeded` before a step that could cross it. With `shared_memory`, "
+            "each agent step's input and answer go into one run-scoped memory that every later step's context recalls "
+            "(whichever agent it is); the run shows it as `shared_memory`."
         ),
         request=RunCreateSerializer,
         parameters=[
