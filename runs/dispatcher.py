@@ -31,10 +31,10 @@ from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from agents import admission
-from agents.models import Agent, Conversation, TurnStatus
+from agents import admission, control
+from agents.models import Agent, Conversation, Stop, Turn, TurnStatus
 from agents.tasks import enqueue_turn
-from budgets import spend
+from budgets import audit, spend
 from budgets.models import SpendEntry
 from memory import context as memory_context
 from memory import shared
@@ -85,27 +85,41 @@ def advance(run_id: Any, wake: Wake) -> bool:
 
 @dataclass(frozen=True)
 class Cancelled:
-    """A run just cancelled. `running_turns`: the turns of its steps that had not ended; they finish
-    on their own (and what they spend is added to the run's cost as they do), unless whoever
-    cancelled stops them too (a turn's own cancel, when there is one)."""
+    """A run just cancelled. `turns`: the turns of its steps that had not ended, each cancelled in
+    turn (agents.control): a queued one never starts, a running one stops at its next token; what
+    they spent is added to the run's cost as they end."""
 
-    running_turns: list[Any]
+    turns: list[Any]
 
 
-def cancel(run_id: Any) -> Cancelled | None:
+def cancel(run_id: Any, *, actor: str = audit.SYSTEM) -> Cancelled | None:
     """End an unfinished run as cancelled, under its row lock: no step starts after this (a pass
-    that comes later finds the run ended), pending steps are cancelled, and running ones too (the
-    run no longer waits for them). None if it had already ended."""
+    that comes later finds the run ended), its pending and running steps are cancelled; then (the
+    run's lock released: their ends wake its dispatcher) its unfinished turns are. None if it had
+    already ended."""
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(id=run_id).first()
         if run is None or run.is_finished:
             return None
         run_steps = list(Step.objects.filter(run=run).select_related("agent", "turn"))
-        running = [step.turn_id for step in run_steps if step.state == StepState.RUNNING and step.turn and not step.turn.is_finished]
-        if running:
-            _event(run, "turns_left_running", "", {"turns": [str(turn_id) for turn_id in running]})
+        unfinished = [step.turn for step in run_steps if step.state == StepState.RUNNING and step.turn and _waits_for(step.turn)]
+        if unfinished:
+            _event(run, "turns_cancelled", "", {"turns": [str(turn.id) for turn in unfinished]})
         _finish(run, run_steps, RunStatus.CANCELLED, {"code": "run_cancelled", "message": "The run was cancelled."})
-    return Cancelled(running_turns=running)
+    for turn in unfinished:
+        try:
+            control.request_stop(turn.id, tenant_id=run.tenant_id, kind=Stop.CANCEL, actor=actor)
+        except control.TurnAlreadyFinished:
+            pass  # it ended meanwhile, or was interrupted (a resume would run it: the run no longer waits)
+        except Turn.DoesNotExist:
+            pass
+    return Cancelled(turns=[turn.id for turn in unfinished])
+
+
+def _waits_for(turn: Turn) -> bool:
+    """A step's turn has not ended: unfinished, or interrupted (resumable: a shutdown's is resumed
+    by the Supervisor, a client's by the client), so its step waits for it, within its deadline."""
+    return not turn.is_finished or turn.status == TurnStatus.INTERRUPTED
 
 
 # --- one pass under the run's lock ---------------------------------------------------------------
@@ -154,7 +168,7 @@ def _pass(run_id: Any) -> _Pass:
 def _settle(run: Run, step: Step, now) -> None:
     """A running step whose turn ended takes its outcome; one past its deadline times out."""
     turn = step.turn
-    if step.kind == StepKind.AGENT and turn is not None and turn.is_finished:
+    if step.kind == StepKind.AGENT and turn is not None and not _waits_for(turn):
         if run.shared_memory:
             # Before the step counts as ended, so the steps it lets start recall what it said.
             shared.remember_turn(run.tenant_id, run.memory_scope, turn.id)

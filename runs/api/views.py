@@ -303,8 +303,9 @@ class RunCancelView(AsyncAPIView):
         operation_id="runs_cancel",
         summary="Cancel a run",
         description="Stops the run: no further step starts, pending and running steps end `cancelled`, and the run "
-        "ends `cancelled`. Turns already running finish on their own (their ids are the `turns_left_running` event); what "
-        "they spend is added to the run's `cost` as they end.",
+        "ends `cancelled`. Its unfinished turns are cancelled as `POST /v1/turns/{id}/cancel` does (a queued one never "
+        "starts, a running one stops within a second; their ids are the `turns_cancelled` event); what they spent is "
+        "added to the run's `cost` as they end.",
         request=None,
         responses={200: RunSerializer, 404: NOT_FOUND, 409: OpenApiResponse(OpenApiTypes.OBJECT, description="The run had already ended.")},
         tags=["runs"],
@@ -312,7 +313,7 @@ class RunCancelView(AsyncAPIView):
     async def post(self, request, run_id):
         def cancel() -> dict:
             run = _run_or_404(request.user.tenant, run_id)
-            if dispatcher.cancel(run.id) is None:
+            if dispatcher.cancel(run.id, actor=audit.actor_for_key(request.user.api_key)) is None:
                 raise ApiError(409, f"This run already ended ({run.status}).", code="run_finished")
             audit.record("run.cancelled", actor=audit.actor_for_key(request.user.api_key), tenant_id=run.tenant_id, target=str(run.id))
             return _body(_run_or_404(request.user.tenant, run.id))
