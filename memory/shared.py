@@ -26,6 +26,7 @@ from memory.models import Memory, MemoryKind
 
 SCOPE_KEY = "memory_scope"
 MAX_RECALLED = 50  # shared memories one turn may be given at most (a run has at most 100 steps)
+MAX_REMEMBERED = 16  # of one turn, its newest messages (a step given a long conversation as input adds its end)
 
 
 def scope_of(conversation: Any) -> str:
@@ -126,5 +127,6 @@ def contents(tenant_id: Any, scope: str, limit: int = 100) -> tuple[int, list[di
 
 
 def remember_turn(tenant_id: Any, scope: str, turn_id: Any) -> int:
-    """`remember` what a turn was given and answered (its messages)."""
-    return remember(tenant_id, scope, Message.objects.filter(tenant_id=tenant_id, turn_id=turn_id).values_list("id", flat=True))
+    """`remember` what a turn was given and answered (its newest MAX_REMEMBERED messages)."""
+    newest = Message.objects.filter(tenant_id=tenant_id, turn_id=turn_id).order_by("-seq", "-index").values_list("id", flat=True)
+    return remember(tenant_id, scope, list(newest[:MAX_REMEMBERED]))

@@ -28,17 +28,15 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from agents import admission, control
 from agents.models import Agent, Conversation, Stop, Turn, TurnStatus
 from agents.tasks import enqueue_turn
 from budgets import audit, spend
-from budgets.models import SpendEntry
 from memory import context as memory_context
 from memory import shared
-from runs import aggregate, metrics, steps, streams, templates
+from runs import aggregate, costs, metrics, steps, streams, templates
 from runs.models import Pattern, Run, RunEvent, RunStatus, Step, StepKind, StepState
 from sentinel_site.errors import turn_error
 
@@ -545,7 +543,7 @@ def _finish(run: Run, run_steps: list[Step], status: str, error: dict | None, *,
             skipped = step.state == StepState.PENDING and status != RunStatus.CANCELLED
             _end_unfinished(run, step, StepState.SKIPPED if skipped else StepState.CANCELLED)
     now = timezone.now()
-    cost = spent(run, run_steps)
+    cost = costs.spent(run, run_steps)
     fields = {"status": status, "error": error, "output": output, "result": result, "cost": cost, "finished_at": now}
     Run.objects.filter(id=run.id).update(**fields)
     for name, value in fields.items():
@@ -554,21 +552,9 @@ def _finish(run: Run, run_steps: list[Step], status: str, error: dict | None, *,
     transaction.on_commit(lambda: _announce_end(run))
 
 
-def spent(run: Run, run_steps: list[Step]) -> Decimal:
-    """What the run spent, all of it: the ledger's entries for every turn it admitted (every attempt of
-    every step, a retried or timed-out one too, and a turn's own retries after a lost claim), plus its
-    inline llm calls (a finished step's, and those whose answer came too late to be used)."""
-    admitted = RunEvent.objects.filter(run=run, kind="turn_admitted").values_list("payload", flat=True)
-    turns = {payload["turn"] for payload in admitted}
-    ledger = SpendEntry.objects.filter(tenant_id=run.tenant_id, turn_id__in=turns).aggregate(total=Sum("cost"))["total"] if turns else None
-    inline = sum((s.cost for s in run_steps if s.kind == StepKind.LLM and s.state == StepState.SUCCEEDED), Decimal(0))
-    late = RunEvent.objects.filter(run=run, kind="step_answer_dropped").values_list("payload", flat=True)
-    return (ledger or Decimal(0)) + inline + sum((Decimal(payload.get("cost") or 0) for payload in late), Decimal(0))
-
-
 def _recount(run: Run) -> None:
     """A finished run's cost, brought up to date with what its turns spent after it ended."""
-    cost = spent(run, list(Step.objects.filter(run=run)))
+    cost = costs.spent(run, list(Step.objects.filter(run=run)))
     if cost != run.cost:
         Run.objects.filter(id=run.id).update(cost=cost)
         _event(run, "run_cost_updated", "", {"cost": str(cost), "was": str(run.cost)})
