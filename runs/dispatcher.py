@@ -167,7 +167,7 @@ def _settle(run: Run, step: Step, now) -> None:
     """A running step whose turn ended takes its outcome; one past its deadline times out."""
     turn = step.turn
     if step.kind == StepKind.AGENT and turn is not None and not _waits_for(turn):
-        if run.shared_memory:
+        if _shares_memory(run, step):
             # Before the step counts as ended, so the steps it lets start recall what it said.
             shared.remember_turn(run.tenant_id, run.memory_scope, turn.id)
         if turn.status == TurnStatus.SUCCEEDED:
@@ -417,7 +417,7 @@ def idempotency_key(run: Run, step: Step) -> str:
 def _admit(run: Run, step: Step, messages: list[dict]) -> None:
     assert step.agent is not None
     data: dict[str, Any] = {"model": step.agent.name, "messages": messages}
-    if run.shared_memory:
+    if _shares_memory(run, step):
         data["conversation"] = _scoped_conversation(run, step).id
     try:
         admitted = admission.admit(
@@ -433,6 +433,11 @@ def _admit(run: Run, step: Step, messages: list[dict]) -> None:
     Step.objects.filter(id=step.id, attempt=step.attempt).update(turn=admitted.turn)
     step.turn = admitted.turn
     _event(run, "turn_admitted", step.key, {"attempt": step.attempt, "turn": str(admitted.turn.id), "created": admitted.created})
+
+
+def _shares_memory(run: Run, step: Step) -> bool:
+    """The step's turn reads and writes the run's shared memory (a route's router does not)."""
+    return run.shared_memory and step.config.get("shared_memory", True)
 
 
 def _scoped_conversation(run: Run, step: Step) -> Conversation:

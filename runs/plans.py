@@ -171,7 +171,10 @@ def _route(tenant: Tenant, data: dict[str, Any]) -> list[StepSpec]:
     if not data.get("router"):
         return [route, answer]
     (router,) = _agents(tenant, [data["router"]], "router")
-    asking = StepSpec(key="router", kind=StepKind.AGENT, agent=router, template=router_prompt(listed), param="router")
+    # Its question is about the run, not part of it: kept out of a shared memory.
+    asking = StepSpec(
+        key="router", kind=StepKind.AGENT, agent=router, template=router_prompt(listed), config={"shared_memory": False}, param="router"
+    )
     route.depends_on, route.config["router_step"] = [asking.key], asking.key
     return [asking, route, answer]
 

@@ -18,14 +18,15 @@ SPECIALISTS = {
 EGG = "How long should I boil an egg for a runny yolk?"  # embedding similarity picks the chef
 
 
-def routed(live, actor, stub_llm, router_answer: str) -> tuple[dict, dict]:
+def routed(live, actor, stub_llm, router_answer: str, **extra) -> tuple[dict, dict]:
     for name, specialization in SPECIALISTS.items():
         make_agents(actor.tenant, [name], specialization=specialization)
     make_agents(actor.tenant, ["dispatcher"])
     stub_llm.when("Choose the agent best suited", lambda body: Reply(content=router_answer))
     stub_llm.when("", lambda body: Reply(content=system_prompt(body)))
     with api(live, actor, Prefer="wait") as client:
-        run = client.post("/runs", json={"pattern": "route", "input": EGG, "agents": list(SPECIALISTS), "router": "dispatcher"}).json()
+        body = {"pattern": "route", "input": EGG, "agents": list(SPECIALISTS), "router": "dispatcher", **extra}
+        run = client.post("/runs", json=body).json()
         events = client.get(live.base_url + run["events_url"]).json()["data"]
     assert run["status"] == "succeeded", run
     (chosen,) = [e["payload"] for e in events if e["kind"] == "route_chosen"]
@@ -52,6 +53,12 @@ def test_an_answer_naming_no_candidate_falls_back_to_embedding_similarity(live, 
     assert chosen["by"] == "embedding" and chosen["chosen"] == "chef", chosen
     assert "names no candidate" in chosen["fallback_reason"] and chosen["scores"]["chef"] > chosen["scores"]["astronomer"]
     assert run["output"] == "You are chef."
+
+
+def test_a_routers_question_stays_out_of_the_runs_shared_memory(live, alice, stub_llm):
+    run, chosen = routed(live, alice, stub_llm, "astronomer", shared_memory=True)
+    assert chosen["by"] == "router"
+    assert [(item["step"], item["role"]) for item in run["shared_memory"]["items"]] == [("answer", "user"), ("answer", "assistant")]
 
 
 @pytest.mark.parametrize(
