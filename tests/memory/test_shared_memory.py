@@ -64,3 +64,32 @@ def test_a_conversation_outside_the_scope_or_in_another_tenant_recalls_none_of_i
         assert not [piece for piece in context.pieces if piece.kind == "shared"], conversation.agent.name
         assert "7741" not in str(context.messages)
     assert shared.contents(bob.tenant.id, SCOPE) == (0, [])
+
+
+def test_forgetting_a_message_redacts_it_from_what_another_agent_of_the_scope_was_sent(alice, stub_llm):
+    import json
+
+    from django.test import Client
+
+    from agents import runner
+    from agents.admission import admit
+    from agents.models import TurnEventRecord
+    from tests.stub_llm import Reply
+
+    secret = "The vault opens with the word marmalade."
+    scout = scoped(alice, "scout", ["What opens the vault?", secret])
+    remember_all(alice, scout)
+    writer = scoped(alice, "writer", [])
+    data = {"model": "writer", "messages": [{"role": "user", "content": "How does the vault open?"}], "conversation": writer.id}
+    turn = admit(tenant=alice.tenant, api_key=alice.api_key, data=data, idempotency_key=None, enqueue=lambda _: None).turn
+    stub_llm.script(Reply(content="I cannot say."))
+    runner.execute(runner.claim(turn.id))
+    sent = TurnEventRecord.objects.get(turn=turn, kind="provider_request")
+    assert secret in json.dumps(sent.payload), "the writer was sent the scout's words"
+
+    message = Message.objects.get(conversation=scout, content=secret)
+    response = Client().delete(f"/v1/conversations/{scout.id}/messages/{message.id}", **alice.auth)
+    assert response.status_code == 200, response.content
+    assert response.json()["redacted"]["turns"] == 1, "the writer's turn"
+    sent.refresh_from_db()
+    assert secret not in json.dumps(sent.payload), "redacted in the other agent's recorded request too"
