@@ -264,7 +264,7 @@ def _shared(conversation, scope: str, vector: _QueryVector, window, share: int, 
     when there is no query), none the window carries; shown oldest first."""
     if share <= 0:
         return []
-    hits = shared.recall(conversation.tenant_id, scope, vector=vector.get(), exclude_conversation_id=conversation.id)
+    hits = shared.recall(conversation.tenant_id, scope, vector=vector.get(), exclude_conversation_id=conversation.id, as_of=as_of)
     seen_texts = {message.content for message, _ in window}
     chosen: list[tuple[tuple[datetime, datetime], Piece]] = []
     for hit in hits:

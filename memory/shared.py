@@ -21,6 +21,7 @@ from pgvector.django import CosineDistance
 
 from agents.models import Message
 from memory import embeddings, tokens
+from memory.asof import AsOf
 from memory.indexing import message_text, note_memories
 from memory.models import Memory, MemoryKind
 
@@ -88,16 +89,25 @@ class SharedHit:
 
 
 def recall(
-    tenant_id: Any, scope: str, *, vector: list[float] | None, exclude_conversation_id: Any, k: int = MAX_RECALLED
+    tenant_id: Any,
+    scope: str,
+    *,
+    vector: list[float] | None,
+    exclude_conversation_id: Any,
+    k: int = MAX_RECALLED,
+    as_of: AsOf | None = None,
 ) -> list[SharedHit]:
     """The scope's memories from the other conversations: nearest to `vector` first (an exact scan:
-    a scope is small), or newest first without one. Of the configured embedding model only."""
+    a scope is small), or newest first without one. Of the configured embedding model only; `as_of`:
+    those there were when a replayed turn ran (memory/asof.py)."""
     queryset = (
         Memory.objects.filter(tenant_id=tenant_id, scope=scope, embedding_model=embeddings.model_name())
         .exclude(conversation_id=exclude_conversation_id)
         .select_related("agent")
         .defer("embedding")
     )
+    if as_of is not None:
+        queryset = as_of.memories(queryset)
     if vector is None:
         return [SharedHit(memory, None) for memory in queryset.order_by("-occurred_at")[:k]]
     rows = queryset.annotate(distance=CosineDistance("embedding", vector)).order_by("distance")[:k]
