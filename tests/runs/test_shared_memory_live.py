@@ -73,6 +73,23 @@ def test_it_gives_the_second_agent_what_the_first_said(live, alice, stub_llm):
     assert memory["items"][1]["text"] == SECRET and memory["items"][1]["memory"] == pieces[0]["memory_id"]
 
 
+def test_a_step_that_recalled_the_shared_memory_replays_identically(live, alice, stub_llm):
+    from agents import replay
+    from agents.models import Turn
+    from memory import embeddings
+
+    make_agents(alice.tenant, ["scout", "writer", "editor"])
+    scout_knows_the_secret(stub_llm)
+    body = {**run_body(True), "agents": ["scout", "writer", "editor"], "templates": ["{{input}}"] * 3}
+    with api(live, alice, Prefer="wait") as client:
+        run = start(client, body)
+    writer = run["steps"][1]
+    assert [p["agent"] for p in shared_pieces(writer["turn"])] == ["scout"]
+    assert run["shared_memory"]["message_count"] == 6, "the editor's words came into the memory after the writer's turn"
+    report = replay.replay(Turn.objects.select_related("agent", "conversation").get(id=writer["turn"]), embed=embeddings.embed_query)
+    assert report.identical, report.as_dict()  # the memory as it was: without what the editor said since
+
+
 def test_it_shares_nothing_without_shared_memory(live, alice, stub_llm):
     make_agents(alice.tenant, ["scout", "writer"])
     scout_knows_the_secret(stub_llm)
