@@ -20,6 +20,10 @@ class TurnTimelineAdminMixin:
             extra_context = {**(extra_context or {}), "timeline": timeline(turn), "turn_links": self.turn_links(turn)}
         return super().change_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
 
+    def get_fields(self, request, obj=None):
+        # The turn's cost as money, like every amount in the admin (TurnAdmin.cost_text).
+        return [("cost_text" if name == "cost" else name) for name in super().get_fields(request, obj)]  # type: ignore[misc]
+
     def turn_links(self, turn: Turn) -> list[tuple[str, str]]:
         links = [("Conversation", reverse("admin:agents_conversation_change", args=[turn.conversation_id]))]
         links.append(("Its messages", reverse("admin:agents_message_changelist") + f"?conversation__id__exact={turn.conversation_id}"))

@@ -4,6 +4,8 @@ Every admin here is tenant-scoped (sentinel_site/admin.py): an operator sees onl
 to them. A new API key's plaintext is shown once, on the page that answers the form, and nowhere else.
 """
 
+from decimal import Decimal
+
 from django.contrib import admin, messages
 from django.db.models import OuterRef, Subquery
 from django.template.response import TemplateResponse
@@ -19,6 +21,7 @@ from sentinel_site.admin import (
     ReadOnlyAdmin,
     ReadOnlyInline,
     SuperuserOnlyMixin,
+    TenantConsistentForm,
     TenantFilter,
     TenantScopedAdmin,
     lock_to_superusers,
@@ -141,9 +144,20 @@ class BudgetWindowInline(ReadOnlyInline):
         return money.money(obj.reserved)
 
 
+class BudgetForm(TenantConsistentForm):
+    """Shows a limit as it was set: `25`, not `25.000000`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(self.initial.get("limit"), Decimal):
+            self.initial["limit"] = f"{self.initial['limit'].normalize():f}"
+
+
 @admin.register(Budget)
 class BudgetAdmin(TenantScopedAdmin):
     """Budgets with their current spend against the limit."""
+
+    form = BudgetForm
 
     list_display = ("__str__", "tenant", "period", "limit_text", "current_spend", "fallback_model")
     list_filter = ("period", TenantFilter)

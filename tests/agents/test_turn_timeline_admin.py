@@ -21,7 +21,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def story(alice):
     conversation = Conversation.objects.create(tenant=alice.tenant, agent=alice.agent)
-    turn = Turn.objects.create(tenant=alice.tenant, conversation=conversation, agent=alice.agent, seq=1, status=TurnStatus.SUCCEEDED)
+    turn = Turn.objects.create(
+        tenant=alice.tenant, conversation=conversation, agent=alice.agent, seq=1, status=TurnStatus.SUCCEEDED, cost=Decimal("0.0123")
+    )
     start = timezone.now() - timedelta(seconds=10)
 
     def event(seq, kind, at, **fields):
@@ -66,6 +68,7 @@ def test_the_turn_page_shows_its_events_in_time_order(admin_client, story):
     ]
     html = response.content.decode()
     assert 'id="turn-timeline"' in html
+    assert "0.01230000" not in html, "the turn's cost reads as money"
     assert "context: 2 pieces, 37 tokens" in html and "recalled: 30 tokens, score 0.91" in html
     assert reverse("admin:agents_conversation_change", args=[turn.conversation_id]) in html
     assert reverse("admin:runs_run_change", args=[run.pk]) in html

@@ -41,6 +41,7 @@ def test_the_budget_list_shows_limits_and_spend_as_money(admin_client, alice):
     assert "100.000000" not in html and "0E-8" not in html
     page = admin_client.get(reverse("admin:budgets_budget_change", args=[budget.pk])).content.decode()
     assert 'class="sentinel-meter"' in page and "$12.34 spent" in page, "the budget's page has its spend-against-limit bar"
+    assert 'name="limit" value="100"' in page, "the limit's input shows it as set"
 
 
 def test_a_budget_past_its_limit_draws_a_full_red_bar(admin_client, alice):
