@@ -1,5 +1,5 @@
 """A turn's admin page as its story: the timeline (agents/timeline.py) above its fields, with links
-to its conversation, its run, its dead letter and its replay report. Mixed into agents/admin.py's
+to its conversation, its messages, its run and its dead letter. Mixed into agents/admin.py's
 TurnAdmin; the page's template is templates/admin/agents/turn/change_form.html."""
 
 from __future__ import annotations
@@ -32,6 +32,4 @@ class TurnTimelineAdminMixin:
         letter = DeadLetter.objects.filter(turn=turn).only("id").first()
         if letter is not None:
             links.append(("Dead letter", reverse("admin:agents_deadletter_change", args=[letter.pk])))
-        if hasattr(self, "replay_report"):  # agents/replay_admin.py's field, on this page
-            links.append(("Replay report", "#replay-report"))
         return links

@@ -165,3 +165,26 @@ def test_an_operator_drives_the_admin_in_a_browser(deployment, page, live_server
     newest = AuditEntry.objects.order_by("-seq").first()
     assert "The audit chain is intact" in run_action(page, "verify_chain", newest.action)
     page.screenshot(path=screenshots / "audit-verified.png", full_page=True)
+
+
+def test_an_operator_bound_to_one_tenant_sees_only_it_in_the_browser(deployment, page, live_server, screenshots):
+    from budgets.admin_roles import sync_groups
+    from tests.budgets.test_admin import staff
+
+    sync_groups()
+    bob = make_actor("bob")
+    SpendEntry.objects.create(tenant=bob.tenant, api_key=bob.api_key, model="bobs-secret-model", cost=Decimal("99"))
+    ada = staff("ada", "admin", deployment["alice"].tenant)
+    ada.set_password(PASSWORD)
+    ada.save()
+    page.goto(f"{live_server.url}/admin/login/")
+    page.fill("#id_username", "ada")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.get_by_role("link", name="Overview").click()
+    overview = page.locator("#sentinel-overview").inner_text()
+    assert "Your tenants only" in overview and "alice" in overview
+    assert "bob" not in overview and "$99" not in overview and "Queue depth" not in overview
+    page.screenshot(path=screenshots / "overview-operator.png", full_page=True)
+    response = page.goto(f"{live_server.url}/admin/budgets/tenant/{bob.tenant.pk}/change/")
+    assert response is not None and response.status == 404
