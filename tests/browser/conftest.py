@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connections
 
 CHROMIUM = Path(os.environ.get("SENTINEL_CHROMIUM", "/usr/bin/chromium"))
 
@@ -42,6 +41,3 @@ def page(transactional_db, live_server, monkeypatch):
         finally:
             context.close()
             browser.close()
-    # The live server's threads took their connections from this process's pool, which keeps them
-    # open: closed here, so the test database can be dropped at the end of the session.
-    connections["default"].close_pool()
