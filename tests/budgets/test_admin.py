@@ -403,8 +403,6 @@ def agent_form(**values) -> dict:
         "multitask_strategy": "enqueue",
         "requires_approval": "[]",
         "new_provider_api_key": "",
-        "multitask_strategy": "enqueue",
-        "requires_approval": "[]",
     }
     data.update(values)
     return data
