@@ -151,7 +151,9 @@ def assemble(
     remaining = agent.context_budget - system
     loaded, own_input, window = _window(agent, history, upto_seq, remaining, system)
     remaining -= sum(cost for _, cost in window)
-    summaries = _summaries(conversation, int(remaining * SUMMARY_SHARE), as_of)
+    totals = _history_totals(history, loaded, as_of)
+    # No message consolidated yet: no summary can exist (each covers messages it is linked to).
+    summaries = _summaries(conversation, int(remaining * SUMMARY_SHARE), as_of) if totals.consolidated or as_of is not None else []
     remaining -= sum(piece.tokens for piece in summaries)
     texts = [query] if query is not None else _default_query([message for message, _ in window])
     vector = _QueryVector(texts, embed)
@@ -174,7 +176,7 @@ def assemble(
         for message, cost in window
     ]
     _attach_client_ids(pieces)
-    history_tokens, unconsolidated_tokens = _history_totals(history, loaded, as_of)
+    history_tokens, unconsolidated_tokens = totals.all, totals.unconsolidated
     return Context(
         pieces=pieces,
         messages=_render(agent.system_prompt, summaries, shared_pieces, recalled, window),
@@ -347,7 +349,14 @@ def _recall(
     return recalled
 
 
-def _history_totals(history, loaded: list, as_of: AsOf | None = None) -> tuple[int, int]:
+@dataclass(frozen=True)
+class _Totals:
+    all: int  # tokens of every message so far (without the system prompt)
+    unconsolidated: int  # of those not consolidated yet
+    consolidated: int  # how many messages a summary covers
+
+
+def _history_totals(history, loaded: list, as_of: AsOf | None = None) -> _Totals:
     """Tokens of every message so far, and of those not consolidated yet (without the system prompt).
     Messages the indexer has not counted yet are counted here; they are usually the newest, loaded
     already, and only when some are not is another query needed."""
@@ -356,14 +365,16 @@ def _history_totals(history, loaded: list, as_of: AsOf | None = None) -> tuple[i
         all=Sum("token_count"),
         unconsolidated=Sum("token_count", filter=unconsolidated),
         uncounted=Count("id", filter=Q(token_count__isnull=True)),
+        consolidated=Count("id", filter=~unconsolidated),
     )
     uncounted_messages = [m for m in loaded if m.token_count is None]
     if len(uncounted_messages) != totals["uncounted"]:
         uncounted_messages = list(history.filter(token_count__isnull=True))
     uncounted = [(tokens.count_message(m.as_openai()), m.summary_id is None) for m in uncounted_messages]
-    return (
-        (totals["all"] or 0) + sum(count for count, _ in uncounted),
-        (totals["unconsolidated"] or 0) + sum(count for count, fresh in uncounted if fresh),
+    return _Totals(
+        all=(totals["all"] or 0) + sum(count for count, _ in uncounted),
+        unconsolidated=(totals["unconsolidated"] or 0) + sum(count for count, fresh in uncounted if fresh),
+        consolidated=totals["consolidated"],
     )
 
 
