@@ -106,7 +106,7 @@ def _end_unstarted(turn: Turn, kind: Stop, actor: str) -> uuid.UUID | None:
         status=ApprovalStatus.DENIED, reason=f"The turn was {status}.", decided_by=actor, decided_at=now
     )
     if kind == Stop.ROLLBACK:
-        Message.objects.filter(turn_id=turn.id).delete()
+        Message.delete_locked(Message.objects.filter(turn_id=turn.id))
     record_outside_attempt(turn, EventKind.INTERRUPTED if status == TurnStatus.INTERRUPTED else EventKind.CANCELLED,
                            {"stop": kind, "partial": "", "before_start": True})  # fmt: skip
     data = {"agent": turn.agent.name, "stop": kind}
@@ -137,7 +137,7 @@ def resume(turn_id: Any, *, tenant_id: Any, actor: str, input: str | None = None
         params = dict(turn.params)
         if state.get("message_id"):
             # The partial answer gives way to the whole one, written where it stood.
-            Message.objects.filter(id=state["message_id"], turn_id=turn.id).delete()
+            Message.delete_locked(Message.objects.filter(id=state["message_id"], turn_id=turn.id))
         if state.get("resume"):
             params["resume"] = {**state["resume"], "add": list(state["resume"].get("add", []))}
         if input is not None:

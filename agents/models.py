@@ -204,6 +204,15 @@ class Message(models.Model):
         return f"{self.role}: {self.content[:60]}"
 
     @classmethod
+    def delete_locked(cls, messages: models.QuerySet[Message]) -> None:
+        """Delete messages (and what memory keeps of them) once their rows are locked: the indexer
+        embeds a message under that lock, so a memory it writes meanwhile is deleted with them
+        rather than left pointing at a message gone (a foreign key violation at commit)."""
+        ids = list(messages.select_for_update().values_list("id", flat=True))
+        if ids:
+            cls.objects.filter(id__in=ids).delete()
+
+    @classmethod
     def from_openai(cls, message: dict, **fields: Any) -> Message:
         """An unsaved row for one validated message in OpenAI's chat shape; `fields` place it."""
         return cls(

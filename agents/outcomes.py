@@ -368,7 +368,7 @@ def stop(recorder: Recorder, stopped: Stopped, request: Request, *, config) -> u
         if not updated:
             raise LostClaim  # rolls back the partial answer too
         if stopped.kind == Stop.ROLLBACK:
-            Message.objects.filter(turn_id=turn.id).delete()
+            Message.delete_locked(Message.objects.filter(turn_id=turn.id))
         _settle_stopped(recorder, stopped, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, actual=actual)
         payload: dict[str, Any] = {
             "stop": stopped.kind,

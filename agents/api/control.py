@@ -182,6 +182,11 @@ class ApprovalSerializer(serializers.ModelSerializer):
         return "approval"
 
 
+class ApprovalListSerializer(serializers.Serializer):
+    object = serializers.CharField(default="list")
+    data = ApprovalSerializer(many=True)
+
+
 class DecisionSerializer(serializers.Serializer):
     approve = serializers.BooleanField()
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
@@ -199,7 +204,7 @@ class ApprovalListView(APIView):
         operation_id="approvals_list",
         summary="List approvals",
         description="Tool calls held for a person's decision, newest first; `?status=pending` for those waiting.",
-        responses={200: ApprovalSerializer(many=True)},
+        responses={200: ApprovalListSerializer},
         tags=["approvals"],
     )
     def get(self, request):

@@ -1,7 +1,9 @@
 """Control of running work on a live stack: cancel, interrupt and resume, double-texting, approvals."""
 
 import concurrent.futures
+import contextlib
 import json
+import subprocess
 import time
 
 import httpx
@@ -12,7 +14,8 @@ from agents.models import Approval, ApprovalStatus, Message, Turn, TurnStatus
 from agents.tasks import supervise
 from budgets.models import Reservation, SpendEntry
 from sentinel_site.redis import sync_client
-from tests.conftest import start_worker, wait_for
+from sentinel_site.stack import BASE_DIR, web_command
+from tests.conftest import _answers, free_port, start_worker, wait_for
 from tests.stub_llm import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -130,18 +133,37 @@ def test_another_tenants_turn_cannot_be_cancelled_interrupted_or_resumed(live_st
 
 
 # --- interrupt and resume --------------------------------------------------------------------------
-def test_an_interrupted_turn_resumes_after_a_restart_with_one_reply_and_the_spend_of_its_calls(live_stack, alice, stub_llm):
+@contextlib.contextmanager
+def web_process(live_stack, log):
+    """A web process of its own (on its own port) on the live stack's database and Redis."""
+    port = free_port()
+    web = subprocess.Popen(
+        web_command("127.0.0.1", port), cwd=BASE_DIR, env=live_stack.env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/health/live"), timeout=30, message="a web process")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        web.terminate()
+        web.wait(30)
+
+
+def test_an_interrupted_turn_resumes_after_the_stack_restarts_with_one_reply_and_the_spend_of_its_calls(
+    live_stack, alice, stub_llm, tmp_path
+):
     stub_llm.script(Reply(content=LONG, chunk_delay=0.2), Reply(content="the whole answer"))
-    with http(live_stack, alice) as h:
+    headers = {"Authorization": f"Bearer {alice.key}"}
+    with web_process(live_stack, tmp_path / "web-before.log") as api, httpx.Client(base_url=api, headers=headers, timeout=30) as h:
         turn = start(h)
         wait_for(lambda: some_streamed(turn["id"]), message="some of the answer")
         assert h.post(f"/turns/{turn['id']}/interrupt").status_code in (200, 202)
         wait_for(lambda: Turn.objects.filter(id=turn["id"], status=TurnStatus.INTERRUPTED).exists(), timeout=5, message="the interrupt")
-        partial = Turn.objects.select_related("output").get(id=turn["id"]).output.content
-        assert partial and LONG.startswith(partial.strip())
-        live_stack.worker.terminate()
-        live_stack.worker.wait(30)
-        live_stack.worker = start_worker(live_stack.env, live_stack.worker_log)
+    partial = Turn.objects.select_related("output").get(id=turn["id"]).output.content
+    assert partial and LONG.startswith(partial.strip())
+    live_stack.worker.terminate()  # the web process above is gone too: the whole stack is down
+    live_stack.worker.wait(30)
+    live_stack.worker = start_worker(live_stack.env, live_stack.worker_log)
+    with web_process(live_stack, tmp_path / "web-after.log") as api, httpx.Client(base_url=api, headers=headers, timeout=30) as h:
         resumed = h.post(f"/turns/{turn['id']}/resume", json={})
         assert resumed.status_code == 202 and resumed.json()["status"] == "queued"
         wait_for(lambda: Turn.objects.filter(id=turn["id"], status=TurnStatus.SUCCEEDED).exists(), message="the resumed turn")
