@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "agents",
     "memory",
     "runs",
+    "batches",
 ]
 
 MIDDLEWARE = [
@@ -157,6 +158,7 @@ CELERY_TASK_ROUTES = {
     "agents.tasks.run_turn": {"queue": "turns"},
     "agents.tasks.run_turns": {"queue": "turns"},
     "memory.tasks.*": {"queue": "memory"},
+    "batches.tasks.*": {"queue": "batches"},
 }
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Redelivery of an unacknowledged task (a worker died holding it); the supervisor sweep
@@ -172,6 +174,8 @@ DREAMER_INTERVAL = envint("SENTINEL_DREAMER_INTERVAL", 60, minimum=1)
 SUPERVISOR_INTERVAL = envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1)
 # The runs' backstop: unfinished runs nobody moved for this long are dispatched (runs/tasks.py).
 RUNS_SWEEP_INTERVAL = envint("SENTINEL_RUNS_SWEEP_INTERVAL", 5, minimum=1)
+# The batches' backstop: unfinished batches nobody moved for this long are moved on (batches/tasks.py).
+BATCH_SWEEP_INTERVAL = envint("SENTINEL_BATCH_SWEEP_INTERVAL", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "dreamer": {
         "task": "memory.tasks.dream",
@@ -189,6 +193,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "runs.tasks.sweep",
         "schedule": float(RUNS_SWEEP_INTERVAL),
         "options": {"queue": "maintenance", "expires": RUNS_SWEEP_INTERVAL * 0.9},
+    },
+    "batches-sweep": {
+        "task": "batches.tasks.sweep",
+        "schedule": float(BATCH_SWEEP_INTERVAL),
+        "options": {"queue": "batches", "expires": BATCH_SWEEP_INTERVAL * 0.9},
     },
     "expire-reservations": {
         "task": "budgets.tasks.expire_reservations",
@@ -344,6 +353,13 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "BREAKER_CACHE_SECONDS": envfloat("SENTINEL_BREAKER_CACHE_SECONDS", 1.0, minimum=0),
     # How a provider's stream is read (agents/providers.py): raw, its chunks as JSON; sdk, the
     # openai SDK's Stream with a pydantic model per chunk (the earlier lane, kept for comparison).
+    # Files and batches (batches/): the largest upload, the most lines a batch file may have, and how
+    # many batch lines run at once in the whole deployment (the rest of the workers' threads stay
+    # free for real-time turns).
+    "FILE_MAX_BYTES": envint("SENTINEL_FILE_MAX_BYTES", 100 * 1024 * 1024, minimum=1024),
+    "BATCH_MAX_LINES": envint("SENTINEL_BATCH_MAX_LINES", 50_000, minimum=1),
+    "BATCH_CONCURRENCY": envint("SENTINEL_BATCH_CONCURRENCY", 8, minimum=1),
+    "BATCH_SWEEP_INTERVAL": BATCH_SWEEP_INTERVAL,
     "PROVIDER_CLIENT": envchoice("SENTINEL_PROVIDER_CLIENT", "raw", ("raw", "sdk")),
 }
 if envbool("SENTINEL_TRUST_X_FORWARDED_FOR", False):

@@ -186,7 +186,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start_worker(env: dict[str, str], log: Path, concurrency: int = 8, queues: str = "turns,memory,maintenance") -> subprocess.Popen:
+def start_worker(
+    env: dict[str, str], log: Path, concurrency: int = 8, queues: str = "turns,batches,memory,maintenance"
+) -> subprocess.Popen:
     log.write_text("")
     name = f"test-{os.getpid()}-{time.monotonic_ns()}@%h"
     worker = subprocess.Popen(
