@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "memory",
     "runs",
     "batches",
+    "responses",
 ]
 
 MIDDLEWARE = [
