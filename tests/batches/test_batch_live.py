@@ -111,3 +111,28 @@ def test_another_tenant_sees_none_of_it(client, live, stub_llm):
     assert [b.id for b in other.batches.list()] == []
     wait_for(lambda: finished(client, batch.id), timeout=60, interval=0.3)
     assert Batch.objects.count() == 1
+
+
+def test_a_batch_of_responses_answers_response_objects(client, stub_llm):
+    stub_llm.script(Reply(content="r1"), Reply(content="r2"))
+    records = [
+        {"custom_id": "a", "method": "POST", "url": "/v1/responses", "body": {"model": "helper", "input": "one"}},
+        {
+            "custom_id": "b",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"model": "helper", "input": [{"role": "user", "content": "two"}]},
+        },
+        {
+            "custom_id": "c",
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": {"model": "helper", "input": "x", "previous_response_id": "resp_1"},
+        },
+    ]
+    batch = client.batches.create(input_file_id=upload(client, jsonl(*records)).id, endpoint="/v1/responses", completion_window="24h")
+    done = wait_for(lambda: finished(client, batch.id), timeout=60, interval=0.3, message="the batch to end")
+    outputs = {r["custom_id"]: r["response"]["body"] for r in output_records(client, done.output_file_id)}
+    assert {key: body["output_text"] for key, body in outputs.items()} == {"a": "r1", "b": "r2"}
+    assert all(body["object"] == "response" and body["status"] == "completed" for body in outputs.values())
+    assert [r["custom_id"] for r in output_records(client, done.error_file_id)] == ["c"]
