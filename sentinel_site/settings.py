@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "runs",
     "batches",
     "responses",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -160,6 +161,7 @@ CELERY_TASK_ROUTES = {
     "agents.tasks.run_turns": {"queue": "turns"},
     "memory.tasks.*": {"queue": "memory"},
     "batches.tasks.*": {"queue": "batches"},
+    "webhooks.tasks.*": {"queue": "webhooks"},
 }
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Redelivery of an unacknowledged task (a worker died holding it); the supervisor sweep
@@ -177,6 +179,8 @@ SUPERVISOR_INTERVAL = envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1)
 RUNS_SWEEP_INTERVAL = envint("SENTINEL_RUNS_SWEEP_INTERVAL", 5, minimum=1)
 # The batches' backstop: unfinished batches nobody moved for this long are moved on (batches/tasks.py).
 BATCH_SWEEP_INTERVAL = envint("SENTINEL_BATCH_SWEEP_INTERVAL", 5, minimum=1)
+# The webhooks' backstop: due deliveries whose wake-up was lost, or whose sender died (webhooks/tasks.py).
+WEBHOOK_SWEEP_INTERVAL = envint("SENTINEL_WEBHOOK_SWEEP_INTERVAL", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "dreamer": {
         "task": "memory.tasks.dream",
@@ -199,6 +203,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "batches.tasks.sweep",
         "schedule": float(BATCH_SWEEP_INTERVAL),
         "options": {"queue": "batches", "expires": BATCH_SWEEP_INTERVAL * 0.9},
+    },
+    "webhooks-sweep": {
+        "task": "webhooks.tasks.sweep",
+        "schedule": float(WEBHOOK_SWEEP_INTERVAL),
+        "options": {"queue": "webhooks", "expires": WEBHOOK_SWEEP_INTERVAL * 0.9},
     },
     "expire-reservations": {
         "task": "budgets.tasks.expire_reservations",
@@ -361,6 +370,12 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "BATCH_MAX_LINES": envint("SENTINEL_BATCH_MAX_LINES", 50_000, minimum=1),
     "BATCH_CONCURRENCY": envint("SENTINEL_BATCH_CONCURRENCY", 8, minimum=1),
     "BATCH_SWEEP_INTERVAL": BATCH_SWEEP_INTERVAL,
+    # Webhooks (webhooks/): attempts per delivery, the first retry's delay (doubling, capped, +-20%
+    # jitter), and how long a receiver may take to answer.
+    "WEBHOOK_MAX_ATTEMPTS": envint("SENTINEL_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1),
+    "WEBHOOK_RETRY_BASE_SECONDS": envfloat("SENTINEL_WEBHOOK_RETRY_BASE_SECONDS", 10.0, minimum=0.0),
+    "WEBHOOK_RETRY_MAX_SECONDS": envfloat("SENTINEL_WEBHOOK_RETRY_MAX_SECONDS", 3600.0, minimum=0.0),
+    "WEBHOOK_TIMEOUT_SECONDS": envfloat("SENTINEL_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.5),
     "PROVIDER_CLIENT": envchoice("SENTINEL_PROVIDER_CLIENT", "raw", ("raw", "sdk")),
 }
 if envbool("SENTINEL_TRUST_X_FORWARDED_FOR", False):
