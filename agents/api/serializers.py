@@ -292,8 +292,9 @@ class DefaultParamsSerializer(serializers.Serializer):
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(PASSTHROUGH_PARAMS))
             if unknown:
-                raise serializers.ValidationError({unknown[0]: self.error_messages["unknown"].format(
-                    name=unknown[0], allowed=", ".join(PASSTHROUGH_PARAMS))})  # fmt: skip
+                raise serializers.ValidationError(
+                    {unknown[0]: self.error_messages["unknown"].format(name=unknown[0], allowed=", ".join(PASSTHROUGH_PARAMS))}
+                )
         validated = super().to_internal_value(data)
         return {key: value for key, value in validated.items() if key in data}
 
@@ -387,12 +388,27 @@ class ConversationSerializer(serializers.ModelSerializer):
         return "conversation"
 
 
+TEXT_PARTS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"type": {"enum": ["input_text", "output_text", "text"]}, "text": {"type": "string"}},
+        "required": ["type", "text"],
+    },
+}
+
+
+@extend_schema_field({"oneOf": [{"type": "string"}, TEXT_PARTS]})
+class ItemContentField(serializers.JSONField):
+    """A string, or text parts joined."""
+
+
 class ConversationItemSerializer(serializers.Serializer):
     """A message item of OpenAI's Conversations API: its text content as one chat message."""
 
     type = serializers.ChoiceField(choices=["message"], required=False, default="message")
     role = serializers.ChoiceField(choices=["user", "system", "developer", "assistant"])
-    content = serializers.JSONField(help_text="A string, or text parts (`input_text`, `output_text`).")
+    content = ItemContentField(help_text="A string, or text parts (`input_text`, `output_text`).")
 
     def validate_content(self, value):
         if isinstance(value, str):
