@@ -9,6 +9,6 @@ class BatchesConfig(AppConfig):
 
     def ready(self) -> None:
         from agents.signals import turn_ended
-        from batches.signals import on_turn_ended
+        from batches.tasks import on_turn_ended
 
         turn_ended.connect(on_turn_ended, dispatch_uid="batches.on_turn_ended")

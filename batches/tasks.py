@@ -55,6 +55,14 @@ def wake(batch_id: Any) -> None:
     advance.apply_async(args=[str(batch_id)], queue=QUEUE)
 
 
+def on_turn_ended(sender: Any, turn_id: Any, status: str, idempotency_key: str | None = None, **kwargs: Any) -> None:
+    """agents.signals.turn_ended: a batch line's turn carries its batch in its Idempotency-Key, so
+    any other turn costs nothing; a line's turn wakes its batch."""
+    batch_id = processing.batch_of(idempotency_key)
+    if batch_id is not None:
+        wake(batch_id)
+
+
 def start_validation(batch: Batch) -> None:
     validate.apply_async(args=[str(batch.id)], queue=QUEUE)
 
