@@ -94,9 +94,8 @@ def _record(delivery: Delivery, status_code: int | None, error: str, duration: i
     now = timezone.now()
     ok = status_code is not None and 200 <= status_code < 300
     with transaction.atomic():
-        DeliveryAttempt.objects.create(
-            delivery=delivery, number=delivery.attempts, status_code=status_code, error=error, duration_ms=duration
-        )
+        number = DeliveryAttempt.objects.filter(delivery=delivery).count() + 1  # counts on across re-deliveries by hand
+        DeliveryAttempt.objects.create(delivery=delivery, number=number, status_code=status_code, error=error, duration_ms=duration)
         fields: dict[str, Any] = {"last_status_code": status_code, "last_error": error}
         if ok:
             fields |= {"status": DeliveryStatus.SUCCEEDED, "delivered_at": now}

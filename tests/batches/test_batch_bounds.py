@@ -14,8 +14,15 @@ pytestmark = pytest.mark.django_db
 def make_batch(actor, count: int) -> Batch:
     content = jsonl(*[line(f"b{i}") for i in range(count)])
     file = File.objects.create(tenant=actor.tenant, purpose="batch", filename="in.jsonl", bytes=len(content), content=content)
-    batch = processing.create(tenant=actor.tenant, api_key=actor.api_key, input_file=file, endpoint="/v1/chat/completions",
-                              completion_window="24h", metadata=None, wake=lambda b: None)  # fmt: skip
+    batch = processing.create(
+        tenant=actor.tenant,
+        api_key=actor.api_key,
+        input_file=file,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata=None,
+        wake=lambda b: None,
+    )
     assert processing.validate(batch.id)
     return batch
 
@@ -69,3 +76,38 @@ def test_a_line_over_budget_fails_with_its_refusal_and_the_batch_goes_on(alice):
     line = BatchLine.objects.filter(batch=batch).first()
     assert line.response["status_code"] == 503 and line.response["body"]["error"]["code"] == "budget_exceeded"
     assert not Turn.objects.exists(), "nothing was admitted"
+
+
+def test_a_batch_past_its_window_expires_with_its_unrun_lines_in_the_error_file(alice):
+    import json
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    batch = make_batch(alice, 3)
+    Batch.objects.filter(id=batch.id).update(expires_at=timezone.now() - timedelta(seconds=1))
+    processing.advance(batch.id, enqueue=lambda turn: None)
+    batch.refresh_from_db()
+    assert batch.status == "expired" and batch.expired_at is not None and (batch.completed, batch.failed) == (0, 3)
+    records = [json.loads(text) for text in bytes(batch.error_file.content).decode().splitlines()]
+    assert [(r["custom_id"], r["error"]["code"]) for r in records] == [(f"b{i}", "batch_expired") for i in range(3)]
+    assert batch.output_file is None and not Turn.objects.exists()
+
+
+def test_a_batch_cancelled_while_validating_never_runs(alice):
+    content = jsonl(line("only"))
+    file = File.objects.create(tenant=alice.tenant, purpose="batch", filename="in.jsonl", bytes=len(content), content=content)
+    woken = []
+    batch = processing.create(
+        tenant=alice.tenant,
+        api_key=alice.api_key,
+        input_file=file,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata=None,
+        wake=woken.append,
+    )
+    assert processing.cancel(batch, wake=woken.append).status == "cancelling"
+    assert processing.validate(batch.id) is False
+    batch.refresh_from_db()
+    assert batch.status == "cancelled" and not BatchLine.objects.exists()

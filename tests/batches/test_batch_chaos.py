@@ -24,6 +24,7 @@ LINES = int(os.environ.get("SENTINEL_TEST_BATCH_LINES", "60"))
 DELAY = 0.4 if LINES <= 100 else 0.0  # small batches: slow lines, so the kill finds some in flight
 
 
+@pytest.mark.timeout(120 + LINES // 2)  # pytest-timeout's 120 s is for the default size
 def test_a_batch_survives_a_killed_worker_without_redoing_finished_lines(client, live, stub_llm, settings):
     settings.SENTINEL = {**settings.SENTINEL, "ZOMBIE_SECONDS": 3, "UNSENT_SECONDS": 3, "RETRY_BACKOFF_BASE": 0, "BATCH_SWEEP_INTERVAL": 1}
     stub_llm.script(*[Reply(content=f"answer {i}", delay=DELAY) for i in range(2 * LINES)])
