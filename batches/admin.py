@@ -32,7 +32,7 @@ class BatchAdmin(BigTableMixin, ReadOnlyAdmin):
 class BatchLineAdmin(BigTableMixin, ReadOnlyAdmin):
     tenant_path = "batch__tenant"
     list_display = ("id", "batch", "index", "custom_id", "state", "turn")
-    list_filter = ("state",)
+    list_filter = (TenantFilter, "state")
     list_select_related = ("batch",)
     search_fields = ("=custom_id", "=batch__id")
     raw_id_fields = ("batch", "turn")

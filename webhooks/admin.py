@@ -41,7 +41,11 @@ class DeliveryAdmin(BigTableMixin, ReadOnlyAdmin):
     actions = ("redeliver",)
     readonly_fields = [field.name for field in Delivery._meta.fields]
 
-    @admin.action(description="Deliver again")
+    def has_redeliver_permission(self, request: HttpRequest) -> bool:
+        # change_delivery stands for agents:write, who manages endpoints (budgets/admin_roles.py): the log stays read-only.
+        return request.user.has_perm("webhooks.change_delivery")
+
+    @admin.action(description="Deliver again", permissions=["redeliver"])
     def redeliver(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
         for delivery in queryset:
             outbox.redeliver(delivery, tasks.wake)
