@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from agents import admission
 from agents.models import Turn, TurnStatus
-from batches import lines
+from batches import lines, metrics
 from batches.endpoints import ENDPOINTS
 from batches.models import Batch, BatchLine, BatchStatus, File, FilePurpose, LineState
 from batches.signals import batch_ended
@@ -304,5 +304,11 @@ def _end(batch: Batch, status: str, now) -> None:
     }
     Batch.objects.filter(id=batch.id).update(**fields)
     batch.status = status
-    transaction.on_commit(lambda: batch_ended.send(Batch, batch_id=batch.id, tenant_id=batch.tenant_id, status=status))
+    completed, failed = batch.completed, batch.failed
+
+    def announce() -> None:
+        metrics.observe_end(status, completed, failed)
+        batch_ended.send_robust(Batch, batch_id=batch.id, tenant_id=batch.tenant_id, status=status)
+
+    transaction.on_commit(announce)
     log.info("batch ended", extra={"batch": str(batch.id), "status": status})

@@ -26,7 +26,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from sentinel_site import config_cache, egress
-from webhooks import signing
+from webhooks import metrics, signing
 from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus, WebhookEndpoint
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ def _record(delivery: Delivery, status_code: int | None, error: str, duration: i
             transaction.on_commit(lambda: wake(delivery.id, delay))
         # Fenced on the attempt: a sender whose lease lapsed (and whose delivery was sent again) writes nothing.
         Delivery.objects.filter(id=delivery.id, attempts=delivery.attempts, status=DeliveryStatus.SENDING).update(**fields)
+    metrics.ATTEMPTS.labels(str(fields["status"])).inc()
     return str(fields["status"])
 
 

@@ -1,6 +1,8 @@
 """A batch through the official openai client against a live stack: every line a turn, one result per custom_id."""
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agents.models import Turn, TurnStatus
 from batches.models import Batch, BatchLine
@@ -17,7 +19,7 @@ def finished(client, batch_id):
     return batch if batch.status in ("completed", "failed", "expired", "cancelled") else None
 
 
-def test_it_runs_every_line_and_matches_results_by_custom_id(client, stub_llm):
+def test_it_runs_every_line_and_matches_results_by_custom_id(client, live, stub_llm):
     stub_llm.script(*[Reply(content=f"answer {i}") for i in range(5)])
     content = jsonl(*[line(f"req-{i}", f"question {i}") for i in range(5)])
     file = upload(client, content)
@@ -37,6 +39,9 @@ def test_it_runs_every_line_and_matches_results_by_custom_id(client, stub_llm):
     assert answers == {f"answer {i}" for i in range(5)}
     assert Turn.objects.filter(status=TurnStatus.SUCCEEDED).count() == 5, "each line is one turn"
     assert AuditEntry.objects.filter(action="batch.created", target=batch.id).exists()
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{live.base_url}/metrics").text)}
+    ended = {s.labels["status"]: s.value for s in families["sentinel_batches"].samples if s.name == "sentinel_batches_total"}
+    assert ended.get("completed", 0) >= 1, "the worker's count of ended batches reaches /metrics"
 
 
 def test_bad_lines_go_to_the_error_file_and_never_fail_the_batch(client, stub_llm):
