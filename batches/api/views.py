@@ -26,8 +26,9 @@ LIST = OpenApiResponse(OpenApiTypes.OBJECT, description="A list page: data, firs
 NOT_FOUND = OpenApiResponse(OpenApiTypes.OBJECT, description="No such object (or not yours).")
 
 
-def _file(request, file_id: str) -> File:
-    found = File.objects.filter(tenant=request.user.tenant, id=openai_ids.parse("file-", file_id, "file")).first()
+def _file(request, file_id: str, *, content: bool = False) -> File:
+    files = File.objects.filter(tenant=request.user.tenant, id=openai_ids.parse("file-", file_id, "file"))
+    found = (files if content else files.defer("content")).first()  # up to SENTINEL_FILE_MAX_BYTES: read only to send it
     if found is None:
         raise not_found("file")
     return found
@@ -143,7 +144,7 @@ class FileContentView(APIView):
         tags=["files"],
     )
     def get(self, request, file_id: str):
-        file = _file(request, file_id)
+        file = _file(request, file_id, content=True)
         return HttpResponse(
             bytes(file.content),
             content_type="application/octet-stream",
