@@ -119,7 +119,9 @@ def test_another_tenant_sees_none_of_it(client, live, stub_llm):
 
 
 def test_a_batch_of_responses_answers_response_objects(client, stub_llm):
-    stub_llm.script(Reply(content="r1"), Reply(content="r2"))
+    # Lines run side by side: each is answered by its own text, so results are matched to custom_ids, not to arrival order.
+    stub_llm.when("one", lambda body: Reply(content="r1"))
+    stub_llm.when("two", lambda body: Reply(content="r2"))
     records = [
         {"custom_id": "a", "method": "POST", "url": "/v1/responses", "body": {"model": "helper", "input": "one"}},
         {
