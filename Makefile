@@ -6,13 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test lint format services bench clean
 
-$(STAMP): requirements.txt requirements-local.txt requirements-dev.txt requirements-otel.txt scripts/install-system-packages.sh scripts/install-llama.sh
+$(STAMP): requirements.txt requirements-local.txt requirements-embeddings.txt requirements-dev.txt requirements-otel.txt requirements-nodeps.txt scripts/install-system-packages.sh scripts/install-llama.sh
 	bash scripts/install-system-packages.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
 	bash scripts/install-llama.sh $(BIN)/python
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet --progress-bar off \
 		-r requirements.txt -r requirements-local.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --progress-bar off --no-deps -r requirements-nodeps.txt
 	touch $(STAMP)
 
 setup: $(STAMP)

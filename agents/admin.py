@@ -1,13 +1,18 @@
 """The agents admin: agents (their provider key write-only), conversations, messages, turns and their events,
-dead letters. Every admin is tenant-scoped (sentinel_site/admin.py)."""
+dead letters; approvals and the turn control actions are agents/control_admin.py's. Every admin is
+tenant-scoped (sentinel_site/admin.py)."""
 
 from django import forms
 from django.contrib import admin
 
 from agents import deadletters
+from agents.control_admin import TurnControlAdminMixin
 from agents.models import Agent, Conversation, DeadLetter, Message, Turn, TurnEventRecord
+from agents.replay_admin import ReplayAdminMixin
 from agents.tasks import enqueue_turn
+from agents.timeline_admin import TurnTimelineAdminMixin
 from budgets import audit
+from sentinel_site import money
 from sentinel_site.admin import BigTableMixin, ReadOnlyAdmin, ReadOnlyInline, TenantConsistentForm, TenantFilter, TenantScopedAdmin
 
 WRITE_ONLY_FIELDS = ("new_provider_api_key", "clear_provider_api_key")
@@ -60,6 +65,7 @@ class AgentAdmin(TenantScopedAdmin):
             "Memory",
             {"fields": ("context_budget", "short_term_messages", "short_term_tokens", "recall_limit", "consolidation_threshold")},
         ),
+        ("Control", {"fields": ("multitask_strategy", "requires_approval")}),
     )
 
     @admin.display(boolean=True, description="own provider key")
@@ -101,12 +107,16 @@ class TurnEventInline(ReadOnlyInline):
 
 
 @admin.register(Turn)
-class TurnAdmin(BigTableMixin, ReadOnlyAdmin):
-    list_display = ("id", "tenant", "agent", "status", "agent_state", "attempt", "total_tokens", "latency_ms", "created_at")
+class TurnAdmin(TurnControlAdminMixin, ReplayAdminMixin, TurnTimelineAdminMixin, BigTableMixin, ReadOnlyAdmin):
+    list_display = ("id", "tenant", "agent", "status", "agent_state", "attempt", "total_tokens", "cost_text", "latency_ms", "created_at")
     list_filter = ("status", TenantFilter)
     list_select_related = ("tenant", "agent")
     search_fields = ("=id", "=conversation__id")
     inlines = [TurnEventInline]
+
+    @admin.display(description="cost", ordering="cost")
+    def cost_text(self, obj: Turn) -> str:
+        return money.money(obj.cost)
 
 
 @admin.register(TurnEventRecord)

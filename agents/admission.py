@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,12 +22,14 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
 from agents import providers
-from agents.models import Agent, Conversation, EventKind, Message, Turn, TurnEventRecord
+from agents.models import UNFINISHED, Agent, Conversation, EventKind, Message, MultitaskStrategy, Stop, Turn, TurnEventRecord
 from budgets import audit, spend
-from budgets.models import ApiKey, Budget, Tenant
+from budgets.models import ApiKey, Budget, Reservation, Tenant
 from memory import context as memory_context
 from sentinel_site import config_cache, logs, metrics, tracing
 from sentinel_site.db import columns, commit_lazily, from_row, insert
+
+log = logging.getLogger(__name__)
 
 
 class AgentNotFound(Exception):
@@ -51,6 +54,14 @@ class ConversationNotFound(Exception):
         super().__init__("No such conversation.")
 
 
+class ConversationBusy(Exception):
+    """A message for a conversation whose turn still runs, with `multitask_strategy: reject`."""
+
+    def __init__(self, turn_id: uuid.UUID) -> None:
+        super().__init__(f"This conversation's turn {turn_id} has not ended; send again once it has (multitask_strategy: reject).")
+        self.turn_id = turn_id
+
+
 class ConversationAgentMismatch(Exception):
     """The request's `conversation` belongs to another agent than its `model`."""
 
@@ -62,6 +73,10 @@ class ConversationAgentMismatch(Exception):
 class Admission:
     turn: Turn
     created: bool  # False when an Idempotency-Key replayed an earlier request
+    # Double-texting with interrupt or rollback: the turns before this one the caller stops now that
+    # it is committed (agents/control.py; see _double_texting).
+    stop: Stop | None = None
+    stop_turns: tuple[uuid.UUID, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,8 +127,8 @@ def admit(
     for retry in (False, True):
         plan = plan_budget(tenant, api_key, agent, data["messages"], params)
         try:
-            store = _store_orm if settings.SENTINEL["ADMISSION_WRITES"] == "orm" else _store
-            turn = store(
+            store = {"orm": _store_orm, "sql": _store, "hold-first": _store_held_first}[settings.SENTINEL["ADMISSION_WRITES"]]
+            turn, busy = store(
                 tenant, api_key, agent, data, params, plan, idempotency_key=idempotency_key, digest=digest, enqueue=enqueue, lazily=lazily
             )
         except spend.BudgetExceeded as exceeded:
@@ -130,6 +145,9 @@ def admit(
             # budgets read afresh.
             config_cache.clear()
             continue
+        if busy:
+            strategy = data.get("multitask_strategy") or agent.multitask_strategy
+            return Admission(turn, created=True, stop=STOP_FOR[MultitaskStrategy(strategy)], stop_turns=tuple(busy))
         return Admission(turn, created=True)
     raise AssertionError("unreachable: the second try returns or raises")
 
@@ -175,35 +193,88 @@ def _store(
     digest: str,
     enqueue: Callable[[Turn], None],
     lazily: bool = False,
-) -> Turn:
+) -> tuple[Turn, list[uuid.UUID]]:
     """The one transaction: the conversation's next seq, the turn, its messages, its first event and
     the reservation; the turn is enqueued once it commits. BudgetExceeded rolls all of it back.
     Hand-written SQL: each row an INSERT of its own model's fields (sentinel_site.db.insert)."""
     with transaction.atomic(), connection.cursor() as cursor:
-        if lazily:
-            commit_lazily(cursor)
-        conversation = _next_in_conversation(cursor, tenant, agent, data.get("conversation"))
-        turn = Turn(
-            tenant=tenant,
-            conversation=conversation,
-            agent=agent,
-            api_key=api_key,
-            seq=conversation.last_seq,
-            stream=data.get("stream", False),
-            params=params,
-            idempotency_key=idempotency_key or None,
-            request_hash=digest,
-            trace_id=logs.trace_id.get() if logs.trace_id.get() != "-" else "",
-            traceparent=tracing.current_traceparent(),
-        )
-        insert(cursor, [turn])
-        insert(cursor, _input_messages(turn, data["messages"]))
-        queued = {"message_count": len(data["messages"]), "params": params, "stream": turn.stream}
-        insert(cursor, [TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)])
+        turn, busy = _write(cursor, tenant, api_key, agent, data, params, idempotency_key, digest, lazily=lazily)
         api_key_id = api_key.id if api_key else None
         spend.reserve(tenant.id, api_key_id, plan.amount, turn_id=turn.id, budgets=plan.budgets, savepoint=False)
         transaction.on_commit(lambda: enqueue(turn))
-    return turn
+    return turn, busy
+
+
+def _store_held_first(
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    agent: Agent,
+    data: dict[str, Any],
+    params: dict[str, Any],
+    plan: BudgetPlan,
+    *,
+    idempotency_key: str | None,
+    digest: str,
+    enqueue: Callable[[Turn], None],
+    lazily: bool = False,
+) -> tuple[Turn, list[uuid.UUID]]:
+    """`_store` with the budget held first, in one statement committed on its own (spend.hold: the
+    tenant's budget windows are locked only while the server runs it, not across this transaction's
+    round trips), then linked to the turn in the transaction that writes it. BudgetExceeded before
+    anything is written; any failure after the hold releases it."""
+    api_key_id = api_key.id if api_key else None
+    reservation = spend.hold(tenant.id, api_key_id, plan.amount, budgets=plan.budgets)
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            turn, busy = _write(cursor, tenant, api_key, agent, data, params, idempotency_key, digest, lazily=lazily)
+            cursor.execute(
+                f"UPDATE {connection.ops.quote_name(Reservation._meta.db_table)} SET turn_id = %s WHERE id = %s", [turn.id, reservation.id]
+            )
+            transaction.on_commit(lambda: enqueue(turn))
+    except BaseException:
+        try:
+            spend.release(reservation.id)
+        except Exception:  # the database is gone too: the hold expires (RESERVATION_TTL_SECONDS)
+            log.warning("could not release the hold of a failed admission", exc_info=True)
+        raise
+    return turn, busy
+
+
+def _write(
+    cursor, tenant: Tenant, api_key: ApiKey | None, agent: Agent, data: dict[str, Any], params: dict[str, Any],
+    idempotency_key: str | None, digest: str, *, lazily: bool,
+) -> tuple[Turn, list[uuid.UUID]]:  # fmt: skip
+    """The admission's rows, in the caller's transaction: the conversation's next seq, the turn, its
+    messages and its first event; and the turns a double-text stops (see _double_texting)."""
+    if lazily:
+        commit_lazily(cursor)
+    conversation = _next_in_conversation(cursor, tenant, agent, data.get("conversation"))
+    busy = _double_texting(agent, data, conversation) if data.get("conversation") is not None else []
+    turn = _new_turn(tenant, api_key, agent, conversation, data, params, idempotency_key, digest)
+    insert(cursor, [turn])
+    insert(cursor, _input_messages(turn, data["messages"]))
+    queued = {"message_count": len(data["messages"]), "params": params, "stream": turn.stream}
+    insert(cursor, [TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)])
+    return turn, busy
+
+
+def _new_turn(
+    tenant: Tenant, api_key: ApiKey | None, agent: Agent, conversation: Conversation, data: dict[str, Any], params: dict[str, Any],
+    idempotency_key: str | None, digest: str,
+) -> Turn:  # fmt: skip
+    return Turn(
+        tenant=tenant,
+        conversation=conversation,
+        agent=agent,
+        api_key=api_key,
+        seq=conversation.last_seq,
+        stream=data.get("stream", False),
+        params=params,
+        idempotency_key=idempotency_key or None,
+        request_hash=digest,
+        trace_id=logs.trace_id.get() if logs.trace_id.get() != "-" else "",
+        traceparent=tracing.current_traceparent(),
+    )
 
 
 def _next_in_conversation(cursor, tenant: Tenant, agent: Agent, conversation_id: uuid.UUID | None) -> Conversation:
@@ -239,13 +310,14 @@ def _store_orm(
     digest: str,
     enqueue: Callable[[Turn], None],
     lazily: bool = False,
-) -> Turn:
+) -> tuple[Turn, list[uuid.UUID]]:
     """The ORM lane of `_store` (SENTINEL_ADMISSION_WRITES=orm), kept while the bench compares them."""
     with transaction.atomic():
         if lazily:
             with connection.cursor() as cursor:
                 commit_lazily(cursor)
         conversation = _conversation_for(tenant, agent, data.get("conversation"))
+        busy = _double_texting(agent, data, conversation) if data.get("conversation") is not None else []
         seq = conversation.last_seq
         turn = Turn.objects.create(
             tenant=tenant,
@@ -272,7 +344,25 @@ def _store_orm(
         api_key_id = api_key.id if api_key else None
         spend.reserve(tenant.id, api_key_id, plan.amount, turn_id=turn.id, budgets=plan.budgets, savepoint=False)
         transaction.on_commit(lambda: enqueue(turn))
-    return turn
+    return turn, busy
+
+
+STOP_FOR = {MultitaskStrategy.INTERRUPT: Stop.INTERRUPT, MultitaskStrategy.ROLLBACK: Stop.ROLLBACK}
+
+
+def _double_texting(agent: Agent, data: dict[str, Any], conversation: Conversation) -> list[uuid.UUID]:
+    """A message for a conversation whose turn has not ended: the request's (or agent's)
+    multitask_strategy decides. The caller holds the conversation's row lock (its next seq), so two
+    racing messages are decided one after the other. enqueue: the new turn waits, as always; reject:
+    ConversationBusy; interrupt or rollback: the unfinished turns before it, for the caller to stop
+    once this admission has committed (the new turn runs when they have)."""
+    strategy = data.get("multitask_strategy") or agent.multitask_strategy
+    if strategy == MultitaskStrategy.ENQUEUE:
+        return []  # the common path: no query
+    busy = list(Turn.objects.filter(conversation_id=conversation.id, status__in=UNFINISHED).order_by("seq").values_list("id", flat=True))
+    if busy and strategy == MultitaskStrategy.REJECT:
+        raise ConversationBusy(busy[0])
+    return busy
 
 
 def _input_messages(turn: Turn, messages: list[dict]) -> list[Message]:

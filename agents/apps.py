@@ -8,9 +8,10 @@ class AgentsConfig(AppConfig):
         # Both imported here, where the receiver is connected: apps.py is loaded before any app's models.
         from django.db.backends.signals import connection_created
 
-        from sentinel_site import metrics
+        from sentinel_site import db, metrics
 
         connection_created.connect(metrics.count_queries, dispatch_uid="sentinel-count-queries")
+        connection_created.connect(db.use_fast_timestamps, dispatch_uid="sentinel-fast-timestamps")
         from agents.models import Agent  # the registry is ready now
         from sentinel_site import config_cache
 

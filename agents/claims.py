@@ -3,7 +3,7 @@
 The same claim as the ORM lane (runner._claim_orm), in fewer round trips and without the ORM's
 per-statement cost: the conversation's row is locked first (one turn per conversation at a time:
 claims of one conversation queue there), then one statement moves the turn to running, if it is
-still queued and no earlier turn of its conversation is unfinished, and reads it back joined to its
+still queued, no earlier turn of its conversation is unfinished and none runs, and reads it back joined to its
 agent, conversation and API key. The update is the claim (healthchecks' conditional update): two
 workers handed the same turn cannot both win it. Its commit does not wait for the disk (no client is
 told of a claim; the turn's finish, committed synchronously, flushes it too: sentinel_site.db.commit_lazily).
@@ -48,8 +48,9 @@ def claim(turn_id: Any) -> Turn | None:
                 UPDATE {_table(Turn)} AS t
                 SET status = %s, attempt = t.attempt + 1, started_at = %s, heartbeat_at = %s, agent_state = %s
                 WHERE t.id = %s AND t.status = %s AND NOT EXISTS (
-                    SELECT 1 FROM {_table(Turn)} AS earlier
-                    WHERE earlier.conversation_id = t.conversation_id AND earlier.seq < t.seq AND earlier.status = ANY(%s)
+                    SELECT 1 FROM {_table(Turn)} AS other
+                    WHERE other.conversation_id = t.conversation_id AND other.id <> t.id
+                        AND (other.status = %s OR (other.seq < t.seq AND other.status = ANY(%s)))
                 )
                 RETURNING t.*
             )
@@ -66,6 +67,7 @@ def claim(turn_id: Any) -> Turn | None:
                 AgentState.THINKING.value,
                 turn_id,
                 TurnStatus.QUEUED.value,
+                TurnStatus.RUNNING.value,  # a resumed turn may come before one that runs: still one at a time
                 [str(status) for status in UNFINISHED],
             ],
         )

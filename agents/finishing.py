@@ -103,10 +103,12 @@ def write(finishes: Sequence[Finish]) -> list[Finished]:
             _insert_replies(cursor, winners)
             insert_events(cursor, [event for item in winners for event in item.events])
             following = _next_queued(cursor, winners)
-        settled = _settle(cursor, [item for item in finishes if item.settlement is not None])
     if winners:
-        # The chain's head last: its lock, the hottest of all, is held for the fewest statements.
         audit.record_many([item.audit_entry for item in winners])
+    with connection.cursor() as cursor:
+        # The budget windows last: every admission of the tenant holds money on them (spend.hold),
+        # so of all the rows locked here theirs are held for the fewest statements before the commit.
+        settled = _settle(cursor, [item for item in finishes if item.settlement is not None])
     return [
         Finished(
             won=(item.turn_id, item.attempt) in won,
@@ -148,7 +150,7 @@ def _fence(cursor, finishes: Sequence[Finish]) -> set[tuple[uuid.UUID, int]]:
             status = %s, agent_state = v.agent_state, finished_at = v.at, heartbeat_at = v.at, model = v.model,
             prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, latency_ms = v.latency_ms,
             provider_latency_ms = v.provider_latency_ms, first_token_ms = v.first_token_ms,
-            finish_reason = v.finish_reason, output_id = v.output_id, error = NULL, cost = v.cost
+            finish_reason = v.finish_reason, output_id = v.output_id, error = NULL, cost = t.cost + v.cost
         FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::timestamptz[], %s::text[], %s::int[], %s::int[], %s::int[],
                     %s::int[], %s::int[], %s::text[], %s::uuid[], %s::numeric[])
             AS v(id, attempt, agent_state, at, model, prompt_tokens, completion_tokens, latency_ms,
@@ -187,16 +189,16 @@ def _insert_replies(cursor, winners: list[Finish]) -> None:
 
 
 def _next_queued(cursor, winners: list[Finish]) -> dict[uuid.UUID, uuid.UUID]:
-    """Each conversation's next turn waiting for the one that ended ({conversation id: turn id})."""
+    """Each conversation's next turn waiting for the one that ended ({conversation id: turn id}): its
+    first queued turn (a resumed one may come before the turn that ended)."""
     cursor.execute(
         f"""
         SELECT DISTINCT ON (t.conversation_id) t.conversation_id, t.id
-        FROM {_table(Turn)} AS t JOIN unnest(%s::uuid[], %s::int[]) AS v(conversation_id, seq)
-            ON t.conversation_id = v.conversation_id AND t.seq > v.seq
+        FROM {_table(Turn)} AS t JOIN unnest(%s::uuid[]) AS v(conversation_id) ON t.conversation_id = v.conversation_id
         WHERE t.status = %s
         ORDER BY t.conversation_id, t.seq
         """,
-        [[item.conversation_id for item in winners], [item.seq for item in winners], TurnStatus.QUEUED.value],
+        [[item.conversation_id for item in winners], TurnStatus.QUEUED.value],
     )
     return dict(cursor.fetchall())
 
@@ -261,34 +263,26 @@ def _settle(cursor, finishes: list[Finish]) -> set[uuid.UUID]:
 
 
 def _move_windows(cursor, ledger: list[tuple]) -> None:
-    """The budget windows' counters, the tenants' hottest rows: locked in id order (as admission's
-    reserve does), then moved by the sums of the batch's settlements in one statement."""
+    """The budget windows' counters, the tenants' hottest rows: moved by the sums of the batch's
+    settlements in one statement that locks them in id order first (as admission's hold does), so
+    no round trip of this transaction comes between their lock and its commit."""
     through = _table(Reservation.windows.through)
-    reservation_ids = [row[0] for row in ledger]
     cursor.execute(
         f"""
-        SELECT w.id FROM {_table(BudgetWindow)} AS w
-        WHERE w.id IN (SELECT budgetwindow_id FROM {through} WHERE reservation_id = ANY(%s::uuid[]))
-        ORDER BY w.id FOR UPDATE
-        """,
-        [reservation_ids],
-    )
-    if not cursor.fetchall():
-        return  # no budget applies to these calls
-    cursor.execute(
-        f"""
-        UPDATE {_table(BudgetWindow)} AS w
-        SET reserved = w.reserved - d.released, settled = w.settled + d.actual, tokens = w.tokens + d.tokens
-        FROM (
+        WITH d AS (
             SELECT rw.budgetwindow_id AS id, sum(s.released) AS released, sum(s.actual) AS actual, sum(s.tokens) AS tokens
             FROM unnest(%s::uuid[], %s::numeric[], %s::numeric[], %s::bigint[]) AS s(reservation_id, released, actual, tokens)
             JOIN {through} AS rw ON rw.reservation_id = s.reservation_id
             GROUP BY rw.budgetwindow_id
-        ) AS d
-        WHERE w.id = d.id
+        ),
+        locked AS (SELECT w.id FROM {_table(BudgetWindow)} AS w JOIN d ON d.id = w.id ORDER BY w.id FOR UPDATE OF w)
+        UPDATE {_table(BudgetWindow)} AS w
+        SET reserved = w.reserved - d.released, settled = w.settled + d.actual, tokens = w.tokens + d.tokens
+        FROM locked JOIN d ON d.id = locked.id
+        WHERE w.id = locked.id
         """,
         [
-            reservation_ids,
+            [row[0] for row in ledger],
             [row[5] for row in ledger],
             [row[4].actual for row in ledger],
             [row[4].prompt_tokens + row[4].completion_tokens for row in ledger],

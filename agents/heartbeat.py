@@ -8,6 +8,12 @@ UPDATE every HEARTBEAT_SECONDS, fenced on the attempt like every other write of 
 whose row did not answer was taken back, and its tracker says so (`lost`), so the worker stops at
 its next step. The same beat keeps the turns' budget reservations from expiring while they run.
 A turn shorter than one interval is never beaten: nothing is added to the common path.
+
+The same thread carries cancels and interrupts to the turns (agents/control.py): every
+STOP_POLL_SECONDS it reads the stop flags of the turns it tracks from Redis (one MGET, only while
+turns run), and each beat reads the durable flag on the turn's row, should Redis have lost one. A
+turn asked to stop has its provider stream closed (`abort`), so it stops within a poll even when
+no token comes; its worker ends it as asked (agents/runner.py).
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+
+from agents.stops import stop_flags
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +43,20 @@ class Tracked:
     attempt: int
     since: float = field(default_factory=time.monotonic)  # tracked, or last beaten, at
     lost: threading.Event = field(default_factory=threading.Event)
+    stop: str = ""  # a Stop asked of the turn: cancel, interrupt, rollback or shutdown
+    abort: Callable[[], None] | None = None  # closes the provider stream being read, while one is
+
+    def request_stop(self, kind: str) -> None:
+        """Ask the turn's worker to stop: at its next token, or at once if its stream is closed."""
+        if self.stop:
+            return
+        self.stop = kind
+        abort = self.abort
+        if abort is not None:
+            try:
+                abort()
+            except Exception:
+                log.info("could not close a stopping turn's provider stream", exc_info=True)
 
 
 _tracked: dict[tuple[uuid.UUID, int], Tracked] = {}
@@ -58,15 +81,42 @@ def untrack(tracked: Tracked) -> None:
         _tracked.pop((tracked.turn_id, tracked.attempt), None)
 
 
+def running_here() -> list[Tracked]:
+    """The turns this process runs now."""
+    with _lock:
+        return list(_tracked.values())
+
+
 def _run() -> None:
+    last_beat = time.monotonic()
     while True:
-        time.sleep(min(1.0, settings.SENTINEL["HEARTBEAT_SECONDS"]))  # each turn is beaten once per interval
+        time.sleep(settings.SENTINEL["STOP_POLL_SECONDS"])
+        try:
+            poll_stops()
+        except Exception:  # Redis blinked: the beat's read of the database flag is the fallback
+            log.info("could not read the running turns' stop flags", exc_info=True)
+        if time.monotonic() - last_beat < min(1.0, settings.SENTINEL["HEARTBEAT_SECONDS"]):
+            continue  # each turn is beaten once per interval
+        last_beat = time.monotonic()
         try:
             beat_once()
         except Exception:  # a failed beat is retried next interval: the thread must live
             log.warning("could not beat the running turns' heartbeats", exc_info=True)
         finally:
             connection.close()  # back to the pool (or closed): a beat every few seconds needs no connection kept
+
+
+def poll_stops() -> int:
+    """Pass on the stops asked in Redis of the turns tracked here; how many were asked."""
+    running = [each for each in running_here() if not each.stop]
+    if not running:
+        return 0
+    asked = 0
+    for each, kind in zip(running, stop_flags([each.turn_id for each in running]), strict=True):
+        if kind:
+            each.request_stop(kind)
+            asked += 1
+    return asked
 
 
 def beat_once(now: float | None = None) -> int:
@@ -84,18 +134,22 @@ def beat_once(now: float | None = None) -> int:
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE agents_turn AS t SET heartbeat_at = %s FROM unnest(%s::uuid[], %s::integer[]) AS b(id, attempt) "
-            "WHERE t.id = b.id AND t.attempt = b.attempt AND t.status = 'running' RETURNING t.id",
+            "WHERE t.id = b.id AND t.attempt = b.attempt AND t.status = 'running' RETURNING t.id, t.stop_requested",
             [stamp, ids, [tracked.attempt for tracked in due]],
         )
-        alive = {row[0] for row in cursor.fetchall()}
+        rows = cursor.fetchall()
+        alive = {row[0] for row in rows}
+        stops = {row[0]: row[1] for row in rows if row[1]}
         # A held reservation outlives its turn's wait however long the provider takes; written
         # only when less than half its time is left, so most beats write nothing here.
         cursor.execute(
             "UPDATE budgets_reservation SET expires_at = %s WHERE turn_id = ANY(%s::uuid[]) AND status = 'held' AND expires_at < %s",
             [stamp + ttl, list(alive), stamp + ttl / 2],
         )
-    for tracked in due:
-        tracked.since = now
-        if tracked.turn_id not in alive:
-            tracked.lost.set()
+    for each in due:
+        each.since = now
+        if each.turn_id not in alive:
+            each.lost.set()
+        elif each.turn_id in stops:
+            each.request_stop(stops[each.turn_id])
     return len(alive)

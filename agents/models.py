@@ -20,6 +20,15 @@ from budgets.models import Tenant
 from sentinel_site import egress
 
 
+class MultitaskStrategy(models.TextChoices):
+    """What a new message does when its conversation still has a turn running (double-texting)."""
+
+    ENQUEUE = "enqueue"  # it waits for the running turn
+    REJECT = "reject"  # 409 with the running turn's id
+    INTERRUPT = "interrupt"  # the running turn is interrupted (partial kept); the new one runs next
+    ROLLBACK = "rollback"  # the running turn is cancelled and its messages removed
+
+
 class AgentQuerySet(models.QuerySet):
     def live(self) -> AgentQuerySet:
         """Agents not deleted: the only ones the API shows, runs or lets a name be taken by."""
@@ -61,6 +70,15 @@ class Agent(models.Model):
     # last memory is forgotten (memory/indexing.py): while false, a turn skips recall, query embedding
     # and all, at the cost of no query (the claim reads the agent row anyway).
     has_memories = models.BooleanField(default=False, editable=False, help_text="Long-term memory may hold something of it.")
+    multitask_strategy = models.CharField(
+        max_length=16,
+        choices=MultitaskStrategy.choices,
+        default=MultitaskStrategy.ENQUEUE,
+        help_text="What a message does while the conversation's turn still runs (a request may override it).",
+    )
+    requires_approval = models.JSONField(
+        default=list, blank=True, help_text="Tool names whose calls wait for a person's approval before they are returned."
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -214,12 +232,25 @@ class Message(models.Model):
 class TurnStatus(models.TextChoices):
     QUEUED = "queued"
     RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"  # a tool call waits for a person (agents/approvals.py)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # stopped with its state kept; resumable (agents/control.py)
 
 
-UNFINISHED = (TurnStatus.QUEUED, TurnStatus.RUNNING)
+# A turn not yet over: later turns of its conversation wait for it. (An interrupted turn is over
+# until someone resumes it: the conversation goes on without it.)
+UNFINISHED = (TurnStatus.QUEUED, TurnStatus.RUNNING, TurnStatus.AWAITING_APPROVAL)
+
+
+class Stop(models.TextChoices):
+    """What a client (or a shutdown) asked of a turn while it runs: its worker stops at the next token."""
+
+    CANCEL = "cancel"  # end it; what was streamed stays as a partial answer
+    INTERRUPT = "interrupt"  # end it for now, its state kept for a resume
+    ROLLBACK = "rollback"  # end it and remove its messages from the history
+    SHUTDOWN = "shutdown"  # an interrupt by a worker going down: resumed when a worker comes back
 
 
 class Turn(models.Model):
@@ -231,7 +262,7 @@ class Turn(models.Model):
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="turns")
     api_key = models.ForeignKey("budgets.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="turns")
     seq = models.PositiveIntegerField()
-    status = models.CharField(max_length=16, choices=TurnStatus.choices, default=TurnStatus.QUEUED)
+    status = models.CharField(max_length=24, choices=TurnStatus.choices, default=TurnStatus.QUEUED)
     agent_state = models.CharField(max_length=16, choices=[(s.value, s.name.title()) for s in AgentState], default=AgentState.IDLE)
     # Incremented by every claim; a worker's writes are fenced on the attempt it claimed.
     attempt = models.PositiveIntegerField(default=0)
@@ -256,6 +287,8 @@ class Turn(models.Model):
     first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     finish_reason = models.CharField(max_length=32, blank=True)
     error = models.JSONField(null=True, blank=True)
+    # Set by a cancel or interrupt of a running turn; its worker sees it within a second (heartbeat.py).
+    stop_requested = models.CharField(max_length=16, choices=Stop.choices, blank=True, default="")
     output = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
@@ -303,6 +336,12 @@ class EventKind(models.TextChoices):
     COMPLETED = "completed"  # the turn succeeded: its reply message and cost
     ZOMBIE_REQUEUED = "zombie_requeued"  # the Supervisor requeued a turn whose worker went silent (lane 0)
     DEAD_LETTERED = "dead_lettered"  # the Supervisor gave up on the turn (lane 0)
+    STOP_REQUESTED = "stop_requested"  # a cancel or interrupt was asked for (lane 0: who, which)
+    CANCELLED = "cancelled"  # the turn ended cancelled: what was streamed, what it cost
+    INTERRUPTED = "interrupted"  # the turn stopped with its state kept: the partial answer, where the reply goes
+    RESUMED = "resumed"  # an interrupted turn was queued again (lane 0), with any input added or edited
+    APPROVAL_REQUESTED = "approval_requested"  # tool calls held for a person (the approval's id)
+    APPROVAL_DECIDED = "approval_decided"  # approved, denied or expired (lane 0: by whom, why)
 
 
 class TurnEventRecord(models.Model):
@@ -359,3 +398,41 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"dead letter {self.turn_id} ({self.reason})"
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    EXPIRED = "expired"  # denied automatically when its TTL passed
+
+
+class Approval(models.Model):
+    """Tool calls of a turn held for a person's decision (the agent's `requires_approval`).
+
+    Approved, the calls (with any edited arguments) are the turn's answer, as if the model had just
+    returned them; denied or expired, the model is told and answers again. Pending past `expires_at`
+    it is denied by the Supervisor's sweep, so a crash never leaves a conversation waiting for good.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="approvals")
+    tool_calls = models.JSONField(help_text="The calls as the model returned them.")
+    status = models.CharField(max_length=16, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING)
+    reason = models.TextField(blank=True)
+    edited_tool_calls = models.JSONField(null=True, blank=True, help_text="The calls as approved, when arguments were edited.")
+    decided_by = models.CharField(max_length=200, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["tenant", "-created_at"], name="approval_tenant_recent"),
+            models.Index(fields=["expires_at"], condition=models.Q(status="pending"), name="approval_pending_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"approval {self.id} ({self.status})"

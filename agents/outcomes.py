@@ -1,7 +1,8 @@
 """How a turn ends: the one place, whoever ends it and why.
 
 A worker succeeds the turn it runs (`succeed`: the reply, the outcome, its settlement and audit in
-one commit), or fails it (`fail`: the provider failed for good; `crash`: Sentinel itself did); the
+one commit), stops it when a cancel or interrupt reaches it (`stop`: the partial answer kept, what
+was spent settled), or fails it (`fail`: the provider failed for good; `crash`: Sentinel itself did); the
 Supervisor gives up on a turn whose attempts ran out (`give_up`). Every failure ends the same way
 (`end_failed`), in one transaction:
 the turn marked failed (a conditional update, fenced so only the party that owns the turn can end
@@ -18,16 +19,17 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 import redis
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from agents import finishing, openai_format, providers, signals, streams
-from agents.models import UNFINISHED, DeadLetter, EventKind, Message, Turn, TurnEventRecord, TurnStatus
+from agents.models import UNFINISHED, DeadLetter, EventKind, Message, Stop, Turn, TurnEventRecord, TurnStatus
 from agents.recorder import LostClaim, Recorder, fenced, state_events
 from agents.streams import StreamKind
 from agents.turns import Trigger
@@ -35,6 +37,9 @@ from budgets import audit, spend
 from budgets.models import Reservation
 from memory import tokens
 from sentinel_site import errors, metrics
+
+if TYPE_CHECKING:
+    from agents.runner import Stopped
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +73,15 @@ class Failure:
     actor: str
     dead_letter: str | None = None  # the reason, when the turn stays re-drivable
     attempt: int = 0
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a turn's provider call is made of: its body, the context's size, where the reply goes."""
+
+    body: dict[str, Any]
+    prompt_tokens: int
+    reply_index: int
 
 
 def announce(turn_id: Any, events: list[tuple[str, dict]]) -> None:
@@ -128,7 +142,7 @@ def end_failed(
         )  # fmt: skip
         following = next_queued(turn)
     announce(turn.id, [(StreamKind.ERROR, failure.error)])
-    _tell_ended(turn, TurnStatus.FAILED)
+    tell_ended(turn, TurnStatus.FAILED)
     if failure.dead_letter:
         metrics.DEAD_LETTERED.labels(failure.dead_letter).inc()
     metrics.TURNS.labels("failed").inc()
@@ -138,8 +152,9 @@ def end_failed(
 
 
 def next_queued(turn: Turn) -> Turn | None:
-    """The conversation's next turn waiting for this one to end."""
-    return Turn.objects.filter(conversation_id=turn.conversation_id, seq__gt=turn.seq, status=TurnStatus.QUEUED).order_by("seq").first()
+    """The conversation's next turn waiting for this one to end: the first queued (a resumed turn
+    may come before the one that ended)."""
+    return Turn.objects.filter(conversation_id=turn.conversation_id, status=TurnStatus.QUEUED).exclude(id=turn.id).order_by("seq").first()
 
 
 def actor_of(turn: Turn) -> str:
@@ -192,7 +207,7 @@ def succeed(
         completion_tokens=completion_tokens,
     )
     announce(turn.id, [*state_events(written), (StreamKind.DONE, {"response": response})])  # one round trip
-    _tell_ended(turn, TurnStatus.SUCCEEDED)
+    tell_ended(turn, TurnStatus.SUCCEEDED)
     metrics.TURNS.labels("succeeded").inc()
     metrics.TURN_DURATION.observe((now - turn.created_at).total_seconds())
     metrics.LLM_TOKENS.labels(config.endpoint, body["model"], "input").inc(prompt_tokens)
@@ -307,7 +322,7 @@ def _finish_orm_writes(
             finish_reason=finish_reason,
             output=message,
             error=None,
-            cost=settlement["actual"],
+            cost=F("cost") + settlement["actual"],  # an approval or an interrupt may have paid for a call before
         )
         if not updated:
             raise LostClaim  # rolls the transaction back: nothing of this attempt is kept
@@ -320,6 +335,85 @@ def _finish_orm_writes(
             spend.settle(recorder.reservation, turn_id=turn.id, **settlement)
         audit.record(**_audit_succeeded(recorder, settlement))
     return written, following.id if following else None
+
+
+def stop(recorder: Recorder, stopped: Stopped, request: Request, *, config) -> uuid.UUID | None:
+    """End a running turn as its cancel or interrupt asked: what was streamed kept as its partial
+    answer (a rollback removes the turn's messages instead), the tokens it used settled, and, for an
+    interrupt, the state a resume continues from (the request it was making, where the reply goes)."""
+    turn = recorder.turn
+    interrupted = stopped.kind in (Stop.INTERRUPT, Stop.SHUTDOWN)
+    status = TurnStatus.INTERRUPTED if interrupted else TurnStatus.CANCELLED
+    finish_reason = "interrupted" if interrupted else "cancelled"
+    prompt_tokens = request.prompt_tokens if stopped.called else 0
+    completion_tokens = tokens.count(stopped.partial) if stopped.partial else 0
+    model = request.body["model"]
+    actual = spend.cost(turn.tenant_id, model, config.endpoint, prompt_tokens, completion_tokens) if stopped.called else Decimal(0)
+    keep = bool(stopped.partial) and stopped.kind != Stop.ROLLBACK
+    now = timezone.now()
+    with transaction.atomic():
+        message = None
+        if keep:
+            message = Message.objects.create(
+                tenant_id=turn.tenant_id, conversation_id=turn.conversation_id, turn=turn, seq=turn.seq, index=request.reply_index,
+                role="assistant", content=stopped.partial,
+            )  # fmt: skip
+        updated = fenced(recorder).update(
+            status=status, agent_state=recorder.state, finished_at=now, heartbeat_at=now, prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens, cost=F("cost") + actual, finish_reason=finish_reason,
+            latency_ms=_ms_since(turn.created_at, now), output=message, error=None,
+            # A shutdown's interrupt stays marked: the Supervisor resumes it when a worker is back.
+            stop_requested=Stop.SHUTDOWN if stopped.kind == Stop.SHUTDOWN else "",
+        )  # fmt: skip
+        if not updated:
+            raise LostClaim  # rolls back the partial answer too
+        if stopped.kind == Stop.ROLLBACK:
+            Message.objects.filter(turn_id=turn.id).delete()
+        _settle_stopped(recorder, stopped, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, actual=actual)
+        payload: dict[str, Any] = {
+            "stop": stopped.kind,
+            "partial": stopped.partial,
+            "message_id": str(message.id) if message else None,
+            "cost": str(actual),
+            "agent_state": recorder.state.value,
+        }
+        if interrupted:
+            payload["resume"] = {"body": request.body, "prompt_tokens": request.prompt_tokens, "reply_index": request.reply_index}
+        recorder.record(EventKind.INTERRUPTED if interrupted else EventKind.CANCELLED, payload)
+        written = recorder.flush()
+        audit.record(
+            f"turn.{status}",
+            actor=actor_of(turn),
+            tenant_id=turn.tenant_id,
+            target=str(turn.id),
+            data={"agent": turn.agent.name, "stop": stopped.kind, "cost": str(actual), "attempt": recorder.attempt},
+        )
+        following = next_queued(turn)
+    response = openai_format.completion(
+        turn_id=turn.id, created=int(turn.created_at.timestamp()), model=turn.agent.name, content=stopped.partial if keep else "",
+        tool_calls=[], finish_reason=finish_reason, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+    )  # fmt: skip
+    announce(turn.id, [*state_events(written), (StreamKind.DONE, {"response": response})])
+    tell_ended(turn, status)
+    metrics.TURNS.labels(str(status)).inc()
+    log.info("turn stopped", extra={"turn": str(turn.id), "stop": stopped.kind})
+    return following.id if following else None
+
+
+def _settle_stopped(
+    recorder: Recorder, stopped: Stopped, *, model: str, prompt_tokens: int, completion_tokens: int, actual: Decimal
+) -> None:
+    """A stopped call pays for what it used; a turn stopped before its call pays nothing."""
+    held = [recorder.reservation] if recorder.reservation is not None else []
+    held += [r for r in Reservation.objects.filter(turn_id=recorder.turn.id, status=Reservation.Status.HELD) if r not in held]
+    for index, reservation in enumerate(held):
+        if stopped.called and index == 0:
+            spend.settle(
+                reservation, turn_id=recorder.turn.id, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                actual=actual,
+            )  # fmt: skip
+        else:
+            spend.release(reservation.id)
 
 
 def fail(recorder: Recorder, error: providers.ProviderError | Refused) -> uuid.UUID | None:
@@ -377,7 +471,7 @@ def give_up(turn: Turn, reason: str, error: dict | None, *, write_events: Callab
     return True
 
 
-def _tell_ended(turn: Turn, status: str) -> None:
+def tell_ended(turn: Turn, status: str) -> None:
     """Best effort, like announce: the Turn row already holds the outcome."""
     for receiver, result in signals.turn_ended.send_robust(
         sender=Turn, turn_id=turn.id, status=status, idempotency_key=turn.idempotency_key

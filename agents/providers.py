@@ -203,16 +203,20 @@ def _complete(config: ProviderConfig, body: dict) -> Completion:
     )
 
 
-def stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]) -> Completion:
-    """Stream a completion, calling `on_delta` with each chunk's delta; return the whole of it."""
+OnOpen = Callable[[Callable[[], None]], None]
+
+
+def stream(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None], on_open: OnOpen | None = None) -> Completion:
+    """Stream a completion, calling `on_delta` with each chunk's delta; return the whole of it.
+    `on_open` receives a function that closes the stream from another thread (a cancel), once it is open."""
     with _call_span(config, body) as span:
         read = _stream_raw if settings.SENTINEL["PROVIDER_CLIENT"] == "raw" else _stream_sdk
-        result = read(config, body, on_delta)
+        result = read(config, body, on_delta, on_open)
         _record_result(span, result)
         return result
 
 
-def _stream_raw(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]) -> Completion:
+def _stream_raw(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None], on_open: OnOpen | None = None) -> Completion:
     """The stream read as JSON (SENTINEL_PROVIDER_CLIENT=raw). The SDK's client still sends the
     request (auth, base URL, timeouts, the egress-checked transport, status errors), but its Stream
     builds a pydantic model per chunk and `create` transforms the body: most of a turn's provider
@@ -234,6 +238,8 @@ def _stream_raw(config: ProviderConfig, body: dict, on_delta: Callable[[dict], N
             stream=True,
             options={"headers": tracing.outgoing_headers(), "security": {"bearer_auth": True}},
         )
+        if on_open is not None:
+            on_open(response.close)
         try:
             for chunk in _chunks(response):
                 finished = _take_chunk(chunk, result, calls, on_delta, started) or finished
@@ -276,7 +282,7 @@ def _take_chunk(chunk: Any, result: Completion, calls: dict[Any, dict], on_delta
     return finished
 
 
-def _stream_sdk(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None]) -> Completion:
+def _stream_sdk(config: ProviderConfig, body: dict, on_delta: Callable[[dict], None], on_open: OnOpen | None = None) -> Completion:
     """The SDK's own stream, a pydantic model per chunk (SENTINEL_PROVIDER_CLIENT=sdk): the lane
     the raw one is compared with, kept until that one has proven itself."""
     started = time.monotonic()
@@ -284,7 +290,10 @@ def _stream_sdk(config: ProviderConfig, body: dict, on_delta: Callable[[dict], N
     calls: dict[Any, dict] = {}
     finished = False
     try:
-        for chunk in client_for(config).chat.completions.create(**body, extra_headers=tracing.outgoing_headers()):
+        chunks = client_for(config).chat.completions.create(**body, extra_headers=tracing.outgoing_headers())
+        if on_open is not None:
+            on_open(chunks.close)
+        for chunk in chunks:
             if chunk.usage:
                 result.prompt_tokens = chunk.usage.prompt_tokens
                 result.completion_tokens = chunk.usage.completion_tokens

@@ -96,6 +96,14 @@ def insert_events(cursor, events: list[TurnEventRecord], *, lazily: bool = False
     )
 
 
+def record_outside_attempt(turn: Turn, kind: EventKind, payload: dict[str, Any]) -> TurnEventRecord:
+    """An event written by someone other than the worker running the turn (the Supervisor, a
+    client's cancel or resume): lane 0, with admission's, never into an attempt whose numbering its
+    worker owns. Call inside the transaction whose change it records."""
+    last = TurnEventRecord.objects.filter(turn_id=turn.id, attempt=0).order_by("-seq").values_list("seq", flat=True).first()
+    return TurnEventRecord.objects.create(turn_id=turn.id, attempt=0, seq=0 if last is None else last + 1, kind=kind, payload=payload)
+
+
 def state_events(events: list[TurnEventRecord]) -> list[tuple[str, dict]]:
     """The state transitions among written events, as stream events."""
     return [(StreamKind.STATE, {"from": event.from_state, "to": event.to_state}) for event in events if event.kind == EventKind.STATE]

@@ -11,15 +11,17 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from agents import breaker, claims, heartbeat, outcomes, providers
+from agents import approvals, breaker, claims, heartbeat, outcomes, providers
 from agents.models import UNFINISHED, Conversation, EventKind, Turn, TurnStatus
-from agents.outcomes import announce, crash, fail, succeed
+from agents.outcomes import announce, crash, fail
 from agents.recorder import LostClaim, Recorder, state_events
 from agents.streams import StreamKind
 from agents.turns import AgentState, Trigger
@@ -30,9 +32,19 @@ from memory import embeddings
 from sentinel_site import logs, metrics
 from sentinel_site.db import release_connection
 
-__all__ = ["LostClaim", "Recorder", "call_provider", "claim", "crash", "execute", "hold_budget"]
+__all__ = ["LostClaim", "Recorder", "Stopped", "call_provider", "claim", "crash", "execute", "hold_budget"]
 
 log = logging.getLogger(__name__)
+
+
+class Stopped(Exception):
+    """A cancel or interrupt reached the turn mid-call: what was streamed before it is kept."""
+
+    def __init__(self, kind: str, partial: str, called: bool) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.partial = partial
+        self.called = called  # the provider was called (its tokens are paid for)
 
 
 def claim(turn_id: Any) -> Recorder | None:
@@ -70,7 +82,8 @@ def _claim_orm(turn_id: Any) -> Recorder | None:
         # One turn per conversation at a time, in order: the conversation row is the lock, and a
         # turn with an unfinished predecessor is left queued; the predecessor enqueues it when done.
         Conversation.objects.select_for_update().filter(id=turn.conversation_id).first()
-        if Turn.objects.filter(conversation_id=turn.conversation_id, seq__lt=turn.seq, status__in=UNFINISHED).exists():
+        others = Turn.objects.filter(conversation_id=turn.conversation_id).exclude(id=turn.id)
+        if others.filter(Q(seq__lt=turn.seq, status__in=UNFINISHED) | Q(status=TurnStatus.RUNNING)).exists():
             return None
         now = timezone.now()
         claimed = {
@@ -105,22 +118,46 @@ def _execute(recorder: Recorder, beating: heartbeat.Tracked) -> uuid.UUID | None
     if turn.params.get("model_override"):
         config = providers.ProviderConfig(**{**config.__dict__, "model": turn.params["model_override"]})
     try:
-        ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embeddings.embed_query)
+        request = _request(recorder, config)
     except memory_context.ContextLengthExceeded as error:  # the agent's budget shrank after admission
         return fail(recorder, outcomes.Refused(error))
-    metrics.CONTEXT_TOKENS.observe(ctx.total_tokens)
-    body = providers.request_body(config, ctx.messages, turn.params, stream=True)
-    recorder.record(EventKind.PROVIDER_REQUEST, {"endpoint": config.endpoint, "body": body, "context": ctx.explain()})
     # What was asked is on record before the call, whatever happens during it; no client is told of
     # it, and the finish's synchronous commit flushes it too.
     recorder.flush(lazily=True)
     try:
-        recorder.reservation = hold_budget(turn, config, body, ctx.total_tokens)
+        if beating.stop:
+            raise Stopped(beating.stop, "", called=False)
+        recorder.reservation = hold_budget(turn, config, request.body, request.prompt_tokens)
         release_connection()
-        result = call_provider(recorder, config, body, beating)
+        result = call_provider(recorder, config, request.body, beating)
     except (providers.ProviderError, outcomes.Refused) as error:
         return fail(recorder, error)
-    return succeed(recorder, result, prompt_estimate=ctx.total_tokens, config=config, body=body, reply_index=ctx.next_index)
+    except Stopped as stopped:
+        return outcomes.stop(recorder, stopped, request, config=config)
+    if approvals.needs_approval(turn.agent, result.tool_calls):
+        approvals.hold(recorder, result, request, config=config)
+        return None  # the conversation waits for the decision
+    return outcomes.succeed(
+        recorder, result, prompt_estimate=request.prompt_tokens, config=config, body=request.body, reply_index=request.reply_index
+    )
+
+
+def _request(recorder: Recorder, config: providers.ProviderConfig) -> outcomes.Request:
+    """The provider request: the context assembled for the turn, or, for a turn resumed after an
+    interrupt or an approval, the one it was running with (its persisted state) and what the resume
+    added. Recorded as the attempt's provider_request event."""
+    turn = recorder.turn
+    resume = turn.params.get("resume")
+    if resume:
+        body = {**resume["body"], "messages": resume["body"]["messages"] + resume.get("add", [])}
+        request = outcomes.Request(body=body, prompt_tokens=resume["prompt_tokens"], reply_index=resume["reply_index"])
+        recorder.record(EventKind.PROVIDER_REQUEST, {"endpoint": config.endpoint, "body": body, "resumed": True})
+        return request
+    ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embeddings.embed_query)
+    metrics.CONTEXT_TOKENS.observe(ctx.total_tokens)
+    body = providers.request_body(config, ctx.messages, turn.params, stream=True)
+    recorder.record(EventKind.PROVIDER_REQUEST, {"endpoint": config.endpoint, "body": body, "context": ctx.explain()})
+    return outcomes.Request(body=body, prompt_tokens=ctx.total_tokens, reply_index=ctx.next_index)
 
 
 def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: dict, beating: heartbeat.Tracked) -> providers.Completion:
@@ -130,19 +167,36 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
     turn = recorder.turn
     conf = settings.SENTINEL
     sent = False
+    streamed: list[str] = []
 
     def on_delta(delta: dict) -> None:
         nonlocal sent
         if beating.lost.is_set():
             raise LostClaim
+        if beating.stop:
+            raise Stopped(beating.stop, "".join(streamed), called=True)
         sent = True
+        if delta.get("content"):
+            streamed.append(delta["content"])
         announce(turn.id, [(StreamKind.DELTA, delta)])
+
+    def on_open(close: Callable[[], None]) -> None:
+        beating.abort = close
+        if beating.stop:  # asked while the request was being sent
+            close()
 
     for attempt in range(conf["PROVIDER_RETRIES"] + 1):
         breaker.before_call(config)
         started = time.monotonic()
         try:
-            result = providers.stream(config, body, on_delta)
+            try:
+                result = providers.stream(config, body, on_delta, on_open)
+            except (Stopped, LostClaim):
+                raise
+            except Exception:
+                if beating.stop:  # its stream was closed by the stop (heartbeat.Tracked.request_stop), however it broke
+                    raise Stopped(beating.stop, "".join(streamed), called=True) from None
+                raise
         except providers.ProviderError as error:
             metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], error.code).inc()
             breaker.record_failure(config, error)
@@ -156,7 +210,11 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
             time.sleep(delay)
             if beating.lost.is_set():
                 raise LostClaim
+            if beating.stop:
+                raise Stopped(beating.stop, "".join(streamed), called=True)
             continue
+        finally:
+            beating.abort = None
         breaker.record_success(config)
         metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], "ok").inc()
         metrics.LLM_DURATION.labels(config.endpoint, body["model"]).observe(time.monotonic() - started)

@@ -3,8 +3,10 @@
 Each turn has one Redis stream `sentinel:turn:<id>` of entries `{k: kind, d: json}`:
     state  {"from", "to"}                  a state machine transition
     delta  {"content"?, "tool_calls"?}     a piece of the model's answer
-    done   {"response": chat.completion}   the turn succeeded; the final message is already in PostgreSQL
+    done   {"response": chat.completion}   the turn ended with an answer (succeeded, or cancelled or
+                                           interrupted: finish_reason says which); it is in PostgreSQL
     error  {"status", "type", "code", "message"}   the turn failed for good
+    approval {"approval_id", "tool_calls", "expires_at"}   tool calls wait for a person (not an end)
 Stream entry ids double as SSE event ids, so a client resuming with Last-Event-ID loses nothing.
 """
 
@@ -29,6 +31,7 @@ class StreamKind(enum.StrEnum):
     DELTA = "delta"
     DONE = "done"
     ERROR = "error"
+    APPROVAL = "approval"
 
 
 TERMINAL = frozenset({StreamKind.DONE, StreamKind.ERROR})

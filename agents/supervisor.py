@@ -19,8 +19,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from agents import outcomes
-from agents.models import UNFINISHED, EventKind, Turn, TurnEventRecord, TurnStatus
+from agents import approvals, control, outcomes
+from agents.models import UNFINISHED, EventKind, Stop, Turn, TurnStatus
+from agents.recorder import record_outside_attempt
 from agents.turns import AgentState
 from budgets import audit
 
@@ -32,6 +33,7 @@ class Sweep:
     requeued: list[tuple[str, int]] = field(default_factory=list)  # (turn id, delay seconds)
     dead: list[str] = field(default_factory=list)
     unsent: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)  # interrupted by a worker's shutdown, or denied by an expired approval
 
 
 def backoff_seconds(attempt: int) -> int:
@@ -39,16 +41,27 @@ def backoff_seconds(attempt: int) -> int:
 
 
 def _event(turn: Turn, kind: EventKind, payload: dict) -> None:
-    """Supervisor events go in lane 0 (with admission's), never into a worker's attempt, whose
-    numbering that worker owns; the attempt they concern is in the payload."""
-    last = TurnEventRecord.objects.filter(turn=turn, attempt=0).order_by("-seq").first()
-    payload = {"attempt": turn.attempt, **payload}
-    TurnEventRecord.objects.create(turn=turn, attempt=0, seq=(last.seq + 1) if last else 0, kind=kind, payload=payload)
+    """Supervisor events: lane 0, with the attempt they concern in the payload."""
+    record_outside_attempt(turn, kind, {"attempt": turn.attempt, **payload})
 
 
 def dead_letter(turn: Turn, reason: str, error: dict | None) -> bool:
     """Fail a turn for good and keep it re-drivable. False if it had already moved on."""
     return outcomes.give_up(turn, reason, error, write_events=lambda: _event(turn, EventKind.DEAD_LETTERED, {"reason": reason}))
+
+
+def resume_shut_down(limit: int = 500) -> list[str]:
+    """Queue again the turns a worker's graceful shutdown interrupted (agents/tasks.py): they
+    continue from their persisted state on whichever worker claims them."""
+    resumed = []
+    shut_down = Turn.objects.filter(status=TurnStatus.INTERRUPTED, stop_requested=Stop.SHUTDOWN).values_list("id", "tenant_id")
+    for turn_id, tenant_id in shut_down[:limit]:
+        try:
+            control.resume(turn_id, tenant_id=tenant_id, actor=audit.SUPERVISOR)
+        except control.NotResumable:
+            continue  # resumed by another sweep meanwhile
+        resumed.append(str(turn_id))
+    return resumed
 
 
 def sweep(now=None) -> Sweep:
@@ -80,6 +93,7 @@ def sweep(now=None) -> Sweep:
         if taken:
             result.requeued.append((str(turn.id), backoff_seconds(turn.attempt)))
             log.warning("requeued a zombie turn", extra={"turn": str(turn.id), "attempt": turn.attempt})
+    result.resumed = [str(turn_id) for turn_id in approvals.expire_due(now)] + resume_shut_down()
     # Never enqueued: fresh turns older than UNSENT_SECONDS, or requeued ones whose delayed task
     # should long have started. Either way only the head of a conversation's queue can run.
     unsent_cutoff = now - timedelta(seconds=conf["UNSENT_SECONDS"])

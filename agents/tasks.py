@@ -8,16 +8,18 @@ from functools import lru_cache
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready, worker_shutting_down
 from django import db
 from django.conf import settings
 
-from agents import runner, supervisor
+from agents import heartbeat, runner, supervisor
+from agents.models import Stop
 from agents.outbox import Outbox
 from agents.turns import AgentState
 from memory import embeddings
 from memory.tasks import schedule_indexing
 from sentinel_site import logs, tracing
+from sentinel_site.singletons import once_per_period
 
 log = logging.getLogger(__name__)
 CLAIM_RETRY_SECONDS = 1
@@ -167,11 +169,36 @@ def outbox() -> Outbox:
 
 
 @shared_task(name="agents.tasks.supervise", ignore_result=True)
+@once_per_period("supervisor")
 def supervise() -> dict:
     """The Supervisor's sweep: requeue zombies with backoff, dead-letter the hopeless, send the unsent."""
     result = supervisor.sweep()
     for turn_id, delay in result.requeued:
         enqueue_turn(turn_id, countdown=delay)
-    for turn_id in result.unsent:
+    for turn_id in result.unsent + result.resumed:
         enqueue_turn(turn_id)
-    return {"requeued": len(result.requeued), "dead": len(result.dead), "unsent": len(result.unsent)}
+    return {"requeued": len(result.requeued), "dead": len(result.dead), "unsent": len(result.unsent), "resumed": len(result.resumed)}
+
+
+@worker_shutting_down.connect
+def _interrupt_running_turns(**kwargs) -> None:
+    """A worker going down (SIGTERM, a deploy) interrupts the turns it runs instead of letting them
+    be redelivered blind: each stops at its next token with its state persisted (its partial answer,
+    the request it was making), and is resumed when a worker is back (`_resume_shut_down`)."""
+    running = heartbeat.running_here()
+    for each in running:
+        each.request_stop(Stop.SHUTDOWN)
+    if running:
+        log.warning("shutting down: interrupted %d running turn(s); they resume on the next worker", len(running))
+
+
+@worker_ready.connect
+def _resume_shut_down(**kwargs) -> None:
+    """A worker is up: the turns a shutdown interrupted continue (the Supervisor's sweep does it too)."""
+    try:
+        for turn_id in supervisor.resume_shut_down():
+            enqueue_turn(turn_id)
+    except Exception:
+        log.warning("could not resume the turns a shutdown interrupted", exc_info=True)
+    finally:
+        db.connections.close_all()

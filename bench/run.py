@@ -392,6 +392,7 @@ SECTIONS = [
     "## Memory search at size (issue 6.5)",
     "## Memory (issue 3)",
     "## Embeddings (issue 13)",
+    "## Storage per turn (issue 18)",  # bench/storage.py, run on its own: kept from the file by every run
     "## Real-time chat while a batch runs (issue 17)",
 ]
 

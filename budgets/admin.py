@@ -4,21 +4,24 @@ Every admin here is tenant-scoped (sentinel_site/admin.py): an operator sees onl
 to them. A new API key's plaintext is shown once, on the page that answers the form, and nowhere else.
 """
 
+from decimal import Decimal
+
 from django.contrib import admin, messages
 from django.db.models import OuterRef, Subquery
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
-from django.utils.html import format_html
 
 from budgets import audit, keys, spend
 from budgets.models import ApiKey, AuditEntry, Budget, BudgetWindow, OperatorBinding, Price, Reservation, SpendEntry, Tenant
+from sentinel_site import charts, money, tenant_summary
 from sentinel_site.admin import (
     BigTableMixin,
     ReadOnlyAdmin,
     ReadOnlyInline,
     SuperuserOnlyMixin,
+    TenantConsistentForm,
     TenantFilter,
     TenantScopedAdmin,
     lock_to_superusers,
@@ -46,6 +49,13 @@ class TenantAdmin(TenantScopedAdmin):
     list_display = ("name", "is_active", "created_at")
     search_fields = ("name",)
     list_filter = ("is_active",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*super().get_readonly_fields(request, obj), *(("summary",) if obj is not None else ()))
+
+    @admin.display(description="what this tenant has")
+    def summary(self, obj: Tenant) -> str:
+        return tenant_summary.render(obj)
 
     def get_inlines(self, request, obj):
         return [OperatorBindingInline] if request.user.is_superuser else []
@@ -121,29 +131,52 @@ class ApiKeyAdmin(TenantScopedAdmin):
 
 class BudgetWindowInline(ReadOnlyInline):
     model = BudgetWindow
-    fields = ("starts", "settled", "reserved", "tokens")
+    fields = ("starts", "settled_text", "reserved_text", "tokens")
     readonly_fields = fields
     ordering = ("-starts",)
+
+    @admin.display(description="settled")
+    def settled_text(self, obj: BudgetWindow) -> str:
+        return money.money(obj.settled)
+
+    @admin.display(description="reserved")
+    def reserved_text(self, obj: BudgetWindow) -> str:
+        return money.money(obj.reserved)
+
+
+class BudgetForm(TenantConsistentForm):
+    """Shows a limit as it was set: `25`, not `25.000000`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if isinstance(self.initial.get("limit"), Decimal):
+            self.initial["limit"] = f"{self.initial['limit'].normalize():f}"
 
 
 @admin.register(Budget)
 class BudgetAdmin(TenantScopedAdmin):
     """Budgets with their current spend against the limit."""
 
-    list_display = ("__str__", "tenant", "period", "limit", "current_spend", "fallback_model")
+    form = BudgetForm
+
+    list_display = ("__str__", "tenant", "period", "limit_text", "current_spend", "fallback_model")
     list_filter = ("period", TenantFilter)
     list_select_related = ("tenant", "api_key")
     raw_id_fields = ("api_key",)
+    readonly_fields = ("current_spend",)
     inlines = [BudgetWindowInline]
 
-    @admin.display(description="spent / reserved this window")
+    @admin.display(description="limit", ordering="limit")
+    def limit_text(self, obj: Budget) -> str:
+        return money.limit(obj.limit)
+
+    @admin.display(description="spent + held this window, against the limit")
     def current_spend(self, obj: Budget) -> str:
-        window = obj.windows.filter(starts=spend.window_start(obj.period)).first()
-        if window is None:
+        if obj.pk is None:
             return "—"
-        share = (window.settled + window.reserved) / obj.limit * 100 if obj.limit else 100
-        color = "#b00" if share >= 100 else ("#c80" if share >= obj.soft_limit_share * 100 else "#080")
-        return format_html('<span style="color:{}">${} + ${} ({}%)</span>', color, window.settled, window.reserved, f"{share:.0f}")
+        window = obj.windows.filter(starts=spend.window_start(obj.period)).first()
+        settled, reserved = (window.settled, window.reserved) if window else (0, 0)
+        return charts.meter(settled, reserved, obj.limit, obj.soft_limit_share)
 
 
 @admin.register(Price)
@@ -151,27 +184,43 @@ class PriceAdmin(TenantScopedAdmin):
     """Prices: global ones (no tenant) are the deployment's, shown to operators but set by superusers."""
 
     tenant_shared_rows = True
-    list_display = ("model", "endpoint", "tenant", "input_per_mtok", "output_per_mtok", "updated_at")
+    list_display = ("model", "endpoint", "tenant", "input_price", "output_price", "updated_at")
     list_filter = (TenantFilter,)
     list_select_related = ("tenant",)
     search_fields = ("model",)
 
+    @admin.display(description="input per million tokens", ordering="input_per_mtok")
+    def input_price(self, obj: Price) -> str:
+        return money.limit(obj.input_per_mtok)
+
+    @admin.display(description="output per million tokens", ordering="output_per_mtok")
+    def output_price(self, obj: Price) -> str:
+        return money.limit(obj.output_per_mtok)
+
 
 @admin.register(Reservation)
 class ReservationAdmin(BigTableMixin, ReadOnlyAdmin):
-    list_display = ("id", "tenant", "amount", "status", "created_at", "expires_at", "closed_at")
+    list_display = ("id", "tenant", "amount_text", "status", "created_at", "expires_at", "closed_at")
     list_filter = ("status", TenantFilter)
     list_select_related = ("tenant",)
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_text(self, obj: Reservation) -> str:
+        return money.money(obj.amount)
 
 
 @admin.register(SpendEntry)
 class SpendEntryAdmin(BigTableMixin, ReadOnlyAdmin):
     """Usage per tenant, key and model over time: filter and sort the ledger."""
 
-    list_display = ("created_at", "tenant", "api_key", "model", "prompt_tokens", "completion_tokens", "cost")
+    list_display = ("created_at", "tenant", "api_key", "model", "prompt_tokens", "completion_tokens", "cost_text")
     # A date filter, not date_hierarchy: its year links cost a DISTINCT over the whole ledger per page.
     list_filter = (TenantFilter, "model", ("created_at", admin.DateFieldListFilter))
     list_select_related = ("tenant", "api_key__tenant")
+
+    @admin.display(description="cost", ordering="cost")
+    def cost_text(self, obj: SpendEntry) -> str:
+        return money.money(obj.cost)
 
 
 @admin.register(AuditEntry)

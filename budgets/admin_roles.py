@@ -17,7 +17,8 @@ from budgets.roles import AGENTS_WRITE, AUDIT_READ, BUDGETS_ADMIN, KEYS_ADMIN, M
 # Which admin model permissions each scope stands for (view_* for every model goes to every role).
 SCOPE_PERMISSIONS = {
     AGENTS_WRITE: ["add_agent", "change_agent", "delete_agent", "change_webhookendpoint", "delete_webhookendpoint", "change_delivery"],
-    TURNS_EXECUTE: ["change_deadletter", "change_run"],  # the re-drive and re-run actions
+    # the re-drive, re-run, cancel/interrupt/resume and approve/deny actions
+    TURNS_EXECUTE: ["change_deadletter", "change_run", "change_turn", "change_approval"],
     MEMORY_WRITE: ["delete_memory", "change_conversation"],
     BUDGETS_ADMIN: ["add_budget", "change_budget", "delete_budget", "add_price", "change_price", "delete_price"],
     KEYS_ADMIN: ["add_apikey", "change_apikey", "change_tenant"],

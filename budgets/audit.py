@@ -103,6 +103,21 @@ class AuditCheckpoint(models.Model):
         return f"audit checkpoint #{self.seq}"
 
 
+class AuditBase(models.Model):
+    """Where the chain starts after a purge (lifecycle): the last purged entry's seq and hash, signed
+    with the audit key, so the entries after it verify from there and nobody without the key can move
+    the start. Absent until the first purge: the chain starts at 1 from GENESIS."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+    at = models.CharField(max_length=40, help_text="When the prefix was purged (ISO 8601, signed).")
+    sig = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"audit chain purged through #{self.seq}"
+
+
 # --- who did it ----------------------------------------------------------------------------------
 # Every entry's `actor` comes from here, so the log names each kind of principal one way.
 SYSTEM = "system"  # Sentinel itself: a turn without a key, a tenant created by a signal, a key minted by default
@@ -295,7 +310,16 @@ def check(anchors: Mapping[int, Checkpoint] | None = None) -> Break | None:
     anchors = anchors or {}
     hasher = keyed(_key())
     expected_seq, expected_prev = 1, GENESIS
-    for entry in AuditEntry.objects.order_by("seq").iterator(chunk_size=2000):
+    base = AuditBase.objects.filter(id=1).first()
+    if base is not None:  # a purged prefix: the chain verifies from its signed end (the entries at or
+        # below it that a purge in progress has not deleted yet are not read)
+        if not hmac.compare_digest(base.sig, base_signature(base.seq, base.hash, base.at)):
+            return Break(base.seq + 1, "the signed start of the chain after a purge does not verify (forged or moved)")
+        anchor = anchors.get(base.seq)
+        if anchor is not None and anchor.hash != base.hash:
+            return Break(base.seq, f"rewritten: the purge's start differs from the signed checkpoint of {anchor.at}")
+        expected_seq, expected_prev = base.seq + 1, base.hash
+    for entry in AuditEntry.objects.filter(seq__gte=expected_seq).order_by("seq").iterator(chunk_size=2000):
         if entry.seq != expected_seq or entry.prev_hash != expected_prev:
             return Break(expected_seq, "missing or out of place")
         if hasher(entry.prev_hash, canonical(entry)) != entry.hash:
@@ -366,7 +390,8 @@ def checkpoint() -> Checkpoint | None:
     last, _ = AuditCheckpoint.objects.get_or_create(id=1)
     if (last.seq, last.hash) == head:
         return None
-    if last.seq and not AuditEntry.objects.filter(seq=last.seq, hash=last.hash).exists():
+    purged_through = AuditBase.objects.filter(id=1).values_list("seq", flat=True).first() or 0
+    if last.seq > purged_through and not AuditEntry.objects.filter(seq=last.seq, hash=last.hash).exists():
         # An early alarm only (this row lives in the database too): verify_audit --checkpoint decides.
         log.error("the audit chain no longer holds the last checkpoint (seq %d): truncated or rewritten", last.seq)
     point = Checkpoint.sign(*head)
@@ -395,6 +420,46 @@ def _write_out(point: Checkpoint) -> None:
             out.write(line + "\n")
             out.flush()
             os.fsync(out.fileno())
+
+
+# --- purging a prefix (data lifecycle) ------------------------------------------------------------
+BASE_TYPE = "sentinel.audit.base"
+
+
+def base_signature(seq: int, hash: str, at: str) -> str:
+    message = json.dumps({"seq": seq, "hash": hash, "at": at}, sort_keys=True, separators=(",", ":"))
+    return hmac.new(_key().encode(), f"{BASE_TYPE}\n{message}".encode(), hashlib.sha256).hexdigest()
+
+
+def purge_prefix(through_seq: int, batch: int = 5000) -> int:
+    """Delete the entries up to `through_seq`, oldest first in batches of `batch`, after signing their
+    end as the chain's new start (AuditBase, also written out like a checkpoint): the chain verifies
+    at every moment of the purge and after it. Returns the entries deleted."""
+    base = AuditBase.objects.filter(id=1).first()
+    if base is not None and through_seq <= base.seq:
+        through_seq = base.seq  # already purged that far: only the leftovers of an interrupted purge go
+    else:
+        last = AuditEntry.objects.filter(seq=through_seq).values_list("hash", flat=True).first()
+        if last is None:
+            raise ValueError(f"no audit entry {through_seq} to purge through")
+        at = timezone.now().isoformat(timespec="seconds")
+        signed = {"seq": through_seq, "hash": last, "at": at, "sig": base_signature(through_seq, last, at)}
+        with transaction.atomic():
+            # Only forwards: a purge never moves the start back (the entries before it are gone).
+            moved = AuditBase.objects.filter(id=1, seq__lt=through_seq).update(**signed)
+            if not moved and not AuditBase.objects.filter(id=1).exists():
+                AuditBase.objects.create(id=1, **signed)
+        log.info("audit purge base %s", json.dumps({"type": BASE_TYPE, **signed}), extra={"audit_base": signed})
+    deleted = 0
+    table = connections["default"].ops.quote_name(AuditEntry._meta.db_table)
+    while True:
+        with connections["default"].cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE seq <= %s ORDER BY seq LIMIT %s)", [through_seq, batch]
+            )
+            deleted += cursor.rowcount
+            if cursor.rowcount < batch:
+                return deleted
 
 
 @dataclass

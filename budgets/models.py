@@ -11,9 +11,9 @@ from django.db import models
 from django.utils import timezone
 
 from budgets import audit, keys
-from budgets.audit import AuditCheckpoint, AuditEntry, AuditHead  # noqa: F401 - the audit log's tables, named here like every model
+from budgets.audit import AuditBase, AuditCheckpoint, AuditEntry, AuditHead  # noqa: F401 - the audit log's tables, named here like every model
 from budgets.roles import Role
-from sentinel_site import config_cache
+from sentinel_site import config_cache, money
 
 
 class Tenant(models.Model):
@@ -143,7 +143,7 @@ class Price(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.model}: {self.input_per_mtok}/{self.output_per_mtok} per Mtok"
+        return f"{self.model}: {money.limit(self.input_per_mtok)}/{money.limit(self.output_per_mtok)} per Mtok"
 
 
 class Period(models.TextChoices):
@@ -179,7 +179,7 @@ class Budget(models.Model):
 
     def __str__(self) -> str:
         scope = keys.display(self.api_key.key_id) if self.api_key_id else self.tenant.name
-        return f"{scope} {self.period} ${self.limit}"
+        return f"{scope} {self.period} {money.limit(self.limit)}"
 
 
 class BudgetWindow(models.Model):

@@ -4,6 +4,10 @@
     + the recent window (newest messages verbatim)  short_term_messages / short_term_tokens; the
                                                     turn's own input is always sent whole
     + summaries of this conversation                newest first, up to half of what is left
+    + shared memory (memory/shared.py)              a conversation in a memory scope (a step of a
+                                                    shared_memory run): what the scope's other
+                                                    conversations were given and said, nearest to
+                                                    the query first, up to 3/4 of what is left
     + recalled memories                             nearest to the query (the new message and the
                                                     last reply) among this agent's messages and
                                                     summaries, up to recall_limit, filling the rest
@@ -22,17 +26,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from functools import lru_cache
 
 from django.db.models import Count, Q, Sum
 
+from agents.forking import ancestors
 from agents.models import Message
 from memory import search as memory_search
-from memory import tokens
+from memory import shared, tokens
+from memory.asof import AsOf
 from memory.models import Summary
 
 MIN_RECALL_SCORE = 0.2  # below this cosine similarity a "memory" is noise for all-MiniLM-L6-v2
 SUMMARY_SHARE = 0.5
+SHARED_SHARE = 0.75
 
 
 class ContextLengthExceeded(Exception):
@@ -84,7 +92,7 @@ def check_input_fits(agent, messages: list[dict]) -> None:
 
 @dataclass
 class Piece:
-    kind: str  # system | summary | recalled | recent
+    kind: str  # system | summary | shared | recalled | recent
     text: str
     tokens: int
     source_message_ids: list[str] = field(default_factory=list)
@@ -92,6 +100,7 @@ class Piece:
     summary_id: str | None = None
     memory_id: str | None = None
     score: float | None = None
+    agent: str | None = None  # shared pieces: whose memory it is
     message: dict | None = None  # recent pieces: the message as sent
 
     def explain(self) -> dict:
@@ -126,24 +135,35 @@ EmbedTexts = Callable[[list[str]], list[list[float]]]
 NEW_MESSAGE_WEIGHT = 0.8  # the recall query leans on the new message; the last reply adds context
 
 
-def assemble(conversation, *, upto_seq: int | None = None, query: str | None = None, embed: EmbedTexts | None = None) -> Context:
+def assemble(
+    conversation, *, upto_seq: int | None = None, query: str | None = None, embed: EmbedTexts | None = None, as_of: AsOf | None = None
+) -> Context:
     """The context for the conversation's turn number `upto_seq` (None: the next turn): the system
-    prompt, then the recent window, summaries and recall, each within what the pieces before it left."""
+    prompt, then the recent window, summaries and recall, each within what the pieces before it left.
+    `as_of`: the store as it was when that turn ran (a replay, agents/replay.py; memory/asof.py)."""
     agent = conversation.agent
     history = Message.objects.filter(conversation=conversation)
+    if as_of is not None:
+        history = as_of.messages(history)
     if upto_seq is not None:
         history = history.filter(seq__lte=upto_seq)
     system = system_tokens(agent.system_prompt)
     remaining = agent.context_budget - system
     loaded, own_input, window = _window(agent, history, upto_seq, remaining, system)
     remaining -= sum(cost for _, cost in window)
-    summaries = _summaries(conversation, int(remaining * SUMMARY_SHARE))
+    totals = _history_totals(history, loaded, as_of)
+    # No message consolidated yet: no summary can exist (each covers messages it is linked to).
+    summaries = _summaries(conversation, int(remaining * SUMMARY_SHARE), as_of) if totals.consolidated or as_of is not None else []
     remaining -= sum(piece.tokens for piece in summaries)
     texts = [query] if query is not None else _default_query([message for message, _ in window])
-    recalled = _recall(conversation, texts, window, summaries, remaining, embed)
+    vector = _QueryVector(texts, embed)
+    scope = shared.scope_of(conversation)
+    shared_pieces = _shared(conversation, scope, vector, window, int(remaining * SHARED_SHARE), as_of) if scope else []
+    remaining -= sum(piece.tokens for piece in shared_pieces)
+    recalled = _recall(conversation, texts, window, [*summaries, *shared_pieces], remaining, vector, as_of)
 
     pieces = [Piece(kind="system", text=agent.system_prompt, tokens=system)] if agent.system_prompt else []
-    pieces += [*summaries, *recalled]
+    pieces += [*summaries, *shared_pieces, *recalled]
     pieces += [
         Piece(
             kind="recent",
@@ -156,10 +176,10 @@ def assemble(conversation, *, upto_seq: int | None = None, query: str | None = N
         for message, cost in window
     ]
     _attach_client_ids(pieces)
-    history_tokens, unconsolidated_tokens = _history_totals(history, loaded)
+    history_tokens, unconsolidated_tokens = totals.all, totals.unconsolidated
     return Context(
         pieces=pieces,
-        messages=_render(agent.system_prompt, summaries, recalled, window),
+        messages=_render(agent.system_prompt, summaries, shared_pieces, recalled, window),
         total_tokens=sum(piece.tokens for piece in pieces),
         history_tokens=system + history_tokens,
         unconsolidated_tokens=system + unconsolidated_tokens,
@@ -197,10 +217,13 @@ def _window(agent, history, upto_seq: int | None, remaining: int, system: int) -
     return loaded, own_input, window
 
 
-def _summaries(conversation, share: int) -> list[Piece]:
+def _summaries(conversation, share: int, as_of: AsOf | None = None) -> list[Piece]:
     """This conversation's summaries, newest first within their share of the budget; shown oldest first."""
     pieces: list[Piece] = []
-    for summary in Summary.objects.filter(conversation=conversation).order_by("-last_seq")[:20]:
+    found = Summary.objects.filter(conversation=conversation)
+    if as_of is not None:
+        found = as_of.summaries(found)
+    for summary in found.order_by("-last_seq")[:20]:
         cost = summary.token_count + tokens.MESSAGE_OVERHEAD
         if cost > share:
             break
@@ -218,20 +241,84 @@ def _summaries(conversation, share: int) -> list[Piece]:
     return pieces
 
 
-def _recall(conversation, texts: list[str], window, summaries: list[Piece], remaining: int, embed: EmbedTexts | None) -> list[Piece]:
-    """The agent's memories nearest to what is being asked, none the window or the summaries carry."""
+class _QueryVector:
+    """The recall query's vector, embedded when first asked for (recall and shared memory both may)."""
+
+    def __init__(self, texts: list[str], embed: EmbedTexts | None) -> None:
+        self.texts, self.embed = texts, embed
+        self._done = False
+        self._vector: list[float] | None = None
+
+    @property
+    def possible(self) -> bool:
+        return self.embed is not None and bool("".join(self.texts))
+
+    def get(self) -> list[float] | None:
+        if not self._done and self.possible:
+            assert self.embed is not None
+            self._vector = query_vector(self.texts, self.embed)
+        self._done = True
+        return self._vector
+
+
+def _shared(conversation, scope: str, vector: _QueryVector, window, share: int, as_of: AsOf | None = None) -> list[Piece]:
+    """The scope's memories from its other conversations, nearest to the query first (newest first
+    when there is no query), none the window carries; shown oldest first."""
+    if share <= 0:
+        return []
+    hits = shared.recall(conversation.tenant_id, scope, vector=vector.get(), exclude_conversation_id=conversation.id, as_of=as_of)
+    seen_texts = {message.content for message, _ in window}
+    chosen: list[tuple[tuple[datetime, datetime], Piece]] = []
+    for hit in hits:
+        memory = hit.memory
+        if memory.text in seen_texts:  # the turn was given it already (a pipeline's previous answer)
+            continue
+        seen_texts.add(memory.text)
+        text = f"[{memory.agent.name}, {memory.role}] {memory.text}"
+        cost = tokens.count(text) + 1
+        if cost > share:
+            continue
+        share -= cost
+        piece = Piece(
+            kind="shared",
+            text=text,
+            tokens=cost,
+            memory_id=str(memory.id),
+            score=hit.score,
+            agent=memory.agent.name,
+            source_message_ids=[str(mid) for mid in memory.source_message_ids],
+        )
+        chosen.append(((memory.occurred_at, memory.created_at), piece))
+    chosen.sort(key=lambda pair: pair[0])
+    return [piece for _, piece in chosen]
+
+
+def _recall(
+    conversation, texts: list[str], window, included: list[Piece], remaining: int, vector: _QueryVector, as_of: AsOf | None = None
+) -> list[Piece]:
+    """The agent's memories nearest to what is being asked, none the window, the summaries or the
+    shared memory carry. A fork (agents/forking.py) holds its own copies of what it shares with the
+    conversations it was forked from: theirs are left out, so it never recalls what was said there
+    after the fork point."""
     agent = conversation.agent
     # An agent with nothing in long-term memory (Agent.has_memories, read with the agent) costs
     # neither a query embedding nor a search.
-    if embed is None or not agent.has_memories or not "".join(texts) or remaining <= 0 or not agent.recall_limit:
+    if not vector.possible or not agent.has_memories or remaining <= 0 or not agent.recall_limit:
         return []
-    vector = query_vector(texts, embed)
-    if vector is None:
+    query = vector.get()
+    if query is None:
         return []
     hits = memory_search.search(
-        conversation.tenant_id, vector, k=agent.recall_limit * 2, agent_id=agent.id, exclude_message_ids=[m.id for m, _ in window]
+        conversation.tenant_id,
+        query,
+        k=agent.recall_limit * 2,
+        agent_id=agent.id,
+        exclude_message_ids=[m.id for m, _ in window],
+        exclude_memory_ids=[piece.memory_id for piece in included if piece.memory_id],
+        exclude_conversation_ids=ancestors(conversation),
+        as_of=as_of,
     )
-    included_summaries = {piece.summary_id for piece in summaries}
+    included_summaries = {piece.summary_id for piece in included if piece.summary_id}
     seen_texts = {message.content for message, _ in window}
     recalled: list[Piece] = []
     for hit in hits:
@@ -262,22 +349,32 @@ def _recall(conversation, texts: list[str], window, summaries: list[Piece], rema
     return recalled
 
 
-def _history_totals(history, loaded: list) -> tuple[int, int]:
+@dataclass(frozen=True)
+class _Totals:
+    all: int  # tokens of every message so far (without the system prompt)
+    unconsolidated: int  # of those not consolidated yet
+    consolidated: int  # how many messages a summary covers
+
+
+def _history_totals(history, loaded: list, as_of: AsOf | None = None) -> _Totals:
     """Tokens of every message so far, and of those not consolidated yet (without the system prompt).
     Messages the indexer has not counted yet are counted here; they are usually the newest, loaded
     already, and only when some are not is another query needed."""
+    unconsolidated = Q(summary__isnull=True) if as_of is None else as_of.unconsolidated()
     totals = history.aggregate(
         all=Sum("token_count"),
-        unconsolidated=Sum("token_count", filter=Q(summary__isnull=True)),
+        unconsolidated=Sum("token_count", filter=unconsolidated),
         uncounted=Count("id", filter=Q(token_count__isnull=True)),
+        consolidated=Count("id", filter=~unconsolidated),
     )
     uncounted_messages = [m for m in loaded if m.token_count is None]
     if len(uncounted_messages) != totals["uncounted"]:
         uncounted_messages = list(history.filter(token_count__isnull=True))
     uncounted = [(tokens.count_message(m.as_openai()), m.summary_id is None) for m in uncounted_messages]
-    return (
-        (totals["all"] or 0) + sum(count for count, _ in uncounted),
-        (totals["unconsolidated"] or 0) + sum(count for count, fresh in uncounted if fresh),
+    return _Totals(
+        all=(totals["all"] or 0) + sum(count for count, _ in uncounted),
+        unconsolidated=(totals["unconsolidated"] or 0) + sum(count for count, fresh in uncounted if fresh),
+        consolidated=totals["consolidated"],
     )
 
 
@@ -348,10 +445,15 @@ def _recalled_line(memory) -> str:
     return f"[{when}, {who}] {memory.text}"
 
 
-def _render(system_prompt: str, summaries: list[Piece], recalled: list[Piece], window) -> list[dict]:
+def _render(system_prompt: str, summaries: list[Piece], shared_pieces: list[Piece], recalled: list[Piece], window) -> list[dict]:
     sections = [system_prompt] if system_prompt else []
     if summaries:
         sections.append("Summary of the earlier conversation:\n" + "\n\n".join(piece.text for piece in summaries))
+    if shared_pieces:
+        sections.append(
+            "Shared with the other agents working on this (what they were given and said):\n"
+            + "\n".join(f"- {piece.text}" for piece in shared_pieces)
+        )
     if recalled:
         sections.append("Things remembered from earlier (may be relevant):\n" + "\n".join(f"- {piece.text}" for piece in recalled))
     messages = [{"role": "system", "content": "\n\n".join(sections)}] if sections else []
@@ -361,12 +463,12 @@ def _render(system_prompt: str, summaries: list[Piece], recalled: list[Piece], w
 
 def _attach_client_ids(pieces: list[Piece]) -> None:
     """Give summary and recalled pieces the importer's ids of their source messages."""
-    wanted = {mid for piece in pieces if piece.kind in ("summary", "recalled") for mid in piece.source_message_ids}
+    wanted = {mid for piece in pieces if piece.kind in ("summary", "shared", "recalled") for mid in piece.source_message_ids}
     if not wanted:
         return
     client_ids = dict(Message.objects.filter(id__in=wanted).exclude(client_id="").values_list("id", "client_id"))
     for piece in pieces:
-        if piece.kind in ("summary", "recalled"):
+        if piece.kind in ("summary", "shared", "recalled"):
             piece.client_ids = [client_ids[mid] for mid in map(_uuid, piece.source_message_ids) if mid in client_ids]
 
 

@@ -37,6 +37,7 @@ from django.utils import timezone
 from agents import streams
 from agents.models import Conversation, EventKind, Message, Turn, TurnEventRecord, TurnStatus
 from budgets import audit
+from memory import shared
 from memory.embeddings import content_hash
 from memory.indexing import forget_memories_of, message_text
 from memory.models import EmbeddingCache, Memory, Summary
@@ -117,16 +118,18 @@ def _needles(message: Message, summaries: list[Summary]) -> list[str]:
 
 def _events_holding(conversation: Conversation, message: Message) -> list[TurnEventRecord]:
     """The provider exchanges of the message's own turn, and every provider request since it was
-    stored whose recorded context names it (recent, recalled, or a summary of it) in this agent."""
+    stored whose recorded context names it (recent, recalled, or a summary of it) in this agent, or,
+    for a conversation in a shared memory scope, in any agent of the tenant (memory/shared.py)."""
     exchanges = (EventKind.PROVIDER_REQUEST, EventKind.PROVIDER_RESPONSE)
     own = Q(turn_id=message.turn_id, kind__in=exchanges) if message.turn_id else Q(pk__in=[])
     carried = Q(
         kind=EventKind.PROVIDER_REQUEST,
         created_at__gte=message.created_at,
         turn__tenant_id=conversation.tenant_id,
-        turn__agent_id=conversation.agent_id,
         payload__context__pieces__contains=[{"source_message_ids": [str(message.id)]}],
     )
+    if not shared.scope_of(conversation):
+        carried &= Q(turn__agent_id=conversation.agent_id)  # else the scope's other agents recalled it too
     return list(TurnEventRecord.objects.filter(own | carried).order_by("id"))
 
 

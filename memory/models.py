@@ -64,6 +64,9 @@ class Memory(models.Model):
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
     # The model that computed `embedding`: only vectors of one model are comparable (memory/embeddings.py).
     embedding_model = models.CharField(max_length=100)
+    # A shared memory this text also belongs to (memory/shared.py): every conversation of the scope
+    # recalls it, whichever agent it belongs to. Blank: only its own agent's.
+    scope = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -73,6 +76,7 @@ class Memory(models.Model):
             HnswIndex(name="memory_embedding_hnsw", fields=["embedding"], m=16, ef_construction=64, opclasses=["vector_cosine_ops"]),
             models.Index(fields=["tenant", "agent"], name="memory_tenant_agent"),
             models.Index(fields=["tenant", "conversation"], name="memory_tenant_conversation"),
+            models.Index(fields=["tenant", "scope"], condition=~models.Q(scope=""), name="memory_tenant_scope"),
         ]
         constraints = [
             models.CheckConstraint(

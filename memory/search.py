@@ -8,6 +8,7 @@ ef_search found 4 of 10 planted facts among 8,000 memories that an exact scan fo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from django.db.models import Expression, Value
 from pgvector.django import CosineDistance
 
 from memory import embeddings
+from memory.asof import AsOf
 from memory.models import Memory
 
 
@@ -24,6 +26,28 @@ from memory.models import Memory
 class Hit:
     memory: Memory
     score: float  # cosine similarity, 1 = identical
+
+
+# {scope: when it was counted}: scopes lately far below EXACT_SEARCH_MAX, scanned exactly
+# without counting them again for EXACT_CACHE_SECONDS (a count is one more query for every turn).
+_small_scopes: dict[tuple, float] = {}
+EXACT_CACHE_SECONDS = 10.0
+EXACT_CACHE_MIN_LIMIT = 1000  # a small limit (tests, tiny deployments) is counted every time
+
+
+def _exact(queryset, limit: int, scope: tuple | None) -> bool:
+    """Whether the scoped set is small enough to scan exactly (a bounded count: at most limit + 1
+    rows). A scope counted at half the limit or less cannot pass it within seconds: that is
+    remembered a few seconds, per process."""
+    now = time.monotonic()
+    if scope is not None and now - _small_scopes.get(scope, -EXACT_CACHE_SECONDS) < EXACT_CACHE_SECONDS:
+        return True
+    count = queryset[: limit + 1].count()
+    if scope is not None and limit >= EXACT_CACHE_MIN_LIMIT and count <= limit // 2:
+        if len(_small_scopes) > 10_000:
+            _small_scopes.clear()
+        _small_scopes[scope] = now
+    return count <= limit
 
 
 def search(
@@ -35,22 +59,30 @@ def search(
     conversation_id=None,
     exclude_memory_ids: Iterable = (),
     exclude_message_ids: Iterable = (),
+    exclude_conversation_ids: Iterable = (),
+    as_of: AsOf | None = None,
 ) -> list[Hit]:
     """The k memories nearest to `vector` within a tenant (optionally one agent or conversation),
-    among those embedded by the configured model, the one `vector` comes from."""
+    among those embedded by the configured model, the one `vector` comes from. `as_of`: only those a
+    replayed turn could have found (memory/asof.py)."""
     queryset = Memory.objects.filter(tenant_id=tenant_id, embedding_model=embeddings.model_name())
+    if as_of is not None:
+        queryset = as_of.memories(queryset)
     if agent_id is not None:
         queryset = queryset.filter(agent_id=agent_id)
     if conversation_id is not None:
         queryset = queryset.filter(conversation_id=conversation_id)
     exclude_memory_ids = list(exclude_memory_ids)
     exclude_message_ids = list(exclude_message_ids)
+    exclude_conversation_ids = list(exclude_conversation_ids)
+    if exclude_conversation_ids:
+        queryset = queryset.exclude(conversation_id__in=exclude_conversation_ids)
     if exclude_memory_ids:
         queryset = queryset.exclude(id__in=exclude_memory_ids)
     if exclude_message_ids:
         queryset = queryset.exclude(message_id__in=exclude_message_ids)
     limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
-    exact = queryset[: limit + 1].count() <= limit  # a bounded count: stops at limit + 1 rows
+    exact = _exact(queryset, limit, (tenant_id, agent_id, conversation_id, limit) if as_of is None else None)
     distance: Expression = CosineDistance("embedding", vector)
     if exact:
         # A small scoped set: scan it exactly (the btree index finds it; "+ 0" keeps the planner

@@ -10,6 +10,7 @@ from celery.signals import worker_ready, worker_shutting_down
 
 from memory import dreamer, embeddings, indexing, limits, remote, tokens
 from sentinel_site.redis import sync_client
+from sentinel_site.singletons import once_per_period
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def index_memories() -> int:
 
 
 @shared_task(name="memory.tasks.dream", ignore_result=True)
+@once_per_period("dreamer")
 def dream(dry_run: bool | None = None) -> dict:
     result = dreamer.dream(dry_run=dry_run)
     if result["runs"]:

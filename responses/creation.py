@@ -9,10 +9,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from agents import outcomes
+from agents import control
 from agents.admission import admit
 from agents.api import schema
-from agents.models import EventKind, Turn, TurnEventRecord, TurnStatus
+from agents.models import Stop, Turn
 from budgets import audit
 from budgets.models import ApiKey, Tenant
 from responses import translate
@@ -98,40 +98,19 @@ def find(tenant: Tenant, response_id: str) -> Response:
 
 
 def cancel(response: Response, enqueue: Callable[[Any], None]) -> Response:
-    """A background response still queued ends cancelled before any model call (its reservation
-    released). One already running cannot be interrupted (409); an ended one is answered as it is."""
+    """A background response is cancelled as any turn is (agents.control): one still queued ends at once,
+    before any model call, its budget hold released; a running one stops at its next token, what was
+    generated kept as a partial answer. An ended one is answered as it is."""
     if not response.background:
         raise ApiError(400, "Only responses created with `background: true` can be cancelled.", param="response_id", code="invalid_value")
-    turn = response.turn
-    if turn.is_finished:
-        return response
-    if turn.status == TurnStatus.RUNNING:
-        raise ApiError(409, "The response is already running; Sentinel does not interrupt a running turn.", code="response_running")
-    failure = outcomes.Failure(
-        error={"status": 409, "type": "invalid_request_error", "code": "response_cancelled", "message": "The response was cancelled."},
-        audit_action="turn.cancelled",
-        actor=audit.actor_for_key(response.api_key),
-        attempt=turn.attempt,
-    )
-    fence = Turn.objects.filter(id=turn.id, status=TurnStatus.QUEUED, attempt=turn.attempt)
-    try:
-        with transaction.atomic():
-            Response.objects.filter(id=response.id).update(cancelled_at=timezone.now())
-            following = outcomes.end_failed(turn, fence, failure, agent_state=turn.agent_state, write_events=lambda: _cancelled_event(turn))
-    except outcomes.Fenced:
-        raise ApiError(409, "The response started running; Sentinel does not interrupt a running turn.", code="response_running") from None
-    if following is not None:
-        enqueue(following)
+    if not response.turn.is_finished:
+        try:
+            stopped = control.request_stop(
+                response.turn_id, tenant_id=response.tenant_id, kind=Stop.CANCEL, actor=audit.actor_for_key(response.api_key)
+            )
+        except control.TurnAlreadyFinished:
+            stopped = None
+        Response.objects.filter(id=response.id).update(cancelled_at=timezone.now())
+        if stopped is not None and stopped.following is not None:
+            enqueue(stopped.following)
     return find(response.tenant, response.api_id)
-
-
-def _cancelled_event(turn: Turn) -> None:
-    """In lane 0, with admission's and the Supervisor's events."""
-    last = TurnEventRecord.objects.filter(turn=turn, attempt=0).order_by("-seq").first()
-    TurnEventRecord.objects.create(
-        turn=turn,
-        attempt=0,
-        seq=(last.seq + 1) if last else 0,
-        kind=EventKind.FAILED,
-        payload={"reason": "cancelled", "attempt": turn.attempt},
-    )

@@ -9,9 +9,11 @@ from responses.models import Response
 
 STATUS = {
     TurnStatus.RUNNING: "in_progress",
+    TurnStatus.AWAITING_APPROVAL: "in_progress",
     TurnStatus.SUCCEEDED: "completed",
     TurnStatus.FAILED: "failed",
     TurnStatus.CANCELLED: "cancelled",
+    TurnStatus.INTERRUPTED: "incomplete",
 }
 
 

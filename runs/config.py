@@ -67,6 +67,7 @@ AGENT_FIELDS: dict[str, tuple[type, int | None, int | None]] = {
     "consolidation_threshold": (int, 500, 10_000_000),
 }
 TOP_LEVEL = {"tenant", "agents", "workflows"}
+ONE_TENANT = 'a file configures one tenant: write a file for each, with `tenant = "<name>"` at its top'
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,9 @@ def key_lines(text: str) -> dict[str, int]:
             continue
         if header := re.match(r"^\[\s*([^\]]+?)\s*\]", line):
             table = _unquote(header.group(1))
-            lines.setdefault(table, number)
+            parts = table.split(".")
+            for end in range(1, len(parts) + 1):  # a table's parents are first written where it is
+                lines.setdefault(".".join(parts[:end]), number)
             continue
         if assignment := re.match(r'^("[^"]+"|[A-Za-z0-9_.-]+)\s*=\s*(.*)$', line):
             key = _unquote(assignment.group(1))
@@ -174,8 +177,14 @@ def _unquote(dotted: str) -> str:
 def validate(config: Config) -> None:
     data = config.data
     for key in sorted(set(data) - TOP_LEVEL):
-        config.error(key, f"unknown key; a config file has {', '.join(sorted(TOP_LEVEL))}")
-    if not isinstance(data.get("tenant"), str) or not data["tenant"]:
+        value = data[key]
+        if key == "tenants" or (isinstance(value, dict) and ("agents" in value or "workflows" in value)):
+            config.error(key, f"unknown key: {ONE_TENANT}")
+        else:
+            config.error(key, f"unknown key; a config file has {', '.join(sorted(TOP_LEVEL))}")
+    if isinstance(data.get("tenant"), list | dict):
+        config.error("tenant", f"must be one tenant's name: {ONE_TENANT}")
+    elif not isinstance(data.get("tenant"), str) or not data["tenant"]:
         config.error("tenant", "required: the name of the tenant this file configures")
     agents = _table(config, "agents")
     for name, agent in agents.items():
@@ -203,6 +212,9 @@ def _validate_agent(config: Config, name: str, agent: Any) -> None:
         config.error(where, "must be a table")
         return
     for key, value in agent.items():
+        if key == "tenant":
+            config.error(f"{where}.{key}", f"an agent belongs to the file's tenant: {ONE_TENANT}")
+            continue
         if key not in AGENT_FIELDS:
             config.error(f"{where}.{key}", f"unknown agent field; allowed: {', '.join(AGENT_FIELDS)}")
             continue

@@ -20,6 +20,7 @@ out (and retried, if it has retries) by the next pass after it.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -29,12 +30,13 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from agents import admission
-from agents.models import Agent, TurnStatus
+from agents import admission, control
+from agents.models import Agent, Conversation, Stop, Turn, TurnStatus
 from agents.tasks import enqueue_turn
-from budgets import spend
+from budgets import audit, spend
 from memory import context as memory_context
-from runs import aggregate, metrics, steps, streams, templates
+from memory import shared
+from runs import aggregate, costs, metrics, steps, streams, templates
 from runs.models import Pattern, Run, RunEvent, RunStatus, Step, StepKind, StepState
 from sentinel_site.errors import turn_error
 
@@ -79,16 +81,43 @@ def advance(run_id: Any, wake: Wake) -> bool:
     return True
 
 
-def cancel(run_id: Any) -> bool:
-    """End an unfinished run as cancelled (its running turns finish on their own; the run does not
-    wait for them). False if it had already ended."""
+@dataclass(frozen=True)
+class Cancelled:
+    """A run just cancelled. `turns`: the turns of its steps that had not ended, each cancelled in
+    turn (agents.control): a queued one never starts, a running one stops at its next token; what
+    they spent is added to the run's cost as they end."""
+
+    turns: list[Any]
+
+
+def cancel(run_id: Any, *, actor: str = audit.SYSTEM) -> Cancelled | None:
+    """End an unfinished run as cancelled, under its row lock: no step starts after this (a pass
+    that comes later finds the run ended), its pending and running steps are cancelled; then (the
+    run's lock released: their ends wake its dispatcher) its unfinished turns are. None if it had
+    already ended."""
     with transaction.atomic():
         run = Run.objects.select_for_update().filter(id=run_id).first()
         if run is None or run.is_finished:
-            return False
-        run_steps = list(Step.objects.filter(run=run).select_related("agent"))
+            return None
+        run_steps = list(Step.objects.filter(run=run).select_related("agent", "turn"))
+        unfinished = [step.turn for step in run_steps if step.state == StepState.RUNNING and step.turn and _waits_for(step.turn)]
+        if unfinished:
+            _event(run, "turns_cancelled", "", {"turns": [str(turn.id) for turn in unfinished]})
         _finish(run, run_steps, RunStatus.CANCELLED, {"code": "run_cancelled", "message": "The run was cancelled."})
-    return True
+    for turn in unfinished:
+        try:
+            control.request_stop(turn.id, tenant_id=run.tenant_id, kind=Stop.CANCEL, actor=actor)
+        except control.TurnAlreadyFinished:
+            pass  # it ended meanwhile, or was interrupted (a resume would run it: the run no longer waits)
+        except Turn.DoesNotExist:
+            pass
+    return Cancelled(turns=[turn.id for turn in unfinished])
+
+
+def _waits_for(turn: Turn) -> bool:
+    """A step's turn has not ended: unfinished, or interrupted (resumable: a shutdown's is resumed
+    by the Supervisor, a client's by the client), so its step waits for it, within its deadline."""
+    return not turn.is_finished or turn.status == TurnStatus.INTERRUPTED
 
 
 # --- one pass under the run's lock ---------------------------------------------------------------
@@ -97,7 +126,10 @@ def _pass(run_id: Any) -> _Pass:
     done = _Pass()
     with transaction.atomic():
         run = Run.objects.select_related("tenant", "api_key").select_for_update(of=("self",)).filter(id=run_id).first()
-        if run is None or run.is_finished:
+        if run is None:
+            return done
+        if run.is_finished:
+            _recount(run)  # a turn it left running (cancelled, timed out) ended since: what it spent counts
             return done
         now = timezone.now()
         run_steps = list(Step.objects.filter(run=run).select_related("agent", "turn__output").order_by("position"))
@@ -134,7 +166,10 @@ def _pass(run_id: Any) -> _Pass:
 def _settle(run: Run, step: Step, now) -> None:
     """A running step whose turn ended takes its outcome; one past its deadline times out."""
     turn = step.turn
-    if step.kind == StepKind.AGENT and turn is not None and turn.is_finished:
+    if step.kind == StepKind.AGENT and turn is not None and not _waits_for(turn):
+        if _shares_memory(run, step):
+            # Before the step counts as ended, so the steps it lets start recall what it said.
+            shared.remember_turn(run.tenant_id, run.memory_scope, turn.id)
         if turn.status == TurnStatus.SUCCEEDED:
             _succeed(
                 run,
@@ -381,11 +416,14 @@ def idempotency_key(run: Run, step: Step) -> str:
 
 def _admit(run: Run, step: Step, messages: list[dict]) -> None:
     assert step.agent is not None
+    data: dict[str, Any] = {"model": step.agent.name, "messages": messages}
+    if _shares_memory(run, step):
+        data["conversation"] = _scoped_conversation(run, step).id
     try:
         admitted = admission.admit(
             tenant=run.tenant,
             api_key=run.api_key,
-            data={"model": step.agent.name, "messages": messages},
+            data=data,
             idempotency_key=idempotency_key(run, step),
             enqueue=lambda turn: enqueue_turn(turn.id),
         )
@@ -395,6 +433,28 @@ def _admit(run: Run, step: Step, messages: list[dict]) -> None:
     Step.objects.filter(id=step.id, attempt=step.attempt).update(turn=admitted.turn)
     step.turn = admitted.turn
     _event(run, "turn_admitted", step.key, {"attempt": step.attempt, "turn": str(admitted.turn.id), "created": admitted.created})
+
+
+def _shares_memory(run: Run, step: Step) -> bool:
+    """The step's turn reads and writes the run's shared memory (a route's router does not)."""
+    return run.shared_memory and step.config.get("shared_memory", True)
+
+
+def _scoped_conversation(run: Run, step: Step) -> Conversation:
+    """The conversation of a shared_memory run's step attempt, in the run's memory scope: its turns
+    recall what the run's other steps were given and said (memory/shared.py). Its id is derived from
+    (run, step, attempt), so a dispatcher that admits the same attempt again sends the same body."""
+    assert step.agent is not None
+    conversation, _ = Conversation.objects.get_or_create(
+        id=uuid.uuid5(run.id, f"{step.key}:{step.attempt}"),
+        tenant_id=run.tenant_id,
+        defaults={
+            "agent": step.agent,
+            "title": f"run {run.id} step {step.key}",
+            "metadata": {shared.SCOPE_KEY: run.memory_scope, "run": str(run.id), "step": step.key, "attempt": step.attempt},
+        },
+    )
+    return conversation
 
 
 def _refused(run: Run, step: Step, refusal: Exception) -> None:
@@ -420,8 +480,15 @@ def _run_inline(run: Run, step: Step, text: str, vectors: dict[str, list[float]]
     with transaction.atomic():
         locked = Run.objects.select_for_update().filter(id=run.id).first()  # the outcome is recorded as a pass would
         current = Step.objects.filter(id=step.id, state=StepState.RUNNING, attempt=step.attempt).select_related("agent").first()
-        if locked is None or locked.is_finished or current is None:
-            return  # the run ended, or this attempt timed out, while it ran: what it gave is dropped
+        if locked is None:
+            return
+        if locked.is_finished or current is None:
+            # The run ended, or this attempt timed out, while it ran: what it gave is dropped, what it spent is not.
+            if outcome.cost:
+                _event(locked, "step_answer_dropped", step.key, {"attempt": step.attempt, "cost": str(outcome.cost)})
+                if locked.is_finished:
+                    _recount(locked)
+            return
         for kind, payload in outcome.events:
             _event(locked, kind, step.key, payload)
         if outcome.error is not None:
@@ -477,15 +544,26 @@ def _end_unfinished(run: Run, step: Step, state: str) -> None:
 def _finish(run: Run, run_steps: list[Step], status: str, error: dict | None, *, output: str = "", result: dict | None = None) -> None:
     for step in run_steps:
         if not step.is_finished:
-            _end_unfinished(run, step, StepState.SKIPPED if step.state == StepState.PENDING else StepState.CANCELLED)
+            # Pending steps of a run that ended by itself were not needed; a cancel cancels them.
+            skipped = step.state == StepState.PENDING and status != RunStatus.CANCELLED
+            _end_unfinished(run, step, StepState.SKIPPED if skipped else StepState.CANCELLED)
     now = timezone.now()
-    cost = sum((s.cost for s in run_steps), Decimal(0))
+    cost = costs.spent(run, run_steps)
     fields = {"status": status, "error": error, "output": output, "result": result, "cost": cost, "finished_at": now}
     Run.objects.filter(id=run.id).update(**fields)
     for name, value in fields.items():
         setattr(run, name, value)
     _event(run, f"run_{status}", (error or {}).get("step", ""), {"cost": str(cost), **({"error": error} if error else {})})
     transaction.on_commit(lambda: _announce_end(run))
+
+
+def _recount(run: Run) -> None:
+    """A finished run's cost, brought up to date with what its turns spent after it ended."""
+    cost = costs.spent(run, list(Step.objects.filter(run=run)))
+    if cost != run.cost:
+        Run.objects.filter(id=run.id).update(cost=cost)
+        _event(run, "run_cost_updated", "", {"cost": str(cost), "was": str(run.cost)})
+        run.cost = cost
 
 
 def _announce_end(run: Run) -> None:

@@ -52,6 +52,7 @@ class Run(models.Model):
     timeout_seconds = models.PositiveIntegerField(null=True, blank=True, help_text="The whole run's time limit.")
     deadline = models.DateTimeField(null=True, blank=True, editable=False)
     metadata = models.JSONField(default=dict, blank=True)
+    shared_memory = models.BooleanField(default=False, help_text="Its agent steps read and write one run-scoped memory (memory/shared.py).")
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL keeps the unique constraint partial
     request_hash = models.CharField(max_length=64, blank=True)
     output = models.TextField(blank=True)
@@ -83,6 +84,11 @@ class Run(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status not in RUN_UNFINISHED
+
+    @property
+    def memory_scope(self) -> str:
+        """The scope of its shared memory (memory/shared.py), or "" without one."""
+        return f"run:{self.id}" if self.shared_memory else ""
 
 
 class StepKind(models.TextChoices):

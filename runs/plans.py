@@ -165,14 +165,32 @@ def _route(tenant: Tenant, data: dict[str, Any]) -> list[StepSpec]:
     candidates = [agent for agent in candidates if agent.specialization.strip()]
     if not candidates:
         raise PlanError("A route picks among agents by their `specialization`, and none of these has one.", "agents", "no_agents")
-    route = StepSpec(
-        key="route",
-        kind=StepKind.ROUTE,
-        config={"candidates": [{"agent": agent.name, "specialization": agent.specialization} for agent in candidates]},
-        param="agents",
-    )
+    listed = [{"agent": agent.name, "specialization": agent.specialization} for agent in candidates]
+    route = StepSpec(key="route", kind=StepKind.ROUTE, config={"candidates": listed}, param="agents")
     answer = StepSpec(key="answer", kind=StepKind.AGENT, agent_from="route", depends_on=["route"], param="agents")
-    return [route, answer]
+    if not data.get("router"):
+        return [route, answer]
+    (router,) = _agents(tenant, [data["router"]], "router")
+    # Its question is about the run, not part of it: kept out of a shared memory.
+    asking = StepSpec(
+        key="router", kind=StepKind.AGENT, agent=router, template=router_prompt(listed), config={"shared_memory": False}, param="router"
+    )
+    route.depends_on, route.config["router_step"] = [asking.key], asking.key
+    return [asking, route, answer]
+
+
+def router_prompt(candidates: list[dict[str, str]]) -> str:
+    """What a router agent is asked: the candidates with their specializations, then the input."""
+    lines = "\n".join(f"- {c['agent']}: {_literal(c['specialization'])}" for c in candidates)
+    return (
+        "Choose the agent best suited to answer the request below. Reply with the agent's name only, exactly as "
+        f"listed.\n\nAgents:\n{lines}\n\nRequest:\n{INPUT}"
+    )
+
+
+def _literal(text: str) -> str:
+    """Text put into a template as it is: braces that would read as a reference are split."""
+    return text.replace("{{", "{ {").replace("}}", "} }")
 
 
 AGENT_KINDS = (StepKind.AGENT, StepKind.LLM)

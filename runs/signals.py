@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from runs.models import Step
 from runs.tasks import enqueue_dispatch
 
 
 def on_turn_ended(sender: Any, turn_id: Any, status: str, idempotency_key: str | None = None, **kwargs: Any) -> None:
-    """A step's turn is admitted with the key `run:<run>:<step>:<attempt>`: any other turn is not a
-    step's, and costs no query; a step's asks one indexed question for its run."""
+    """A step's turn is admitted with the key `run:<run>:<step>:<attempt>` (runs.dispatcher.idempotency_key):
+    any other turn is not a step's, and none costs a query. The run is named by the key, so a turn its
+    step no longer waits for (timed out, retried, or the run ended) still wakes it: what it spent counts."""
     if not (idempotency_key or "").startswith("run:"):
         return
-    run_id = Step.objects.filter(turn_id=turn_id).values_list("run_id", flat=True).first()
-    if run_id is not None:
-        enqueue_dispatch(run_id)
+    try:
+        run_id = uuid.UUID(idempotency_key.split(":")[1])  # type: ignore[union-attr]
+    except (IndexError, ValueError):
+        return  # a client's own key that happens to start with "run:"
+    enqueue_dispatch(run_id)

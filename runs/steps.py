@@ -4,6 +4,8 @@ what a step's own call writes (an llm step's reservation and settlement on the s
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -42,7 +44,7 @@ def execute(run: Run, step: Step, text: str, vectors: dict[str, list[float]]) ->
         if step.kind == StepKind.VECTOR_SEARCH:
             return _vector_search(run, step, text, vectors)
         if step.kind == StepKind.ROUTE:
-            return _route(step, text)
+            return _route(run, step, text)
         if step.kind == StepKind.LLM:
             return _llm(run, step, text)
     except providers.ProviderError as error:
@@ -79,16 +81,53 @@ def _vector_search(run: Run, step: Step, text: str, vectors: dict[str, list[floa
     return Outcome(output="\n".join(lines), result={"hits": ranked})
 
 
-def _route(step: Step, text: str) -> Outcome:
-    """The candidate whose specialization is nearest the input (cosine of unit vectors), with every score."""
+def _route(run: Run, step: Step, text: str) -> Outcome:
+    """The router agent's choice when one was asked and named a candidate; else the candidate whose
+    specialization is nearest the input (cosine of unit vectors). Every score is kept either way."""
     candidates = step.config["candidates"]
     vectors = np.asarray(embeddings.embed_query([text] + [c["specialization"] for c in candidates]))
     scores = vectors[1:] @ vectors[0]
     best = int(np.argmax(scores))
     ranked = {c["agent"]: round(float(score), 4) for c, score in zip(candidates, scores, strict=True)}
-    chosen = candidates[best]["agent"]
-    result = {"chosen": chosen, "scores": ranked, "by": "embedding", "model": embeddings.model_name()}
-    return Outcome(output=chosen, result=result, events=[("route_chosen", result)])
+    result: dict[str, Any] = {"chosen": candidates[best]["agent"], "scores": ranked, "by": "embedding", "model": embeddings.model_name()}
+    router_step = step.config.get("router_step")
+    if router_step:
+        asked = Step.objects.filter(run_id=run.id, key=router_step).select_related("agent").first()
+        answer = asked.output if asked is not None else ""
+        chosen, reason = parse_choice(answer, [c["agent"] for c in candidates])
+        result["router"] = {"agent": asked.agent.name if asked is not None and asked.agent else None, "answer": answer[:500]}
+        if chosen is not None:
+            result.update(chosen=chosen, by="router")
+        else:
+            result["fallback_reason"] = f"the router's answer {reason}: chosen by embedding similarity instead"
+    return Outcome(output=result["chosen"], result=result, events=[("route_chosen", result)])
+
+
+_DECORATION = " \t\r\n\"'`*_.,;:!?()[]<>"
+
+
+def parse_choice(answer: str, names: list[str]) -> tuple[str | None, str]:
+    """The candidate a router's answer names, or (None, why not). Taken: the name alone (any case,
+    quoted, bold, with a full stop), a JSON object's `agent` (or `name`), or a sentence that mentions
+    exactly one candidate as a word; several candidates or none is no choice."""
+    by_lower = {name.lower(): name for name in names}
+    bare = answer.strip().strip(_DECORATION).lower()
+    if bare in by_lower:
+        return by_lower[bare], ""
+    try:
+        parsed = json.loads(answer.strip().strip("`").removeprefix("json").strip())
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        value = parsed.get("agent", parsed.get("name"))
+        if isinstance(value, str) and value.strip().lower() in by_lower:
+            return by_lower[value.strip().lower()], ""
+    mentioned = [name for name in names if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", answer, re.IGNORECASE)]
+    if len(mentioned) == 1:
+        return mentioned[0], ""
+    if mentioned:
+        return None, f"names several candidates ({', '.join(mentioned)})"
+    return None, "names no candidate" if answer.strip() else "is empty"
 
 
 def _llm(run: Run, step: Step, text: str) -> Outcome:

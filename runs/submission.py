@@ -75,6 +75,7 @@ def _store(
             timeout_seconds=timeout,
             deadline=now + timedelta(seconds=timeout) if timeout else None,
             metadata=data.get("metadata") or {},
+            shared_memory=bool(data.get("shared_memory")),
             idempotency_key=idempotency_key or None,
             request_hash=digest,
             created_at=now,

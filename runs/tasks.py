@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from runs import config, dispatcher
 from runs.models import RUN_UNFINISHED, Run
+from sentinel_site.singletons import once_per_period
 
 log = logging.getLogger(__name__)
 SWEEP_LIMIT = 1000
@@ -31,6 +32,7 @@ def enqueue_dispatch(run_id: Any, countdown: float | None = None) -> None:
 
 
 @shared_task(name="runs.tasks.sweep", ignore_result=True)
+@once_per_period("runs-sweep")
 def sweep() -> dict:
     """The backstop (beat): every unfinished run nobody moved for a sweep interval is dispatched,
     so a lost wake-up, a killed dispatcher or a deadline that passed in silence is seen to."""
@@ -42,6 +44,7 @@ def sweep() -> dict:
 
 
 @shared_task(name="runs.tasks.reload_config", ignore_result=True)
+@once_per_period("reload-config")
 def reload_config() -> str:
     """Beat: SENTINEL_CONFIG_FILE applied within seconds of a change, without a restart."""
     path = settings.SENTINEL["CONFIG_FILE"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages Sentinel needs on Debian/Ubuntu: a C toolchain and cmake (llama-cpp-python
-# compiles on first install) and redis-server (started when no Redis answers). Installs only
+# compiles on first install), redis-server (started when no Redis answers) and chromium (the
+# admin's browser tests drive it through playwright; no browser is downloaded). Installs only
 # what is missing; needs root (or sudo) only when something is.
 set -euo pipefail
 missing=()
@@ -8,6 +9,7 @@ command -v gcc >/dev/null 2>&1 || missing+=(build-essential)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 # `make bench` drives load with wrk.
 [ "${1:-}" = "--bench" ] && { command -v wrk >/dev/null 2>&1 || missing+=(wrk); }

@@ -153,6 +153,9 @@ ERRORS: dict[type[Exception], Shape] = {
     admission.IdempotencyKeyReused: Shape(422, "idempotency_key_reused"),
     admission.ConversationNotFound: Shape(404, "conversation_not_found", param="conversation"),
     admission.ConversationAgentMismatch: Shape(400, "conversation_agent_mismatch", param="conversation"),
+    admission.ConversationBusy: Shape(
+        409, "conversation_busy", param="conversation", headers=lambda exc: {"Sentinel-Running-Turn-Id": str(exc.turn_id)}
+    ),
     memory_context.ContextLengthExceeded: Shape(400, "context_length_exceeded", param="messages"),
     spend.UnpricedModel: Shape(400, "model_not_priced", param="model"),
     spend.BudgetExceeded: Shape(

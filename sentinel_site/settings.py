@@ -60,6 +60,7 @@ INSTALLED_APPS = [
     "agents",
     "memory",
     "runs",
+    "lifecycle",
     "batches",
     "responses",
     "webhooks",
@@ -220,6 +221,12 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "maintenance", "expires": envint("SENTINEL_AUDIT_CHECKPOINT_INTERVAL", 60, minimum=1) * 0.9},
     },
 }
+PURGE_INTERVAL = envint("SENTINEL_PURGE_INTERVAL", 3600, minimum=60)
+CELERY_BEAT_SCHEDULE["purge"] = {
+    "task": "lifecycle.tasks.purge",
+    "schedule": float(PURGE_INTERVAL),
+    "options": {"queue": "maintenance", "expires": PURGE_INTERVAL * 0.9},
+}
 CELERY_TIMEZONE = "UTC"
 
 # --- The model provider -----------------------------------------------------------------------
@@ -274,6 +281,10 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # How long a turn's token/event stream stays in Redis after it was last written.
     "STREAM_TTL_SECONDS": envint("SENTINEL_STREAM_TTL_SECONDS", 3600, minimum=60),
     "HEARTBEAT_SECONDS": envfloat("SENTINEL_HEARTBEAT_SECONDS", 5.0, minimum=0.5),
+    # How often a worker looks for cancels and interrupts of the turns it runs (one Redis MGET).
+    "STOP_POLL_SECONDS": envfloat("SENTINEL_STOP_POLL_SECONDS", 0.2, minimum=0.02),
+    # How long a tool call waits for a person's approval before it is denied automatically.
+    "APPROVAL_TTL_SECONDS": envint("SENTINEL_APPROVAL_TTL_SECONDS", 3600, minimum=1),
     # How the worker writes a turn's claim, events and outcome: batched (hand-written SQL; a
     # succeeded turn's outcome committed with the other turns ending at the same time,
     # agents/finishing.py), sql (the same statements, a commit per turn) or orm (the earlier lane
@@ -283,7 +294,7 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # first (0: none; what queued during the last commit forms the next batch).
     # How admission writes a request's rows: sql (hand-written, agents/admission.py::_store) or orm
     # (the earlier lane, kept for the bench's lanes).
-    "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "sql", ("sql", "orm")),
+    "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "hold-first", ("hold-first", "sql", "orm")),
     "GROUP_COMMIT_MAX": envint("SENTINEL_GROUP_COMMIT_MAX", 128, minimum=1),
     "GROUP_COMMIT_WAIT_MS": envfloat("SENTINEL_GROUP_COMMIT_WAIT_MS", 0.0, minimum=0.0),
     # The web sends the turns admitted at the same moment as one broker message of up to this many
@@ -347,6 +358,14 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "AUDIT_CHECKPOINT_FILE": envstr(
         "SENTINEL_AUDIT_CHECKPOINT_FILE", str(Path(envstr("SENTINEL_DATA_DIR", str(BASE_DIR / "var"))) / "audit-checkpoints.jsonl")
     ),
+    # Data lifecycle (lifecycle/retention.py): days each kind is kept by default (0: forever; tenants
+    # may have their own, RetentionPolicy); the audit log's 90 days are seed 004's.
+    "RETAIN_AUDIT_DAYS": envint("SENTINEL_RETAIN_AUDIT_DAYS", 90, minimum=0),
+    "RETAIN_MESSAGES_DAYS": envint("SENTINEL_RETAIN_MESSAGES_DAYS", 0, minimum=0),
+    "RETAIN_TURN_EVENTS_DAYS": envint("SENTINEL_RETAIN_TURN_EVENTS_DAYS", 0, minimum=0),
+    "RETAIN_SPEND_DAYS": envint("SENTINEL_RETAIN_SPEND_DAYS", 0, minimum=0),
+    "RETAIN_EMBEDDINGS_DAYS": envint("SENTINEL_RETAIN_EMBEDDINGS_DAYS", 0, minimum=0),
+    "PURGE_BATCH": envint("SENTINEL_PURGE_BATCH", 1000, minimum=1),
     # Resilience (seed 000 section 6.2.2.3: a turn silent for 60 s is a zombie; sweep every 10 s)
     "ZOMBIE_SECONDS": envint("SENTINEL_ZOMBIE_SECONDS", 60, minimum=1),
     "MAX_ATTEMPTS": envint("SENTINEL_MAX_ATTEMPTS", 3, minimum=1),

@@ -24,7 +24,7 @@ def on_turn_ended(sender: Any, turn_id: Any, status: str, idempotency_key: str |
     if turn is None or turn["tenant_id"] not in tenants:
         return
     tenant_id = turn["tenant_id"]
-    kind = "completed" if status == TurnStatus.SUCCEEDED else "failed"
+    kind = {TurnStatus.SUCCEEDED: "completed", TurnStatus.CANCELLED: "cancelled"}.get(status, "failed")
     outbox.emit(tenant_id, f"turn.{kind}", {"id": str(turn_id), "conversation": str(turn["conversation_id"]), "status": status}, tasks.wake)
     response = Response.objects.filter(turn_id=turn_id, store=True).values("id", "cancelled_at").first()
     if response is not None:

@@ -25,6 +25,7 @@ EVENT_TYPES = (
     "batch.cancelled",
     "turn.completed",
     "turn.failed",
+    "turn.cancelled",
 )
 
 

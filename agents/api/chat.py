@@ -4,31 +4,35 @@ client holds no thread, only a Redis XREAD on its turn's stream."""
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
+from django import db
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 
-from agents import backpressure, openai_format, streams
+from agents import backpressure, control, openai_format, streams
 from agents.admission import Admission, admit
 from agents.api import schema
 from agents.api.serializers import ChatCompletionRequestSerializer, TurnEventSerializer, TurnSerializer
-from agents.models import EventKind, Turn, TurnEventRecord, TurnStatus
+from agents.models import EventKind, Stop, Turn, TurnEventRecord, TurnStatus
 from agents.streams import StreamKind
 from agents.tasks import enqueue_turn
-from budgets import roles
+from budgets import audit, roles
 from budgets.auth import Principal
 from memory.context import recall_hint
 from sentinel_site.db import release_connection
 from sentinel_site.errors import ApiError, not_found
 
+log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # A Redis stream id, as Last-Event-ID: `<ms>[-<seq>]`, each part below 2**64 (20 digits at most).
 STREAM_ID_PATTERN = r"^\d{1,20}(-\d{1,20})?$"
@@ -72,10 +76,10 @@ def turn_headers(turn: Turn) -> dict[str, str]:
 
 def finished_turn_response(turn: Turn) -> HttpResponse | None:
     """The answer for a turn already finished (an idempotent replay), read from PostgreSQL."""
-    if turn.status == TurnStatus.SUCCEEDED:
+    if turn.status in (TurnStatus.SUCCEEDED, TurnStatus.CANCELLED, TurnStatus.INTERRUPTED):
         return JsonResponse(TurnSerializer(turn).data["response"], headers=turn_headers(turn))
-    if turn.status in (TurnStatus.FAILED, TurnStatus.CANCELLED):
-        return error_response(turn.error or {"status": 500, "message": "The turn was cancelled.", "code": "turn_cancelled"})
+    if turn.status == TurnStatus.FAILED:
+        return error_response(turn.error or {"status": 500, "message": "The turn failed.", "code": "turn_failed"})
     return None
 
 
@@ -106,6 +110,13 @@ class ChatCompletionsView(AsyncAPIView):
                 OpenApiParameter.HEADER,
                 required=False,
                 description="Same key and body: the same turn. Same key, another body: 422.",
+            ),
+            OpenApiParameter(
+                "Sentinel-On-Disconnect",
+                {"type": "string", "enum": ["cancel", "continue"]},
+                OpenApiParameter.HEADER,
+                required=False,
+                description="A stream whose client leaves cancels its turn (`cancel`, the default) or lets it finish (`continue`).",
             ),
             OpenApiParameter(
                 "Prefer",
@@ -140,6 +151,11 @@ class ChatCompletionsView(AsyncAPIView):
         idempotency_key = request.headers.get("Idempotency-Key") or None
         if idempotency_key is not None and len(idempotency_key) > 255:
             raise ApiError(400, "Idempotency-Key must be at most 255 characters.", param="Idempotency-Key", code="invalid_value")
+        on_disconnect = (request.headers.get("Sentinel-On-Disconnect") or "cancel").strip().lower()
+        if on_disconnect not in ("cancel", "continue"):
+            raise ApiError(
+                400, "Sentinel-On-Disconnect must be `cancel` or `continue`.", param="Sentinel-On-Disconnect", code="invalid_value"
+            )
         await backpressure.check_turn_queue()
         prefers_async = _prefers_async(request)
         # A 202 (or a stream's first bytes) tells the client of the turn at once: its admission must be
@@ -159,7 +175,8 @@ class ChatCompletionsView(AsyncAPIView):
                 return finished
         if data.get("stream"):
             include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-            return await _stream(turn, data["model"], include_usage, headers)
+            gone = None if on_disconnect == "continue" else _canceller(request.user, turn.id)
+            return await _stream(turn, data["model"], include_usage, headers, on_gone=gone)
         return await _wait(turn, headers)
 
 
@@ -175,6 +192,11 @@ def _admit(principal: Principal, data: dict[str, Any], idempotency_key: str | No
         # The worker starts embedding the recall query while it claims the turn, if it will recall.
         enqueue=lambda turn: enqueue_turn(turn.id, recall_hint=recall_hint(data["messages"]) if turn.agent.has_memories else None),
     )
+    for turn_id in admission.stop_turns:  # double-texting: interrupt or rollback what came before
+        try:
+            control.request_stop(turn_id, tenant_id=principal.tenant.id, kind=admission.stop, actor=audit.actor_for_key(principal.api_key))
+        except control.TurnAlreadyFinished:
+            continue  # it ended meanwhile; the new turn runs next (a stopped turn hands over to it)
     if admission.created and not keep_connection:
         release_connection()
     return admission
@@ -216,8 +238,29 @@ async def _wait(turn: Turn, headers: dict[str, str]) -> HttpResponse:
     return error.response()
 
 
-async def _stream(turn: Turn, model: str, include_usage: bool, headers: dict[str, str]) -> HttpResponse:
-    """Wait for the first piece of the answer, so an early failure still gets its HTTP status."""
+def _canceller(principal: Principal, turn_id) -> Callable[[], None]:
+    """What a stream does when its client goes away before the end: cancel its turn, from a thread
+    of its own (the stream's task is being torn down; nothing may be awaited there)."""
+    tenant_id, actor = principal.tenant.id, audit.actor_for_key(principal.api_key)
+
+    def cancel() -> None:
+        try:
+            control.request_stop(turn_id, tenant_id=tenant_id, kind=Stop.CANCEL, actor=actor)
+        except control.TurnAlreadyFinished:
+            pass  # it ended as the client left
+        except Exception:
+            log.warning("could not cancel the turn of a stream whose client left", exc_info=True)
+        finally:
+            db.connections.close_all()
+
+    return lambda: threading.Thread(target=cancel, name="cancel-on-disconnect", daemon=True).start()
+
+
+async def _stream(
+    turn: Turn, model: str, include_usage: bool, headers: dict[str, str], on_gone: Callable[[], None] | None = None
+) -> HttpResponse:
+    """Wait for the first piece of the answer, so an early failure still gets its HTTP status.
+    `on_gone`: called if the client leaves before the stream's end (Sentinel-On-Disconnect: cancel)."""
     events = streams.follow(turn.id, timeout=settings.SENTINEL["SYNC_WAIT_SECONDS"])
     created = int(turn.created_at.timestamp())
     first = None
@@ -239,6 +282,16 @@ async def _stream(turn: Turn, model: str, include_usage: bool, headers: dict[str
         return response
 
     async def body() -> AsyncIterator[bytes]:
+        ended = False
+        try:
+            async for part in _body():
+                yield part
+            ended = True
+        finally:
+            if not ended and on_gone is not None:
+                on_gone()
+
+    async def _body() -> AsyncIterator[bytes]:
         yield sse(openai_format.chunk(turn_id=turn.id, created=created, model=model, delta={"role": "assistant", "content": ""}))
         event = first
         try:

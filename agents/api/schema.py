@@ -90,6 +90,7 @@ class ChatCompletionRequest(Struct):
     stream: bool = False
     stream_options: StreamOptions | UnsetType | None = UNSET
     conversation: str | UnsetType | None = UNSET  # parsed as DRF's UUIDField parses it
+    multitask_strategy: Literal["enqueue", "reject", "interrupt", "rollback"] | UnsetType | None = UNSET
     temperature: Annotated[float, Meta(ge=0, le=2)] | UnsetType | None = UNSET
     top_p: Annotated[float, Meta(ge=0, le=1)] | UnsetType | None = UNSET
     max_tokens: Annotated[int, Meta(ge=1)] | UnsetType | None = UNSET
@@ -155,6 +156,8 @@ def _checked(r: ChatCompletionRequest) -> dict[str, Any]:
         data["stream_options"] = None if r.stream_options is None else {"include_usage": r.stream_options.include_usage}
     if r.conversation is not UNSET:
         data["conversation"] = None if r.conversation is None else _uuid(r.conversation)
+    if r.multitask_strategy is not UNSET:
+        data["multitask_strategy"] = r.multitask_strategy
     for name in _PLAIN:
         value = getattr(r, name)
         if value is not UNSET:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents import openai_format
-from agents.models import Agent, Conversation, Message, Role, Turn, TurnEventRecord
+from agents.models import Agent, Conversation, Message, MultitaskStrategy, Role, Turn, TurnEventRecord, TurnStatus
 from agents.providers import PASSTHROUGH_PARAMS
 from sentinel_site import egress, strict
 from sentinel_site.errors import ApiError
@@ -236,6 +238,14 @@ class ChatCompletionRequestSerializer(serializers.Serializer):
         help_text="Sentinel extra: continue this conversation. Send only the new messages; the server supplies the history. "
         "With the openai SDK: extra_body={'conversation': id}. Omitted: a new conversation holding the messages sent.",
     )
+    multitask_strategy = serializers.ChoiceField(
+        choices=MultitaskStrategy.choices,
+        required=False,
+        allow_null=True,
+        help_text="Sentinel extra: what this message does if the conversation's turn still runs: enqueue (wait), reject (409), "
+        "interrupt (the running turn is interrupted, its partial answer kept) or rollback (it is cancelled and its messages "
+        "removed). Default: the agent's.",
+    )
     temperature = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2)
     top_p = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1)
     max_tokens = OutputBoundField(required=False, allow_null=True, min_value=1)
@@ -338,6 +348,8 @@ class AgentSerializer(strict.ModelSerializer):
             "short_term_tokens",
             "recall_limit",
             "consolidation_threshold",
+            "multitask_strategy",
+            "requires_approval",
             "created_at",
             "updated_at",
         ]
@@ -357,6 +369,11 @@ class AgentSerializer(strict.ModelSerializer):
         # A key sent with a new URL is meant for it: the model keeps it (see Agent.save).
         instance.provider_api_key_given = "provider_api_key" in validated_data
         return super().update(instance, validated_data)
+
+    def validate_requires_approval(self, value: Any) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(name, str) and 0 < len(name) <= 64 for name in value) or len(value) > 128:
+            raise serializers.ValidationError("a list of tool names (at most 128, each 1 to 64 characters)")
+        return value
 
     def validate_provider_base_url(self, value: str) -> str:
         if value:
@@ -440,6 +457,7 @@ class TurnSerializer(serializers.ModelSerializer):
     usage = serializers.SerializerMethodField()
     events_url = serializers.SerializerMethodField()
     response = serializers.SerializerMethodField()
+    pending_approval = serializers.SerializerMethodField()
 
     class Meta:
         model = Turn
@@ -459,6 +477,8 @@ class TurnSerializer(serializers.ModelSerializer):
             "provider_latency_ms",
             "first_token_ms",
             "finish_reason",
+            "stop_requested",
+            "pending_approval",
             "error",
             "response",
             "created_at",
@@ -478,16 +498,26 @@ class TurnSerializer(serializers.ModelSerializer):
     def get_events_url(self, turn: Turn) -> str:
         return f"/v1/turns/{turn.id}/events"
 
+    def get_pending_approval(self, turn: Turn) -> str | None:
+        """The approval a turn awaiting one waits on (GET /v1/approvals/{id})."""
+        if turn.status != TurnStatus.AWAITING_APPROVAL:
+            return None
+        approval = turn.approvals.filter(status="pending").values_list("id", flat=True).first()
+        return str(approval) if approval else None
+
     def get_response(self, turn: Turn) -> dict | None:
-        """The chat.completion, once the turn has succeeded."""
-        if turn.status != "succeeded" or turn.output is None:
+        """The chat.completion, once the turn has answered: succeeded, or cancelled or interrupted
+        with what it had streamed (finish_reason says which)."""
+        if turn.status == TurnStatus.SUCCEEDED and turn.output is None:
+            return None
+        if turn.status not in (TurnStatus.SUCCEEDED, TurnStatus.CANCELLED, TurnStatus.INTERRUPTED):
             return None
         return openai_format.completion(
             turn_id=turn.id,
             created=int(turn.created_at.timestamp()),
             model=turn.agent.name,
-            content=turn.output.content,
-            tool_calls=turn.output.tool_calls or [],
+            content=turn.output.content if turn.output else "",
+            tool_calls=(turn.output.tool_calls if turn.output else None) or [],
             finish_reason=turn.finish_reason,
             prompt_tokens=turn.prompt_tokens,
             completion_tokens=turn.completion_tokens,

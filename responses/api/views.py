@@ -215,10 +215,10 @@ class ResponseCancelView(AsyncAPIView):
     @extend_schema(
         operation_id="responses_cancel",
         summary="Cancel a background response",
-        description="A queued background response ends `cancelled` before any model call, its budget hold released. One already "
-        "running is not interrupted (409 `response_running`); an ended one is answered as it is.",
+        description="Cancels its turn (as POST /v1/turns/{id}/cancel): a queued one ends before any model call, its budget hold "
+        "released; a running one stops at its next token. An ended one is answered as it is.",
         request=None,
-        responses={200: RESPONSE, 400: OpenApiResponse(OpenApiTypes.OBJECT), 404: NOT_FOUND, 409: OpenApiResponse(OpenApiTypes.OBJECT)},
+        responses={200: RESPONSE, 400: OpenApiResponse(OpenApiTypes.OBJECT), 404: NOT_FOUND},
         tags=["responses"],
     )
     async def post(self, request, response_id: str):

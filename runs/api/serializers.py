@@ -10,10 +10,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.api.serializers import ChatMessageSerializer
+from memory import shared
 from runs.models import Pattern, Run, RunEvent, Step, StepKind
 from sentinel_site import strict
 
 MAX_AGENTS = 100
+SHARED_ITEMS = 200  # a run's shared memory items shown with it (a run has at most 100 steps)
 NAME = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
 MAX_SECONDS = 86_400
 AGGREGATES = ("concat", "first", "vote")
@@ -70,11 +72,6 @@ class AggregateField(serializers.Field):
 
     def to_representation(self, value: Any) -> Any:
         return value
-
-
-@extend_schema_field({"type": "boolean", "enum": [False]})
-class NotYetField(serializers.BooleanField):
-    """A switch for what is not built yet: documented as false only, so no client takes true for working."""
 
 
 class WorkflowStepSerializer(serializers.Serializer):
@@ -139,21 +136,27 @@ class RunCreateSerializer(serializers.Serializer):
         help_text="pipeline: one template per agent (default: the input, then the previous output).",
     )
     specialization = strict.CharField(required=False, max_length=200, help_text="broadcast: only agents whose specialization contains it.")
+    router = strict.CharField(
+        required=False,
+        max_length=64,
+        help_text="route: an agent that picks (a turn of its own, given the input and the candidates with their "
+        "specializations, answering with a name); an answer naming no candidate falls back to embedding similarity.",
+    )
     step_timeout_seconds = serializers.IntegerField(
         required=False, min_value=1, max_value=MAX_SECONDS, help_text="broadcast: how long each agent has to answer."
     )
     workflow = WorkflowOrNameSerializer(required=False, help_text="workflow: its steps inline, or the name of a declared one.")
     timeout_seconds = serializers.IntegerField(required=False, min_value=1, max_value=MAX_SECONDS, help_text="The whole run's time limit.")
-    shared_memory = NotYetField(required=False, default=False, help_text="Run-scoped shared memory is not available yet: true is refused.")
+    shared_memory = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Every agent step reads and writes one run-scoped memory: each step's input and answer are remembered "
+        "as it ends, and every later step's context recalls them (nearest to its input first), whichever agent it is.",
+    )
     max_cost = strict.DecimalField(
         max_digits=14, decimal_places=8, required=False, allow_null=True, help_text="USD; the run stops before a step that could cross it."
     )
     metadata = serializers.DictField(required=False, default=dict)
-
-    def validate_shared_memory(self, value: bool) -> bool:
-        if value:
-            raise serializers.ValidationError("run-scoped shared memory is not available yet")
-        return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs["pattern"] == Pattern.WORKFLOW and "workflow" not in attrs:
@@ -162,6 +165,8 @@ class RunCreateSerializer(serializers.Serializer):
             raise serializers.ValidationError({"workflow": "only a workflow run takes `workflow`"})
         if attrs.get("aggregate") is not None and attrs["pattern"] != Pattern.PARALLEL:
             raise serializers.ValidationError({"aggregate": "only a parallel run aggregates"})
+        if "router" in attrs and attrs["pattern"] != Pattern.ROUTE:
+            raise serializers.ValidationError({"router": "only a route run takes a router"})
         return attrs
 
 
@@ -202,10 +207,27 @@ class StepSerializer(serializers.ModelSerializer):
         return step.result
 
 
+class SharedMemoryItemSerializer(serializers.Serializer):
+    step = serializers.CharField(allow_null=True, help_text="The step whose turn it was given or said.")
+    agent = serializers.CharField()
+    role = serializers.CharField()
+    text = serializers.CharField()
+    message = serializers.CharField(allow_null=True, help_text="The message's id.")
+    memory = serializers.CharField(help_text="Its long-term memory's id (a shared piece of a step's context names it).")
+    occurred_at = serializers.DateTimeField()
+
+
+class SharedMemorySerializer(serializers.Serializer):
+    scope = serializers.CharField()
+    message_count = serializers.IntegerField(help_text="Messages in the run's memory.")
+    items = SharedMemoryItemSerializer(many=True, help_text=f"The oldest {SHARED_ITEMS} of them.")
+
+
 class RunSerializer(serializers.ModelSerializer):
     object = serializers.SerializerMethodField()
     steps = StepSerializer(many=True, read_only=True)
     events_url = serializers.SerializerMethodField()
+    shared_memory = serializers.SerializerMethodField(help_text="With shared_memory: what the run's memory holds; else null.")
 
     class Meta:
         model = Run
@@ -223,6 +245,7 @@ class RunSerializer(serializers.ModelSerializer):
             "result",
             "error",
             "metadata",
+            "shared_memory",
             "steps",
             "events_url",
             "created_at",
@@ -235,6 +258,20 @@ class RunSerializer(serializers.ModelSerializer):
 
     def get_events_url(self, run: Run) -> str:
         return f"/v1/runs/{run.id}/events"
+
+    @extend_schema_field(SharedMemorySerializer(allow_null=True))
+    def get_shared_memory(self, run: Run) -> dict | None:
+        if not run.shared_memory:
+            return None
+        count, items = shared.contents(run.tenant_id, run.memory_scope, limit=SHARED_ITEMS)
+        shown = [
+            {
+                "step": (item.pop("conversation_metadata") or {}).get("step"),
+                **{key: item[key] for key in ("agent", "role", "text", "message", "memory", "occurred_at")},
+            }
+            for item in items
+        ]
+        return {"scope": run.memory_scope, "message_count": count, "items": shown}
 
 
 class RunEventSerializer(serializers.ModelSerializer):

@@ -89,12 +89,16 @@ class RunsView(AsyncAPIView):
             "Runs several of your agents on one input. `parallel`: each agent answers the input, then `aggregate` "
             "(concat, first, vote, or {agent: name}). `pipeline`: each agent gets the previous one's output. "
             "`broadcast`: every agent of yours (or those whose specialization contains `specialization`). `route`: the "
-            "agent whose specialization is nearest the input (embedding similarity; the scores are a run event). "
+            "agent whose specialization is nearest the input (embedding similarity), or the one a `router` agent names "
+            "in a turn of its own (an answer naming no candidate falls back to similarity); the choice, the scores and "
+            "any fallback's reason are a run event. "
             "`workflow`: a DAG of steps (agent, llm, embed, vector_search, transform) with `depends_on`, templates "
             "`{{input}}` and `{{steps.<id>.output}}`, per-step `timeout_seconds` and `retries`. Every agent step is a "
             "turn (budgeted, audited, with its own events). Answers 202 with the run at once; `Prefer: wait` (or "
             "`?wait=true`) answers 200 once it ends (202 if it is still running when the wait runs out). With "
-            "`max_cost`, the run stops with `budget_exceeded` before a step that could cross it."
+            "`max_cost`, the run stops with `budget_exceeded` before a step that could cross it. With `shared_memory`, "
+            "each agent step's input and answer go into one run-scoped memory that every later step's context recalls "
+            "(whichever agent it is); the run shows it as `shared_memory`."
         ),
         request=RunCreateSerializer,
         parameters=[
@@ -168,7 +172,7 @@ class RunsView(AsyncAPIView):
                 await sync_to_async(release_connection)()  # waiting needs no database connection
                 await streams.wait_end(run_id, wait)
         run = await sync_to_async(_run_or_404)(principal.tenant, run_id)
-        return _answer(run, waited=wait is not None)
+        return await sync_to_async(_answer)(run, waited=wait is not None)  # its body may read the run's shared memory
 
     @extend_schema(
         operation_id="runs_list",
@@ -298,8 +302,10 @@ class RunCancelView(AsyncAPIView):
     @extend_schema(
         operation_id="runs_cancel",
         summary="Cancel a run",
-        description="Stops the run: no further step starts, and the run ends `cancelled`. Turns already running finish "
-        "on their own (and are charged); the run does not wait for them.",
+        description="Stops the run: no further step starts, pending and running steps end `cancelled`, and the run "
+        "ends `cancelled`. Its unfinished turns are cancelled as `POST /v1/turns/{id}/cancel` does (a queued one never "
+        "starts, a running one stops within a second; their ids are the `turns_cancelled` event); what they spent is "
+        "added to the run's `cost` as they end.",
         request=None,
         responses={200: RunSerializer, 404: NOT_FOUND, 409: OpenApiResponse(OpenApiTypes.OBJECT, description="The run had already ended.")},
         tags=["runs"],
@@ -307,7 +313,7 @@ class RunCancelView(AsyncAPIView):
     async def post(self, request, run_id):
         def cancel() -> dict:
             run = _run_or_404(request.user.tenant, run_id)
-            if not dispatcher.cancel(run.id):
+            if dispatcher.cancel(run.id, actor=audit.actor_for_key(request.user.api_key)) is None:
                 raise ApiError(409, f"This run already ended ({run.status}).", code="run_finished")
             audit.record("run.cancelled", actor=audit.actor_for_key(request.user.api_key), tenant_id=run.tenant_id, target=str(run.id))
             return _body(_run_or_404(request.user.tenant, run.id))

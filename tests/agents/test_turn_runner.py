@@ -1,15 +1,17 @@
 """Running turns in-process against the stub model server: claims, fencing, order, errors, replay log."""
 
 import json
+import uuid
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from agents import runner, streams
+from agents import admission, runner, streams
 from agents.admission import admit
 from agents.models import Conversation, Message, Turn, TurnEventRecord, TurnStatus
+from budgets.models import BudgetWindow, Reservation
 from sentinel_site.redis import sync_client
 from tests.stub_llm import Reply
 
@@ -287,3 +289,32 @@ def test_only_writes_no_client_was_told_of_commit_without_waiting_for_the_disk(a
     assert recorder is not None
     assert lazy_statements(lambda: runner.execute(recorder)) == 1, "the provider request's event; the finish waits for the disk"
     assert Turn.objects.get(id=turn.id).status == TurnStatus.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_admission_that_fails_after_its_hold_releases_it(alice, settings):
+    settings.SENTINEL = {**settings.SENTINEL, "ADMISSION_WRITES": "hold-first"}
+    data = {"model": "helper", "messages": [{"role": "user", "content": "hi"}], "conversation": uuid.uuid4()}
+    with pytest.raises(admission.ConversationNotFound):
+        admit(tenant=alice.tenant, api_key=alice.api_key, data=data, idempotency_key=None, enqueue=lambda turn: None)
+    assert not Reservation.objects.filter(status=Reservation.Status.HELD).exists(), "the hold was given back"
+    assert all(w.reserved == 0 for w in BudgetWindow.objects.all())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_that_lands_before_the_stream_opens_ends_the_turn_cancelled(alice, stub_llm):
+    from agents import control
+    from agents.models import Stop
+
+    turn = admit_turn(alice, "stop me early")
+
+    def cancel_on_arrival(body: dict) -> Reply:
+        control.request_stop(turn.id, tenant_id=alice.tenant.id, kind=Stop.CANCEL, actor="test")
+        connection.close()  # the stub's own thread: its connection would outlive the test database
+        return Reply(content="never read", delay=0.6)  # headers come after the worker has heard of the stop
+
+    stub_llm.when("stop me early", cancel_on_arrival)
+    run(turn)
+    turn.refresh_from_db()
+    assert turn.status == TurnStatus.CANCELLED and turn.finish_reason == "cancelled"
+    assert not Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD).exists()

@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from agents.models import Agent, Conversation, DeadLetter, Message, Turn, TurnEventRecord, TurnStatus
+from agents.models import Agent, Approval, Conversation, DeadLetter, Message, Turn, TurnEventRecord, TurnStatus
 from batches.models import Batch, BatchLine, File
 from budgets.admin_roles import group_name, sync_groups
 from budgets.models import ApiKey, AuditEntry, Budget, OperatorBinding, Price, Reservation, SpendEntry, Tenant
@@ -46,6 +46,7 @@ TENANT_PATHS = {
     Turn: "tenant",
     TurnEventRecord: "turn__tenant",
     DeadLetter: "tenant",
+    Approval: "tenant",
     Summary: "tenant",
     Memory: "tenant",
     ConsolidationRun: "tenant",
@@ -91,6 +92,7 @@ def populate(actor: Actor, agent: Agent) -> dict:
     )
     TurnEventRecord.objects.create(turn=turn, seq=1, kind="queued")
     letter = DeadLetter.objects.create(tenant=tenant, turn=turn, reason="zombie", attempts=3)
+    Approval.objects.create(tenant=tenant, turn=turn, tool_calls=[], expires_at=timezone.now() + timedelta(hours=1))
     summary = Summary.objects.create(tenant=tenant, conversation=conversation, text=f"{tenant.name} summary", first_seq=1, last_seq=1)
     Memory.objects.create(
         tenant=tenant, agent=agent, conversation=conversation, kind="summary", summary=summary, text="remembered", embedding=[0.1] * 384
@@ -415,6 +417,8 @@ def agent_form(**values) -> dict:
         "short_term_tokens": 1024,
         "recall_limit": 8,
         "consolidation_threshold": 10000,
+        "multitask_strategy": "enqueue",
+        "requires_approval": "[]",
         "new_provider_api_key": "",
     }
     data.update(values)

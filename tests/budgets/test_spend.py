@@ -160,3 +160,48 @@ def test_200_concurrent_reservations_against_a_budget_for_10_admit_10(alice):
         admitted = sum(pool.map(attempt, range(200)))
     assert admitted == 10
     assert window(budget).reserved == 10 and Reservation.objects.count() == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_200_concurrent_holds_each_in_a_statement_of_its_own_against_a_budget_for_10_admit_10(alice):
+    budget = cap(alice, 10)
+    budgets = spend.applicable_budgets(alice.tenant.id, alice.api_key.id)
+    barrier = threading.Barrier(20)
+
+    def attempt(_):
+        try:
+            barrier.wait(timeout=10)
+            assert not connection.in_atomic_block, "each hold commits on its own"
+            spend.hold(alice.tenant.id, alice.api_key.id, Decimal(1), budgets=budgets)
+            return True
+        except (spend.BudgetExceeded, threading.BrokenBarrierError):
+            return False
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(20) as pool:
+        admitted = sum(pool.map(attempt, range(200)))
+    assert admitted == 10
+    assert window(budget).reserved == 10 and Reservation.objects.filter(status="held").count() == 10
+    assert all(r.windows.count() == len(budgets) for r in Reservation.objects.all()), "every hold is linked to each window"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hold_that_does_not_fit_one_budget_holds_nothing_in_the_others(alice):
+    small = Budget.objects.create(tenant=alice.tenant, api_key=alice.api_key, period="day", limit=Decimal(1))
+    config_cache.clear()
+    budgets = spend.applicable_budgets(alice.tenant.id, alice.api_key.id)
+    with pytest.raises(spend.BudgetExceeded) as refused:
+        spend.hold(alice.tenant.id, alice.api_key.id, Decimal(2), budgets=budgets)
+    assert refused.value.budget.id == small.id, "the error names the budget without room"
+    assert all(w.reserved == 0 for w in BudgetWindow.objects.all()) and not Reservation.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hold_finds_a_new_window_when_the_budget_it_remembered_is_gone(alice):
+    budget = cap(alice, 10)
+    budgets = spend.applicable_budgets(alice.tenant.id, alice.api_key.id)
+    spend.hold(alice.tenant.id, alice.api_key.id, Decimal(1), budgets=budgets)
+    BudgetWindow.objects.filter(budget=budget).delete()  # as when a budget is deleted and made again
+    held = spend.hold(alice.tenant.id, alice.api_key.id, Decimal(1), budgets=budgets)
+    assert window(budget).reserved == 1 and held.windows.count() == len(budgets)

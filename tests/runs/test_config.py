@@ -114,6 +114,21 @@ def test_each_kind_of_error_is_placed(tmp_path, text, expected):
     assert any(expected in str(error) for error in loaded.errors), [str(e) for e in loaded.errors]
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('tenant = ["acme", "globex"]\n', ":1: tenant: must be one tenant's name: a file configures one tenant"),
+        ('[tenants.acme.agents.x]\nmodel = "m"\n', ":1: tenants: unknown key: a file configures one tenant"),
+        ('tenant = "acme"\n[globex.agents.x]\nmodel = "m"\n', ":2: globex: unknown key: a file configures one tenant"),
+        ('tenant = "acme"\n[agents.x]\ntenant = "globex"\n', ":3: agents.x.tenant: an agent belongs to the file's tenant"),
+    ],
+)
+def test_a_file_configures_one_tenant_and_says_so(tmp_path, text, expected):
+    loaded = config.load(write(tmp_path, text))
+    assert any(expected in str(error) for error in loaded.errors), [str(e) for e in loaded.errors]
+    assert not Tenant.objects.filter(name="globex").exists()
+
+
 def test_explain_says_what_would_change_and_changes_nothing(tmp_path):
     out = StringIO()
     call_command("config", "explain", write(tmp_path, GOOD), stdout=out)

@@ -69,3 +69,18 @@ def test_a_timed_out_attempt_still_counts_so_its_retry_cannot_cross_max_cost(liv
     step = Step.objects.get(run=run)
     assert step.attempt == 1 and step.abandoned_cost > 0, "the first turn may still spend: the retry would cross max_cost"
     assert Turn.objects.filter(tenant=alice.tenant, idempotency_key__startswith=f"run:{run.id}:").count() == 1
+
+
+def test_a_run_that_would_exceed_the_tenants_budget_stops_naming_the_step(live, alice, priced):
+    from budgets.models import Budget
+
+    Budget.objects.update_or_create(tenant=alice.tenant, api_key=None, period="daily", defaults={"limit": Decimal("2")})
+    make_agents(alice.tenant, ["small"], context_budget=256, default_params={"max_tokens": 16})  # ~$0.3 at worst
+    make_agents(alice.tenant, ["large"], context_budget=256, default_params={"max_tokens": 4000})  # above $4 at worst
+    with api(live, alice, Prefer="wait") as client:
+        run = client.post("/runs", json={"pattern": "pipeline", "agents": ["small", "large"], "input": "hi"}).json()
+    assert run["status"] == "failed", run
+    assert run["error"]["type"] == "budget_exceeded" and run["error"]["step"] == "large" and "Step `large`" in run["error"]["message"]
+    by_id = {s["id"]: s for s in run["steps"]}
+    assert by_id["small"]["state"] == "succeeded" and by_id["large"]["state"] == "failed" and by_id["large"]["turn"] is None
+    assert Turn.objects.filter(tenant=alice.tenant, idempotency_key__startswith=f"run:{run['id']}:").count() == 1
