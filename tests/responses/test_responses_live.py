@@ -133,6 +133,17 @@ def test_a_queued_background_response_is_cancelled_before_it_runs(client, stub_l
     assert len(stub_llm.requests) == 1, "the cancelled response never reached the model"
 
 
+def test_a_running_background_response_is_cancelled_at_its_next_token(client, stub_llm):
+    stub_llm.script(Reply(content=" ".join(f"w{i}" for i in range(40)), chunk_delay=0.2))
+    response = client.responses.create(model="helper", input="talk slowly", background=True)
+    turn_id = Response.objects.get(id=response.id.removeprefix("resp_")).turn_id
+    wait_for(lambda: Turn.objects.get(id=turn_id).status == TurnStatus.RUNNING, timeout=30, message="the turn to run")
+    client.responses.cancel(response.id)
+    done = wait_for(lambda: (r := client.responses.retrieve(response.id)).status != "in_progress" and r, timeout=30, message="it to stop")
+    assert done.status == "cancelled"
+    assert Turn.objects.get(id=turn_id).status == TurnStatus.CANCELLED, "cancelled as any turn is (agents.control)"
+
+
 def test_bad_requests_are_refused_in_openais_shape(client, stub_llm):
     cases = [
         (dict(model="nobody", input="x"), openai.NotFoundError, "model"),
