@@ -229,7 +229,7 @@ class StateCollector:
         circuit = GaugeMetricFamily("sentinel_circuit_breaker_state", "0 closed, 1 open, 2 half-open.", labels=["provider"])
         try:
             pipe = broker_client().pipeline(transaction=False)
-            names = ("turns", "memory", "maintenance")
+            names = ("turns", "batches", "webhooks", "memory", "maintenance")
             for name in names:
                 pipe.llen(name)
             for name, depth in zip(names, pipe.execute(), strict=True):

@@ -61,6 +61,9 @@ INSTALLED_APPS = [
     "memory",
     "runs",
     "lifecycle",
+    "batches",
+    "responses",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -158,6 +161,8 @@ CELERY_TASK_ROUTES = {
     "agents.tasks.run_turn": {"queue": "turns"},
     "agents.tasks.run_turns": {"queue": "turns"},
     "memory.tasks.*": {"queue": "memory"},
+    "batches.tasks.*": {"queue": "batches"},
+    "webhooks.tasks.*": {"queue": "webhooks"},
 }
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Redelivery of an unacknowledged task (a worker died holding it); the supervisor sweep
@@ -173,6 +178,10 @@ DREAMER_INTERVAL = envint("SENTINEL_DREAMER_INTERVAL", 60, minimum=1)
 SUPERVISOR_INTERVAL = envint("SENTINEL_SUPERVISOR_INTERVAL", 10, minimum=1)
 # The runs' backstop: unfinished runs nobody moved for this long are dispatched (runs/tasks.py).
 RUNS_SWEEP_INTERVAL = envint("SENTINEL_RUNS_SWEEP_INTERVAL", 5, minimum=1)
+# The batches' backstop: unfinished batches nobody moved for this long are moved on (batches/tasks.py).
+BATCH_SWEEP_INTERVAL = envint("SENTINEL_BATCH_SWEEP_INTERVAL", 5, minimum=1)
+# The webhooks' backstop: due deliveries whose wake-up was lost, or whose sender died (webhooks/tasks.py).
+WEBHOOK_SWEEP_INTERVAL = envint("SENTINEL_WEBHOOK_SWEEP_INTERVAL", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "dreamer": {
         "task": "memory.tasks.dream",
@@ -190,6 +199,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "runs.tasks.sweep",
         "schedule": float(RUNS_SWEEP_INTERVAL),
         "options": {"queue": "maintenance", "expires": RUNS_SWEEP_INTERVAL * 0.9},
+    },
+    "batches-sweep": {
+        "task": "batches.tasks.sweep",
+        "schedule": float(BATCH_SWEEP_INTERVAL),
+        "options": {"queue": "batches", "expires": BATCH_SWEEP_INTERVAL * 0.9},
+    },
+    "webhooks-sweep": {
+        "task": "webhooks.tasks.sweep",
+        "schedule": float(WEBHOOK_SWEEP_INTERVAL),
+        "options": {"queue": "webhooks", "expires": WEBHOOK_SWEEP_INTERVAL * 0.9},
     },
     "expire-reservations": {
         "task": "budgets.tasks.expire_reservations",
@@ -363,6 +382,19 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "BREAKER_CACHE_SECONDS": envfloat("SENTINEL_BREAKER_CACHE_SECONDS", 1.0, minimum=0),
     # How a provider's stream is read (agents/providers.py): raw, its chunks as JSON; sdk, the
     # openai SDK's Stream with a pydantic model per chunk (the earlier lane, kept for comparison).
+    # Files and batches (batches/): the largest upload, the most lines a batch file may have, and how
+    # many batch lines run at once in the whole deployment (the rest of the workers' threads stay
+    # free for real-time turns).
+    "FILE_MAX_BYTES": envint("SENTINEL_FILE_MAX_BYTES", 100 * 1024 * 1024, minimum=1024),
+    "BATCH_MAX_LINES": envint("SENTINEL_BATCH_MAX_LINES", 50_000, minimum=1),
+    "BATCH_CONCURRENCY": envint("SENTINEL_BATCH_CONCURRENCY", 8, minimum=1),
+    "BATCH_SWEEP_INTERVAL": BATCH_SWEEP_INTERVAL,
+    # Webhooks (webhooks/): attempts per delivery, the first retry's delay (doubling, capped, +-20%
+    # jitter), and how long a receiver may take to answer.
+    "WEBHOOK_MAX_ATTEMPTS": envint("SENTINEL_WEBHOOK_MAX_ATTEMPTS", 8, minimum=1),
+    "WEBHOOK_RETRY_BASE_SECONDS": envfloat("SENTINEL_WEBHOOK_RETRY_BASE_SECONDS", 10.0, minimum=0.0),
+    "WEBHOOK_RETRY_MAX_SECONDS": envfloat("SENTINEL_WEBHOOK_RETRY_MAX_SECONDS", 3600.0, minimum=0.0),
+    "WEBHOOK_TIMEOUT_SECONDS": envfloat("SENTINEL_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.5),
     "PROVIDER_CLIENT": envchoice("SENTINEL_PROVIDER_CLIENT", "raw", ("raw", "sdk")),
 }
 if envbool("SENTINEL_TRUST_X_FORWARDED_FOR", False):

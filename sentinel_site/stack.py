@@ -272,7 +272,7 @@ def worker_processes() -> int:
     return processes("worker")
 
 
-def worker_command(concurrency: int, name: str, *extra: str, queues: str = "turns,memory,maintenance") -> list[str]:
+def worker_command(concurrency: int, name: str, *extra: str, queues: str = "turns,batches,webhooks,memory,maintenance") -> list[str]:
     """The threads pool: a turn mostly waits on the model's HTTP answer (see the README)."""
     return [
         PYTHON,

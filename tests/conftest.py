@@ -186,7 +186,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-def start_worker(env: dict[str, str], log: Path, concurrency: int = 8, queues: str = "turns,memory,maintenance") -> subprocess.Popen:
+def start_worker(
+    env: dict[str, str], log: Path, concurrency: int = 8, queues: str = "turns,batches,webhooks,memory,maintenance"
+) -> subprocess.Popen:
     log.write_text("")
     name = f"test-{os.getpid()}-{time.monotonic_ns()}@%h"
     worker = subprocess.Popen(
@@ -226,6 +228,8 @@ def live_stack(django_db_setup, django_db_blocker, stub_llm, tmp_path_factory) -
         "SENTINEL_UNPRICED_MODELS": "free",
         "PROMETHEUS_MULTIPROC_DIR": str(prometheus),
         "SENTINEL_HEARTBEAT_SECONDS": "1",
+        # Webhook retries a fraction of a second apart, so a test sees the third try (tests/webhooks).
+        "SENTINEL_WEBHOOK_RETRY_BASE_SECONDS": "0.2",
         # A change made by a test is seen by the live processes at their next lookup, not within 0.25 s.
         "SENTINEL_CONFIG_CHECK_SECONDS": "0",
         "PYTHONUNBUFFERED": "1",

@@ -20,6 +20,7 @@ OWNERS = {
     f"/v1/conversations/{ID}/summaries": "memory.api",
     f"/v1/conversations/{ID}/consolidate": "memory.api",
     f"/v1/conversations/{ID}/context": "memory.api",
+    f"/v1/conversations/{ID}/items": "responses.api.conversations",
     "/v1/memory/search": "memory.api",
     f"/v1/memory/{ID}": "memory.api",
     "/v1/chat/completions": "agents.api.chat",

@@ -15,9 +15,10 @@ from rest_framework.views import APIView
 
 from agents import deadletters
 from agents.api.serializers import AgentSerializer, ConversationCreateSerializer, ConversationSerializer, TurnSerializer
-from agents.models import UNFINISHED, Agent, Conversation, DeadLetter, Turn
+from agents.models import UNFINISHED, Agent, Conversation, DeadLetter, Message, Turn
 from agents.tasks import enqueue_turn
 from budgets import audit, roles
+from memory.tasks import schedule_indexing
 from sentinel_site import config_cache
 from sentinel_site.errors import ApiError
 
@@ -162,13 +163,35 @@ class ConversationViewSet(ConversationScoped, mixins.ListModelMixin, mixins.Retr
         data = ConversationCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         tenant = request.user.tenant
-        agent = Agent.objects.live().filter(tenant=tenant, name=data.validated_data["agent"]).first()
+        agent = _conversation_agent(tenant, data.validated_data.get("agent"))
+        items = data.validated_data.get("items") or []
+        with transaction.atomic():
+            conversation = Conversation.objects.create(
+                tenant=tenant, agent=agent, title=data.validated_data["title"], metadata=data.validated_data["metadata"] or {},
+                last_seq=1 if items else 0,
+            )  # fmt: skip
+            # OpenAI's `items`: the conversation's first messages, stored as an import would store them.
+            Message.objects.bulk_create(
+                Message.from_openai(item, tenant=tenant, conversation=conversation, seq=1, index=index) for index, item in enumerate(items)
+            )
+            if items:
+                transaction.on_commit(schedule_indexing)
+        return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
+
+
+def _conversation_agent(tenant, name: str | None) -> Agent:
+    """The agent named, or (OpenAI's clients name none) the tenant's only agent."""
+    agents = Agent.objects.live().filter(tenant=tenant)
+    if name is not None:
+        agent = agents.filter(name=name).first()
         if agent is None:
             raise ApiError(404, "No such agent.", param="agent", code="agent_not_found")
-        conversation = Conversation.objects.create(
-            tenant=tenant, agent=agent, title=data.validated_data["title"], metadata=data.validated_data["metadata"]
-        )
-        return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
+        return agent
+    only = list(agents[:2])
+    if len(only) != 1:
+        raise ApiError(400, "Name the conversation's agent: `agent` (with the openai client, extra_body={'agent': name}).",
+                       param="agent", code="agent_required")  # fmt: skip
+    return only[0]
 
 
 @extend_schema_view(

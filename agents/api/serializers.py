@@ -302,8 +302,9 @@ class DefaultParamsSerializer(serializers.Serializer):
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(PASSTHROUGH_PARAMS))
             if unknown:
-                raise serializers.ValidationError({unknown[0]: self.error_messages["unknown"].format(
-                    name=unknown[0], allowed=", ".join(PASSTHROUGH_PARAMS))})  # fmt: skip
+                raise serializers.ValidationError(
+                    {unknown[0]: self.error_messages["unknown"].format(name=unknown[0], allowed=", ".join(PASSTHROUGH_PARAMS))}
+                )
         validated = super().to_internal_value(data)
         return {key: value for key, value in validated.items() if key in data}
 
@@ -394,16 +395,55 @@ class AgentSerializer(strict.ModelSerializer):
 
 class ConversationSerializer(serializers.ModelSerializer):
     agent = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    object = serializers.SerializerMethodField(help_text="`conversation`, as OpenAI's Conversations API has it.")
 
     class Meta:
         model = Conversation
-        fields = ["id", "agent", "title", "metadata", "created_at", "updated_at"]
+        fields = ["id", "object", "agent", "title", "metadata", "created_at", "updated_at"]
+
+    def get_object(self, conversation: Conversation) -> str:
+        return "conversation"
+
+
+TEXT_PARTS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {"type": {"enum": ["input_text", "output_text", "text"]}, "text": {"type": "string"}},
+        "required": ["type", "text"],
+    },
+}
+
+
+@extend_schema_field({"oneOf": [{"type": "string"}, TEXT_PARTS]})
+class ItemContentField(serializers.JSONField):
+    """A string, or text parts joined."""
+
+
+class ConversationItemSerializer(serializers.Serializer):
+    """A message item of OpenAI's Conversations API: its text content as one chat message."""
+
+    type = serializers.ChoiceField(choices=["message"], required=False, default="message")
+    role = serializers.ChoiceField(choices=["user", "system", "developer", "assistant"])
+    content = ItemContentField(help_text="A string, or text parts (`input_text`, `output_text`).")
+
+    def validate_content(self, value):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(
+            isinstance(p, dict) and p.get("type") in ("input_text", "output_text", "text") and isinstance(p.get("text"), str) for p in value
+        ):
+            return "".join(p["text"] for p in value)
+        raise serializers.ValidationError("must be a string or a list of text parts")
 
 
 class ConversationCreateSerializer(serializers.Serializer):
-    agent = strict.CharField(max_length=64, help_text="The agent's name.")
+    agent = strict.CharField(
+        max_length=64, required=False, help_text="The agent's name; may be left out when the tenant has exactly one agent."
+    )
     title = strict.CharField(max_length=200, required=False, allow_blank=True, default="")
-    metadata = serializers.DictField(required=False, default=dict)
+    metadata = serializers.DictField(required=False, default=dict, allow_null=True)
+    items = ConversationItemSerializer(many=True, required=False, max_length=20, help_text="Messages to start it with (OpenAI's shape).")
 
 
 class MessageSerializer(serializers.ModelSerializer):

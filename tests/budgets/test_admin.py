@@ -18,12 +18,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from agents.models import Agent, Approval, Conversation, DeadLetter, Message, Turn, TurnEventRecord, TurnStatus
+from batches.models import Batch, BatchLine, File
 from budgets.admin_roles import group_name, sync_groups
 from budgets.models import ApiKey, AuditEntry, Budget, OperatorBinding, Price, Reservation, SpendEntry, Tenant
 from memory.models import ConsolidationRun, Memory, Summary
+from responses.models import Response
 from runs.models import Run, Step, Workflow
 from sentinel_site.admin import CappedPaginator, SuperuserOnlyMixin, TenantFilter, TenantScopedMixin
 from tests.conftest import Actor
+from webhooks.models import Delivery, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -50,6 +53,12 @@ TENANT_PATHS = {
     Run: "tenant",
     Step: "tenant",
     Workflow: "tenant",
+    File: "tenant",
+    Batch: "tenant",
+    BatchLine: "batch__tenant",
+    Response: "tenant",
+    WebhookEndpoint: "tenant",
+    Delivery: "tenant",
 }
 SHARED = {Price}  # rows with no tenant (global prices) are every operator's to read
 SCOPED = sorted(TENANT_PATHS, key=lambda model: model._meta.label)
@@ -95,6 +104,14 @@ def populate(actor: Actor, agent: Agent) -> dict:
     run = Run.objects.create(tenant=tenant, pattern="parallel", input=f"{tenant.name} asks")
     Step.objects.create(tenant=tenant, run=run, key="a", position=0, kind="agent", agent=agent)
     Workflow.objects.create(tenant=tenant, name=f"{tenant.name}-flow", definition={"steps": []})
+    file = File.objects.create(tenant=tenant, purpose="batch", filename=f"{tenant.name}.jsonl", bytes=2, content=b"{}")
+    batch = Batch.objects.create(tenant=tenant, endpoint="/v1/chat/completions", input_file=file, expires_at=timezone.now())
+    BatchLine.objects.create(batch=batch, index=0, custom_id=f"{tenant.name}-line", turn=turn)
+    Response.objects.create(tenant=tenant, turn=turn, model=agent.name)
+    endpoint = WebhookEndpoint.objects.create(
+        tenant=tenant, url="https://hooks.example.com/", event_types=["batch.completed"], secret="whsec_x"
+    )
+    Delivery.objects.create(tenant=tenant, endpoint=endpoint, event_id=f"evt_{tenant.name}", event_type="batch.completed", payload={})
     return {"conversation": conversation, "letter": letter}
 
 

@@ -14,6 +14,7 @@ from tests.conftest import make_actor
 pytestmark = pytest.mark.django_db
 
 ID = str(uuid.uuid4())
+HEX = uuid.uuid4().hex
 # (method, path, the scope it needs). Ids need not exist: permission is checked before lookup.
 ENDPOINTS = [
     ("post", "/v1/chat/completions", roles.TURNS_EXECUTE),
@@ -54,6 +55,37 @@ ENDPOINTS = [
     ("post", "/v1/keys", roles.KEYS_ADMIN),
     ("delete", "/v1/keys/abcdefghijkl", roles.KEYS_ADMIN),
     ("post", "/v1/keys/abcdefghijkl/rotate", roles.KEYS_ADMIN),
+    ("get", "/v1/files", roles.TURNS_READ),
+    ("post", "/v1/files", roles.TURNS_EXECUTE),
+    ("get", f"/v1/files/file-{HEX}", roles.TURNS_READ),
+    ("get", f"/v1/files/file-{HEX}/content", roles.TURNS_READ),
+    ("delete", f"/v1/files/file-{HEX}", roles.TURNS_EXECUTE),
+    ("get", "/v1/batches", roles.TURNS_READ),
+    ("post", "/v1/batches", roles.TURNS_EXECUTE),
+    ("get", f"/v1/batches/batch_{HEX}", roles.TURNS_READ),
+    ("post", f"/v1/batches/batch_{HEX}/cancel", roles.TURNS_EXECUTE),
+    ("post", "/v1/responses", roles.TURNS_EXECUTE),
+    ("get", f"/v1/responses/resp_{HEX}", roles.TURNS_READ),
+    ("delete", f"/v1/responses/resp_{HEX}", roles.TURNS_EXECUTE),
+    ("post", f"/v1/responses/resp_{HEX}/cancel", roles.TURNS_EXECUTE),
+    ("get", f"/v1/responses/resp_{HEX}/input_items", roles.TURNS_READ),
+    ("get", f"/v1/conversations/{ID}/items", roles.TURNS_READ),
+    ("post", f"/v1/conversations/{ID}/items", roles.MEMORY_WRITE),
+    *(
+        entry
+        for prefix in ("webhook_endpoints", "webhooks")
+        for entry in (
+            ("get", f"/v1/{prefix}", roles.AGENTS_READ),
+            ("post", f"/v1/{prefix}", roles.AGENTS_WRITE),
+            ("get", f"/v1/{prefix}/we_{HEX}", roles.AGENTS_READ),
+            ("post", f"/v1/{prefix}/we_{HEX}", roles.AGENTS_WRITE),
+            ("delete", f"/v1/{prefix}/we_{HEX}", roles.AGENTS_WRITE),
+            ("post", f"/v1/{prefix}/we_{HEX}/rotate_secret", roles.AGENTS_WRITE),
+            ("post", f"/v1/{prefix}/we_{HEX}/test", roles.AGENTS_WRITE),
+            ("get", f"/v1/{prefix}/we_{HEX}/deliveries", roles.AGENTS_READ),
+            ("post", f"/v1/{prefix}/we_{HEX}/deliveries/whd_{HEX}/redeliver", roles.AGENTS_WRITE),
+        )
+    ),
 ]
 
 

@@ -4,7 +4,7 @@ from django.conf import settings
 
 from tests.conftest import wait_for
 
-QUEUES = ("turns", "memory", "maintenance")
+QUEUES = ("turns", "batches", "webhooks", "memory", "maintenance")
 
 
 def worker_is_idle() -> bool:

@@ -7,7 +7,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from agents.models import Conversation, Message
+from agents.models import Agent, Conversation, Message
 from memory import remote
 from memory.models import Memory, Summary
 from memory.tasks import consolidate as consolidate_task
@@ -170,6 +170,9 @@ def test_creating_a_conversation_for_an_unknown_agent_is_a_404(live_stack, alice
     with http(live_stack, alice) as h:
         response = h.post("/conversations", json={"agent": "nobody"})
         assert response.status_code == 404 and response.json()["error"]["param"] == "agent"
+        # Without `agent` (OpenAI's clients send none) it is the tenant's only agent; with several, a 400 naming it.
+        assert h.post("/conversations", json={}).json()["agent"] == "helper"
+        Agent.objects.create(tenant=alice.tenant, name="second")
         assert h.post("/conversations", json={}).json()["error"]["param"] == "agent"
 
 

@@ -42,7 +42,13 @@ def test_metrics_cover_the_worker_and_the_live_state(live_stack, alice, stub_llm
     assert turns.get("succeeded", 0) >= 1 and turns.get("failed", 0) >= 1, "the worker's counters reach the web's /metrics"
     statuses = {s.labels["status"] for s in families["sentinel_llm_requests"].samples if s.name == "sentinel_llm_requests_total"}
     assert {"ok", "provider_error"} <= statuses
-    assert {s.labels["queue"] for s in families["sentinel_queue_depth"].samples} == {"turns", "memory", "maintenance"}
+    assert {s.labels["queue"] for s in families["sentinel_queue_depth"].samples} == {
+        "turns",
+        "batches",
+        "webhooks",
+        "memory",
+        "maintenance",
+    }
     queries = {s.labels["process"]: s.value for s in families["sentinel_db_queries"].samples if s.name == "sentinel_db_queries_total"}
     assert queries.get("web", 0) > 0 and queries.get("worker", 0) > 0, "SQL round trips are counted in both processes"
     breaker_states = {s.labels["provider"]: s.value for s in families["sentinel_circuit_breaker_state"].samples}

@@ -39,7 +39,18 @@ schema.config.generation.update(with_security_parameters=False, allow_extra_para
 # resolve, a private address): a 400 by policy, as documented, which no OpenAPI schema can express.
 # Likewise a schema-valid run may still be a plan that cannot run (a workflow cycle, a template reading a
 # step it does not wait for, a pattern without the agents it needs): a 400 naming the step, as documented.
-POLICY_REFUSALS = {("POST", "/v1/agents"), ("PUT", "/v1/agents/{id}"), ("PATCH", "/v1/agents/{id}"), ("POST", "/v1/runs")}
+# So are a batch whose input_file_id names no batch file of the tenant, a file that is not UTF-8 JSONL, a
+# response whose input items the model cannot take, and a webhook URL the egress policy refuses.
+POLICY_REFUSALS = {
+    ("POST", "/v1/agents"),
+    ("PUT", "/v1/agents/{id}"),
+    ("PATCH", "/v1/agents/{id}"),
+    ("POST", "/v1/runs"),
+    ("POST", "/v1/batches"),
+    ("POST", "/v1/files"),
+    ("POST", "/v1/responses"),
+    *(("POST", f"/v1/{prefix}{suffix}") for prefix in ("webhook_endpoints", "webhooks") for suffix in ("", "/{endpoint_id}")),
+}
 
 
 @schema.parametrize()
