@@ -88,7 +88,8 @@ class Deployment(models.Model):
 
     def clean(self) -> None:
         super().clean()
-        tenant_owned = self.group_id is not None and self.group.tenant_id is not None
+        group = self.group if self.group_id is not None or "group" in self._state.fields_cache else None
+        tenant_owned = group is not None and group.tenant_id is not None
         if self.base_url and tenant_owned:
             try:
                 egress.check_url(self.base_url)

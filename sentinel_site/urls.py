@@ -17,6 +17,7 @@ urlpatterns = [
     path("v1/", include("memory.urls")),
     path("v1/", include("budgets.urls")),
     path("v1/", include("runs.api.urls")),
+    path("v1/", include("routing.urls")),
     path("health", health.health, name="health"),
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
