@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -93,7 +94,7 @@ def _read(strategy: str, candidates: list[DeploymentSpec], tenant_id: object) ->
     reads: list[tuple[int, str]] = []
     pipe = None
     for deployment in candidates:
-        wanted = []
+        wanted: list[tuple[Any, ...]] = []
         key = breaker_key(deployment, tenant_id)
         if not breaker._known_clean(key):
             wanted.append(("breaker", "hget", breaker._key(key), "opened_at"))

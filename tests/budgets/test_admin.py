@@ -21,6 +21,7 @@ from agents.models import Agent, Approval, Conversation, DeadLetter, Message, Tu
 from budgets.admin_roles import group_name, sync_groups
 from budgets.models import ApiKey, AuditEntry, Budget, OperatorBinding, Price, Reservation, SpendEntry, Tenant
 from memory.models import ConsolidationRun, Memory, Summary
+from routing.models import ModelGroup
 from runs.models import Run, Step, Workflow
 from sentinel_site.admin import CappedPaginator, SuperuserOnlyMixin, TenantFilter, TenantScopedMixin
 from tests.conftest import Actor
@@ -50,8 +51,9 @@ TENANT_PATHS = {
     Run: "tenant",
     Step: "tenant",
     Workflow: "tenant",
+    ModelGroup: "tenant",
 }
-SHARED = {Price}  # rows with no tenant (global prices) are every operator's to read
+SHARED = {Price, ModelGroup}  # rows with no tenant (global prices, groups) are every operator's to read
 SCOPED = sorted(TENANT_PATHS, key=lambda model: model._meta.label)
 
 
@@ -95,6 +97,7 @@ def populate(actor: Actor, agent: Agent) -> dict:
     run = Run.objects.create(tenant=tenant, pattern="parallel", input=f"{tenant.name} asks")
     Step.objects.create(tenant=tenant, run=run, key="a", position=0, kind="agent", agent=agent)
     Workflow.objects.create(tenant=tenant, name=f"{tenant.name}-flow", definition={"steps": []})
+    ModelGroup.objects.create(tenant=tenant, name=f"{tenant.name}-group")
     return {"conversation": conversation, "letter": letter}
 
 
