@@ -175,6 +175,7 @@ class Route:
     def fall_back(self, error: ProviderError) -> bool:
         """Point the config at where the next attempt goes after this error; False: nowhere."""
         self.ended()
+        selection.forget(self.deployment.id)  # its breaker may have opened: read it afresh
         self.last_error = error.as_dict()
         return self._next(error)
 

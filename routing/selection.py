@@ -1,20 +1,23 @@
 """Which deployment of a group takes the next call: weighted random, least busy or lowest latency,
 among those whose circuit breaker is not open and whose rpm/tpm limits are not reached.
 
-Everything a decision reads is shared by every worker through Redis, in one pipelined round trip:
-each deployment's breaker (agents/breaker.py's own state, keyed per deployment and tenant), its
-request and token counters for the current minute, its calls in flight and its measured latency
-(an exponentially weighted moving average). A decision that needs none of it (weighted, no limits,
-breakers this process saw clean within SENTINEL_BREAKER_CACHE_SECONDS) makes no round trip.
+Everything a decision reads is shared by every worker through Redis: each deployment's breaker
+(agents/breaker.py's own state, keyed per deployment and tenant), its request and token counters for
+the current minute, its calls in flight and its measured latency (an exponentially weighted moving
+average). A worker reads them in one pipelined round trip and decides on that snapshot for
+SENTINEL_ROUTING_STATE_SECONDS (0.1 s): a Redis round trip costs more than the 100 µs a decision may
+take. Its own calls change its snapshot at once (counted, in flight, ended); other workers' are seen
+within the snapshot's age, so an rpm/tpm limit can be overshot by what other workers start in that
+interval. A deployment that just failed is read afresh at the next decision (its breaker may have opened).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from django.conf import settings
@@ -25,6 +28,9 @@ from sentinel_site.redis import sync_client
 
 log = logging.getLogger(__name__)
 _PREFIX = "sentinel:rt:"
+# deployment id -> tenant id -> (monotonic read time, its state): what this process last read
+_snapshots: dict[int, dict[object, tuple[float, dict]]] = {}
+_snapshot_lock = threading.Lock()
 
 # new = old + alpha * (sample - old); the first sample is taken as it is.
 _EWMA = """
@@ -89,61 +95,93 @@ def choose(group: GroupSpec, tenant_id: object, exclude: frozenset[int] | set[in
 
 
 def _read(strategy: str, candidates: list[DeploymentSpec], tenant_id: object) -> dict[int, dict]:
-    """What the decision needs from Redis, in one round trip (none if it needs nothing)."""
-    minute = _minute()
-    reads: list[tuple[int, str]] = []
-    pipe = None
-    for deployment in candidates:
-        wanted: list[tuple[Any, ...]] = []
-        key = breaker_key(deployment, tenant_id)
-        if not breaker._known_clean(key):
-            wanted.append(("breaker", "hget", breaker._key(key), "opened_at"))
-        if deployment.rpm is not None:
-            wanted.append(("rpm", "get", rpm_key(deployment.id, minute)))
-        if deployment.tpm is not None:
-            wanted.append(("tpm", "get", tpm_key(deployment.id, minute)))
-        if strategy == "least_busy":
-            since = time.time() - settings.SENTINEL["ROUTING_INFLIGHT_SECONDS"]
-            wanted.append(("busy", "zcount", inflight_key(deployment.id), since, "+inf"))
-        elif strategy == "lowest_latency":
-            wanted.append(("latency", "get", latency_key(deployment.id)))
-        for name, command, *args in wanted:
-            if pipe is None:
-                pipe = sync_client().pipeline(transaction=False)
-            getattr(pipe, command)(*args)
-            reads.append((deployment.id, name))
+    """What the decision needs to know of each candidate: from this process's snapshot if it is
+    younger than SENTINEL_ROUTING_STATE_SECONDS, else from Redis, all stale ones in one round trip."""
+    now = time.monotonic()
+    ttl = settings.SENTINEL["ROUTING_STATE_SECONDS"]
     state: dict[int, dict] = {}
-    if pipe is None:
-        return state
+    stale = []
+    for deployment in candidates:
+        cached = _snapshots.get(deployment.id, {}).get(tenant_id)
+        if cached is not None and now - cached[0] < ttl:
+            state[deployment.id] = cached[1]
+        else:
+            stale.append(deployment)
+    if stale:
+        state.update(_fetch(stale, tenant_id, now if ttl > 0 else None))
+    return state
+
+
+def _fetch(deployments: list[DeploymentSpec], tenant_id: object, keep_at: float | None) -> dict[int, dict]:
+    minute = _minute()
+    since = time.time() - settings.SENTINEL["ROUTING_INFLIGHT_SECONDS"]
+    pipe = sync_client().pipeline(transaction=False)
+    for deployment in deployments:
+        pipe.hget(breaker._key(breaker_key(deployment, tenant_id)), "opened_at")
+        pipe.get(rpm_key(deployment.id, minute))
+        pipe.get(tpm_key(deployment.id, minute))
+        pipe.zcount(inflight_key(deployment.id), since, "+inf")
+        pipe.get(latency_key(deployment.id))
     try:
         values = pipe.execute()
     except redis.RedisError as error:  # like the breaker: routing state is advice, never a dependency
         log.warning("routing state unreadable (%s); choosing without it", type(error).__name__)
-        return state
-    for (deployment_id, name), value in zip(reads, values, strict=True):
-        state.setdefault(deployment_id, {})[name] = value
+        return {}
+    state: dict[int, dict] = {}
+    with _snapshot_lock:
+        if sum(len(by_tenant) for by_tenant in _snapshots.values()) > 10_000:
+            _snapshots.clear()  # bounded, whatever the tenants and groups
+        for index, deployment in enumerate(deployments):
+            opened, rpm, tpm, busy, latency = values[index * 5 : index * 5 + 5]
+            known = {
+                "opened_at": float(opened or 0),
+                "rpm": int(rpm or 0),
+                "tpm": int(tpm or 0),
+                "busy": int(busy or 0),
+                "latency": float(latency) if latency is not None else None,
+            }
+            state[deployment.id] = known
+            if keep_at is not None:
+                _snapshots.setdefault(deployment.id, {})[tenant_id] = (keep_at, known)
     return state
 
 
+def _adjust(deployment_id: int, **deltas: int) -> None:
+    """This process's own calls, seen at once in its snapshots (other processes' within their age)."""
+    with _snapshot_lock:
+        for _, known in _snapshots.get(deployment_id, {}).values():
+            for name, delta in deltas.items():
+                known[name] = max(0, known[name] + delta)
+
+
+def forget(deployment_id: int | None = None) -> None:
+    """Drop this process's snapshots (of one deployment, or all): the next decision reads Redis."""
+    with _snapshot_lock:
+        if deployment_id is None:
+            _snapshots.clear()
+        else:
+            _snapshots.pop(deployment_id, None)
+
+
 def _unusable(deployment: DeploymentSpec, state: dict) -> str:
-    opened = float(state.get("breaker") or 0)
+    opened = state.get("opened_at") or 0.0
     if opened and breaker._state_of(opened, time.time()) == breaker.OPEN:
         return "circuit_open"
-    if deployment.rpm is not None and int(state.get("rpm") or 0) >= deployment.rpm:
+    if deployment.rpm is not None and state.get("rpm", 0) >= deployment.rpm:
         return "rpm_limit"
-    if deployment.tpm is not None and int(state.get("tpm") or 0) >= deployment.tpm:
+    if deployment.tpm is not None and state.get("tpm", 0) >= deployment.tpm:
         return "tpm_limit"
     return ""
 
 
 def _pick(strategy: str, usable: list[DeploymentSpec], state: dict[int, dict]) -> tuple[DeploymentSpec, str]:
     if strategy == "least_busy":
-        busy = {d.id: int(state.get(d.id, {}).get("busy") or 0) for d in usable}
+        busy = {d.id: state.get(d.id, {}).get("busy", 0) for d in usable}
         fewest = min(busy.values())
         chosen = random.choice([d for d in usable if busy[d.id] == fewest])
         return chosen, f"least_busy: {fewest} in flight"
     if strategy == "lowest_latency":
-        measured = {d.id: float(v) for d in usable if (v := state.get(d.id, {}).get("latency")) is not None}
+        measured = {d.id: v for d in usable if (v := state.get(d.id, {}).get("latency")) is not None}
         unmeasured = [d for d in usable if d.id not in measured]
         if unmeasured:  # measure every deployment before trusting the measurements
             return random.choice(unmeasured), "lowest_latency: not measured yet"
@@ -174,6 +212,7 @@ def started(deployment: DeploymentSpec, call_id: str) -> None:
         pipe.execute()
     except redis.RedisError as error:
         log.warning("could not count a routed call: %s", type(error).__name__)
+    _adjust(deployment.id, rpm=1, busy=1)
 
 
 def ended(deployment: DeploymentSpec, call_id: str, *, tokens: int = 0, latency_ms: int | None = None) -> None:
@@ -191,3 +230,7 @@ def ended(deployment: DeploymentSpec, call_id: str, *, tokens: int = 0, latency_
         pipe.execute()
     except redis.RedisError as error:
         log.warning("could not record a routed call's end: %s", type(error).__name__)
+    if latency_ms is not None:
+        forget(deployment.id)  # the average moved in Redis: read it afresh
+    else:
+        _adjust(deployment.id, busy=-1 if call_id else 0, tpm=tokens)

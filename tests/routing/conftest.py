@@ -1,5 +1,6 @@
 import pytest
 
+from routing import selection
 from sentinel_site.redis import sync_client
 from tests.stub_llm import StubLLM
 
@@ -13,8 +14,11 @@ def second_llm():
 
 
 @pytest.fixture(autouse=True)
-def _fresh_routing_state():
-    """No routed call counted, in flight or measured before the test."""
+def _fresh_routing_state(settings):
+    """No routed call counted, in flight or measured before the test; every decision reads Redis
+    (other workers' changes seen at once) except in the tests of the snapshot."""
     client = sync_client()
     for key in client.scan_iter("sentinel:rt:*"):
         client.delete(key)
+    selection.forget()
+    settings.SENTINEL = {**settings.SENTINEL, "ROUTING_STATE_SECONDS": 0}

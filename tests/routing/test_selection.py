@@ -111,3 +111,20 @@ def test_another_tenants_group_is_not_routed_to(alice, bob, stub_llm):
     config = providers.ProviderConfig.for_agent(bob.agent)
     assert route_of(config) is None, "a tenant's model group name is only its own"
     assert config.model == "private" and config.api_key != "", "bob's agent calls its model directly, as without groups"
+
+
+def test_a_snapshot_sees_this_workers_own_calls_at_once_and_others_within_its_age(alice, stub_llm, settings):
+    settings.SENTINEL = {**settings.SENTINEL, "ROUTING_STATE_SECONDS": 60}
+    group(alice.tenant, "chat", {"base_url": stub_llm.base_url, "rpm": 1, "weight": 1000}, {"base_url": stub_llm.base_url})
+    chat = spec(alice.tenant, "chat")
+    limited = next(d for d in chat.deployments if d.name == "d0")
+    selection.choose(chat, alice.tenant.id)  # the snapshot is taken
+    selection.started(limited, "mine")
+    assert {selection.choose(chat, alice.tenant.id).deployment.name for _ in range(30)} == {"d1"}, "its own call counts at once"
+    selection.forget()
+    selection.sync_client().delete(selection.rpm_key(limited.id, selection._minute()))  # another minute, as another worker sees it
+    selection.choose(chat, alice.tenant.id)
+    selection.sync_client().incr(selection.rpm_key(limited.id, selection._minute()))  # another worker's call
+    assert "d0" in {selection.choose(chat, alice.tenant.id).deployment.name for _ in range(30)}, "others' are seen within the age"
+    selection.forget()
+    assert {selection.choose(chat, alice.tenant.id).deployment.name for _ in range(30)} == {"d1"}
