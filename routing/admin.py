@@ -4,6 +4,7 @@ operator and changed only by superusers."""
 
 from django import forms
 from django.contrib import admin
+from django.db.models import Count
 from django.http import HttpRequest
 
 from routing.models import Deployment, ModelGroup
@@ -73,6 +74,9 @@ class ModelGroupAdmin(TenantScopedAdmin):
     search_fields = ("name",)
     fields = ("tenant", "name", "strategy", "context_window", "fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 
-    @admin.display(description="deployments")
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).annotate(deployment_total=Count("deployments"))
+
+    @admin.display(description="deployments", ordering="deployment_total")
     def deployment_count(self, obj: ModelGroup) -> int:
-        return obj.deployments.count()
+        return obj.deployment_total

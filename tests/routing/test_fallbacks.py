@@ -150,3 +150,14 @@ def test_a_costlier_fallback_the_budget_cannot_cover_is_refused(routed, stub_llm
     assert turn.status == TurnStatus.FAILED and second_llm.requests == []
     assert any(payload.get("why") == "BudgetExceeded" for payload in routes(turn))
     assert not Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD).exists()
+
+
+def test_routed_turns_split_between_two_servers_roughly_by_weight(alice, stub_llm, second_llm):
+    group(alice.tenant, "split", {"base_url": stub_llm.base_url, "weight": 3}, {"base_url": second_llm.base_url, "weight": 1})
+    alice.agent.model = "split"
+    alice.agent.save()
+    for index in range(60):
+        run(admit_turn(alice, f"hi {index}"))
+    first, second = len(stub_llm.requests), len(second_llm.requests)
+    assert first + second == 60, "one call per turn"
+    assert 0.55 < first / 60 < 0.95, f"weight 3 of 4 should take about 75% of the turns, took {first} of 60"
