@@ -124,3 +124,13 @@ def test_a_deployment_url_outside_the_egress_allowlist_is_refused(client, alice,
     response = post(client, alice, body())
     assert response.status_code == 400 and "not allowed" in response.content.decode()
     assert not ModelGroup.objects.exists()
+
+
+def test_the_schema_describes_model_groups_with_the_key_write_only(client):
+    import yaml
+
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    assert "/v1/model-groups" in schema["paths"] and "/v1/model-groups/{id}" in schema["paths"]
+    deployment = schema["components"]["schemas"]["DeploymentRequest"]["properties"]
+    assert "api_key" in deployment
+    assert "api_key" not in schema["components"]["schemas"]["Deployment"]["properties"], "the key is never in a response schema"
