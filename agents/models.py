@@ -351,6 +351,7 @@ class EventKind(models.TextChoices):
     RESUMED = "resumed"  # an interrupted turn was queued again (lane 0), with any input added or edited
     APPROVAL_REQUESTED = "approval_requested"  # tool calls held for a person (the approval's id)
     APPROVAL_DECIDED = "approval_decided"  # approved, denied or expired (lane 0: by whom, why)
+    ROUTE = "route"  # a model group attempt: the deployment chosen and why, or one skipped (routing/route.py)
 
 
 class TurnEventRecord(models.Model):

@@ -64,7 +64,11 @@ class ProviderConfig:
     @classmethod
     def for_agent(cls, agent: Any) -> ProviderConfig:
         """Where an agent's calls go, with which key. The deployment's key goes only to the
-        deployment's base URL: an agent with its own URL sends only its own key (or none)."""
+        deployment's base URL: an agent with its own URL sends only its own key (or none).
+        An agent whose model names a model group goes where its route says (routing/route.py)."""
+        routed = _model_group_config(agent)
+        if routed is not None:
+            return routed
         conf = settings.SENTINEL
         if agent.provider_base_url:
             base_url, api_key, tenant_url, deployment_key = agent.provider_base_url, agent.provider_api_key or NO_KEY, True, False
@@ -96,6 +100,20 @@ class ProviderConfig:
         one tenant's failing agent (its own URL, key or requests) never opens it for others."""
         credential = hashlib.sha256(self.api_key.encode()).hexdigest()[:16]
         return f"{self.endpoint}|{credential}|{self.tenant_id}"
+
+
+def _no_model_groups(agent: Any) -> ProviderConfig | None:
+    return None
+
+
+_model_group_config: Callable[[Any], ProviderConfig | None] = _no_model_groups
+
+
+def route_model_groups(resolver: Callable[[Any], ProviderConfig | None]) -> None:
+    """Install the model group router (the routing app does, when it is ready): asked first by
+    `ProviderConfig.for_agent`; None means the agent's model names no model group."""
+    global _model_group_config
+    _model_group_config = resolver
 
 
 class ProviderError(Exception):

@@ -7,6 +7,7 @@ the attempt number the claim produced, so a worker that lost its claim cannot ov
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -29,6 +30,7 @@ from budgets import spend
 from budgets.models import Reservation
 from memory import context as memory_context
 from memory import embeddings
+from routing.route import route_of
 from sentinel_site import logs, metrics
 from sentinel_site.db import release_connection
 
@@ -185,8 +187,16 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
         if beating.stop:  # asked while the request was being sent
             close()
 
-    for attempt in range(conf["PROVIDER_RETRIES"] + 1):
-        breaker.before_call(config)
+    route = route_of(config)  # a model group's: each attempt goes where its route says (routing/route.py)
+    for attempt in itertools.count():
+        if route is not None:
+            route.start(recorder, body)
+        try:
+            breaker.before_call(config)
+        except providers.ProviderError as error:
+            if route is None or not route.fall_back(error):
+                raise
+            continue
         started = time.monotonic()
         try:
             try:
@@ -200,6 +210,11 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
         except providers.ProviderError as error:
             metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], error.code).inc()
             breaker.record_failure(config, error)
+            if route is not None:
+                route.ended()
+                if sent or not route.fall_back(error):  # never resend what reached the client
+                    raise
+                continue
             if not error.retryable or sent or attempt == conf["PROVIDER_RETRIES"]:
                 raise
             delay = conf["PROVIDER_RETRY_BASE_SECONDS"] * 2**attempt * random.uniform(0.5, 1.5)
@@ -215,7 +230,11 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
             continue
         finally:
             beating.abort = None
+            if route is not None:
+                route.ended()
         breaker.record_success(config)
+        if route is not None:
+            route.succeeded(result)
         metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], "ok").inc()
         metrics.LLM_DURATION.labels(config.endpoint, body["model"]).observe(time.monotonic() - started)
         return result

@@ -16,7 +16,15 @@ from budgets.roles import AGENTS_WRITE, AUDIT_READ, BUDGETS_ADMIN, KEYS_ADMIN, M
 
 # Which admin model permissions each scope stands for (view_* for every model goes to every role).
 SCOPE_PERMISSIONS = {
-    AGENTS_WRITE: ["add_agent", "change_agent", "delete_agent", "change_webhookendpoint", "delete_webhookendpoint", "change_delivery"],
+    AGENTS_WRITE: [
+        "add_agent",
+        "change_agent",
+        "delete_agent",
+        "change_webhookendpoint",
+        "delete_webhookendpoint",
+        "change_delivery",
+        *(f"{verb}_{model}" for model in ("modelgroup", "deployment") for verb in ("add", "change", "delete")),
+    ],
     # the re-drive, re-run, cancel/interrupt/resume and approve/deny actions
     TURNS_EXECUTE: ["change_deadletter", "change_run", "change_turn", "change_approval"],
     MEMORY_WRITE: ["delete_memory", "change_conversation"],
@@ -24,7 +32,7 @@ SCOPE_PERMISSIONS = {
     KEYS_ADMIN: ["add_apikey", "change_apikey", "change_tenant"],
     AUDIT_READ: ["view_auditentry"],
 }
-APPS = ("agents", "memory", "budgets", "runs", "batches", "responses", "webhooks")
+APPS = ("agents", "memory", "budgets", "runs", "batches", "responses", "webhooks", "routing")
 # Views no role gets: the audit log is for AUDIT_READ, bindings are for superusers.
 WITHHELD_VIEWS = ("view_auditentry", "view_operatorbinding")
 

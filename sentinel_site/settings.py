@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "batches",
     "responses",
     "webhooks",
+    "routing",
 ]
 
 MIDDLEWARE = [
@@ -380,6 +381,12 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "BREAKER_OPEN_SECONDS": envint("SENTINEL_BREAKER_OPEN_SECONDS", 30, minimum=1),
     # How long a worker trusts a breaker it last saw closed before it reads Redis again (0: every call).
     "BREAKER_CACHE_SECONDS": envfloat("SENTINEL_BREAKER_CACHE_SECONDS", 1.0, minimum=0),
+    # Model groups (routing/): how fast the measured latency forgets (weight of each new sample), and
+    # how long a call counts as in flight for least-busy if its worker never said it ended.
+    "ROUTING_LATENCY_ALPHA": envfloat("SENTINEL_ROUTING_LATENCY_ALPHA", 0.3, minimum=0.01),
+    "ROUTING_INFLIGHT_SECONDS": envint("SENTINEL_ROUTING_INFLIGHT_SECONDS", 600, minimum=1),
+    # How long a worker decides on the routing state it last read from Redis (0: read at every decision).
+    "ROUTING_STATE_SECONDS": envfloat("SENTINEL_ROUTING_STATE_SECONDS", 0.1, minimum=0),
     # How a provider's stream is read (agents/providers.py): raw, its chunks as JSON; sdk, the
     # openai SDK's Stream with a pydantic model per chunk (the earlier lane, kept for comparison).
     # Files and batches (batches/): the largest upload, the most lines a batch file may have, and how

@@ -20,6 +20,7 @@ urlpatterns = [
     path("v1/", include("batches.api.urls")),
     path("v1/", include("responses.api.urls")),
     path("v1/", include("webhooks.api.urls")),
+    path("v1/", include("routing.urls")),
     path("health", health.health, name="health"),
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),

@@ -23,6 +23,7 @@ from budgets.admin_roles import group_name, sync_groups
 from budgets.models import ApiKey, AuditEntry, Budget, OperatorBinding, Price, Reservation, SpendEntry, Tenant
 from memory.models import ConsolidationRun, Memory, Summary
 from responses.models import Response
+from routing.models import ModelGroup
 from runs.models import Run, Step, Workflow
 from sentinel_site.admin import CappedPaginator, SuperuserOnlyMixin, TenantFilter, TenantScopedMixin
 from tests.conftest import Actor
@@ -59,8 +60,9 @@ TENANT_PATHS = {
     Response: "tenant",
     WebhookEndpoint: "tenant",
     Delivery: "tenant",
+    ModelGroup: "tenant",
 }
-SHARED = {Price}  # rows with no tenant (global prices) are every operator's to read
+SHARED = {Price, ModelGroup}  # rows with no tenant (global prices, groups) are every operator's to read
 SCOPED = sorted(TENANT_PATHS, key=lambda model: model._meta.label)
 
 
@@ -112,6 +114,7 @@ def populate(actor: Actor, agent: Agent) -> dict:
         tenant=tenant, url="https://hooks.example.com/", event_types=["batch.completed"], secret="whsec_x"
     )
     Delivery.objects.create(tenant=tenant, endpoint=endpoint, event_id=f"evt_{tenant.name}", event_type="batch.completed", payload={})
+    ModelGroup.objects.create(tenant=tenant, name=f"{tenant.name}-group")
     return {"conversation": conversation, "letter": letter}
 
 

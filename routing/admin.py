@@ -1,0 +1,82 @@
+"""The routing admin: model groups with their deployments inline, each deployment's key write-only.
+Tenant-scoped like every admin (sentinel_site/admin.py): global groups (no tenant) are seen by every
+operator and changed only by superusers."""
+
+from django import forms
+from django.contrib import admin
+from django.db.models import Count
+from django.http import HttpRequest
+
+from routing.models import Deployment, ModelGroup
+from sentinel_site.admin import TenantFilter, TenantScopedAdmin, visible_tenant_ids
+
+WRITE_ONLY_FIELDS = ("new_api_key", "clear_api_key")
+
+
+class DeploymentForm(forms.ModelForm):
+    """A deployment with its key write-only: never rendered, only replaced or cleared."""
+
+    new_api_key = forms.CharField(label="New API key", required=False, max_length=500, widget=forms.PasswordInput(render_value=False))
+    clear_api_key = forms.BooleanField(label="Clear the API key", required=False)
+
+    class Meta:
+        model = Deployment
+        fields = ("name", "base_url", "provider_model", "weight", "rpm", "tpm", "enabled")
+
+    def clean(self):
+        cleaned = super().clean()
+        new, clear = cleaned.get("new_api_key"), cleaned.get("clear_api_key")
+        if new and clear:
+            self.add_error("clear_api_key", "Set a new key or clear it, not both.")
+        elif new:
+            self.instance.api_key = new
+        elif clear:
+            self.instance.api_key = ""
+        return cleaned
+
+
+class DeploymentInline(admin.StackedInline):
+    model = Deployment
+    form = DeploymentForm
+    extra = 0
+    readonly_fields = ("has_api_key",)
+    fields = ("name", "base_url", "has_api_key", *WRITE_ONLY_FIELDS, "provider_model", "weight", "rpm", "tpm", "enabled")
+
+    @admin.display(boolean=True, description="API key set")
+    def has_api_key(self, obj: Deployment) -> bool:
+        return bool(obj.api_key)
+
+    def _shared(self, request: HttpRequest, obj: ModelGroup | None) -> bool:
+        return obj is not None and obj.tenant_id is None and visible_tenant_ids(request) is not None
+
+    def has_add_permission(self, request: HttpRequest, obj: ModelGroup | None = None) -> bool:
+        return not self._shared(request, obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: ModelGroup | None = None) -> bool:
+        return not self._shared(request, obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ModelGroup | None = None) -> bool:
+        return not self._shared(request, obj) and super().has_delete_permission(request, obj)
+
+    def get_fields(self, request: HttpRequest, obj: ModelGroup | None = None):
+        if self.has_change_permission(request, obj):
+            return self.fields
+        return [f for f in self.fields if f not in WRITE_ONLY_FIELDS]  # a view-only page has no key to show
+
+
+@admin.register(ModelGroup)
+class ModelGroupAdmin(TenantScopedAdmin):
+    tenant_shared_rows = True
+    inlines = (DeploymentInline,)
+    list_display = ("name", "tenant", "strategy", "deployment_count", "updated_at")
+    list_filter = (TenantFilter, "strategy")
+    list_select_related = ("tenant",)
+    search_fields = ("name",)
+    fields = ("tenant", "name", "strategy", "context_window", "fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).annotate(deployment_total=Count("deployments"))
+
+    @admin.display(description="deployments", ordering="deployment_total")
+    def deployment_count(self, obj: ModelGroup) -> int:
+        return obj.deployment_total

@@ -1,0 +1,97 @@
+"""Model groups: a name an agent's `model` can carry, served by several deployments.
+
+A group belongs to a tenant, or to nobody (a global group the operator offers every tenant); a
+tenant's own group of the same name wins. Each deployment is one OpenAI-compatible endpoint with
+its credential, provider model, weight and rate limits. A tenant's deployment URL passes the egress
+policy like an agent's own provider URL (it is tenant-chosen); a global one is the operator's.
+Prices are budgets.Price rows for the deployment's provider model (an endpoint-specific row, keyed
+by the deployment's base URL, prices one deployment apart from the others).
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from budgets.models import Tenant
+from sentinel_site import egress
+
+
+class Strategy(models.TextChoices):
+    WEIGHTED = "weighted", "Weighted random"
+    LEAST_BUSY = "least_busy", "Least busy (fewest calls in flight)"
+    LOWEST_LATENCY = "lowest_latency", "Lowest latency (measured, decayed)"
+
+
+def _names(value: object) -> None:
+    if not isinstance(value, list) or len(value) > 10 or not all(isinstance(name, str) and 0 < len(name) <= 64 for name in value):
+        raise ValidationError("a list of at most 10 model group names")
+
+
+class ModelGroup(models.Model):
+    """A routable model name: its deployments, how one is chosen, and where to go when they fail."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, null=True, blank=True, related_name="model_groups")
+    name = models.SlugField(max_length=64, help_text="An agent whose `model` is this name is routed through this group.")
+    strategy = models.CharField(max_length=16, choices=Strategy.choices, default=Strategy.WEIGHTED)
+    context_window = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens; informative (name larger-window groups below).")
+    fallbacks = models.JSONField(
+        default=list, blank=True, validators=[_names], help_text="Groups tried in order when every deployment fails or is rate limited."
+    )
+    context_window_fallbacks = models.JSONField(
+        default=list, blank=True, validators=[_names], help_text="Groups tried in order when a prompt is too long for it."
+    )
+    content_policy_fallbacks = models.JSONField(
+        default=list, blank=True, validators=[_names], help_text="Groups tried in order when the provider refuses on content policy."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["name"], condition=models.Q(tenant__isnull=True), name="modelgroup_global_unique"),
+            models.UniqueConstraint(fields=["tenant", "name"], condition=models.Q(tenant__isnull=False), name="modelgroup_tenant_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name if self.tenant_id else f"{self.name} (global)"
+
+    def clean(self) -> None:
+        super().clean()
+        for field in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
+            if self.name in (getattr(self, field) or []):
+                raise ValidationError({field: "A group cannot fall back to itself."})
+
+
+class Deployment(models.Model):
+    """One endpoint serving a model group. The credential is write-only everywhere."""
+
+    group = models.ForeignKey(ModelGroup, on_delete=models.CASCADE, related_name="deployments")
+    name = models.SlugField(max_length=64)
+    base_url = models.URLField(help_text="OpenAI-compatible base URL; a tenant's is checked against SENTINEL_PROVIDER_ALLOWED_HOSTS.")
+    api_key = models.CharField(max_length=500, blank=True, help_text="Write-only. Sent only to this deployment's base URL.")
+    provider_model = models.CharField(max_length=200, help_text="The model name this endpoint is called with.")
+    weight = models.PositiveIntegerField(default=1, help_text="Share of calls under the weighted strategy (0: only when others are out).")
+    rpm = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute; blank: no limit.")
+    tpm = models.PositiveIntegerField(null=True, blank=True, help_text="Tokens per minute; blank: no limit.")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["group", "name"]
+        constraints = [models.UniqueConstraint(fields=["group", "name"], name="deployment_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.group.name}/{self.name}"
+
+    def clean(self) -> None:
+        super().clean()
+        group = self.group if self.group_id is not None or "group" in self._state.fields_cache else None
+        tenant_owned = group is not None and group.tenant_id is not None
+        if self.base_url and tenant_owned:
+            try:
+                egress.check_url(self.base_url)
+            except egress.EgressDenied as denied:
+                raise ValidationError({"base_url": f"This URL is not allowed: {denied}."}) from None
