@@ -387,8 +387,6 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "ROUTING_INFLIGHT_SECONDS": envint("SENTINEL_ROUTING_INFLIGHT_SECONDS", 600, minimum=1),
     # How long a worker decides on the routing state it last read from Redis (0: read at every decision).
     "ROUTING_STATE_SECONDS": envfloat("SENTINEL_ROUTING_STATE_SECONDS", 0.1, minimum=0),
-    # How a provider's stream is read (agents/providers.py): raw, its chunks as JSON; sdk, the
-    # openai SDK's Stream with a pydantic model per chunk (the earlier lane, kept for comparison).
     # Files and batches (batches/): the largest upload, the most lines a batch file may have, and how
     # many batch lines run at once in the whole deployment (the rest of the workers' threads stay
     # free for real-time turns).
@@ -402,6 +400,8 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "WEBHOOK_RETRY_BASE_SECONDS": envfloat("SENTINEL_WEBHOOK_RETRY_BASE_SECONDS", 10.0, minimum=0.0),
     "WEBHOOK_RETRY_MAX_SECONDS": envfloat("SENTINEL_WEBHOOK_RETRY_MAX_SECONDS", 3600.0, minimum=0.0),
     "WEBHOOK_TIMEOUT_SECONDS": envfloat("SENTINEL_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.5),
+    # How a provider's stream is read (agents/providers.py): raw, its chunks as JSON; sdk, the
+    # openai SDK's Stream with a pydantic model per chunk (the earlier lane, kept for comparison).
     "PROVIDER_CLIENT": envchoice("SENTINEL_PROVIDER_CLIENT", "raw", ("raw", "sdk")),
 }
 if envbool("SENTINEL_TRUST_X_FORWARDED_FOR", False):
