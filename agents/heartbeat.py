@@ -90,20 +90,20 @@ def running_here() -> list[Tracked]:
 def _run() -> None:
     last_beat = time.monotonic()
     while True:
-        time.sleep(settings.SENTINEL["STOP_POLL_SECONDS"])
+        time.sleep(min(settings.SENTINEL["STOP_POLL_SECONDS"], settings.SENTINEL["HEARTBEAT_SECONDS"]))
+        # The beat first: a zombie sweep must never see a live turn silent because Redis was slow.
+        if time.monotonic() - last_beat >= min(1.0, settings.SENTINEL["HEARTBEAT_SECONDS"]) / 2:
+            last_beat = time.monotonic()
+            try:
+                beat_once()
+            except Exception:  # a failed beat is retried next interval: the thread must live
+                log.warning("could not beat the running turns' heartbeats", exc_info=True)
+            finally:
+                connection.close()  # back to the pool (or closed): a beat every few seconds needs no connection kept
         try:
             poll_stops()
-        except Exception:  # Redis blinked: the beat's read of the database flag is the fallback
+        except Exception:  # Redis blinked (the client gives up within half a second): the beat's read of the row's flag is the fallback
             log.info("could not read the running turns' stop flags", exc_info=True)
-        if time.monotonic() - last_beat < min(1.0, settings.SENTINEL["HEARTBEAT_SECONDS"]):
-            continue  # each turn is beaten once per interval
-        last_beat = time.monotonic()
-        try:
-            beat_once()
-        except Exception:  # a failed beat is retried next interval: the thread must live
-            log.warning("could not beat the running turns' heartbeats", exc_info=True)
-        finally:
-            connection.close()  # back to the pool (or closed): a beat every few seconds needs no connection kept
 
 
 def poll_stops() -> int:

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sentinel_site.redis import sync_client
+from sentinel_site.redis import quick_client, sync_client
 
 STOP_FLAG_TTL_SECONDS = 3600
 
@@ -29,5 +29,5 @@ def clear_stop(turn_id: Any) -> None:
 
 def stop_flags(turn_ids: Sequence[uuid.UUID]) -> list[str]:
     """The stop asked of each turn ("" for none), in one round trip."""
-    values = sync_client().mget([_key(turn_id) for turn_id in turn_ids])
+    values = quick_client().mget([_key(turn_id) for turn_id in turn_ids])
     return [(value.decode() if isinstance(value, bytes) else value) or "" for value in values]

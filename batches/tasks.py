@@ -15,6 +15,7 @@ from agents.tasks import run_turn
 from batches import processing
 from batches.models import Batch, BatchStatus
 from sentinel_site.redis import sync_client
+from sentinel_site.singletons import once_per_period
 
 log = logging.getLogger(__name__)
 QUEUE = "batches"
@@ -68,6 +69,7 @@ def start_validation(batch: Batch) -> None:
 
 
 @shared_task(name="batches.tasks.sweep", ignore_result=True)
+@once_per_period("batches-sweep")
 def sweep() -> dict:
     """The backstop (beat): an unfinished batch nobody moved for a sweep interval is moved on, so a
     killed worker, a lost wake-up or an expiry that passed in silence costs seconds, never a line."""

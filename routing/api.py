@@ -4,7 +4,8 @@ group is a 404; global groups (no tenant) are the operator's, managed in the adm
 from __future__ import annotations
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import viewsets
 
 from agents.api.resources import TenantScoped
@@ -13,14 +14,22 @@ from routing.models import ModelGroup
 from routing.serializers import ModelGroupSerializer
 
 TAG = ["model-groups"]
+NAME_TAKEN = {
+    409: OpenApiResponse(OpenApiTypes.OBJECT, description="Another model group of yours has this name (`model_group_name_taken`).")
+}
 
 
 @extend_schema_view(
     list=extend_schema(summary="List model groups", tags=TAG),
     retrieve=extend_schema(summary="Read a model group", tags=TAG),
-    create=extend_schema(summary="Create a model group", description="An agent whose `model` is its name is routed through it.", tags=TAG),
-    update=extend_schema(summary="Replace a model group", tags=TAG),
-    partial_update=extend_schema(summary="Update a model group", tags=TAG),
+    create=extend_schema(
+        summary="Create a model group",
+        description="An agent whose `model` is its name is routed through it.",
+        responses={201: ModelGroupSerializer, **NAME_TAKEN},
+        tags=TAG,
+    ),
+    update=extend_schema(summary="Replace a model group", responses={200: ModelGroupSerializer, **NAME_TAKEN}, tags=TAG),
+    partial_update=extend_schema(summary="Update a model group", responses={200: ModelGroupSerializer, **NAME_TAKEN}, tags=TAG),
     destroy=extend_schema(summary="Delete a model group", description="Agents naming it call their model directly again.", tags=TAG),
 )
 class ModelGroupViewSet(TenantScoped, viewsets.ModelViewSet):

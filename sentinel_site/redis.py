@@ -26,6 +26,13 @@ def sync_client() -> redis.Redis:
 
 
 @lru_cache(maxsize=1)
+def quick_client() -> redis.Redis:
+    """A client for the data Redis that gives up after half a second: for a background loop that
+    must not stall on Redis (the heartbeat thread's stop flags: its beats come first)."""
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+@lru_cache(maxsize=1)
 def broker_client() -> redis.Redis:
     """A client for the Celery broker's Redis that gives up after a second (it is only ever read
     for queue depths, and a slow answer is worse than none there)."""

@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from agents.tasks import supervise
+from batches.tasks import sweep as batches_sweep
 from budgets.tasks import checkpoint_audit, expire_reservations
 from lifecycle.tasks import purge
 from memory.tasks import dream
@@ -16,6 +17,7 @@ from runs.tasks import reload_config, sweep
 from sentinel_site import singletons
 from sentinel_site.celery import app
 from sentinel_site.redis import sync_client
+from webhooks.tasks import sweep as webhooks_sweep
 
 SINGLETONS = {
     "supervisor": supervise,
@@ -25,6 +27,8 @@ SINGLETONS = {
     "expire-reservations": expire_reservations,
     "audit-checkpoint": checkpoint_audit,
     "purge": purge,
+    "batches-sweep": batches_sweep,
+    "webhooks-sweep": webhooks_sweep,
 }
 
 

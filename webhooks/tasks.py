@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import shared_task
 
+from sentinel_site.singletons import once_per_period
 from webhooks import outbox
 
 QUEUE = "webhooks"
@@ -21,6 +22,7 @@ def wake(delivery_id: Any, seconds: float) -> None:
 
 
 @shared_task(name="webhooks.tasks.sweep", ignore_result=True)
+@once_per_period("webhooks-sweep")
 def sweep() -> dict:
     """The backstop (beat): due deliveries whose wake-up was lost, and those whose sender died."""
     ids = outbox.due()

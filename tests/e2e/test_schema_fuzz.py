@@ -40,7 +40,8 @@ schema.config.generation.update(with_security_parameters=False, allow_extra_para
 # Likewise a schema-valid run may still be a plan that cannot run (a workflow cycle, a template reading a
 # step it does not wait for, a pattern without the agents it needs): a 400 naming the step, as documented.
 # So are a batch whose input_file_id names no batch file of the tenant, a file that is not UTF-8 JSONL, a
-# response whose input items the model cannot take, and a webhook URL the egress policy refuses.
+# response whose input items the model cannot take, a webhook URL the egress policy refuses, and a
+# model group whose deployment names a URL it refuses.
 POLICY_REFUSALS = {
     ("POST", "/v1/agents"),
     ("PUT", "/v1/agents/{id}"),
@@ -50,6 +51,7 @@ POLICY_REFUSALS = {
     ("POST", "/v1/files"),
     ("POST", "/v1/responses"),
     *(("POST", f"/v1/{prefix}{suffix}") for prefix in ("webhook_endpoints", "webhooks") for suffix in ("", "/{endpoint_id}")),
+    *((method, path) for method in ("POST", "PUT", "PATCH") for path in ("/v1/model-groups", "/v1/model-groups/{id}")),
 }
 
 
