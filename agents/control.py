@@ -148,8 +148,16 @@ def resume(turn_id: Any, *, tenant_id: Any, actor: str, input: str | None = None
         )  # fmt: skip
         record_outside_attempt(turn, EventKind.RESUMED, {"by": actor, "input": input is not None, "replace": replace})
         audit.record("turn.resumed", actor=actor, tenant_id=turn.tenant_id, target=str(turn.id), data={"input": input is not None})
+    _unflag(turn.id)  # the stop that interrupted it must not stop its next attempt too
     turn.refresh_from_db()
     return turn
+
+
+def _unflag(turn_id: uuid.UUID) -> None:
+    try:
+        stops.clear_stop(turn_id)
+    except redis.RedisError as error:  # the resumed attempt would stop at once: say so loudly
+        log.error("could not clear a resumed turn's stop flag in Redis: %s", type(error).__name__)
 
 
 def _interrupted_state(turn: Turn) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
-from agents import finishing, openai_format, providers, signals, streams
+from agents import finishing, openai_format, providers, signals, stops, streams
 from agents.models import UNFINISHED, DeadLetter, EventKind, Message, Stop, Turn, TurnEventRecord, TurnStatus
 from agents.recorder import LostClaim, Recorder, fenced, state_events
 from agents.streams import StreamKind
@@ -393,6 +393,10 @@ def stop(recorder: Recorder, stopped: Stopped, request: Request, *, config) -> u
         turn_id=turn.id, created=int(turn.created_at.timestamp()), model=turn.agent.name, content=stopped.partial if keep else "",
         tool_calls=[], finish_reason=finish_reason, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
     )  # fmt: skip
+    try:
+        stops.clear_stop(turn.id)  # it has stopped: a later attempt (a resume) must not see the flag
+    except redis.RedisError as error:
+        log.warning("could not clear a stopped turn's stop flag: %s", type(error).__name__)
     announce(turn.id, [*state_events(written), (StreamKind.DONE, {"response": response})])
     tell_ended(turn, status)
     metrics.TURNS.labels(str(status)).inc()

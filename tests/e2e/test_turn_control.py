@@ -179,7 +179,8 @@ def test_an_interrupted_turn_resumes_after_the_stack_restarts_with_one_reply_and
 
 
 def test_resuming_with_input_adds_the_message_to_the_request_and_the_history(live_stack, alice, stub_llm):
-    stub_llm.script(Reply(content=LONG, chunk_delay=0.2), Reply(content="answered with the addition"))
+    # The resumed call streams slower than a stop poll: the stop that interrupted the turn must not stop it again.
+    stub_llm.script(Reply(content=LONG, chunk_delay=0.2), Reply(content="answered with the addition", chunk_delay=0.3))
     with http(live_stack, alice) as h:
         turn = start(h, "first question")
         wait_for(lambda: some_streamed(turn["id"]), message="the turn to stream")
