@@ -478,7 +478,7 @@ def give_up(turn: Turn, reason: str, error: dict | None, *, write_events: Callab
 def tell_ended(turn: Turn, status: str) -> None:
     """Best effort, like announce: the Turn row already holds the outcome."""
     for receiver, result in signals.turn_ended.send_robust(
-        sender=Turn, turn_id=turn.id, status=status, idempotency_key=turn.idempotency_key
+        sender=Turn, turn_id=turn.id, status=status, idempotency_key=turn.idempotency_key, tenant_id=turn.tenant_id
     ):
         if isinstance(result, Exception):
             log.warning("a turn_ended receiver failed: %s (%s)", type(result).__name__, getattr(receiver, "__qualname__", receiver))
