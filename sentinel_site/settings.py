@@ -295,7 +295,7 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # first (0: none; what queued during the last commit forms the next batch).
     # How admission writes a request's rows: sql (hand-written, agents/admission.py::_store) or orm
     # (the earlier lane, kept for the bench's lanes).
-    "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "hold-first", ("hold-first", "sql", "orm")),
+    "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "hold-first", ("hold-first", "sql")),
     "GROUP_COMMIT_MAX": envint("SENTINEL_GROUP_COMMIT_MAX", 128, minimum=1),
     "GROUP_COMMIT_WAIT_MS": envfloat("SENTINEL_GROUP_COMMIT_WAIT_MS", 0.0, minimum=0.0),
     # The web sends the turns admitted at the same moment as one broker message of up to this many

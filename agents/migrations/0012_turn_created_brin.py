@@ -5,15 +5,14 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0011_route_event'),
-        ('budgets', '0006_auditbase'),
+        ("agents", "0011_route_event"),
+        ("budgets", "0006_auditbase"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='turn',
-            index=django.contrib.postgres.indexes.BrinIndex(fields=['created_at'], name='turn_created_brin'),
+            model_name="turn",
+            index=django.contrib.postgres.indexes.BrinIndex(fields=["created_at"], name="turn_created_brin"),
         ),
     ]
