@@ -31,7 +31,6 @@ from agents.recorder import LostClaim, Recorder, fenced, record_outside_attempt,
 from agents.streams import StreamKind
 from agents.turns import Trigger
 from budgets import audit, spend
-from memory import tokens
 
 
 class ApprovalNotPending(Exception):
@@ -54,8 +53,7 @@ def needs_approval(agent: Agent, tool_calls: list[dict] | None) -> bool:
 def hold(recorder: Recorder, result: providers.Completion, request: Request, *, config: providers.ProviderConfig) -> None:
     """The model asked for a tool that needs approval: settle its call, keep its answer, hold the turn."""
     turn = recorder.turn
-    prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else request.prompt_tokens
-    completion_tokens = result.completion_tokens if result.completion_tokens is not None else tokens.count(result.content)
+    prompt_tokens, completion_tokens = result.usage(request.prompt_tokens)
     model = request.body["model"]
     actual = spend.cost(turn.tenant_id, model, config.endpoint, prompt_tokens, completion_tokens)
     recorder.record(

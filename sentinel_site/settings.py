@@ -290,7 +290,7 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # succeeded turn's outcome committed with the other turns ending at the same time,
     # agents/finishing.py), sql (the same statements, a commit per turn) or orm (the earlier lane
     # through the ORM, one turn a transaction; kept for the bench's lanes).
-    "WORKER_WRITES": envchoice("SENTINEL_WORKER_WRITES", "batched", ("batched", "sql", "orm")),
+    "WORKER_WRITES": envchoice("SENTINEL_WORKER_WRITES", "batched", ("batched", "sql")),
     # The group commit's batch: at most this many items; and how long it waits for more after the
     # first (0: none; what queued during the last commit forms the next batch).
     # How admission writes a request's rows: sql (hand-written, agents/admission.py::_store) or orm
