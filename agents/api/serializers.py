@@ -446,6 +446,22 @@ class ConversationCreateSerializer(serializers.Serializer):
     items = ConversationItemSerializer(many=True, required=False, max_length=20, help_text="Messages to start it with (OpenAI's shape).")
 
 
+class ConversationUpdateSerializer(serializers.Serializer):
+    metadata = serializers.DictField(required=False, allow_null=True, help_text="Replaces the conversation's metadata; null clears it.")
+    title = strict.CharField(max_length=200, required=False, allow_blank=True)
+
+    def validate(self, attrs):
+        if not attrs:
+            raise serializers.ValidationError({"metadata": "Give `metadata` (or `title`) to update."})
+        return attrs
+
+
+class ConversationDeletedSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    object = serializers.ChoiceField(choices=["conversation.deleted"])
+    deleted = serializers.BooleanField()
+
+
 class MessageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Message
