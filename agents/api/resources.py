@@ -184,7 +184,7 @@ class ConversationViewSet(ConversationScoped, mixins.ListModelMixin, mixins.Retr
     # The docstring is API text (OpenAPI descriptions, OPTIONS), the same on memory/api.py's viewset.
     # This one is the conversation resource: list, read, create; what memory keeps of a
     # conversation is memory/api.py's, on the same URLs (memory/urls.py).
-    required_scopes = {"GET": roles.TURNS_READ, "POST": roles.MEMORY_WRITE}
+    required_scopes = {"GET": roles.TURNS_READ, "POST": roles.MEMORY_WRITE, "DELETE": roles.MEMORY_WRITE}
 
     def create(self, request):
         # POST /v1/conversations: a conversation for an agent, so history can be imported first.
@@ -239,9 +239,9 @@ def _delete_conversation(conversation: Conversation, *, actor: str) -> None:
         messages = Message.objects.filter(conversation=locked)
         counts = {"messages": messages.count(), "turns": Turn.objects.filter(conversation=locked).count()}
         Message.delete_locked(messages)
-        locked.delete()
+        Conversation.objects.filter(id=conversation.id).delete()
         forget_memories_of(locked.tenant_id, locked.agent_id)
-        audit.record("conversation.deleted", actor=actor, tenant_id=locked.tenant_id, target=str(locked.id), data=counts)
+        audit.record("conversation.deleted", actor=actor, tenant_id=locked.tenant_id, target=str(conversation.id), data=counts)
 
 
 def _conversation_agent(tenant, name: str | None) -> Agent:

@@ -28,6 +28,7 @@ DELAY = 0.4 if LINES <= 100 else 0.0  # small batches: slow lines, so the kill f
 def test_a_batch_survives_a_killed_worker_without_redoing_finished_lines(client, live, stub_llm, settings):
     settings.SENTINEL = {**settings.SENTINEL, "ZOMBIE_SECONDS": 3, "UNSENT_SECONDS": 3, "RETRY_BACKOFF_BASE": 0, "BATCH_SWEEP_INTERVAL": 1}
     stub_llm.script(*[Reply(content=f"answer {i}", delay=DELAY) for i in range(2 * LINES)])
+    started = time.monotonic()
     file = upload(client, jsonl(*[line(f"k{i}", f"question {i}") for i in range(LINES)]))
     batch = client.batches.create(input_file_id=file.id, endpoint="/v1/chat/completions", completion_window="24h")
     wait_for(
@@ -36,6 +37,7 @@ def test_a_batch_survives_a_killed_worker_without_redoing_finished_lines(client,
         message="a sixth of the batch done",
     )
     seen = [client.batches.retrieve(batch.id).request_counts.completed]
+    killed_at = time.monotonic() - started
     finished_before = dict(BatchLine.objects.filter(state=LineState.SUCCEEDED).values_list("index", "turn_id"))
     assert BatchLine.objects.filter(state=LineState.RUNNING).exists(), "lines were in flight at the kill"
     os.kill(live.worker.pid, signal.SIGKILL)
@@ -51,6 +53,9 @@ def test_a_batch_survives_a_killed_worker_without_redoing_finished_lines(client,
         return current if current.status == "completed" else None
 
     ended = wait_for(done, timeout=180 + LINES // 5, interval=1, message="the batch to complete after the restart")
+    if LINES > 100:  # the acceptance run's figures, for the record (run it with -s)
+        took = time.monotonic() - started
+        print(f"\n{LINES} lines in {took:.0f} s ({LINES / took:.1f} lines/s); killed at {killed_at:.0f} s with {seen[0]} done")
     assert seen == sorted(seen), "request_counts only ever rise"
     assert (ended.request_counts.total, ended.request_counts.completed, ended.request_counts.failed) == (LINES, LINES, 0)
     records = output_records(client, ended.output_file_id)
