@@ -157,32 +157,12 @@ class ConversationScoped(TenantScoped):
         responses={201: ConversationSerializer},
         tags=["conversations"],
     ),
-    modify=extend_schema(
-        summary="Update a conversation",
-        description="OpenAI's update (`client.conversations.update(id, metadata=...)`): `metadata` replaces the "
-        "conversation's (null clears it); Sentinel's `title` may be set too.",
-        request=ConversationUpdateSerializer,
-        responses={200: ConversationSerializer, 400: OpenApiResponse(OpenApiTypes.OBJECT), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
-        tags=["conversations"],
-    ),
-    destroy=extend_schema(
-        summary="Delete a conversation",
-        description="Deletes the conversation and everything kept of it: its messages and their memories, summaries, its "
-        "turns with their events, and the stored responses of those turns. The spend ledger and the audit log keep their "
-        "entries. A conversation with a turn queued, running or awaiting approval, or being consolidated, is a 409.",
-        responses={
-            200: ConversationDeletedSerializer,
-            404: OpenApiResponse(OpenApiTypes.OBJECT),
-            409: OpenApiResponse(OpenApiTypes.OBJECT),
-        },
-        tags=["conversations"],
-    ),
 )
 class ConversationViewSet(ConversationScoped, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Conversations; their messages, summaries and consolidation (memory logic in memory/api.py)."""
 
     # The docstring is API text (OpenAPI descriptions, OPTIONS), the same on memory/api.py's viewset.
-    # This one is the conversation resource: list, read, create; what memory keeps of a
+    # This one is the conversation resource: list, read, create, update, delete; what memory keeps of a
     # conversation is memory/api.py's, on the same URLs (memory/urls.py).
     required_scopes = {"GET": roles.TURNS_READ, "POST": roles.MEMORY_WRITE, "DELETE": roles.MEMORY_WRITE}
 
@@ -206,6 +186,15 @@ class ConversationViewSet(ConversationScoped, mixins.ListModelMixin, mixins.Retr
                 transaction.on_commit(schedule_indexing)
         return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(
+        operation_id="conversations_update",
+        summary="Update a conversation",
+        description="OpenAI's update (`client.conversations.update(id, metadata=...)`): `metadata` replaces the "
+        "conversation's (null clears it); Sentinel's `title` may be set too.",
+        request=ConversationUpdateSerializer,
+        responses={200: ConversationSerializer, 400: OpenApiResponse(OpenApiTypes.OBJECT), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["conversations"],
+    )
     def modify(self, request, pk=None):
         # POST /v1/conversations/{id} (agents/api/urls.py routes a detail POST here): OpenAI updates by POST.
         conversation = self.get_object()
@@ -219,6 +208,19 @@ class ConversationViewSet(ConversationScoped, mixins.ListModelMixin, mixins.Retr
         conversation.refresh_from_db()
         return Response(ConversationSerializer(conversation).data)
 
+    @extend_schema(
+        operation_id="conversations_delete",
+        summary="Delete a conversation",
+        description="Deletes the conversation and everything kept of it: its messages and their memories, summaries, its "
+        "turns with their events, and the stored responses of those turns. The spend ledger and the audit log keep their "
+        "entries. A conversation with a turn queued, running or awaiting approval, or being consolidated, is a 409.",
+        responses={
+            200: ConversationDeletedSerializer,
+            404: OpenApiResponse(OpenApiTypes.OBJECT),
+            409: OpenApiResponse(OpenApiTypes.OBJECT),
+        },
+        tags=["conversations"],
+    )
     def destroy(self, request, pk=None):
         conversation = self.get_object()
         _delete_conversation(conversation, actor=audit.actor_for_key(request.user.api_key))
