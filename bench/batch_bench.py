@@ -41,7 +41,9 @@ def _timed_chats(stack: Stack, count: int, still_running=lambda: True) -> list[f
 
 def run(stack: Stack, lines: int, probes: int) -> BatchResult:
     client = openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=stack.key, max_retries=2, timeout=120)
-    stack.stub(latency_ms=20.0)  # a model that takes a little time, so batch lines occupy worker threads as real ones do
+    # A model that takes a little time, so batch lines occupy worker threads as real ones do; one chunk, unpaced
+    # (the stub's default paces 64 chunks 20 ms apart: 1.3 s a turn, which hid Sentinel's own latency entirely).
+    stack.stub(latency_ms=20.0, chunks=1, chunk_ms=0)
     idle = _timed_chats(stack, probes)
     body = "".join(
         json.dumps(
@@ -79,7 +81,7 @@ def report(result: BatchResult) -> list[str]:
     return [
         "## Real-time chat while a batch runs (issue 17)",
         "",
-        f"Sequential chat turns (a 20 ms stub) on an idle stack, then on the same stack while a {result.lines}-line batch runs "
+        f"Sequential chat turns (a stub answering in 20 ms, one chunk) on an idle stack, then on the same stack while a {result.lines}-line batch runs "
         f"(`SENTINEL_BATCH_CONCURRENCY={result.concurrency}` lines at once on the `batches` queue; the batch is cancelled "
         "once the probes are done).",
         "",
