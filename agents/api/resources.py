@@ -190,7 +190,7 @@ class ConversationViewSet(ConversationScoped, mixins.ListModelMixin, mixins.Retr
         operation_id="conversations_update",
         summary="Update a conversation",
         description="OpenAI's update (`client.conversations.update(id, metadata=...)`): `metadata` replaces the "
-        "conversation's (null clears it); Sentinel's `title` may be set too.",
+        "conversation's (null clears it); Sentinel's `title` may be set too. A field left out is left as it is.",
         request=ConversationUpdateSerializer,
         responses={200: ConversationSerializer, 400: OpenApiResponse(OpenApiTypes.OBJECT), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
         tags=["conversations"],
@@ -201,6 +201,8 @@ class ConversationViewSet(ConversationScoped, mixins.ListModelMixin, mixins.Retr
         data = ConversationUpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = {name: value or {} if name == "metadata" else value for name, value in data.validated_data.items()}
+        if not fields:  # nothing to change: the conversation as it is
+            return Response(ConversationSerializer(conversation).data)
         with transaction.atomic():
             Conversation.objects.filter(id=conversation.id).update(**fields, updated_at=timezone.now())
             audit.record("conversation.updated", actor=audit.actor_for_key(request.user.api_key), tenant_id=conversation.tenant_id,

@@ -450,11 +450,6 @@ class ConversationUpdateSerializer(serializers.Serializer):
     metadata = serializers.DictField(required=False, allow_null=True, help_text="Replaces the conversation's metadata; null clears it.")
     title = strict.CharField(max_length=200, required=False, allow_blank=True)
 
-    def validate(self, attrs):
-        if not attrs:
-            raise serializers.ValidationError({"metadata": "Give `metadata` (or `title`) to update."})
-        return attrs
-
 
 class ConversationDeletedSerializer(serializers.Serializer):
     id = serializers.UUIDField()
