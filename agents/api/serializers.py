@@ -16,21 +16,6 @@ from sentinel_site import egress, strict
 from sentinel_site.errors import ApiError
 
 
-@extend_schema_field(
-    {
-        "oneOf": [
-            {"type": "string"},
-            {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
-                    "required": ["type", "text"],
-                },
-            },
-        ],
-    }
-)
 class ContentField(serializers.Field):
     """OpenAI message content: a string, or a list of text parts (joined); null only when allowed."""
 
@@ -57,6 +42,27 @@ class ContentField(serializers.Field):
 
     def to_representation(self, value):
         return value
+
+
+class TextContentPartSerializer(serializers.Serializer):
+    """One text part of a message's content (documentation only: ContentField reads the parts)."""
+
+    type = serializers.ChoiceField(choices=["text"])
+    text = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+
+class ContentSchema(OpenApiSerializerFieldExtension):
+    """Documents ContentField: a string, or a list of text parts.
+
+    The part is a named component rather than an inline object: typed-client generators
+    (openapi-python-client) cannot build a model for an inline object inside a union member.
+    """
+
+    target_class = ContentField
+
+    def map_serializer_field(self, auto_schema, direction):
+        part = auto_schema.resolve_serializer(TextContentPartSerializer, direction).ref
+        return {"oneOf": [{"type": "string"}, {"type": "array", "items": part}]}
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]})
@@ -182,10 +188,13 @@ class ChatMessageSchema(OpenApiSerializerExtension):
             }
 
         assistant = message(["assistant"], needs=[])
-        assistant["anyOf"] = [
-            {"properties": {"content": content}, "required": ["content"]},
-            {"properties": {"tool_calls": {"type": "array", "minItems": 1}}, "required": ["tool_calls"]},
+        # "content or tool_calls", as an anyOf inside an allOf: the same constraint, and typed-client
+        # generators (which read a schema's own anyOf as a union of its members) keep the properties.
+        either = [
+            {"type": "object", "properties": {"content": content}, "required": ["content"]},
+            {"type": "object", "properties": {"tool_calls": {"type": "array", "minItems": 1}}, "required": ["tool_calls"]},
         ]
+        assistant["allOf"] = [{"anyOf": either}]
         return {
             "oneOf": [
                 message(["system", "developer", "user"], needs=["content"], content=content, tool_calls=no_tool_calls),
