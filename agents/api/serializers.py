@@ -461,6 +461,14 @@ class MessageSerializer(serializers.ModelSerializer):
         fields = ["id", "role", "content", "name", "tool_calls", "tool_call_id", "turn", "seq", "index", "created_at"]
 
 
+class TokenUsageSerializer(serializers.Serializer):
+    """OpenAI's `usage`: tokens sent, generated, and their sum."""
+
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
 class TurnSerializer(serializers.ModelSerializer):
     agent = serializers.SlugRelatedField(slug_field="name", read_only=True)
     usage = serializers.SerializerMethodField()
@@ -501,6 +509,7 @@ class TurnSerializer(serializers.ModelSerializer):
     def get_object(self, turn: Turn) -> str:
         return "turn"
 
+    @extend_schema_field(TokenUsageSerializer)
     def get_usage(self, turn: Turn) -> dict:
         return {"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens, "total_tokens": turn.total_tokens}
 
