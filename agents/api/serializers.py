@@ -469,6 +469,43 @@ class TokenUsageSerializer(serializers.Serializer):
     total_tokens = serializers.IntegerField()
 
 
+class CompletionToolCallFunctionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    arguments = serializers.CharField(allow_blank=True)
+
+
+class CompletionToolCallSerializer(serializers.Serializer):
+    """A tool call the model made, as it made it (no request-side limits: the model chose it)."""
+
+    id = serializers.CharField()
+    type = serializers.ChoiceField(choices=["function"])
+    function = CompletionToolCallFunctionSerializer()
+
+
+class CompletionMessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["assistant"])
+    content = serializers.CharField(allow_null=True, allow_blank=True, help_text="Null when the answer is tool calls only.")
+    tool_calls = CompletionToolCallSerializer(many=True, required=False)
+
+
+class CompletionChoiceSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    message = CompletionMessageSerializer()
+    finish_reason = serializers.CharField(help_text="stop, length, tool_calls, or cancelled / interrupted for a partial answer.")
+    logprobs = serializers.JSONField(allow_null=True, help_text="Always null.")
+
+
+class ChatCompletionSerializer(serializers.Serializer):
+    """OpenAI's chat.completion (documentation only: agents/openai_format.py builds it)."""
+
+    id = serializers.CharField(help_text="chatcmpl-<the turn's id in hex>.")
+    object = serializers.ChoiceField(choices=["chat.completion"])
+    created = serializers.IntegerField()
+    model = serializers.CharField(help_text="The agent's name.")
+    choices = CompletionChoiceSerializer(many=True)
+    usage = TokenUsageSerializer()
+
+
 class TurnSerializer(serializers.ModelSerializer):
     agent = serializers.SlugRelatedField(slug_field="name", read_only=True)
     usage = serializers.SerializerMethodField()
@@ -523,6 +560,7 @@ class TurnSerializer(serializers.ModelSerializer):
         approval = turn.approvals.filter(status="pending").values_list("id", flat=True).first()
         return str(approval) if approval else None
 
+    @extend_schema_field(ChatCompletionSerializer(allow_null=True))
     def get_response(self, turn: Turn) -> dict | None:
         """The chat.completion, once the turn has answered: succeeded, or cancelled or interrupted
         with what it had streamed (finish_reason says which)."""

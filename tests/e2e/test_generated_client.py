@@ -73,8 +73,10 @@ def test_the_generated_client_creates_a_chat_completion(generated, live_stack, a
     create = generated.load("api.chat.chat_completions_create")
     answer = create.sync_detailed(client=typed_client(generated, live_stack, alice), body=question(generated, "Hi"))
     assert answer.status_code == 200, answer.content
-    completion = answer.parsed.to_dict()
-    assert completion["object"] == "chat.completion" and completion["choices"][0]["message"]["content"] == "Typed hello."
+    completion = answer.parsed
+    assert isinstance(completion, generated.load("models").ChatCompletion), "the answer parses into the typed chat.completion"
+    assert completion.choices[0].message.content == "Typed hello." and completion.choices[0].finish_reason == "stop"
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens > 0
     assert stub_llm.requests[-1]["messages"][-1] == {"role": "user", "content": "Hi"}, "the typed body reached the model as sent"
 
 
@@ -95,7 +97,7 @@ def test_the_generated_client_runs_a_turn_in_the_background_and_reads_it(generat
     turn = generated.load("api.turns.v1_turns_retrieve").sync(id=str(turn_id), client=client)
     models = generated.load("models")
     assert turn.status == models.TurnStatusEnum.SUCCEEDED and turn.agent == "helper"
-    assert turn.usage.total_tokens > 0 and turn.response.to_dict()["choices"][0]["message"]["content"] == "echo: Later"
+    assert turn.usage.total_tokens > 0 and turn.response.choices[0].message.content == "echo: Later"
 
 
 def test_errors_parse_into_the_typed_openai_error_shape(generated, live_stack, alice, bob, stub_llm):
