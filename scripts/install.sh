@@ -18,7 +18,7 @@ if bash scripts/install-llama.sh --cached; then llama="llama-cached:10"; else ll
 torch_pin=$(grep -E '^torch==' requirements-embeddings.txt)
 
 progress_plan "system-packages:60" "venv:10" "pip-upgrade:15" "$llama" "torch:90" "requirements:150" "requirements-nodeps:10"
-progress_step system-packages "system packages (apt-get: a C toolchain, cmake, redis-server, chromium; only what is missing)" -- \
+progress_step system-packages "system packages (apt-get: a C toolchain, cmake, redis-server, chromium; only what is missing)" --interactive -- \
     bash scripts/install-system-packages.sh
 progress_step venv "the virtualenv in $venv" -- bash -c "test -x '$bin/python' || '$python' -m venv '$venv'"
 progress_step pip-upgrade "pip and wheel" -- "$bin/python" -m pip install --quiet --upgrade pip wheel

@@ -48,21 +48,21 @@ _build_progress() {
         {if ($3 > 0) printf "build %d%% (%d of %d)\n", 100 * $2 / $3, $2, $3}'
 }
 
-# progress_step NAME DESCRIPTION [--log FILE] -- COMMAND...: run one planned step, reporting as it goes.
+# progress_step NAME DESCRIPTION [--log FILE | --interactive] -- COMMAND...: run one planned step,
+# reporting as it goes. --interactive runs it in the foreground, keeping the terminal's stdin (sudo
+# may ask for a password; a background job's stdin is /dev/null), without the running lines.
 progress_step() {
-    local name=$1 what=$2 log="" index=$PROGRESS_DONE n=${#PROGRESS_NAMES[@]} started=$SECONDS pid status elapsed extra
+    local name=$1 what=$2 log="" interactive="" index=$PROGRESS_DONE n=${#PROGRESS_NAMES[@]} started=$SECONDS status elapsed
     shift 2
     if [ "${1:-}" = "--log" ]; then log=$2; shift 2; fi
+    if [ "${1:-}" = "--interactive" ]; then interactive=1; shift; fi
     [ "${1:-}" = "--" ] && shift
     echo "sentinel setup: step $((index + 1)) of $n: $what (usually about $(_fmt "${PROGRESS_ESTIMATE[$name]}"); about $(_fmt "$(_left "$index" 0)") left in all)"
-    "$@" </dev/null &
-    pid=$!
-    while ! _wait_for "$pid" "$PROGRESS_INTERVAL"; do
-        elapsed=$((SECONDS - started))
-        extra=$(_build_progress "$log")
-        echo "sentinel setup: step $((index + 1)) of $n: $what: $(_fmt "$elapsed")${extra:+, $extra}, about $(_fmt "$(_left "$index" "$elapsed")") left in all"
-    done
-    wait "$pid" && status=0 || status=$?
+    if [ -n "$interactive" ]; then
+        "$@" && status=0 || status=$?
+    else
+        _run_reporting "$index" "$what" "$log" "$@" && status=0 || status=$?
+    fi
     elapsed=$((SECONDS - started))
     if [ "$status" -ne 0 ]; then
         echo "sentinel setup: step $((index + 1)) of $n failed after $(_fmt "$elapsed"): $what" >&2
@@ -72,6 +72,20 @@ progress_step() {
     PROGRESS_DONE=$((index + 1))
     _record "$name" "$elapsed"
     echo "sentinel setup: step $((index + 1)) of $n done in $(_fmt "$elapsed"): $what (total $(_fmt $((SECONDS - PROGRESS_START))))"
+}
+
+# Run the command in the background, printing a line every interval until it exits; its status.
+_run_reporting() {
+    local index=$1 what=$2 log=$3 started=$SECONDS pid elapsed extra
+    shift 3
+    "$@" </dev/null &
+    pid=$!
+    while ! _wait_for "$pid" "$PROGRESS_INTERVAL"; do
+        elapsed=$((SECONDS - started))
+        extra=$(_build_progress "$log")
+        echo "sentinel setup: step $((index + 1)) of ${#PROGRESS_NAMES[@]}: $what: $(_fmt "$elapsed")${extra:+, $extra}, about $(_fmt "$(_left "$index" "$elapsed")") left in all"
+    done
+    wait "$pid"
 }
 
 # True once pid has exited, false when `seconds` passed first (a fraction is fine).
