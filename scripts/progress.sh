@@ -83,6 +83,7 @@ _run_reporting() {
     while ! _wait_for "$pid" "$PROGRESS_INTERVAL"; do
         elapsed=$((SECONDS - started))
         extra=$(_build_progress "$log")
+        [ "$elapsed" -gt "${PROGRESS_ESTIMATE[${PROGRESS_NAMES[$index]}]}" ] && extra="${extra:+$extra, }longer than usual"
         echo "sentinel setup: step $((index + 1)) of ${#PROGRESS_NAMES[@]}: $what: $(_fmt "$elapsed")${extra:+, $extra}, about $(_fmt "$(_left "$index" "$elapsed")") left in all"
     done
     wait "$pid"

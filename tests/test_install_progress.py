@@ -90,6 +90,15 @@ def test_the_llama_compile_shows_the_builds_own_percentage(machine):
     assert all("left in all" in line for line in ticks)
 
 
+def test_a_step_past_its_estimate_says_it_is_taking_longer_than_usual(machine):
+    tmp_path, _, _ = machine
+    times = tmp_path / "cache/sentinel/install-times"
+    times.parent.mkdir(parents=True)
+    times.write_text("llama-build 0\n")  # this machine once compiled it in no time
+    ticks = [line for line in install(machine).stdout.splitlines() if "step 4 of 7: llama" in line and "usually" not in line]
+    assert ticks and all("longer than usual" in line for line in ticks), ticks
+
+
 def test_a_second_install_uses_the_cached_wheel_and_this_machines_times(machine):
     tmp_path, _, _ = machine
     assert install(machine).returncode == 0
