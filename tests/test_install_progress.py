@@ -20,7 +20,7 @@ if [ "$1 $2" = "-m pip" ]; then
     shift 2
     if [ -n "${FAKE_FAIL:-}" ] && [[ "$*" == *"$FAKE_FAIL"* ]]; then echo "fake pip: cannot install" >&2; exit 1; fi
     if [ "$1" = wheel ]; then
-        for p in 12 47 93; do echo "[ $p%] Building C object vendor/llama.cpp/ggml.c.o"; sleep 0.25; done
+        for p in 12 47 93; do echo "[ $p%] Building C object vendor/llama.cpp/ggml.c.o"; sleep "${FAKE_PACE:-0.25}"; done
         touch "${@: -1}/llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl"
     fi
     exit 0
@@ -95,8 +95,10 @@ def test_a_step_past_its_estimate_says_it_is_taking_longer_than_usual(machine):
     times = tmp_path / "cache/sentinel/install-times"
     times.parent.mkdir(parents=True)
     times.write_text("llama-build 0\n")  # this machine once compiled it in no time
-    ticks = [line for line in install(machine).stdout.splitlines() if "step 4 of 7: llama" in line and "usually" not in line]
-    assert ticks and all("longer than usual" in line for line in ticks), ticks
+    done = install(machine, FAKE_PACE="0.5")  # 1.5 s: past a whole second whatever the clock's phase
+    ticks = [line for line in done.stdout.splitlines() if "step 4 of 7: llama" in line and "usually" not in line]
+    late = [line for line in ticks if re.search(r": [1-9]\d*s, ", line)]
+    assert late and all("longer than usual" in line for line in late), ticks
 
 
 def test_a_second_install_uses_the_cached_wheel_and_this_machines_times(machine):
