@@ -22,7 +22,7 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from agents import backpressure, control, openai_format, streams
 from agents.admission import Admission, admit
 from agents.api import schema
-from agents.api.serializers import ChatCompletionRequestSerializer, TurnEventSerializer, TurnSerializer
+from agents.api.serializers import ChatCompletionRequestSerializer, ChatCompletionSerializer, TurnEventSerializer, TurnSerializer
 from agents.models import EventKind, Stop, Turn, TurnEventRecord, TurnStatus
 from agents.streams import StreamKind
 from agents.tasks import enqueue_turn
@@ -127,7 +127,7 @@ class ChatCompletionsView(AsyncAPIView):
             ),
         ],
         responses={
-            (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="A chat.completion object."),
+            (200, "application/json"): OpenApiResponse(ChatCompletionSerializer, description="A chat.completion object."),
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="chat.completion.chunk events, then `data: [DONE]`."),
             202: OpenApiResponse(TurnSerializer, description="Accepted: the queued turn; follow its events_url."),
             400: OpenApiResponse(OpenApiTypes.OBJECT, description="Invalid request; `error.param` names the field."),
