@@ -13,6 +13,8 @@ transaction, so a purge never holds long locks and an interrupted one simply goe
 - spend: budget windows that closed before the cutoff first (so no window that remains ever loses a
   ledger row it counts: `reconcile_spend` holds at every moment), then the reservations left with no
   window, then their ledger rows (and ledger rows without a reservation) older than the cutoff.
+- files: the tenant's uploads and batch output/error files no unfinished batch uses, and the lines
+  of batches that ended before the cutoff (lifecycle.files; the Batch rows stay).
 - audit: one chain for the deployment, so only a prefix can go: every entry before the first one
   that some policy keeps (a tenant's longer policy holds the prefix back for everyone), purged by
   `budgets.audit.purge_prefix`, which signs the new start so the chain still verifies.
@@ -33,6 +35,7 @@ from django.utils import timezone
 from agents.models import UNFINISHED, Message, TurnEventRecord
 from budgets import audit
 from budgets.models import AuditEntry, BudgetWindow, Period, Reservation, SpendEntry, Tenant
+from lifecycle import files
 from lifecycle.models import DataKind, RetentionPolicy
 from memory.models import EmbeddingCache, Memory, Summary
 
@@ -44,6 +47,7 @@ DEFAULT_SETTING = {
     DataKind.SPEND: "RETAIN_SPEND_DAYS",
     DataKind.AUDIT: "RETAIN_AUDIT_DAYS",
     DataKind.EMBEDDINGS: "RETAIN_EMBEDDINGS_DAYS",
+    DataKind.FILES: "RETAIN_FILES_DAYS",
 }
 
 
@@ -125,12 +129,17 @@ def _spend(tenant: str, since: datetime, _: datetime | None = None) -> list[tupl
     return [("budget windows", windows), ("spend entries", entries), ("reservations", reservations)]
 
 
+def _files(tenant: str, since: datetime, _: datetime | None = None) -> list[tuple[str, QuerySet]]:
+    return files.selections(tenant, since)
+
+
 # In the order a purge deletes them: memories before the messages they embed.
 PER_TENANT: dict[str, Callable[[str, datetime, datetime | None], list[tuple[str, QuerySet]]]] = {
     DataKind.EMBEDDINGS: _embeddings,
     DataKind.MESSAGES: _messages,
     DataKind.TURN_EVENTS: _turn_events,
     DataKind.SPEND: _spend,
+    DataKind.FILES: _files,
 }
 
 
