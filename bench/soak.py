@@ -185,7 +185,8 @@ def report(soak: Soak) -> list[str]:
         HEADING,
         "",
         f"{soak.conversations} concurrent conversations offering {soak.rate:.0f} turns/s for {soak.seconds:.0f} s (non-streaming "
-        f"turns, a 50 ms stub, each conversation's turns in one conversation); {soak.sent} sent, {soak.ok} answered 200, "
+        f"turns, a 50 ms stub, each conversation's turns in one conversation); {soak.sent} sent, {soak.ok} answered 200 "
+        f"({soak.ok / soak.seconds:.1f} turns/s of the {soak.rate:.0f} offered), "
         f"errors {soak.errors or 'none'} ({error_rate(soak):.2%}); latency p50 {p50:.0f} ms, p99 {p99:.0f} ms. "
         f"Verdict: {verdict} (slope test over the run after its first {WARM_UP_SHARE:.0%}; errors under {ERROR_BOUND:.0%}). "
         "Rerun: `make bench BENCH_ARGS=--only=soak` (10 minutes; `--soak-seconds=60` for a short one).",
