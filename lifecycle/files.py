@@ -21,8 +21,9 @@ from batches.models import BATCH_ENDED, Batch, BatchLine, File, FilePurpose
 def _in_use(tenant: str) -> Q:
     """Files an unfinished batch of the tenant refers to (input, output or error)."""
     unfinished = Batch.objects.filter(tenant_id=tenant).exclude(status__in=BATCH_ENDED)
+    # no NULLs in the lists: `NOT (id IN (..., NULL))` is never true, so one would keep every file
     return (
-        Q(id__in=unfinished.values("input_file_id"))
+        Q(id__in=unfinished.filter(input_file__isnull=False).values("input_file_id"))
         | Q(id__in=unfinished.filter(output_file__isnull=False).values("output_file_id"))
         | Q(id__in=unfinished.filter(error_file__isnull=False).values("error_file_id"))
     )

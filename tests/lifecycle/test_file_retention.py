@@ -70,9 +70,12 @@ def test_old_files_outputs_and_ended_batches_lines_go_as_the_dry_run_listed(alic
 def test_an_unfinished_batchs_files_and_lines_stay_however_old(alice, thirty_days):
     running = a_batch(alice, BatchStatus.IN_PROGRESS, when=OLD)
     File.objects.filter(id=running.input_file_id).update(created_at=OLD - timedelta(days=300))
+    Batch.objects.filter(id=a_batch(alice, BatchStatus.IN_PROGRESS, when=OLD).id).update(input_file=None)  # its input already gone
+    other = a_file(alice, FilePurpose.BATCH, when=OLD)
     purge()
     running.refresh_from_db()
     assert running.input_file is not None and BatchLine.objects.filter(batch=running).count() == 2
+    assert not File.objects.filter(id=other.id).exists(), "a batch without its input holds back no other file"
 
 
 def test_a_tenants_own_files_policy_replaces_the_default(alice, bob, thirty_days):
