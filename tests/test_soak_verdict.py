@@ -40,5 +40,12 @@ def test_errors_over_one_percent_fail_the_run():
     assert failed(soak_of(flat, errors=400)) and not failed(soak_of(flat, errors=100))
 
 
+def test_a_short_runs_warm_up_is_at_least_the_pools_filling():
+    def pools_filling(name, at, rng):  # connections opening for the first 26 s of a one-minute run
+        return min(63.0, 12 + 2 * at) if name == "PG connections" else flat(name, 100, rng)
+
+    assert not failed(soak_of(pools_filling, seconds=60, every=2))
+
+
 def test_a_run_with_no_samples_fails():
     assert failed(Soak(conversations=1, rate=1, seconds=60))
