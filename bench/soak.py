@@ -35,10 +35,12 @@ from django.db import connection
 
 from agents.backpressure import TURN_QUEUE
 from agents.models import Turn, TurnStatus
-from bench import texts, turn_bench
+from bench import soak_plot, texts, turn_bench
 from bench.harness import Stack, rss_mb
+from sentinel_site.stack import BASE_DIR
 
 HEADING = "## Soak: memory, connections and queue over time (issue 18)"
+PLOT = BASE_DIR / "docs" / "soak.svg"
 WARM_UP_SHARE = 0.25
 WARM_UP_MIN_S = 30.0
 ERROR_BOUND = 0.01
@@ -180,6 +182,10 @@ def run(quick: bool, seconds: float = 0, conversations: int = 0, rate: float = 0
     finally:
         stack.stop()
         connection.close()
+    times = [sample.at for sample in soak.samples]
+    curves = {name: [sample.series[name] for sample in soak.samples] for name in LIMITS}
+    if times:
+        soak_plot.write(PLOT, times, curves, f"Soak: {soak.conversations} conversations, {soak.rate:.0f} turns/s, {soak.seconds:.0f} s")
     return report(soak), failed(soak)
 
 
@@ -196,7 +202,8 @@ def report(soak: Soak) -> list[str]:
         f"({soak.ok / soak.seconds:.1f} turns/s of the {soak.rate:.0f} offered), "
         f"errors {soak.errors or 'none'} ({error_rate(soak):.2%}); latency p50 {p50:.0f} ms, p99 {p99:.0f} ms. "
         f"Verdict: {verdict} (slope test over the run after its first {warm_up(soak):.0f} s; errors under {ERROR_BOUND:.0%}). "
-        "Rerun: `make bench BENCH_ARGS=--only=soak` (10 minutes; `--soak-seconds=60` for a short one).",
+        "Rerun: `make bench BENCH_ARGS=--only=soak` (10 minutes; `--soak-seconds=60` for a short one). "
+        "The curves: [docs/soak.svg](docs/soak.svg).",
         "",
         "| series | fitted rise over the steady part | allowed | |",
         "| --- | --- | --- | --- |",
