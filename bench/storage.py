@@ -49,7 +49,11 @@ def sizes() -> dict[str, int]:
         found = {}
         for table, _ in TABLES:
             # a partitioned table (lifecycle/partitions.py) holds nothing itself: its partitions do
-            cursor.execute("SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(%s)", [table])
+            # (pg_partition_tree lists nothing for a plain table)
+            cursor.execute(
+                "SELECT coalesce((SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(%s)), pg_total_relation_size(%s))",
+                [table, table],
+            )
             found[table] = int(cursor.fetchone()[0])
         return found
 
