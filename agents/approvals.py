@@ -71,11 +71,6 @@ def hold(recorder: Recorder, result: providers.Completion, request: Request, *, 
         )  # fmt: skip
         if not held:
             raise LostClaim
-        if recorder.reservation is not None:
-            spend.settle(
-                recorder.reservation, turn_id=turn.id, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                actual=actual,
-            )  # fmt: skip
         approval = Approval.objects.create(tenant_id=turn.tenant_id, turn_id=turn.id, tool_calls=result.tool_calls, expires_at=expires)
         assistant = {"role": "assistant", "content": result.content or None, "tool_calls": result.tool_calls}
         resume = {"body": request.body, "prompt_tokens": request.prompt_tokens, "reply_index": request.reply_index, "assistant": assistant}
@@ -85,6 +80,11 @@ def hold(recorder: Recorder, result: providers.Completion, request: Request, *, 
             "approval.requested", actor=actor_of(turn), tenant_id=turn.tenant_id, target=str(approval.id),
             data={"turn": str(turn.id), "tools": [call["function"]["name"] for call in result.tool_calls]},
         )  # fmt: skip
+        if recorder.reservation is not None:  # the windows last, after the audit head (outcomes.end_failed says why)
+            spend.settle(
+                recorder.reservation, turn_id=turn.id, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                actual=actual,
+            )  # fmt: skip
     notice = {"approval_id": str(approval.id), "tool_calls": result.tool_calls, "expires_at": expires.isoformat()}
     announce(turn.id, [*state_events(written), (StreamKind.APPROVAL, notice)])
 

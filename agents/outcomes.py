@@ -116,9 +116,6 @@ def end_failed(
         )
         if not ended:
             raise Fenced
-        held = [reservation] if reservation is not None else Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD)
-        for each in held:
-            spend.release(each.id)
         if failure.dead_letter:
             DeadLetter.objects.update_or_create(
                 turn_id=turn.id,
@@ -140,6 +137,11 @@ def end_failed(
                   "attempt": failure.attempt},
         )  # fmt: skip
         following = next_queued(turn)
+        # The budget windows last, after the audit head, in the order the group commit takes them
+        # (agents/finishing.py): the other order deadlocked against it under load.
+        held = [reservation] if reservation is not None else Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD)
+        for each in held:
+            spend.release(each.id)
     announce(turn.id, [(StreamKind.ERROR, failure.error)])
     tell_ended(turn, TurnStatus.FAILED)
     if failure.dead_letter:
@@ -306,7 +308,6 @@ def stop(recorder: Recorder, stopped: Stopped, request: Request, *, config) -> u
             raise LostClaim  # rolls back the partial answer too
         if stopped.kind == Stop.ROLLBACK:
             Message.delete_locked(Message.objects.filter(turn_id=turn.id))
-        _settle_stopped(recorder, stopped, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, actual=actual)
         payload: dict[str, Any] = {
             "stop": stopped.kind,
             "partial": stopped.partial,
@@ -326,6 +327,8 @@ def stop(recorder: Recorder, stopped: Stopped, request: Request, *, config) -> u
             data={"agent": turn.agent.name, "stop": stopped.kind, "cost": str(actual), "attempt": recorder.attempt},
         )
         following = next_queued(turn)
+        # The windows last, after the audit head (the group commit's order: see end_failed).
+        _settle_stopped(recorder, stopped, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, actual=actual)
     response = openai_format.completion(
         turn_id=turn.id, created=int(turn.created_at.timestamp()), model=turn.agent.name, content=stopped.partial if keep else "",
         tool_calls=[], finish_reason=finish_reason, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
