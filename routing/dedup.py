@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django import db
 from django.conf import settings
 
 from agents import streams
@@ -121,12 +123,25 @@ def abandon(key: str) -> None:
     sync_client().eval(_DELETE_IF, 1, key, _PENDING)
 
 
-def attach(shared: Shared) -> None:
-    client = sync_client()
-    client.incr(_subscribers(shared.turn_id))
+def attach(shared: Shared, follower: str) -> None:
+    """A follower rides the turn: counted as its subscriber, listed for its usage."""
+    pipe = sync_client().pipeline(transaction=False)
+    _attach(pipe, shared.turn_id, follower)
+    pipe.execute()
 
 
-async def join(key: str) -> Shared | None:
+def _attach(pipe: Any, turn_id: object, follower: str) -> None:
+    ttl = int(settings.SENTINEL["SYNC_WAIT_SECONDS"]) + 1
+    pipe.incr(_subscribers(turn_id))
+    pipe.rpush(_followers(turn_id), follower)
+    pipe.expire(_followers(turn_id), ttl)
+
+
+def follower_id(tenant_id: object, api_key_id: object) -> str:
+    return f"{tenant_id}:{api_key_id or ''}"
+
+
+async def join(key: str, follower: str) -> Shared | None:
     """Wait for the leader being admitted to point the key at its turn; None if it gave up."""
     client = async_client()
     loop = asyncio.get_running_loop()
@@ -137,7 +152,9 @@ async def join(key: str) -> Shared | None:
             return None
         if raw != _PENDING:
             shared = Shared.decode(raw)
-            await client.incr(_subscribers(shared.turn_id))
+            pipe = client.pipeline(transaction=False)
+            _attach(pipe, shared.turn_id, follower)
+            await pipe.execute()
             return shared
         await asyncio.sleep(0.005)
     return None
@@ -145,6 +162,10 @@ async def join(key: str) -> Shared | None:
 
 def _subscribers(turn_id: object) -> str:
     return f"{PREFIX}subs:{turn_id}"
+
+
+def _followers(turn_id: object) -> str:
+    return f"{PREFIX}followers:{turn_id}"
 
 
 def last_one_out(turn_id: object, cancel: Any) -> Any:
@@ -163,30 +184,51 @@ def last_one_out(turn_id: object, cancel: Any) -> Any:
     return lambda: threading.Thread(target=leave, name="shared-stream-leave", daemon=True).start()
 
 
-def account_when_done(turn_id: object, tenant_id: object, api_key_id: object) -> None:
-    """A follower's usage in the ledger once the shared turn is done: its tokens, at no cost (the
-    leader's turn pays the provider)."""
-    task = asyncio.get_running_loop().create_task(_account(turn_id, tenant_id, api_key_id))
+def account_when_done(turn_id: object) -> None:
+    """The leader's side: once the shared turn is done, each follower's usage in the ledger, its
+    tokens at no cost (the leader's turn pays the provider), in one insert. A follower that attaches
+    in the instant between the turn's end and this read is not accounted (it read a finished turn)."""
+    task = asyncio.get_running_loop().create_task(_account(turn_id))
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
 
 
-async def _account(turn_id: object, tenant_id: object, api_key_id: object) -> None:
+async def _account(turn_id: object) -> None:
     try:
         async for event in streams.follow(turn_id, timeout=settings.SENTINEL["SYNC_WAIT_SECONDS"]):
             if event is not None and event.kind == streams.StreamKind.DONE:
-                response = event.data["response"]
-                usage = response.get("usage") or {}
-                await SpendEntry.objects.acreate(
-                    tenant_id=tenant_id,
-                    api_key_id=api_key_id,
-                    model=str(response.get("model", ""))[:200],
-                    prompt_tokens=usage.get("prompt_tokens") or 0,
-                    completion_tokens=usage.get("completion_tokens") or 0,
-                    cost=0,
-                )
+                pipe = async_client().pipeline(transaction=True)
+                pipe.lrange(_followers(turn_id), 0, -1)
+                pipe.delete(_followers(turn_id))
+                followers, _ = await pipe.execute()
+                if followers:
+                    # Not on the request's thread: this task outlives the request that started it.
+                    await sync_to_async(_write_usage, thread_sensitive=False)(event.data["response"], followers)
+                return
+            if event is not None and event.is_terminal:
                 return
     except TimeoutError:
         return
     except Exception:
-        log.warning("could not account a shared stream's follower", exc_info=True)
+        log.warning("could not account a shared stream's followers", exc_info=True)
+
+
+def _write_usage(response: dict[str, Any], followers: list[bytes]) -> None:
+    usage = response.get("usage") or {}
+    entries = []
+    for raw in followers:
+        tenant_id, _, api_key_id = raw.decode().partition(":")
+        entries.append(
+            SpendEntry(
+                tenant_id=tenant_id,
+                api_key_id=api_key_id or None,
+                model=str(response.get("model", ""))[:200],
+                prompt_tokens=usage.get("prompt_tokens") or 0,
+                completion_tokens=usage.get("completion_tokens") or 0,
+                cost=0,
+            )
+        )
+    try:
+        SpendEntry.objects.bulk_create(entries)
+    finally:
+        db.connections.close_all()

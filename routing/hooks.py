@@ -46,6 +46,7 @@ class Front:
         self.leads = False
         self.cache_key = ""  # set while a miss is to be filled
         self.cache_seconds = 0
+        self.follower = ""  # who a follower is, for its usage (dedup.follower_id)
         self.headers: dict[str, str] = {}
 
     # --- in the admitting thread ----------------------------------------------------------------
@@ -71,8 +72,9 @@ class Front:
         if found is True:
             self.leads = True
             return True
+        self.follower = dedup.follower_id(tenant_id, principal.api_key.id if principal.api_key else None)
         if isinstance(found, dedup.Shared):
-            dedup.attach(found)
+            dedup.attach(found, self.follower)
             self._share(found)
         return False
 
@@ -104,18 +106,18 @@ class Front:
         """Ride the turn of the twin being admitted; None if it gave up (admit this one alone)."""
         if not self.dedup_key:
             return None
-        shared = await dedup.join(self.dedup_key)
+        shared = await dedup.join(self.dedup_key, self.follower)
         if shared is None:
             return None
         self._share(shared)
         return self.admission()
 
-    def follow(self, principal: Principal, turn_id: object) -> None:
-        """Once the turn is done: keep its answer (a cache miss), account this follower's usage."""
+    def follow(self, turn_id: object) -> None:
+        """Once the turn is done: keep its answer (a cache miss), account its followers' usage."""
         if self.cache_key:
             cache.fill_when_done(turn_id, self.cache_key, self.cache_seconds)
-        if self.shared is not None:
-            dedup.account_when_done(turn_id, principal.tenant.id, principal.api_key.id if principal.api_key else None)
+        if self.leads:
+            dedup.account_when_done(turn_id)
 
     def on_gone(self, turn_id: object, cancel: Callable[[], None] | None) -> Callable[[], None] | None:
         """A shared turn is cancelled by a leaving client only when nobody else reads it."""

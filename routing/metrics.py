@@ -5,5 +5,7 @@ from prometheus_client import Counter
 
 CACHE_LOOKUPS = Counter("sentinel_cache_lookups_total", "Response cache lookups, by result (hit, miss).", ["result"])
 DEDUP_REQUESTS = Counter(
-    "sentinel_dedup_requests_total", "Requests eligible for a shared stream, by role (leader: called the provider, shared: rode a twin).", ["role"]
+    "sentinel_dedup_requests_total",
+    "Requests eligible for a shared stream, by role (leader: called the provider, shared: rode a twin).",
+    ["role"],
 )

@@ -163,14 +163,16 @@ class ChatCompletionsView(AsyncAPIView):
         # on disk first. A plain wait tells it only with the answer, whose own commit flushes this one.
         lazily = not prefers_async and not data.get("stream")
         front = Front(request.headers, data, own_turn=prefers_async or idempotency_key is not None)  # routing: cache, shared streams
-        admission = await sync_to_async(_admit)(request.user, data, idempotency_key, keep_connection=prefers_async, lazily=lazily, front=front)
+        admission = await sync_to_async(_admit)(
+            request.user, data, idempotency_key, keep_connection=prefers_async, lazily=lazily, front=front
+        )
         if front.cached is not None:
             return front.cached_response()
         if admission is None:  # an identical request is being admitted: ride its turn, or take one's own if it gave up
             admission = await front.join() or await sync_to_async(_admit)(request.user, data, None, keep_connection=False, lazily=lazily)
         turn = admission.turn
         headers = {**turn_headers(turn), **front.headers}
-        front.follow(request.user, turn.id)
+        front.follow(turn.id)
         if prefers_async:
             body = await sync_to_async(lambda: TurnSerializer(Turn.objects.select_related("agent", "output").get(id=turn.id)).data)()
             return JsonResponse(
@@ -188,7 +190,13 @@ class ChatCompletionsView(AsyncAPIView):
 
 
 def _admit(
-    principal: Principal, data: dict[str, Any], idempotency_key: str | None, *, keep_connection: bool, lazily: bool, front: Front | None = None
+    principal: Principal,
+    data: dict[str, Any],
+    idempotency_key: str | None,
+    *,
+    keep_connection: bool,
+    lazily: bool,
+    front: Front | None = None,
 ) -> Admission | None:
     """admit(); then, unless the view reads the turn again, the connection goes back to the pool in
     the same thread hop (waiting on the turn needs none): one hop to a thread and back fewer per request.

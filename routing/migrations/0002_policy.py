@@ -5,28 +5,47 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0011_route_event'),
-        ('routing', '0001_initial'),
+        ("agents", "0011_route_event"),
+        ("routing", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Policy',
+            name="Policy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('dedup', models.BooleanField(default=False, help_text='Identical in-flight requests without a conversation share one provider call (Sentinel-Dedup: on|off overrides).')),
-                ('cache_seconds', models.PositiveIntegerField(default=0, help_text='Answers are kept this long for identical requests that send `Sentinel-Cache: use` (0: no cache).')),
-                ('cache_always', models.BooleanField(default=False, help_text='Use the cache without the request asking for it.')),
-                ('cache_history', models.BooleanField(default=False, help_text='Cache requests that carry conversation history too (off: only a single user turn).')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('agent', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='routing_policy', to='agents.agent')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "dedup",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Identical in-flight requests without a conversation share one provider call (Sentinel-Dedup: on|off overrides).",
+                    ),
+                ),
+                (
+                    "cache_seconds",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="Answers are kept this long for identical requests that send `Sentinel-Cache: use` (0: no cache).",
+                    ),
+                ),
+                ("cache_always", models.BooleanField(default=False, help_text="Use the cache without the request asking for it.")),
+                (
+                    "cache_history",
+                    models.BooleanField(
+                        default=False, help_text="Cache requests that carry conversation history too (off: only a single user turn)."
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "agent",
+                    models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name="routing_policy", to="agents.agent"),
+                ),
             ],
             options={
-                'verbose_name_plural': 'policies',
-                'ordering': ['agent'],
+                "verbose_name_plural": "policies",
+                "ordering": ["agent"],
             },
         ),
     ]
