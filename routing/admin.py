@@ -7,7 +7,9 @@ from django.contrib import admin
 from django.db.models import Count
 from django.http import HttpRequest
 
-from routing.models import Deployment, ModelGroup
+from budgets import audit
+from routing import cache
+from routing.models import Deployment, ModelGroup, Policy
 from sentinel_site.admin import TenantFilter, TenantScopedAdmin, visible_tenant_ids
 
 WRITE_ONLY_FIELDS = ("new_api_key", "clear_api_key")
@@ -80,3 +82,42 @@ class ModelGroupAdmin(TenantScopedAdmin):
     @admin.display(description="deployments", ordering="deployment_total")
     def deployment_count(self, obj: ModelGroup) -> int:
         return obj.deployment_total
+
+
+@admin.register(Policy)
+class PolicyAdmin(TenantScopedAdmin):
+    """Agents' shared-stream and cache policies, with each cache's hit rate and a purge action."""
+
+    tenant_path = "agent__tenant"
+    list_display = ("agent", "tenant_name", "dedup", "cache_seconds", "cache_always", "cache_history", "cache_hit_rate")
+    list_select_related = ("agent__tenant",)
+    list_filter = ("dedup",)
+    search_fields = ("agent__name",)
+    raw_id_fields = ("agent",)
+    fields = ("agent", "dedup", "cache_seconds", "cache_always", "cache_history")
+    actions = ("purge_cache",)
+
+    @admin.display(description="tenant", ordering="agent__tenant__name")
+    def tenant_name(self, obj: Policy) -> str:
+        return obj.agent.tenant.name
+
+    @admin.display(description="cache hits")
+    def cache_hit_rate(self, obj: Policy) -> str:
+        counted = cache.stats(obj.agent_id)
+        lookups = counted["hits"] + counted["misses"]
+        return f"{counted['hits']}/{lookups} ({counted['hits'] / lookups:.0%})" if lookups else "-"
+
+    @admin.action(description="Purge the response cache of the selected agents")
+    def purge_cache(self, request: HttpRequest, queryset) -> None:
+        total = 0
+        for policy in queryset.select_related("agent"):
+            purged = cache.purge(policy.agent.tenant_id, policy.agent_id)
+            total += purged
+            audit.record(
+                "routing_cache.purged",
+                actor=audit.actor_for_user(request.user),
+                tenant_id=policy.agent.tenant_id,
+                target=str(policy.agent_id),
+                data={"agent": policy.agent.name, "purged": purged},
+            )
+        self.message_user(request, f"{total} cached answers purged.")
