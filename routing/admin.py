@@ -94,7 +94,18 @@ class PolicyAdmin(TenantScopedAdmin):
     list_filter = ("dedup",)
     search_fields = ("agent__name",)
     raw_id_fields = ("agent",)
-    fields = ("agent", "dedup", "cache_seconds", "cache_always", "cache_history")
+    fields = (
+        "agent",
+        "dedup",
+        "cache_seconds",
+        "cache_always",
+        "cache_history",
+        "adaptive",
+        "simple_group",
+        "complex_group",
+        "complex_above_tokens",
+        "complex_with_tools",
+    )
     actions = ("purge_cache",)
 
     @admin.display(description="tenant", ordering="agent__tenant__name")

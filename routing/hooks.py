@@ -31,6 +31,20 @@ def _header(headers: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> 
     return value
 
 
+def _latency_budget(headers: Mapping[str, str]) -> int | None:
+    value = headers.get("Sentinel-Latency-Budget-Ms")
+    if value is None:
+        return None
+    if not value.strip().isdigit() or not 0 < int(value) <= 600_000:
+        raise ApiError(
+            400,
+            "Sentinel-Latency-Budget-Ms must be whole milliseconds, 1 to 600000.",
+            param="Sentinel-Latency-Budget-Ms",
+            code="invalid_value",
+        )
+    return int(value)
+
+
 class Front:
     """One request's way past the cache and shared streams. `own_turn`: the request must have a
     turn of its own (Prefer: respond-async, or an Idempotency-Key): neither applies."""
@@ -40,6 +54,9 @@ class Front:
         self.own_turn = own_turn
         self.dedup_header = _header(headers, "Sentinel-Dedup", ("on", "off"))
         self.cache_header = _header(headers, "Sentinel-Cache", cache.HEADER_VALUES)
+        budget = _latency_budget(headers)
+        if budget is not None:
+            data["latency_budget_ms"] = budget  # kept in the turn's params for its route (admission.call_params)
         self.cached: dict[str, Any] | None = None
         self.shared: dedup.Shared | None = None
         self.dedup_key = ""  # set while this request leads or waits for its twin

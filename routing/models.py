@@ -113,6 +113,13 @@ class Policy(models.Model):
     cache_history = models.BooleanField(
         default=False, help_text="Cache requests that carry conversation history too (off: only a single user turn)."
     )
+    adaptive = models.BooleanField(
+        default=False, help_text="Route each call by its prompt (the groups below) and, past a budget's soft limit, by price."
+    )
+    simple_group = models.SlugField(max_length=64, blank=True, help_text="The model group for short prompts without tools.")
+    complex_group = models.SlugField(max_length=64, blank=True, help_text="The model group for long prompts, or prompts with tools.")
+    complex_above_tokens = models.PositiveIntegerField(default=2000, help_text="Prompts estimated above this many tokens are complex.")
+    complex_with_tools = models.BooleanField(default=True, help_text="A request that offers tools is complex.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

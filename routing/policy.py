@@ -14,6 +14,11 @@ class PolicySpec:
     cache_seconds: int = 0
     cache_always: bool = False
     cache_history: bool = False
+    adaptive: bool = False
+    simple_group: str = ""
+    complex_group: str = ""
+    complex_above_tokens: int = 2000
+    complex_with_tools: bool = True
 
 
 NONE = PolicySpec()
@@ -28,4 +33,14 @@ def _load(agent_id: int) -> PolicySpec:
     row = Policy.objects.filter(agent_id=agent_id).first()
     if row is None:
         return NONE
-    return PolicySpec(row.dedup, row.cache_seconds, row.cache_always, row.cache_history)
+    return PolicySpec(
+        row.dedup,
+        row.cache_seconds,
+        row.cache_always,
+        row.cache_history,
+        row.adaptive,
+        row.simple_group,
+        row.complex_group,
+        row.complex_above_tokens,
+        row.complex_with_tools,
+    )

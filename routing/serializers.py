@@ -121,5 +121,16 @@ class PolicySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Policy
-        fields = ("dedup", "cache_seconds", "cache_always", "cache_history", "updated_at")
+        fields = (
+            "dedup",
+            "cache_seconds",
+            "cache_always",
+            "cache_history",
+            "adaptive",
+            "simple_group",
+            "complex_group",
+            "complex_above_tokens",
+            "complex_with_tools",
+            "updated_at",
+        )
         read_only_fields = ("updated_at",)
