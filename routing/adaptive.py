@@ -46,11 +46,10 @@ def past_soft_limit(tenant_id: object, api_key_id: object) -> bool:
     return any(standing.used_share >= standing.budget.soft_limit_share for standing in spend.standings(tenant_id, api_key_id))
 
 
-def pricer(tenant_id: object, body: dict[str, Any]) -> Callable[[DeploymentSpec], Decimal]:
-    """A deployment's price for this call's worst case (unpriced: free, as settlement sees it)."""
-    prompt = prompt_tokens(body.get("messages", [])) + spend.request_overhead_tokens(body)
-    output = spend.output_bound(body)
-    return lambda deployment: spend.cost(tenant_id, deployment.model, endpoint(deployment.base_url), prompt, output)
+def pricer(tenant_id: object) -> Callable[[DeploymentSpec], Decimal]:
+    """A deployment's price for a nominal call (a million tokens in and out): what ranks them
+    (unpriced: free, as settlement sees it)."""
+    return lambda deployment: spend.cost(tenant_id, deployment.model, endpoint(deployment.base_url), 1_000_000, 1_000_000)
 
 
 def endpoint(base_url: str) -> str:

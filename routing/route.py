@@ -85,7 +85,10 @@ def config_for_agent(agent: Any) -> ProviderConfig | None:
     group = groups.find(agent.tenant_id, agent.model)
     if group is None or not group.deployments:  # a group with nothing enabled routes nothing
         return None
-    route = Route(agent.tenant_id, group)
+    spec = policy.for_agent(agent.id)
+    # Admission reserves for this first choice: past a soft limit, the cheapest (see Route._adapt).
+    price = adaptive.pricer(agent.tenant_id) if spec.adaptive and adaptive.past_soft_limit(agent.tenant_id, None) else None
+    route = Route(agent.tenant_id, group, price=price)
     return route.config
 
 
@@ -96,7 +99,7 @@ def route_of(config: ProviderConfig) -> Route | None:
 class Route:
     """One call's way through a model group and its fallbacks."""
 
-    def __init__(self, tenant_id: object, group: GroupSpec) -> None:
+    def __init__(self, tenant_id: object, group: GroupSpec, *, price: Callable[[DeploymentSpec], Decimal] | None = None) -> None:
         self.tenant_id = tenant_id
         self.group = group
         self.tried: set[int] = set()
@@ -105,9 +108,9 @@ class Route:
         self.call_id = ""
         self.last_error: dict | None = None
         self.latency_budget_ms: int | None = None  # Sentinel-Latency-Budget-Ms, from the turn's params
-        self.price: Callable[[DeploymentSpec], Decimal] | None = None  # set past a soft limit (adaptive)
+        self.price = price  # set past a soft limit (adaptive): the cheapest deployment is chosen
         # Nothing usable now: the first deployment is still the one tried (its breaker answers 503).
-        self.choice = selection.choose(group, tenant_id) or selection.Choice(group.deployments[0], "no deployment available")
+        self.choice = selection.choose(group, tenant_id, price=price) or selection.Choice(group.deployments[0], "no deployment available")
         self.deployment = self.choice.deployment
         self.config = RoutedConfig(**_fields(self.deployment, self._tenant_owned()), tenant_id=str(tenant_id))
         object.__setattr__(self.config, "route", self)
@@ -160,7 +163,7 @@ class Route:
                 group, why = found, picked[1] + "; "
                 self.visited.append(found.name)
         if spec.adaptive and adaptive.past_soft_limit(self.tenant_id, turn.api_key_id):
-            self.price = adaptive.pricer(self.tenant_id, body)
+            self.price = adaptive.pricer(self.tenant_id)
         if group is self.group and self.latency_budget_ms is None and self.price is None:
             return  # nothing to adapt: the first choice stands
         choice = self._choose(group)
