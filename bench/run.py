@@ -4,6 +4,7 @@
     --only=turns,search,memory   the parts to run (all three by default); the others' sections are kept
     --only=anchor                the targets of issue 13 only, side by side with LiteLLM's proxy
     --only=batch                 real-time chat latency idle and while a batch runs (issue 17)
+    --only=routing               routing decision overhead and the response cache's hit latency (issue 19)
     --only=latency [--anchor]    the sequential turn printed (LiteLLM beside it with --anchor); no file written
     --only=latency|throughput --lanes a:K=V b:K=W [--rounds=N]   configurations compared alternately (bench/lanes.py)
 """
@@ -23,7 +24,7 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 django.setup()
 
-from bench import anchor, batch_bench, lanes, memory_bench, report, search_bench, turn_bench  # noqa: E402
+from bench import anchor, batch_bench, lanes, memory_bench, report, routing_bench, search_bench, turn_bench  # noqa: E402
 from bench.harness import Stack, fdatasync_ms, percentile, rss_mb  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -394,6 +395,7 @@ SECTIONS = [
     "## Embeddings (issue 13)",
     "## Storage per turn (issue 18)",  # bench/storage.py, run on its own: kept from the file by every run
     "## Real-time chat while a batch runs (issue 17)",
+    "## Routing decisions and the response cache (issue 19)",
 ]
 
 
@@ -461,9 +463,9 @@ def main() -> int:
         return lanes.run(only[0], lanes.parse(specs), int(option("rounds", "2" if quick else "4")), quick)
     if only == ["latency"]:
         return probe_latency(requests=60 if quick else 200, with_anchor="--anchor" in sys.argv)
-    if unknown := set(only) - {"turns", "search", "memory", "anchor", "batch"}:
+    if unknown := set(only) - {"turns", "search", "memory", "anchor", "batch", "routing"}:
         raise SystemExit(
-            f"bench: --only takes turns, search, memory, anchor, batch or latency (throughput with --lanes); got {sorted(unknown)}"
+            f"bench: --only takes turns, search, memory, anchor, batch, routing or latency (throughput with --lanes); got {sorted(unknown)}"
         )
     started = datetime.now(UTC)
     clock = time.monotonic()
@@ -487,6 +489,14 @@ def main() -> int:
             print("real-time chat while a batch runs ...", flush=True)
             fresh.update(by_heading(batch_bench.report(batch_bench.run(stack, lines=500 if quick else 5000, probes=50 if quick else 200))))
             took["batch"] = time.monotonic() - clock
+        finally:
+            stack.stop()
+    if only == ["routing"]:
+        stack = Stack().start()
+        try:
+            print("routing decisions and the response cache ...", flush=True)
+            fresh.update(by_heading(routing_bench.report(routing_bench.run(stack, quick))))
+            took["routing"] = time.monotonic() - clock
         finally:
             stack.stop()
     if "turns" in only or "anchor" in only or "search" in only:

@@ -8,7 +8,8 @@ from django.db.models import Count
 from django.http import HttpRequest
 
 from budgets import audit
-from routing import cache
+from routing import cache, selection
+from routing.groups import DeploymentSpec
 from routing.models import Deployment, ModelGroup, Policy
 from sentinel_site.admin import TenantFilter, TenantScopedAdmin, visible_tenant_ids
 
@@ -41,12 +42,28 @@ class DeploymentInline(admin.StackedInline):
     model = Deployment
     form = DeploymentForm
     extra = 0
-    readonly_fields = ("has_api_key",)
-    fields = ("name", "base_url", "has_api_key", *WRITE_ONLY_FIELDS, "provider_model", "weight", "rpm", "tpm", "enabled")
+    readonly_fields = ("has_api_key", "live_state")
+    fields = ("name", "base_url", "has_api_key", *WRITE_ONLY_FIELDS, "provider_model", "weight", "rpm", "tpm", "enabled", "live_state")
 
     @admin.display(boolean=True, description="API key set")
     def has_api_key(self, obj: Deployment) -> bool:
         return bool(obj.api_key)
+
+    @admin.display(description="now")
+    def live_state(self, obj: Deployment) -> str:
+        """Breaker, calls in flight, this minute's requests and tokens, measured latency: what routing reads.
+        A global group's breakers are per tenant: not one state to show."""
+        if obj.pk is None:
+            return "-"
+        spec = DeploymentSpec(obj.id, obj.name, obj.base_url, "", obj.provider_model, obj.weight, obj.rpm, obj.tpm)
+        known = selection.live_state([spec], obj.group.tenant_id).get(obj.id)
+        if known is None:
+            return "routing state unreadable"
+        latency = f"{known['latency']:.0f} ms" if known["latency"] is not None else "not measured"
+        breaker = known["breaker"] if obj.group.tenant_id is not None else "per tenant"
+        return (
+            f"breaker {breaker}; {known['busy']} in flight; {known['rpm']} requests, {known['tpm']} tokens this minute; latency {latency}"
+        )
 
     def _shared(self, request: HttpRequest, obj: ModelGroup | None) -> bool:
         return obj is not None and obj.tenant_id is None and visible_tenant_ids(request) is not None

@@ -33,7 +33,7 @@ from agents.models import EventKind
 from agents.outcomes import Refused
 from agents.providers import NO_KEY, ProviderConfig, ProviderError
 from budgets import spend
-from routing import adaptive, groups, policy, selection
+from routing import adaptive, groups, metrics, policy, selection
 from routing.groups import DeploymentSpec, GroupSpec
 
 _DEPLOYMENT_FAILURES = {
@@ -203,11 +203,21 @@ class Route:
 
     def succeeded(self, result: providers.Completion) -> None:
         tokens = (result.prompt_tokens or 0) + (result.completion_tokens or 0)
-        selection.ended(self.deployment, "", tokens=tokens, latency_ms=result.first_token_ms or result.latency_ms)
+        latency_ms = result.first_token_ms or result.latency_ms
+        selection.ended(self.deployment, "", tokens=tokens, latency_ms=latency_ms)
+        label = metrics.deployment_label(self.group, self.deployment)
+        metrics.DEPLOYMENT_CALLS.labels(label, "ok").inc()
+        if latency_ms is not None:
+            metrics.DEPLOYMENT_LATENCY.labels(label).observe(latency_ms / 1000)
+        price = spend.cost(
+            self.tenant_id, self.deployment.model, self.config.endpoint, result.prompt_tokens or 0, result.completion_tokens or 0
+        )
+        metrics.DEPLOYMENT_COST.labels(label).inc(float(price))
 
     def fall_back(self, error: ProviderError) -> bool:
         """Point the config at where the next attempt goes after this error; False: nowhere."""
         self.ended()
+        metrics.DEPLOYMENT_CALLS.labels(metrics.deployment_label(self.group, self.deployment), error.code).inc()
         selection.forget(self.deployment.id)  # its breaker may have opened: read it afresh
         self.last_error = error.as_dict()
         return self._next(error)

@@ -177,6 +177,16 @@ def _fetch(deployments: list[DeploymentSpec], tenant_id: object, keep_at: float 
     return state
 
 
+def live_state(deployments: list[DeploymentSpec], tenant_id: object) -> dict[int, dict]:
+    """What the next decision would read of each deployment, from Redis now (the admin shows it):
+    its breaker's state as well as the counters."""
+    state = _fetch(deployments, tenant_id, None)
+    now = time.time()
+    for known in state.values():
+        known["breaker"] = breaker._state_of(known["opened_at"], now)
+    return state
+
+
 def _adjust(deployment_id: int, **deltas: int) -> None:
     """This process's own calls, seen at once in its snapshots (other processes' within their age)."""
     with _snapshot_lock:
