@@ -120,6 +120,29 @@ class ChatCompletionsView(AsyncAPIView):
                 description="A stream whose client leaves cancels its turn (`cancel`, the default) or lets it finish (`continue`).",
             ),
             OpenApiParameter(
+                "Sentinel-Dedup",
+                {"type": "string", "enum": ["on", "off"]},
+                OpenApiParameter.HEADER,
+                required=False,
+                description="`on`: an identical request in flight shares its provider call (header `Sentinel-Dedup: leader|shared`); "
+                "`off`: never. Without it, the agent's routing policy decides for requests without a conversation.",
+            ),
+            OpenApiParameter(
+                "Sentinel-Cache",
+                {"type": "string", "enum": ["use", "skip"]},
+                OpenApiParameter.HEADER,
+                required=False,
+                description="`use`: answer from the agent's response cache if it keeps answers (header `Sentinel-Cache: hit|miss`); "
+                "`skip`: never.",
+            ),
+            OpenApiParameter(
+                "Sentinel-Latency-Budget-Ms",
+                {"type": "integer", "minimum": 1, "maximum": 600000},
+                OpenApiParameter.HEADER,
+                required=False,
+                description="A model group's deployment measured to answer within this many milliseconds is chosen.",
+            ),
+            OpenApiParameter(
                 "Prefer",
                 str,
                 OpenApiParameter.HEADER,
