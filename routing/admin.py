@@ -8,7 +8,7 @@ from django.db.models import Count
 from django.http import HttpRequest
 
 from budgets import audit
-from routing import cache, selection
+from routing import cache, dedup, selection
 from routing.groups import DeploymentSpec
 from routing.models import Deployment, ModelGroup, Policy
 from sentinel_site.admin import TenantFilter, TenantScopedAdmin, visible_tenant_ids
@@ -106,7 +106,7 @@ class PolicyAdmin(TenantScopedAdmin):
     """Agents' shared-stream and cache policies, with each cache's hit rate and a purge action."""
 
     tenant_path = "agent__tenant"
-    list_display = ("agent", "tenant_name", "dedup", "cache_seconds", "cache_always", "cache_history", "cache_hit_rate")
+    list_display = ("agent", "tenant_name", "dedup", "cache_seconds", "cache_always", "cache_history", "cache_hit_rate", "dedup_saved")
     list_select_related = ("agent__tenant",)
     list_filter = ("dedup",)
     search_fields = ("agent__name",)
@@ -134,6 +134,10 @@ class PolicyAdmin(TenantScopedAdmin):
         counted = cache.stats(obj.agent_id)
         lookups = counted["hits"] + counted["misses"]
         return f"{counted['hits']}/{lookups} ({counted['hits'] / lookups:.0%})" if lookups else "-"
+
+    @admin.display(description="calls saved by shared streams")
+    def dedup_saved(self, obj: Policy) -> int:
+        return dedup.saved(obj.agent_id)
 
     @admin.action(description="Purge the response cache of the selected agents")
     def purge_cache(self, request: HttpRequest, queryset) -> None:

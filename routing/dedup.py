@@ -123,25 +123,36 @@ def abandon(key: str) -> None:
     sync_client().eval(_DELETE_IF, 1, key, _PENDING)
 
 
-def attach(shared: Shared, follower: str) -> None:
-    """A follower rides the turn: counted as its subscriber, listed for its usage."""
+def attach(shared: Shared, follower: str, agent_id: object) -> None:
+    """A follower rides the turn: counted as its subscriber, listed for its usage, and as a
+    provider call its agent saved."""
     pipe = sync_client().pipeline(transaction=False)
-    _attach(pipe, shared.turn_id, follower)
+    _attach(pipe, shared.turn_id, follower, agent_id)
     pipe.execute()
 
 
-def _attach(pipe: Any, turn_id: object, follower: str) -> None:
+def _attach(pipe: Any, turn_id: object, follower: str, agent_id: object) -> None:
     ttl = int(settings.SENTINEL["SYNC_WAIT_SECONDS"]) + 1
     pipe.incr(_subscribers(turn_id))
     pipe.rpush(_followers(turn_id), follower)
     pipe.expire(_followers(turn_id), ttl)
+    pipe.hincrby(_saved(agent_id), "shared", 1)
+
+
+def _saved(agent_id: object) -> str:
+    return f"{PREFIX}stats:{agent_id}"
+
+
+def saved(agent_id: object) -> int:
+    """How many requests to the agent rode a twin's provider call (calls saved), counted in Redis."""
+    return int(sync_client().hget(_saved(agent_id), "shared") or 0)
 
 
 def follower_id(tenant_id: object, api_key_id: object) -> str:
     return f"{tenant_id}:{api_key_id or ''}"
 
 
-async def join(key: str, follower: str) -> Shared | None:
+async def join(key: str, follower: str, agent_id: object) -> Shared | None:
     """Wait for the leader being admitted to point the key at its turn; None if it gave up."""
     client = async_client()
     loop = asyncio.get_running_loop()
@@ -153,7 +164,7 @@ async def join(key: str, follower: str) -> Shared | None:
         if raw != _PENDING:
             shared = Shared.decode(raw)
             pipe = client.pipeline(transaction=False)
-            _attach(pipe, shared.turn_id, follower)
+            _attach(pipe, shared.turn_id, follower, agent_id)
             await pipe.execute()
             return shared
         await asyncio.sleep(0.005)

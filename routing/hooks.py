@@ -64,6 +64,7 @@ class Front:
         self.cache_key = ""  # set while a miss is to be filled
         self.cache_seconds = 0
         self.follower = ""  # who a follower is, for its usage (dedup.follower_id)
+        self.agent_id: object = None
         self.headers: dict[str, str] = {}
 
     # --- in the admitting thread ----------------------------------------------------------------
@@ -84,14 +85,14 @@ class Front:
             self.cache_key, self.cache_seconds = key, spec.cache_seconds
         if not dedup.wanted(self.dedup_header, spec.dedup, self.data):
             return True
-        self.dedup_key = dedup.key_for(tenant_id, agent.id, self.data)
+        self.dedup_key, self.agent_id = dedup.key_for(tenant_id, agent.id, self.data), agent.id
         found = dedup.claim(self.dedup_key)
         if found is True:
             self.leads = True
             return True
         self.follower = dedup.follower_id(tenant_id, principal.api_key.id if principal.api_key else None)
         if isinstance(found, dedup.Shared):
-            dedup.attach(found, self.follower)
+            dedup.attach(found, self.follower, agent.id)
             self._share(found)
         return False
 
@@ -123,7 +124,7 @@ class Front:
         """Ride the turn of the twin being admitted; None if it gave up (admit this one alone)."""
         if not self.dedup_key:
             return None
-        shared = await dedup.join(self.dedup_key, self.follower)
+        shared = await dedup.join(self.dedup_key, self.follower, self.agent_id)
         if shared is None:
             return None
         self._share(shared)

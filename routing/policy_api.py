@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from agents.models import Agent
 from budgets import audit, roles
-from routing import cache
+from routing import cache, dedup
 from routing.models import Policy
 from routing.serializers import PolicySerializer
 from sentinel_site.errors import not_found
@@ -27,7 +27,12 @@ def _agent(request, name: str) -> Agent:
 
 
 def _body(agent: Agent, policy: Policy) -> dict:
-    return {**PolicySerializer(policy).data, "agent": agent.name, "cache_stats": cache.stats(agent.id)}
+    return {
+        **PolicySerializer(policy).data,
+        "agent": agent.name,
+        "cache_stats": cache.stats(agent.id),
+        "dedup_saved_calls": dedup.saved(agent.id),
+    }
 
 
 class PolicyView(APIView):

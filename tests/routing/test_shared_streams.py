@@ -69,6 +69,7 @@ def test_identical_concurrent_streams_make_one_upstream_call_and_all_get_the_sam
     assert len(turn_ids) == 1, "they all ride one turn"
     roles = sorted(headers["sentinel-dedup"] for _, headers, _ in results)
     assert roles.count("leader") == 1 and roles.count("shared") == SUBSCRIBERS - 1
+    assert dedup.saved(alice.agent.id) == SUBSCRIBERS - 1, "the provider calls saved, counted for the admin and the API"
     entries = SpendEntry.objects.filter(tenant=alice.tenant)
     wait_for(lambda: entries.count() >= SUBSCRIBERS, timeout=10, message=f"every subscriber accounted: {list(entries.values())}")
     assert entries.count() == SUBSCRIBERS, "each subscriber accounted once"
