@@ -33,17 +33,17 @@ HEADER_VALUES = ("use", "skip")
 _tasks: set[asyncio.Task] = set()
 
 
-def key_for(tenant_id: object, agent_id: int, data: dict[str, Any]) -> str:
+def key_for(tenant_id: object, agent_id: object, data: dict[str, Any]) -> str:
     body = {name: value for name, value in data.items() if name not in ("stream", "stream_options")}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
     return f"{_agent_prefix(tenant_id, agent_id)}{digest}"
 
 
-def _agent_prefix(tenant_id: object, agent_id: int) -> str:
+def _agent_prefix(tenant_id: object, agent_id: object) -> str:
     return f"{PREFIX}{tenant_id}:{agent_id}:"
 
 
-def _stats(agent_id: int) -> str:
+def _stats(agent_id: object) -> str:
     return f"{PREFIX}stats:{agent_id}"
 
 
@@ -59,14 +59,14 @@ def wanted(header: str | None, cache_seconds: int, cache_always: bool, cache_his
     return cache_history or not has_history(data)
 
 
-def lookup(key: str, agent_id: int) -> dict[str, Any] | None:
+def lookup(key: str, agent_id: object) -> dict[str, Any] | None:
     """The cached chat.completion, or None; counted either way."""
     client = sync_client()
     raw = client.get(key)
     hit = raw is not None
     client.hincrby(_stats(agent_id), "hits" if hit else "misses", 1)
     metrics.CACHE_LOOKUPS.labels("hit" if hit else "miss").inc()
-    return json.loads(raw) if hit else None
+    return json.loads(raw) if raw is not None else None
 
 
 def fill_when_done(turn_id: object, key: str, seconds: int) -> None:
@@ -95,7 +95,7 @@ async def _store_async(key: str, response: dict[str, Any], seconds: int) -> None
         await async_client().set(key, json.dumps(response, separators=(",", ":")), ex=seconds)
 
 
-def purge(tenant_id: object, agent_id: int) -> int:
+def purge(tenant_id: object, agent_id: object) -> int:
     """Delete every answer kept for the agent; how many there were."""
     client = sync_client()
     keys = list(client.scan_iter(_agent_prefix(tenant_id, agent_id) + "*", count=1000))
@@ -104,7 +104,7 @@ def purge(tenant_id: object, agent_id: int) -> int:
     return len(keys)
 
 
-def stats(agent_id: int) -> dict[str, int]:
+def stats(agent_id: object) -> dict[str, int]:
     """{"hits", "misses"} counted for the agent."""
     raw = sync_client().hgetall(_stats(agent_id))
     return {name: int(raw.get(name.encode(), 0)) for name in ("hits", "misses")}

@@ -56,7 +56,7 @@ class Shared:
         return json.dumps({"turn": str(self.turn_id), "conversation": str(self.conversation_id), "created": self.created})
 
     @classmethod
-    def decode(cls, raw: bytes) -> Shared:
+    def decode(cls, raw: bytes | str) -> Shared:
         value = json.loads(raw)
         return cls(uuid.UUID(value["turn"]), uuid.UUID(value["conversation"]), value["created"])
 
@@ -65,7 +65,7 @@ class Shared:
         return datetime.fromtimestamp(self.created, UTC)
 
 
-def key_for(tenant_id: object, agent_id: int, data: dict[str, Any]) -> str:
+def key_for(tenant_id: object, agent_id: object, data: dict[str, Any]) -> str:
     """The request's key: tenant and agent in the clear (one tenant's key never names another's
     turn), the body hashed (canonical JSON) without what only shapes the delivery."""
     body = {name: value for name, value in data.items() if name not in ("stream", "stream_options")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from routing.models import Policy
@@ -24,12 +25,12 @@ class PolicySpec:
 NONE = PolicySpec()
 
 
-def for_agent(agent_id: int) -> PolicySpec:
+def for_agent(agent_id: uuid.UUID) -> PolicySpec:
     """The agent's policy, or NONE (kept in the cache too: most agents have no row)."""
     return config_cache.get("routing_policy", agent_id, lambda: _load(agent_id))
 
 
-def _load(agent_id: int) -> PolicySpec:
+def _load(agent_id: uuid.UUID) -> PolicySpec:
     row = Policy.objects.filter(agent_id=agent_id).first()
     if row is None:
         return NONE

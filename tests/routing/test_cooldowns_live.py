@@ -6,18 +6,11 @@ no request makes more than one attempt at any deployment (so never two at a cool
 The live stack runs with the default 30 s cooldown; rather than wait it out, the test moves the
 breaker's opening back in Redis (the state every worker reads), as 30 s passing would."""
 
-import time
-
 import httpx
 import pytest
 from django.conf import settings
 
-from agents import breaker
-from routing import selection
-from routing.groups import DeploymentSpec
-from routing.models import Deployment
-from sentinel_site.redis import sync_client
-from tests.routing.helpers import group
+from tests.routing.helpers import cooldown_passes, group
 from tests.routing.live import settle  # noqa: F401 - a fixture
 from tests.stub_llm import Reply, StubLLM
 
@@ -52,16 +45,6 @@ def requests(live_stack, actor, count: int) -> None:
             events = h.get(f"/turns/{answer.headers['sentinel-turn-id']}/events", headers={"Accept": "application/json"}).json()["data"]
             tried = [e["payload"]["deployment"] for e in events if e["kind"] == "route" and "deployment" in e["payload"]]
             assert len(tried) == len(set(tried)), f"a deployment was attempted twice in one request: {tried}"
-
-
-def cooldown_passes(actor) -> None:
-    failing = Deployment.objects.get(group__name="trio", name="d0")
-    spec = DeploymentSpec(failing.id, failing.name, failing.base_url, "", failing.provider_model, 1, None, None)
-    key = breaker._key(selection.breaker_key(spec, actor.tenant.id))
-    opened = float(sync_client().hget(key, "opened_at") or 0)
-    assert opened, "the failing deployment's breaker is open"
-    sync_client().hset(key, "opened_at", opened - settings.SENTINEL["BREAKER_OPEN_SECONDS"] - 1)
-    time.sleep(0.2)  # the worker's routing snapshot (SENTINEL_ROUTING_STATE_SECONDS) ages out
 
 
 def test_the_failing_deployment_is_cooled_down_after_its_threshold_and_probed_once_after_its_cooldown(live_stack, alice, trio):
