@@ -3,16 +3,18 @@ answered with no turn, no provider call and no cost, counted; never across tenan
 history unless the policy allows it; purged per agent through the API."""
 
 import asyncio
+import time
 
 import pytest
 
-from agents.models import Turn
+from agents.models import Turn, TurnStatus
 from budgets.models import SpendEntry
 from routing import cache
 from routing.models import Policy
 from sentinel_site.redis import sync_client
 from tests.conftest import wait_for
 from tests.routing.live import body, client, settle, tokens  # noqa: F401 - settle is a fixture
+from tests.stub_llm import Reply
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("settle")]
 USE = {"Sentinel-Cache": "use"}
@@ -116,3 +118,18 @@ def test_purging_an_agents_cache_makes_the_next_request_a_miss(live_stack, cachi
 def test_a_bad_cache_header_is_refused_in_openais_error_shape(live_stack, caching):
     response, _ = ask(live_stack, caching, body("hi"), **{"Sentinel-Cache": "always"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "Sentinel-Cache"
+
+
+def test_a_cancelled_answer_is_never_kept(live_stack, caching, stub_llm):
+    stub_llm.when("cut short", lambda request: Reply(content=" ".join(["word"] * 40), chunk_delay=0.05))
+
+    async def leave_early():
+        async with client(live_stack, caching, **USE) as h, h.stream("POST", "/chat/completions", json=body("cut short", stream=True)) as r:
+            async for line in r.aiter_lines():
+                if '"content":"word' in line:
+                    return r.headers["sentinel-turn-id"]
+
+    turn_id = asyncio.run(leave_early())
+    wait_for(lambda: Turn.objects.filter(id=turn_id, status=TurnStatus.CANCELLED).exists(), timeout=10, message="the turn cancelled")
+    time.sleep(0.3)  # the cache's follower has read the turn's end
+    assert not kept(caching), "a partial answer would be replayed to the next identical request"
