@@ -40,14 +40,24 @@ class PolicyView(APIView):
 
     required_scopes = {"GET": roles.AGENTS_READ, "PUT": roles.AGENTS_WRITE}
 
-    @extend_schema(summary="Read an agent's routing policy", responses=OpenApiResponse(OpenApiTypes.OBJECT), tags=TAG)
+    @extend_schema(
+        operation_id="agents_routing_policy_retrieve",
+        summary="Read an agent's routing policy",
+        responses=OpenApiResponse(OpenApiTypes.OBJECT),
+        tags=TAG,
+    )
     def get(self, request, name: str):
         agent = _agent(request, name)
         policy = Policy.objects.filter(agent=agent).first() or Policy(agent=agent)
         return Response(_body(agent, policy))
 
     @extend_schema(
-        summary="Set an agent's routing policy", request=PolicySerializer, responses=OpenApiResponse(OpenApiTypes.OBJECT), tags=TAG
+        operation_id="agents_routing_policy_update",
+        summary="Set an agent's routing policy",
+        description="Only the fields sent change.",
+        request=PolicySerializer,
+        responses=OpenApiResponse(OpenApiTypes.OBJECT),
+        tags=TAG,
     )
     def put(self, request, name: str):
         agent = _agent(request, name)
@@ -72,6 +82,7 @@ class CacheView(APIView):
     required_scopes = {"DELETE": roles.AGENTS_WRITE}
 
     @extend_schema(
+        operation_id="agents_cache_purge",
         summary="Purge an agent's response cache",
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="`purged`: how many answers were dropped."), 404: None},
         tags=TAG,
