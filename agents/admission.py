@@ -164,6 +164,8 @@ def call_params(agent: Agent, data: dict[str, Any]) -> dict[str, Any]:
     for key, value in (agent.default_params or {}).items():
         if key in providers.PASSTHROUGH_PARAMS:
             params.setdefault(key, value)
+    if data.get("latency_budget_ms") is not None:  # Sentinel-Latency-Budget-Ms (routing/hooks.py): for the route, never sent on
+        params["latency_budget_ms"] = data["latency_budget_ms"]
     if params.get("max_tokens") is None and params.get("max_completion_tokens") is None:
         params["max_tokens"] = settings.SENTINEL["DEFAULT_MAX_TOKENS"]  # so the reserved worst case is a true bound
     return params

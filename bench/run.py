@@ -6,6 +6,7 @@
     --only=batch                 real-time chat latency idle and while a batch runs (issue 17)
     --only=scaleout [--scaleout=1+1,2+2,3+3] [--scaleout-seconds=20]   turns/s against web + worker processes (issue 18)
     --only=soak [--soak-seconds=600] [--soak-conversations=1000]   bounded soak; exits 1 if anything grows (issue 18)
+    --only=routing               routing decision overhead and the response cache's hit latency (issue 19)
     --only=latency [--anchor]    the sequential turn printed (LiteLLM beside it with --anchor); no file written
     --only=latency|throughput --lanes a:K=V b:K=W [--rounds=N]   configurations compared alternately (bench/lanes.py)
 """
@@ -25,7 +26,7 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 django.setup()
 
-from bench import anchor, batch_bench, lanes, memory_bench, report, scaleout, search_bench, soak, turn_bench  # noqa: E402
+from bench import anchor, batch_bench, lanes, memory_bench, report, routing_bench, scaleout, search_bench, soak, turn_bench  # noqa: E402
 from bench.harness import Stack, fdatasync_ms, percentile, rss_mb  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -398,6 +399,7 @@ SECTIONS = [
     "## Real-time chat while a batch runs (issue 17)",
     scaleout.HEADING,  # --only=scaleout (bench/scaleout.py)
     soak.HEADING,  # --only=soak (bench/soak.py)
+    "## Routing decisions and the response cache (issue 19)",
 ]
 
 
@@ -465,9 +467,9 @@ def main() -> int:
         return lanes.run(only[0], lanes.parse(specs), int(option("rounds", "2" if quick else "4")), quick)
     if only == ["latency"]:
         return probe_latency(requests=60 if quick else 200, with_anchor="--anchor" in sys.argv)
-    if unknown := set(only) - {"turns", "search", "memory", "anchor", "batch", "scaleout", "soak"}:
+    if unknown := set(only) - {"turns", "search", "memory", "anchor", "batch", "scaleout", "soak", "routing"}:
         raise SystemExit(
-            "bench: --only takes turns, search, memory, anchor, batch, scaleout, soak or latency (throughput with --lanes); "
+            "bench: --only takes turns, search, memory, anchor, batch, scaleout, soak, routing or latency (throughput with --lanes); "
             f"got {sorted(unknown)}"
         )
     started = datetime.now(UTC)
@@ -507,6 +509,14 @@ def main() -> int:
             print("real-time chat while a batch runs ...", flush=True)
             fresh.update(by_heading(batch_bench.report(batch_bench.run(stack, lines=500 if quick else 5000, probes=50 if quick else 200))))
             took["batch"] = time.monotonic() - clock
+        finally:
+            stack.stop()
+    if only == ["routing"]:
+        stack = Stack().start()
+        try:
+            print("routing decisions and the response cache ...", flush=True)
+            fresh.update(by_heading(routing_bench.report(routing_bench.run(stack, quick))))
+            took["routing"] = time.monotonic() - clock
         finally:
             stack.stop()
     if "turns" in only or "anchor" in only or "search" in only:
