@@ -108,7 +108,7 @@ class PolicyAdmin(TenantScopedAdmin):
     tenant_path = "agent__tenant"
     list_display = ("agent", "tenant_name", "dedup", "cache_seconds", "cache_always", "cache_history", "cache_hit_rate", "dedup_saved")
     list_select_related = ("agent__tenant",)
-    list_filter = ("dedup",)
+    list_filter = (TenantFilter, "dedup")
     search_fields = ("agent__name",)
     raw_id_fields = ("agent",)
     fields = (

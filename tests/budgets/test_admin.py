@@ -23,7 +23,7 @@ from budgets.admin_roles import group_name, sync_groups
 from budgets.models import ApiKey, AuditEntry, Budget, OperatorBinding, Price, Reservation, SpendEntry, Tenant
 from memory.models import ConsolidationRun, Memory, Summary
 from responses.models import Response
-from routing.models import ModelGroup
+from routing.models import ModelGroup, Policy
 from runs.models import Run, Step, Workflow
 from sentinel_site.admin import CappedPaginator, SuperuserOnlyMixin, TenantFilter, TenantScopedMixin
 from tests.conftest import Actor
@@ -61,6 +61,7 @@ TENANT_PATHS = {
     WebhookEndpoint: "tenant",
     Delivery: "tenant",
     ModelGroup: "tenant",
+    Policy: "agent__tenant",
 }
 SHARED = {Price, ModelGroup}  # rows with no tenant (global prices, groups) are every operator's to read
 SCOPED = sorted(TENANT_PATHS, key=lambda model: model._meta.label)
@@ -115,6 +116,7 @@ def populate(actor: Actor, agent: Agent) -> dict:
     )
     Delivery.objects.create(tenant=tenant, endpoint=endpoint, event_id=f"evt_{tenant.name}", event_type="batch.completed", payload={})
     ModelGroup.objects.create(tenant=tenant, name=f"{tenant.name}-group")
+    Policy.objects.create(agent=agent, dedup=True)
     return {"conversation": conversation, "letter": letter}
 
 
