@@ -336,12 +336,16 @@ def _recall(
         as_of=as_of,
     )
     chooser = _Chooser(remaining, {piece.summary_id for piece in included if piece.summary_id}, {m.content for m, _ in window})
+    updates: dict[str, list] = {}
+    for hit in hits:
+        if hit.via == "update" and hit.of:
+            updates.setdefault(hit.of, []).append(hit)
     chosen_hits: set[str] = set()
     for hit in hits:
         if hit.via == "" and len(chosen_hits) < agent.recall_limit and _relevant(hit) and chooser.take(hit):
             chosen_hits.add(str(hit.memory.id))
-        elif hit.via == "update" and hit.of in chosen_hits:
-            chooser.take(hit)  # the later fact that replaces a hit: never the old value alone
+            for update in updates.get(str(hit.memory.id), []):
+                chooser.take(update)  # the later fact that replaces a hit: never the old value alone
     for hit in hits:  # then, with what is left, the turns around the hits
         if hit.via == "neighbour" and hit.of in chosen_hits:
             chooser.take(hit)

@@ -30,8 +30,8 @@ from django.utils import timezone
 from agents import outcomes, providers
 from agents.models import Conversation, Message
 from budgets import spend
-from memory import tokens
-from memory.models import ConsolidationRun, Summary
+from memory import embeddings, facts, indexing, tokens
+from memory.models import ConsolidationRun, Memory, MemoryKind, Summary
 from sentinel_site import metrics
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ PROMPT = (
     "You are the memory of an assistant. Rewrite the conversation excerpt below as a compact record that a "
     "later reader can rely on. Keep every concrete fact: names, numbers, dates, places, preferences, "
     "decisions, commitments and open questions. Use short bullet points in the third person. Do not add "
-    "anything that is not in the excerpt."
+    "anything that is not in the excerpt.\n" + facts.PROMPT
 )
 
 
@@ -201,6 +201,8 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
         trigger=trigger,
         message_count=len(plan.message_ids),
         source_tokens=plan.tokens,
+        total_messages=Message.objects.filter(conversation=conversation).count(),
+        consolidated_messages=Message.objects.filter(conversation=conversation, summary__isnull=False).count(),
     )
     messages = list(Message.objects.filter(id__in=plan.message_ids).order_by("seq", "index"))
     config = providers.ProviderConfig.for_agent(conversation.agent)
@@ -218,6 +220,8 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
         _finish(run, started, status=ConsolidationRun.Status.FAILED, error=error.as_dict())
         log.info("consolidation not affordable now", extra={"conversation": str(conversation.id), "code": error.code})
         return run
+    _stage(run, "prompting")
+    asked = time.monotonic()
     try:
         result = providers.complete(config, body)
     except providers.ProviderError as error:
@@ -225,6 +229,7 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
         _finish(run, started, status=ConsolidationRun.Status.FAILED, error=error.as_dict())
         log.warning("consolidation failed", extra={"conversation": str(conversation.id), "code": error.code})
         return run
+    run.prompt_ms = int((time.monotonic() - asked) * 1000)
     run.prompt_tokens = result.prompt_tokens or prompt_estimate
     run.completion_tokens = result.completion_tokens or tokens.count(result.content)
     # Paid for whatever comes of it: settled before anything else can fail.
@@ -235,11 +240,14 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
         completion_tokens=run.completion_tokens,
         actual=spend.cost(conversation.tenant_id, body["model"], config.endpoint, run.prompt_tokens, run.completion_tokens),
     )
-    if not result.content.strip():
+    text, found = facts.extract(result.content, messages)
+    text = text or "\n".join(f"- {fact.text}" for fact in found)
+    if not text:
         empty = providers.ProviderError(502, "provider_bad_response", "The model returned an empty summary.", retryable=True)
         _finish(run, started, status=ConsolidationRun.Status.FAILED, error=empty.as_dict())
         return run
-    text = result.content.strip()
+    _stage(run, "writing")
+    fact_memories = _fact_memories(conversation, found)
     with transaction.atomic():
         summary = Summary.objects.create(
             tenant_id=conversation.tenant_id,
@@ -249,21 +257,59 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
             source_message_ids=plan.message_ids,
             first_seq=plan.first_seq,
             last_seq=plan.last_seq,
+            first_at=messages[0].occurred_at,
+            last_at=messages[-1].occurred_at,
             source_tokens=plan.tokens,
             model=result.model,
         )
         marked = Message.objects.filter(id__in=plan.message_ids, summary__isnull=True).update(summary=summary)
         if marked != len(plan.message_ids):
             transaction.set_rollback(True)  # someone consolidated part of this span meanwhile
+        elif fact_memories:
+            facts.link_superseded(fact_memories)
+            Memory.objects.bulk_create(fact_memories)
+            indexing.note_memories({conversation.agent_id})
     if marked != len(plan.message_ids):
         _finish(
             run, started, status=ConsolidationRun.Status.FAILED, error={"code": "span_changed", "message": "the span changed meanwhile"}
         )
         return run
     run.summary = summary
+    run.facts = len(fact_memories)
+    run.consolidated_messages += marked
     _finish(run, started, status=ConsolidationRun.Status.SUCCEEDED)
     log.info("consolidated a span", extra={"conversation": str(conversation.id), "messages": len(plan.message_ids)})
     return run
+
+
+def _fact_memories(conversation: Conversation, found: list[facts.Fact]) -> list[Memory]:
+    """The facts as long-term memories, embedded now (a handful of short texts), not saved yet."""
+    if not found:
+        return []
+    vectors = embeddings.embed([fact.text for fact in found])
+    model = embeddings.embedder().name
+    return [
+        Memory(
+            tenant_id=conversation.tenant_id,
+            agent_id=conversation.agent_id,
+            conversation_id=conversation.id,
+            kind=MemoryKind.FACT,
+            role="fact",
+            text=fact.text,
+            fact_key=fact.key,
+            source_message_ids=fact.source_message_ids,
+            occurred_at=fact.occurred_at,
+            embedding=vector,
+            embedding_model=model,
+        )
+        for fact, vector in zip(found, vectors, strict=True)
+    ]
+
+
+def _stage(run: ConsolidationRun, stage: str) -> None:
+    """Where the run is, visible to the API and the admin while it runs."""
+    run.stage = stage
+    ConsolidationRun.objects.filter(id=run.id).update(stage=stage)
 
 
 def _reserve(conversation: Conversation, config: providers.ProviderConfig, body: dict, prompt_tokens: int):
@@ -280,6 +326,7 @@ def _reserve(conversation: Conversation, config: providers.ProviderConfig, body:
 def _finish(run: ConsolidationRun, started: float, *, status: str, error: dict | None = None) -> None:
     metrics.CONSOLIDATIONS.labels(status).inc()
     run.status = status
+    run.stage = "done"
     run.error = error
     run.duration_ms = int((time.monotonic() - started) * 1000)
     run.finished_at = timezone.now()

@@ -244,7 +244,22 @@ def hybrid(
             cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(200, 4 * k)])
         cursor.execute(sql, args)
         rows = cursor.fetchall()
-    return [_fused_hit(row) for row in rows]
+    return _newer_first([_fused_hit(row) for row in rows])
+
+
+def _newer_first(hits: list[FusedHit]) -> list[FusedHit]:
+    """A fact that supersedes another ranks where the better of the two ranked, just before it;
+    neighbours follow their hit. A memory may come twice (a hit, and a neighbour of a better hit):
+    whoever uses the list takes it once, as the first that fits."""
+    best: dict = {}
+    for hit in hits:
+        best[hit.memory.id] = min(best.get(hit.memory.id, hit.fused_rank), hit.fused_rank)
+
+    def rank(hit: FusedHit) -> int:
+        older = hit.memory.supersedes_id
+        return min(hit.fused_rank, best[older]) if older in best else hit.fused_rank
+
+    return sorted(hits, key=lambda hit: (rank(hit), hit.via == "neighbour", -hit.memory.occurred_at.timestamp()))
 
 
 def _vector_literal(vector: list[float]) -> str:
