@@ -282,6 +282,64 @@ class MemoryDeleteView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+def context_piece(piece) -> dict:
+    """One piece of a context as the API and the admin show it: what it is, and why it was chosen."""
+    return {
+        "kind": piece.kind,
+        "text": piece.text if piece.kind != "recent" else (piece.message or {}).get("content"),
+        "tokens": piece.tokens,
+        "date": piece.date,
+        "source_message_ids": piece.source_message_ids,
+        "client_ids": piece.client_ids,
+        "score": piece.score,
+        "why": piece.why,
+        "memory_id": piece.memory_id,
+        "summary_id": piece.summary_id,
+    }
+
+
+class ContextWhySerializer(serializers.Serializer):
+    """Why a recalled piece was chosen (hybrid search, memory/search.py)."""
+
+    via = serializers.ChoiceField(
+        ["hit", "neighbour", "update"], help_text="A search hit; the message next to a hit; a later fact replacing a hit."
+    )
+    fused_rank = serializers.IntegerField(help_text="Rank after reciprocal-rank fusion (1 = best); a neighbour or update: its hit's.")
+    fused_score = serializers.FloatField(help_text="Sum over retrievers of 1 / (60 + rank).")
+    vector_rank = serializers.IntegerField(required=False, help_text="Rank by cosine similarity; absent when outside its top k.")
+    similarity = serializers.FloatField(required=False)
+    text_rank = serializers.IntegerField(required=False, help_text="Rank by PostgreSQL full text; absent when no word matched.")
+    text_score = serializers.FloatField(required=False, help_text="ts_rank_cd.")
+    of = serializers.UUIDField(required=False, help_text="The hit a neighbour or update came with.")
+    supersedes = serializers.UUIDField(required=False, help_text="A fact: the earlier fact it replaces (both kept).")
+
+
+class ContextPieceSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(["system", "summary", "shared", "recalled", "recent"])
+    text = serializers.CharField(allow_null=True)
+    tokens = serializers.IntegerField()
+    date = serializers.DateField(allow_null=True, help_text="When it was said (a summary: the last day of its span).")
+    source_message_ids = serializers.ListField(child=serializers.UUIDField())
+    client_ids = serializers.ListField(child=serializers.CharField())
+    score = serializers.FloatField(allow_null=True, help_text="Cosine similarity to the query, when the vector retriever ranked it.")
+    why = ContextWhySerializer(allow_null=True)
+    memory_id = serializers.UUIDField(allow_null=True)
+    summary_id = serializers.UUIDField(allow_null=True)
+
+
+class ContextSerializer(serializers.Serializer):
+    """The next turn's context, piece by piece, as GET /v1/conversations/{id}/context answers it."""
+
+    object = serializers.CharField(default="context")
+    conversation = serializers.UUIDField()
+    query = serializers.CharField()
+    pieces = ContextPieceSerializer(many=True)
+    total_tokens = serializers.IntegerField()
+    history_tokens = serializers.IntegerField()
+    unconsolidated_tokens = serializers.IntegerField()
+    budget = serializers.IntegerField()
+
+
 class ContextView(AsyncAPIView):
     """GET /v1/conversations/{id}/context: what the next turn would send to the model, piece by piece."""
 
@@ -291,10 +349,12 @@ class ContextView(AsyncAPIView):
     @extend_schema(
         summary="Explain the next turn's context",
         description="The pieces of context the next turn would receive: kind (system, summary, recalled, recent), text, "
-        "source message ids and client ids, tokens; with the total and, for comparison, the tokens of the whole "
-        "history and of its unconsolidated part. `query` overrides what recall searches for.",
+        "date, source message ids and client ids, tokens, and for recalled pieces why they were chosen: the rank in "
+        "each retriever (vector, full text), the fused rank, and whether it came as a hit, as the neighbour of one or "
+        "as the later fact replacing one. With the total and, for comparison, the tokens of the whole history and of "
+        "its unconsolidated part. `query` overrides what recall searches for. Another tenant's conversation is a 404.",
         parameters=[query.openapi()],
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
+        responses={200: ContextSerializer, 400: OpenApiResponse(OpenApiTypes.OBJECT), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
         tags=["memory"],
     )
     async def get(self, request, conversation_id):
@@ -303,19 +363,7 @@ class ContextView(AsyncAPIView):
         texts = [query] if query is not None else await sync_to_async(recall_query)(conversation)
         vectors = await remote.embed_texts(texts) if texts else []
         context = await sync_to_async(assemble)(conversation, query=query, embed=lambda _: vectors)
-        pieces = [
-            {
-                "kind": p.kind,
-                "text": p.text if p.kind != "recent" else (p.message or {}).get("content"),
-                "tokens": p.tokens,
-                "source_message_ids": p.source_message_ids,
-                "client_ids": p.client_ids,
-                "score": p.score,
-                "memory_id": p.memory_id,
-                "summary_id": p.summary_id,
-            }
-            for p in context.pieces
-        ]
+        pieces = [context_piece(p) for p in context.pieces]
         return Response(
             {
                 "object": "context",
