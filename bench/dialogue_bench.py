@@ -39,6 +39,9 @@ LABELS = {
     "adversarial": "adversarial (not in the history)",
 }
 HEADING = "## Memory on multi-session dialogue (issue 16)"
+# Memories recalled per question: what fills the 2,048-token budget with this data's short lines
+# (the default agent's 8 left two thirds of it unused and found 82% of single facts, 24% of multi-hop).
+RECALL_LIMIT = int(os.environ.get("SENTINEL_BENCH_DIALOGUE_RECALL", "48"))
 
 
 @dataclass
@@ -72,7 +75,7 @@ def _import(data: dict) -> tuple[Conversation, Agent]:
         context_budget=2048,
         short_term_messages=12,
         short_term_tokens=1024,
-        recall_limit=8,
+        recall_limit=RECALL_LIMIT,
         consolidation_threshold=4000,
     )
     conversation = Conversation.objects.create(tenant=tenant, agent=agent, title="Mara and Jonas")
@@ -173,8 +176,8 @@ def report(result: Result) -> list[str]:
         f"bench/data/dialogue.json (authored in bench/dialogue_data.py): {result.messages:,} messages in 28 dated sessions between "
         f"two people, imported through the API with their timestamps (full history {result.history_tokens:,} tokens), "
         "150 questions of five kinds with their evidence messages; every paraphrased question shares no content word with "
-        "its evidence (checked when the data is written). Each question is the next turn's recall query; the context "
-        "(budget 2,048 tokens, recent window 12 messages, recall 8 by hybrid search: full text + vectors, reciprocal-rank "
+        f"its evidence (checked when the data is written). Each question is the next turn's recall query; the context "
+        f"(budget 2,048 tokens, recent window 12 messages, recall {RECALL_LIMIT} by hybrid search: full text + vectors, reciprocal-rank "
         f"fusion, neighbours of a hit) is checked for the evidence. Embeddings {embeddings.model_name()}; indexing "
         f"{result.index_seconds:.1f} s. Latency: query embedding + context assembly, in process, on a shared 2-core machine "
         "(noisy: other engineers' runs beside it).",
@@ -212,10 +215,12 @@ def report(result: Result) -> list[str]:
             lines.append(f"| {LABELS[kind]} | {len(rows)} | {_pct(found, len(rows))} | {lost} | {share} | {latency} | {target} |")
         lines.append("")
     lines += [
-        "Lost at *retrievers*: the evidence was in neither the vector retriever's top 16 nor full text's (paraphrases share no "
-        "word, so only the embedding can find them); *fusion*: a retriever had it but reciprocal-rank fusion left it out of the "
-        "fused 16 and no hit brought it along as a neighbour; *choice*: a candidate, not chosen within the recall limit (8), "
-        "the score floor or the budget. `make bench BENCH_ARGS=--only=dialogue` runs this section alone.",
+        f"Lost at *retrievers*: the evidence was in neither the vector retriever's top {2 * RECALL_LIMIT} nor full text's "
+        "(paraphrases share no word, so only the embedding can find them); *fusion*: a retriever had it but reciprocal-rank "
+        f"fusion left it out of the fused {2 * RECALL_LIMIT} and no hit brought it along as a neighbour; *choice*: a candidate, "
+        f"not chosen within the recall limit ({RECALL_LIMIT}), the score floor or the budget. With the default agent's recall "
+        "limit of 8 the same run found 82% of single facts, 68% temporal, 24% multi-hop, 70% updated, in about 600 tokens. "
+        "`make bench BENCH_ARGS=--only=dialogue` runs this section alone (SENTINEL_BENCH_DIALOGUE_RECALL sets the limit).",
         "",
     ]
     return lines
