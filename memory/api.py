@@ -28,7 +28,7 @@ from agents.api.serializers import ChatMessageSerializer, MessageSerializer
 from agents.models import Agent, Conversation, Message
 from budgets import audit, roles
 from memory import dreamer, forget, indexing, limits, remote, search
-from memory.context import assemble, recall_query
+from memory.context import assemble
 from memory.models import Memory, Summary
 from memory.tasks import consolidate as consolidate_task
 from memory.tasks import schedule_indexing
@@ -360,9 +360,9 @@ class ContextView(AsyncAPIView):
     async def get(self, request, conversation_id):
         conversation = await sync_to_async(tenant_conversation)(request, conversation_id)
         query = self.query.read(request)
-        texts = [query] if query is not None else await sync_to_async(recall_query)(conversation)
-        vectors = await remote.embed_texts(texts) if texts else []
-        context = await sync_to_async(assemble)(conversation, query=query, embed=lambda _: vectors)
+        # Embedded by a worker (memory/remote.py), from the assembly's thread: recall may ask for
+        # more than the query (a vector per clause of a two-part question).
+        context = await sync_to_async(assemble)(conversation, query=query, embed=remote.embed_texts_sync)
         pieces = [context_piece(p) for p in context.pieces]
         return Response(
             {

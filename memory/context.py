@@ -23,6 +23,7 @@ shrank after admission, rather than send the turn without its input.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -275,6 +276,30 @@ class _QueryVector:
         self._done = True
         return self._vector
 
+    def clause_vectors(self) -> list[list[float]]:
+        """A vector per clause of a two-part question ("which X ..., and which Y ..."), so each
+        part's evidence is searched for on its own; none for a simple one (no extra embedding)."""
+        parts = clauses(self.texts[0]) if self.texts and self.embed is not None else []
+        if not parts:
+            return []
+        assert self.embed is not None
+        vectors = self.embed(parts)
+        return vectors if len(vectors) == len(parts) else []
+
+
+_CLAUSE_SPLIT = re.compile(r"\s*(?:,\s*and\s+|;\s*|,\s+|\s+and\s+|\?\s+)", re.IGNORECASE)
+CLAUSE_MIN_WORDS = 3
+
+
+def clauses(text: str) -> list[str]:
+    """The parts of a message joined by "and", commas or semicolons, each of three words or more;
+    [] when it has fewer than two such parts (or is long: a paragraph is not a question)."""
+    if len(text) > 300:
+        return []
+    parts = [part.strip(" ?.!") for part in _CLAUSE_SPLIT.split(text)]
+    parts = [part for part in parts if len(part.split()) >= CLAUSE_MIN_WORDS]
+    return parts[:3] if len(parts) >= 2 else []
+
 
 def _shared(conversation, scope: str, vector: _QueryVector, window, share: int, as_of: AsOf | None = None) -> list[Piece]:
     """The scope's memories from its other conversations, nearest to the query first (newest first
@@ -329,6 +354,7 @@ def _recall(
         query,
         texts[0],  # words: the new message only (the reply before it would match everything it said)
         k=agent.recall_limit * 2,
+        extra_vectors=vector.clause_vectors(),
         agent_id=agent.id,
         exclude_message_ids=[m.id for m, _ in window],
         exclude_memory_ids=[piece.memory_id for piece in included if piece.memory_id],

@@ -124,17 +124,14 @@ class FusedHit:
     of: str | None = None  # the hit's memory id, for a neighbour or an update
 
 
-# One statement: the scoped candidates (the ORM's filters, inlined), the k nearest by vector and the
-# k best by full text, fused by RRF; then, for the fused top k, the messages just before and after a
-# message hit (a fact often spans two turns) and the later facts that supersede a fact hit.
+# One statement: the scoped candidates (the ORM's filters, inlined), the k nearest to each query
+# vector and the k best by full text, fused by RRF (every list a memory is in adds 1 / (60 + rank));
+# then, for the fused top k, the messages just before and after a message hit (a fact often spans
+# two turns) and the later facts that supersede a fact hit.
 _HYBRID = """
 WITH scoped AS NOT MATERIALIZED ({scoped}),
 query AS (SELECT replace(replace(plainto_tsquery('english', %(text)s)::text, ' & ', ' | '), ' <-> ', ' | ')::tsquery AS q),
-vec AS (
-    SELECT id, row_number() OVER (ORDER BY distance, id) AS rank, 1 - distance AS similarity FROM (
-        SELECT id, (embedding <=> %(vector)s::vector){exact} AS distance FROM scoped ORDER BY 2 LIMIT %(k)s
-    ) nearest
-),
+{vec},
 txt AS (
     SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank, score FROM (
         SELECT scoped.id, ts_rank_cd(scoped.search_vector, query.q) AS score
@@ -143,9 +140,12 @@ txt AS (
     ) best
 ),
 fused AS (
-    SELECT id, vec.rank AS vector_rank, vec.similarity, txt.rank AS text_rank, txt.score AS text_score,
-           coalesce(1.0 / (%(rrf)s + vec.rank), 0) + coalesce(1.0 / (%(rrf)s + txt.rank), 0) AS fused
-    FROM vec FULL JOIN txt USING (id)
+    SELECT id, min(vector_rank) AS vector_rank, max(similarity) AS similarity, min(text_rank) AS text_rank,
+           max(text_score) AS text_score, sum(1.0 / (%(rrf)s + coalesce(vector_rank, text_rank))) AS fused
+    FROM (
+        SELECT id, rank AS vector_rank, similarity, NULL::bigint AS text_rank, NULL::float4 AS text_score FROM vec
+        UNION ALL SELECT id, NULL, NULL, rank, score FROM txt
+    ) ranked GROUP BY id
 ),
 top AS (SELECT *, row_number() OVER (ORDER BY fused DESC, id) AS fused_rank FROM fused ORDER BY fused DESC, id LIMIT %(k)s),
 hits AS (SELECT top.*, '' AS via, NULL::uuid AS of FROM top),
@@ -173,6 +173,10 @@ SELECT {columns}, found.vector_rank, found.similarity, found.text_rank, found.te
 FROM found JOIN memory_memory m ON m.id = found.id
 ORDER BY found.fused_rank, found.via, m.occurred_at DESC
 """
+
+_NEAREST = """SELECT id, row_number() OVER (ORDER BY distance, id) AS rank, 1 - distance AS similarity FROM (
+        SELECT id, (embedding <=> %(vector{n})s::vector){exact} AS distance FROM scoped ORDER BY 2 LIMIT %(k)s
+    ) nearest{n}"""
 
 _COLUMNS = ", ".join(
     f"m.{column}"
@@ -225,18 +229,30 @@ def scoped_memories(
 
 
 def hybrid(
-    tenant_id, vector: list[float], text: str, *, k: int = 10, neighbours: bool = True, as_of: AsOf | None = None, **scope
+    tenant_id,
+    vector: list[float],
+    text: str,
+    *,
+    k: int = 10,
+    extra_vectors: list[list[float]] = (),  # type: ignore[assignment]
+    neighbours: bool = True,
+    as_of: AsOf | None = None,
+    **scope,
 ) -> list[FusedHit]:
-    """Hybrid search: the k best memories by RRF of vector similarity and full-text rank, each hit
-    followed by its neighbouring messages (`neighbours`) and the facts that supersede it, in one
-    statement. Scope keywords as `scoped_memories`."""
+    """Hybrid search: the k best memories by RRF of vector similarity (to `vector` and to each of
+    `extra_vectors`, say the clauses of a two-part question) and full-text rank, each hit followed by
+    its neighbouring messages (`neighbours`) and the facts that supersede it, in one statement.
+    Scope keywords as `scoped_memories`."""
     queryset = scoped_memories(tenant_id, as_of=as_of, **scope)
     limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
     scope_key = (tenant_id, scope.get("agent_id"), scope.get("conversation_id"), limit)
     exact = _exact(queryset, limit, scope_key if as_of is None else None)
     scoped_sql, scoped_params = queryset.order_by().values("id", "embedding", "search_vector").query.sql_with_params()
-    sql = _HYBRID.format(scoped=scoped_sql.replace("%s", "%%s"), exact=" + 0" if exact else "", columns=_COLUMNS)
-    params = {"vector": _vector_literal(vector), "text": text[:2000], "k": k, "rrf": RRF_K, "neighbours": neighbours}
+    vectors = [vector, *extra_vectors]
+    nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(len(vectors)))
+    sql = _HYBRID.format(scoped=scoped_sql.replace("%s", "%%s"), vec=f"vec AS ({nearest})", columns=_COLUMNS)
+    params = {"text": text[:2000], "k": k, "rrf": RRF_K, "neighbours": neighbours}
+    params.update({f"vector{n}": _vector_literal(v) for n, v in enumerate(vectors)})
     sql, args = _positional(sql, scoped_params, params)
     with transaction.atomic(), connection.cursor() as cursor:
         if not exact:
@@ -282,7 +298,7 @@ def _positional(sql: str, scoped_params: tuple, named: dict) -> tuple[str, list]
     return "".join(parts), args
 
 
-_PLACEHOLDER = re.compile(r"(%%s|%\([a-z_]+\)s)")
+_PLACEHOLDER = re.compile(r"(%%s|%\([a-z_0-9]+\)s)")
 _FIELDS = [column.split(".", 1)[1] for column in _COLUMNS.split(", ")]
 
 

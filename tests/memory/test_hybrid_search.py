@@ -98,3 +98,18 @@ def test_recalled_lines_carry_the_date_they_were_said(alice):
     beagle = next(piece for piece in context.pieces if piece.kind == "recalled" and BEAGLE in piece.text)
     assert beagle.date == "2026-03-04"
     assert said - timedelta(days=1) < said  # the line's date is the day it was said, not the import's
+
+
+def test_a_two_part_question_is_searched_for_part_by_part(alice):
+    from memory.context import clauses
+
+    assert clauses("Which instrument does Jonas practise, and which did Mara purchase for her lounge?") == [
+        "Which instrument does Jonas practise",
+        "which did Mara purchase for her lounge",
+    ]
+    assert clauses("What is the name of my dog?") == []
+    conversation = conversation_with(alice, [*REVENUE, GOLDFISH, BEAGLE])
+    question = "Which dog breed did we get, and what were the sales figures of Zephyrine this quarter?"
+    vectors = embeddings.embed(clauses(question))
+    hits = search.hybrid(conversation.tenant_id, embeddings.embed([question])[0], question, k=3, extra_vectors=vectors)
+    assert {BEAGLE, GOLDFISH} <= {hit.memory.text for hit in hits if hit.via == ""}
