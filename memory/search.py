@@ -254,12 +254,16 @@ def hybrid(
     params = {"text": text[:2000], "k": k, "rrf": RRF_K, "neighbours": neighbours}
     params.update({f"vector{n}": _vector_literal(v) for n, v in enumerate(vectors)})
     sql, args = _positional(sql, scoped_params, params)
-    with transaction.atomic(), connection.cursor() as cursor:
-        if not exact:
+    if exact:
+        with connection.cursor() as cursor:  # one statement: no transaction round trips around it
+            cursor.execute(sql, args)
+            rows = cursor.fetchall()
+    else:
+        with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(200, 4 * k)])
-        cursor.execute(sql, args)
-        rows = cursor.fetchall()
+            cursor.execute(sql, args)
+            rows = cursor.fetchall()
     return _newer_first([_fused_hit(row) for row in rows])
 
 
