@@ -18,10 +18,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django import db
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, Sum
@@ -333,8 +335,11 @@ def _finish(run: ConsolidationRun, started: float, *, status: str, error: dict |
     run.save()
 
 
-def dream(*, dry_run: bool | None = None) -> dict:
-    """One scheduled pass: every due conversation, within the per-run and per-tenant token caps."""
+def dream(*, dry_run: bool | None = None, concurrency: int = 1) -> dict:
+    """One scheduled pass: every due conversation, within the per-run and per-tenant token caps,
+    up to `concurrency` at once (threads of the task that runs it, on the memory queue: turns run
+    on workers of their own and are never queued behind it). A wave takes at most one conversation
+    per tenant, so a tenant's cap is checked between its consolidations as when they ran one by one."""
     conf = settings.SENTINEL
     dry_run = conf["DREAMER_DRY_RUN"] if dry_run is None else dry_run
     allowance, per_tenant = conf["DREAMER_MAX_TOKENS_PER_RUN"], conf["DREAMER_MAX_TOKENS_PER_TENANT"]
@@ -342,17 +347,58 @@ def dream(*, dry_run: bool | None = None) -> dict:
     tenant_of = dict(Conversation.objects.filter(id__in=due).values_list("id", "tenant_id"))
     by_tenant: dict = {}
     spent, runs = 0, 0
-    for conversation_id in due:
-        if spent >= allowance:
-            log.info("dreamer stopped at its per-run token cap", extra={"spent": spent})
-            break
-        tenant = tenant_of.get(conversation_id)
-        left = min(allowance - spent, per_tenant - by_tenant.get(tenant, 0))
-        if left <= 0:
-            continue  # this tenant had its share of the run; the others still get theirs
-        made = consolidate(conversation_id, dry_run=dry_run, token_allowance=left)
-        used = sum(run.prompt_tokens + run.completion_tokens for run in made)
-        runs += len(made)
-        spent += used
-        by_tenant[tenant] = by_tenant.get(tenant, 0) + used
+    waiting = list(due)
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dreamer") as pool:
+        while waiting and spent < allowance:
+            wave = _wave(waiting, tenant_of, by_tenant, per_tenant, concurrency)
+            if not wave:
+                break
+            share = max(1, (allowance - spent) // len(wave))
+            jobs = {conversation_id: _start(pool, len(wave), conversation_id, dry_run, min(share, left)) for conversation_id, left in wave}
+            for conversation_id, job in jobs.items():
+                made = job.result()
+                used = sum(run.prompt_tokens + run.completion_tokens for run in made)
+                runs += len(made)
+                spent += used
+                tenant = tenant_of.get(conversation_id)
+                by_tenant[tenant] = by_tenant.get(tenant, 0) + used
+    if waiting and spent >= allowance:
+        log.info("dreamer stopped at its per-run token cap", extra={"spent": spent})
     return {"runs": runs, "tokens": spent}
+
+
+def _wave(waiting: list, tenant_of: dict, by_tenant: dict, per_tenant: int, size: int) -> list[tuple]:
+    """Up to `size` conversations off the front of `waiting`, one per tenant, each with what its
+    tenant may still spend; a tenant that had its share of the run is passed over (and dropped)."""
+    wave: list[tuple] = []
+    tenants: set = set()
+    for conversation_id in list(waiting):
+        tenant = tenant_of.get(conversation_id)
+        left = per_tenant - by_tenant.get(tenant, 0)
+        if left <= 0:
+            waiting.remove(conversation_id)  # this tenant had its share of the run; the others still get theirs
+            continue
+        if tenant in tenants:
+            continue
+        waiting.remove(conversation_id)
+        tenants.add(tenant)
+        wave.append((conversation_id, left))
+        if len(wave) == size:
+            break
+    return wave
+
+
+def _start(pool: ThreadPoolExecutor, wave: int, conversation_id, dry_run: bool, token_allowance: int) -> Future:
+    """A wave of one runs here (it needs no thread, and sees this connection's transaction)."""
+    if wave == 1:
+        done: Future = Future()
+        done.set_result(consolidate(conversation_id, dry_run=dry_run, token_allowance=token_allowance))
+        return done
+    return pool.submit(_consolidate_in_thread, conversation_id, dry_run, token_allowance)
+
+
+def _consolidate_in_thread(conversation_id, dry_run: bool, token_allowance: int) -> list[ConsolidationRun]:
+    try:
+        return consolidate(conversation_id, dry_run=dry_run, token_allowance=token_allowance)
+    finally:
+        db.connection.close()  # this thread's own connection: Django closes only request threads' connections
