@@ -13,7 +13,7 @@ import uuid
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -29,7 +29,7 @@ from agents.models import Agent, Conversation, Message
 from budgets import audit, roles
 from memory import dreamer, forget, indexing, limits, remote, search
 from memory.context import assemble
-from memory.models import Memory, Summary
+from memory.models import ConsolidationRun, Memory, Summary
 from memory.tasks import consolidate as consolidate_task
 from memory.tasks import schedule_indexing
 from sentinel_site import strict
@@ -59,6 +59,40 @@ class SummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = Summary
         fields = ["id", "text", "token_count", "source_message_ids", "first_seq", "last_seq", "source_tokens", "model", "created_at"]
+
+
+class ConsolidationRunSerializer(serializers.ModelSerializer):
+    """One consolidation step, with its progress: the stage it is at and the conversation's
+    messages consolidated of all it has."""
+
+    class Meta:
+        model = ConsolidationRun
+        fields = [
+            "id",
+            "status",
+            "stage",
+            "trigger",
+            "message_count",
+            "consolidated_messages",
+            "total_messages",
+            "facts",
+            "source_tokens",
+            "prompt_tokens",
+            "completion_tokens",
+            "prompt_ms",
+            "duration_ms",
+            "error",
+            "created_at",
+            "finished_at",
+        ]
+
+
+def progress(conversation: Conversation) -> dict:
+    """The conversation's messages consolidated of all it has (one aggregate)."""
+    counts = Message.objects.filter(conversation=conversation).aggregate(
+        total=Count("id"), consolidated=Count("id", filter=Q(summary__isnull=False))
+    )
+    return {"consolidated_messages": counts["consolidated"], "total_messages": counts["total"]}
 
 
 def tenant_conversation(request, conversation_id) -> Conversation:
@@ -187,7 +221,9 @@ def consolidate_now(request, conversation: Conversation) -> Response:
             "object": "consolidation",
             "status": "queued",
             "conversation": str(conversation.id),
+            "progress": progress(conversation),
             "summaries_url": f"/v1/conversations/{conversation.id}/summaries",
+            "runs_url": f"/v1/conversations/{conversation.id}/consolidations",
         },
         status=status.HTTP_202_ACCEPTED,
     )
@@ -204,7 +240,7 @@ class ConversationMemoryViewSet(ConversationScoped, viewsets.GenericViewSet):
     # This one is what memory keeps of a conversation, at /v1/conversations/{id}/...: its messages
     # (listed and imported, or one forgotten), its summaries, a consolidation now.
     required_scopes = {"GET": roles.TURNS_READ, "POST": roles.MEMORY_WRITE, "DELETE": roles.MEMORY_WRITE}
-    action_scopes = {"summaries": roles.MEMORY_READ}
+    action_scopes = {"summaries": roles.MEMORY_READ, "consolidations": roles.MEMORY_READ}
 
     @extend_schema(
         methods=["GET"], summary="List a conversation's messages", responses=MessageSerializer(many=True), tags=["conversations"]
@@ -244,6 +280,21 @@ class ConversationMemoryViewSet(ConversationScoped, viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], pagination_class=None)
     def summaries(self, request, pk=None):
         return list_summaries(self.get_object())
+
+    @extend_schema(
+        summary="A conversation's consolidation runs",
+        description="The newest 50 consolidation steps, newest first: status, `stage` (planned, prompting, writing, done), "
+        "the conversation's messages consolidated of its total as the step left them, facts kept, tokens and times; with "
+        "the conversation's `progress` now.",
+        responses={200: ConsolidationRunSerializer(many=True), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["memory"],
+    )
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def consolidations(self, request, pk=None):
+        conversation = self.get_object()
+        runs = ConsolidationRun.objects.filter(conversation=conversation, tenant=conversation.tenant).order_by("-created_at")[:50]
+        data = ConsolidationRunSerializer(runs, many=True).data
+        return Response({"object": "list", "progress": progress(conversation), "data": data})
 
     @extend_schema(
         summary="Consolidate a conversation now",
