@@ -209,7 +209,7 @@ def local_model_threads() -> int:
     barrier after every operation, so one descheduled thread stalls the others: with as many threads
     as cores, the web and worker processes (or anything else) running beside it made generation 20x
     slower (1.1 against 23.5 tokens/s at load 10 on 2 cores, BENCHMARKS.md issue 16): the 2x drift
-    between runs was the load beside it."""
+    between runs was the load beside it. At load 4-5 one thread did as well as two."""
     configured = os.environ.get("SENTINEL_LOCAL_MODEL_THREADS")
     return int(configured) if configured else max(1, (os.cpu_count() or 2) - 1)
 
@@ -217,6 +217,10 @@ def local_model_threads() -> int:
 def local_model_command(port: int) -> list[str]:
     threads = str(local_model_threads())
     return [
+        # llama.cpp's OpenMP threads sleep while they wait rather than spin: spinning threads took
+        # the cores the one with work needed (with 2 threads at load 5: prompt 50 -> 155 tokens/s).
+        "env",
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}",
         PYTHON,
         "-m",
         "llama_cpp.server",
