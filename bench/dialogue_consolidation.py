@@ -87,6 +87,8 @@ def profile(label: str, threads: int) -> Profile:
         "temperature": 0,
     }
     try:
+        # A first request pages the model in: not part of any consolidation's cost.
+        providers.complete(config, {**body, "messages": [{"role": "user", "content": "Hello."}]})
         t0 = time.monotonic()
         probe = providers.complete(config, body)
         result.prompt_only_s = time.monotonic() - t0
@@ -175,5 +177,27 @@ def report(profiles: list[Profile]) -> list[str]:
             f"({p.prompt_tokens / max(0.001, p.prompt_only_s):.0f}) | {p.completion_tokens} | {p.generation_tps:.1f} | "
             f"{p.model_s:.1f} s | {p.wall_s:.1f} s | {p.facts} | <= 5 s per 100 messages: {met} |"
         )
-    lines.append("")
+    lines += ["", *_reading(profiles), ""]
     return lines
+
+
+def _reading(profiles: list[Profile]) -> list[str]:
+    """What stands in the way of 5 s, from the configured server's figures."""
+    p = next((p for p in profiles if not p.error), None)
+    if p is None:
+        return ["No consolidation finished: nothing to read."]
+    generation = max(0.0, p.model_s - p.prompt_only_s)
+    needed = p.prompt_tokens / max(0.1, 5 - generation) if generation < 5 else float("inf")
+    return [
+        f"Where the time goes ({p.label}): prompt processing {p.prompt_only_s:.1f} s of the model's {p.model_s:.1f} s, "
+        f"generation {generation:.1f} s ({p.completion_tokens} tokens); the rest of the Dreamer (planning, budget, writing "
+        f"the summary and facts, embedding the facts) {max(0.0, p.wall_s - p.model_s):.1f} s. Prompt processing is the "
+        f"stage in the way: 100 messages are {p.prompt_tokens:,} prompt tokens, and 5 s "
+        + (f"would need {needed:,.0f} tokens/s of it beside this generation" if needed != float("inf") else "is spent by generation alone")
+        + f", against the {p.prompt_tokens / max(0.001, p.prompt_only_s):.0f} measured. The drift between runs is the "
+        "load beside the model: llama.cpp's threads meet at a barrier after every operation and, spinning while they wait "
+        "(OpenMP's default), took the cores from the thread with work; with as many threads as cores, generation fell from "
+        "23.5 to 1.1 tokens/s at load 10 (a manual run on this machine) and a 2-thread server timed out at load 7.7 (an earlier "
+        "run of this section). The launch settings now are one thread fewer than cores (at least 1) with "
+        "OMP_WAIT_POLICY=PASSIVE (2 threads at load 5: prompt 50 -> 155 tokens/s; 1 thread did as well).",
+    ]
