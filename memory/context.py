@@ -295,9 +295,10 @@ CLAUSE_MIN_WORDS = 3
 
 
 def clauses(text: str) -> list[str]:
-    """The parts of a message joined by "and", commas or semicolons, each of three words or more;
-    [] when it has fewer than two such parts (or is long: a paragraph is not a question)."""
-    if len(text) > 300:
+    """The parts of a question joined by "and", commas or semicolons, each of three words or more;
+    [] when it has fewer than two such parts, is no question (every extra part is an embedding on
+    the turn's path: statements don't pay it) or is long (a paragraph is not a question)."""
+    if len(text) > 300 or "?" not in text:
         return []
     parts = [part.strip(" ?.!") for part in _CLAUSE_SPLIT.split(text)]
     parts = [part for part in parts if len(part.split()) >= CLAUSE_MIN_WORDS]
