@@ -205,13 +205,14 @@ def local_model_path() -> Path:
 
 
 def local_model_threads() -> int:
-    """llama.cpp threads: one core fewer than the machine has (at least one). Its threads meet at a
-    barrier after every operation, so one descheduled thread stalls the others: with as many threads
-    as cores, the web and worker processes (or anything else) running beside it made generation 20x
-    slower (1.1 against 23.5 tokens/s at load 10 on 2 cores, BENCHMARKS.md issue 16): the 2x drift
-    between runs was the load beside it. At load 4-5 one thread did as well as two."""
+    """llama.cpp threads: one per core unless SENTINEL_LOCAL_MODEL_THREADS says otherwise. Its
+    threads meet at a barrier after every operation; spinning there (OpenMP's default wait) they
+    took the cores from the thread with work whenever anything else ran: with 2 threads on 2 cores at
+    load 10, generation fell to 1.1 tokens/s against one thread's 23.5 (the 2x drift between runs
+    was the load beside the model). Waiting passively (local_model_command), 2 threads did as well
+    as one at load 4-5 and better on a quiet machine (BENCHMARKS.md, issue 16)."""
     configured = os.environ.get("SENTINEL_LOCAL_MODEL_THREADS")
-    return int(configured) if configured else max(1, (os.cpu_count() or 2) - 1)
+    return int(configured) if configured else max(1, os.cpu_count() or 2)
 
 
 def local_model_command(port: int) -> list[str]:
