@@ -6,14 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test lint format services bench clean
 
-$(STAMP): requirements.txt requirements-local.txt requirements-embeddings.txt requirements-dev.txt requirements-otel.txt requirements-nodeps.txt scripts/install-system-packages.sh scripts/install-llama.sh
-	bash scripts/install-system-packages.sh
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip wheel
-	bash scripts/install-llama.sh $(BIN)/python
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet --progress-bar off \
-		-r requirements.txt -r requirements-local.txt -r requirements-dev.txt
-	$(BIN)/python -m pip install --quiet --progress-bar off --no-deps -r requirements-nodeps.txt
+# scripts/install.sh: system packages, the venv, llama.cpp, torch, the requirements, each step
+# saying what it does and about how long is left.
+$(STAMP): requirements.txt requirements-local.txt requirements-embeddings.txt requirements-dev.txt requirements-otel.txt requirements-nodeps.txt scripts/install-system-packages.sh scripts/install-llama.sh scripts/install.sh scripts/progress.sh
+	bash scripts/install.sh $(PYTHON) $(VENV)
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -4,6 +4,7 @@ tenant-scoped (sentinel_site/admin.py)."""
 
 from django import forms
 from django.contrib import admin
+from django.utils.html import format_html, format_html_join
 
 from agents import deadletters
 from agents.control_admin import TurnControlAdminMixin
@@ -12,7 +13,8 @@ from agents.replay_admin import ReplayAdminMixin
 from agents.tasks import enqueue_turn
 from agents.timeline_admin import TurnTimelineAdminMixin
 from budgets import audit
-from sentinel_site import money
+from memory import imports
+from sentinel_site import charts, money
 from sentinel_site.admin import BigTableMixin, ReadOnlyAdmin, ReadOnlyInline, TenantConsistentForm, TenantFilter, TenantScopedAdmin
 
 WRITE_ONLY_FIELDS = ("new_provider_api_key", "clear_provider_api_key")
@@ -86,6 +88,18 @@ class ConversationAdmin(BigTableMixin, TenantScopedAdmin):
     list_select_related = ("tenant", "agent")
     raw_id_fields = ("agent",)
     search_fields = ("=id", "title")
+    readonly_fields = ("history_imports",)
+
+    @admin.display(description="history imports")
+    def history_imports(self, obj: Conversation):
+        # Imported messages are in the history at once; embedding them into long-term memory is the long part.
+        found = imports.recent(obj.id) if obj.pk else []
+        if not found:
+            return "none"
+        rows = format_html_join(
+            "", "<li>import {} {}</li>", ((p.seq, charts.progress(p.processed, 0, p.total, state=p.state)) for p in found)
+        )
+        return format_html('<ul class="sentinel-imports">{}</ul>', rows)
 
 
 @admin.register(Message)

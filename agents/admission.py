@@ -19,7 +19,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
 
 from agents import providers
 from agents.models import UNFINISHED, Agent, Conversation, EventKind, Message, MultitaskStrategy, Stop, Turn, TurnEventRecord
@@ -127,7 +126,7 @@ def admit(
     for retry in (False, True):
         plan = plan_budget(tenant, api_key, agent, data["messages"], params)
         try:
-            store = {"orm": _store_orm, "sql": _store, "hold-first": _store_held_first}[settings.SENTINEL["ADMISSION_WRITES"]]
+            store = {"sql": _store, "hold-first": _store_held_first}[settings.SENTINEL["ADMISSION_WRITES"]]
             turn, busy = store(
                 tenant, api_key, agent, data, params, plan, idempotency_key=idempotency_key, digest=digest, enqueue=enqueue, lazily=lazily
             )
@@ -165,6 +164,8 @@ def call_params(agent: Agent, data: dict[str, Any]) -> dict[str, Any]:
     for key, value in (agent.default_params or {}).items():
         if key in providers.PASSTHROUGH_PARAMS:
             params.setdefault(key, value)
+    if data.get("latency_budget_ms") is not None:  # Sentinel-Latency-Budget-Ms (routing/hooks.py): for the route, never sent on
+        params["latency_budget_ms"] = data["latency_budget_ms"]
     if params.get("max_tokens") is None and params.get("max_completion_tokens") is None:
         params["max_tokens"] = settings.SENTINEL["DEFAULT_MAX_TOKENS"]  # so the reserved worst case is a true bound
     return params
@@ -298,55 +299,6 @@ def _next_in_conversation(cursor, tenant: Tenant, agent: Agent, conversation_id:
     return conversation
 
 
-def _store_orm(
-    tenant: Tenant,
-    api_key: ApiKey | None,
-    agent: Agent,
-    data: dict[str, Any],
-    params: dict[str, Any],
-    plan: BudgetPlan,
-    *,
-    idempotency_key: str | None,
-    digest: str,
-    enqueue: Callable[[Turn], None],
-    lazily: bool = False,
-) -> tuple[Turn, list[uuid.UUID]]:
-    """The ORM lane of `_store` (SENTINEL_ADMISSION_WRITES=orm), kept while the bench compares them."""
-    with transaction.atomic():
-        if lazily:
-            with connection.cursor() as cursor:
-                commit_lazily(cursor)
-        conversation = _conversation_for(tenant, agent, data.get("conversation"))
-        busy = _double_texting(agent, data, conversation) if data.get("conversation") is not None else []
-        seq = conversation.last_seq
-        turn = Turn.objects.create(
-            tenant=tenant,
-            conversation=conversation,
-            agent=agent,
-            api_key=api_key,
-            seq=seq,
-            stream=data.get("stream", False),
-            params=params,
-            idempotency_key=idempotency_key or None,
-            request_hash=digest,
-            trace_id=logs.trace_id.get() if logs.trace_id.get() != "-" else "",
-            traceparent=tracing.current_traceparent(),
-        )
-        Message.objects.bulk_create(_input_messages(turn, data["messages"]))
-        TurnEventRecord.objects.create(
-            turn=turn,
-            attempt=0,
-            seq=0,
-            kind=EventKind.QUEUED,
-            payload={"message_count": len(data["messages"]), "params": params, "stream": turn.stream},
-        )
-        # BudgetExceeded rolls the whole admission back, so no savepoint is needed around it.
-        api_key_id = api_key.id if api_key else None
-        spend.reserve(tenant.id, api_key_id, plan.amount, turn_id=turn.id, budgets=plan.budgets, savepoint=False)
-        transaction.on_commit(lambda: enqueue(turn))
-    return turn, busy
-
-
 STOP_FOR = {MultitaskStrategy.INTERRUPT: Stop.INTERRUPT, MultitaskStrategy.ROLLBACK: Stop.ROLLBACK}
 
 
@@ -396,16 +348,3 @@ def worst_case_cost(tenant: Tenant, agent: Agent, messages: list[dict], params: 
     input_bound = sum(len(json.dumps(m, separators=(",", ":"))) for m in messages) // 3 + 8 * len(messages)
     prompt_tokens = max(agent.context_budget, input_bound) + spend.request_overhead_tokens(params)
     return spend.cost(tenant.id, model, config.endpoint, prompt_tokens, spend.output_bound(params), refuse_unpriced=config.deployment_key)
-
-
-def _conversation_for(tenant: Tenant, agent: Agent, conversation_id: uuid.UUID | None) -> Conversation:
-    """The conversation to append to, with its next sequence number reserved (row-locked)."""
-    if conversation_id is None:
-        return Conversation.objects.create(tenant=tenant, agent=agent, last_seq=1)
-    updated = Conversation.objects.filter(id=conversation_id, tenant=tenant).update(last_seq=F("last_seq") + 1)
-    if not updated:
-        raise ConversationNotFound
-    conversation = Conversation.objects.get(id=conversation_id)
-    if conversation.agent_id != agent.id:
-        raise ConversationAgentMismatch(conversation.agent.name, agent.name)
-    return conversation

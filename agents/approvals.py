@@ -31,7 +31,6 @@ from agents.recorder import LostClaim, Recorder, fenced, record_outside_attempt,
 from agents.streams import StreamKind
 from agents.turns import Trigger
 from budgets import audit, spend
-from memory import tokens
 
 
 class ApprovalNotPending(Exception):
@@ -54,8 +53,7 @@ def needs_approval(agent: Agent, tool_calls: list[dict] | None) -> bool:
 def hold(recorder: Recorder, result: providers.Completion, request: Request, *, config: providers.ProviderConfig) -> None:
     """The model asked for a tool that needs approval: settle its call, keep its answer, hold the turn."""
     turn = recorder.turn
-    prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else request.prompt_tokens
-    completion_tokens = result.completion_tokens if result.completion_tokens is not None else tokens.count(result.content)
+    prompt_tokens, completion_tokens = result.usage(request.prompt_tokens)
     model = request.body["model"]
     actual = spend.cost(turn.tenant_id, model, config.endpoint, prompt_tokens, completion_tokens)
     recorder.record(
@@ -73,11 +71,6 @@ def hold(recorder: Recorder, result: providers.Completion, request: Request, *, 
         )  # fmt: skip
         if not held:
             raise LostClaim
-        if recorder.reservation is not None:
-            spend.settle(
-                recorder.reservation, turn_id=turn.id, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                actual=actual,
-            )  # fmt: skip
         approval = Approval.objects.create(tenant_id=turn.tenant_id, turn_id=turn.id, tool_calls=result.tool_calls, expires_at=expires)
         assistant = {"role": "assistant", "content": result.content or None, "tool_calls": result.tool_calls}
         resume = {"body": request.body, "prompt_tokens": request.prompt_tokens, "reply_index": request.reply_index, "assistant": assistant}
@@ -87,6 +80,11 @@ def hold(recorder: Recorder, result: providers.Completion, request: Request, *, 
             "approval.requested", actor=actor_of(turn), tenant_id=turn.tenant_id, target=str(approval.id),
             data={"turn": str(turn.id), "tools": [call["function"]["name"] for call in result.tool_calls]},
         )  # fmt: skip
+        if recorder.reservation is not None:  # the windows last, after the audit head (outcomes.end_failed says why)
+            spend.settle(
+                recorder.reservation, turn_id=turn.id, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                actual=actual,
+            )  # fmt: skip
     notice = {"approval_id": str(approval.id), "tool_calls": result.tool_calls, "expires_at": expires.isoformat()}
     announce(turn.id, [*state_events(written), (StreamKind.APPROVAL, notice)])
 

@@ -1,7 +1,7 @@
 """A queued turn claimed in hand-written SQL: two statements, the turn and what it runs with loaded.
 
-The same claim as the ORM lane (runner._claim_orm), in fewer round trips and without the ORM's
-per-statement cost: the conversation's row is locked first (one turn per conversation at a time:
+The claim in fewer round trips than the ORM lane it replaced (bench/HISTORY.md row 22), without the
+ORM's per-statement cost: the conversation's row is locked first (one turn per conversation at a time:
 claims of one conversation queue there), then one statement moves the turn to running, if it is
 still queued, no earlier turn of its conversation is unfinished and none runs, and reads it back joined to its
 agent, conversation and API key. The update is the claim (healthchecks' conditional update): two

@@ -100,8 +100,6 @@ def _end_unstarted(turn: Turn, kind: Stop, actor: str) -> uuid.UUID | None:
         status=status, finished_at=now, finish_reason=finish_reason, stop_requested="",
         latency_ms=max(0, int((now - turn.created_at).total_seconds() * 1000)),
     )  # fmt: skip
-    for reservation in Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD):
-        spend.release(reservation.id)
     Approval.objects.filter(turn_id=turn.id, status=ApprovalStatus.PENDING).update(
         status=ApprovalStatus.DENIED, reason=f"The turn was {status}.", decided_by=actor, decided_at=now
     )
@@ -112,6 +110,8 @@ def _end_unstarted(turn: Turn, kind: Stop, actor: str) -> uuid.UUID | None:
     data = {"agent": turn.agent.name, "stop": kind}
     audit.record(f"turn.{status}", actor=actor, tenant_id=turn.tenant_id, target=str(turn.id), data=data)
     following = next_queued(turn)
+    for reservation in Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD):
+        spend.release(reservation.id)  # the windows last, after the audit head (outcomes.end_failed says why)
     turn.status, turn.finish_reason = status, finish_reason
     response = openai_format.completion(
         turn_id=turn.id, created=int(turn.created_at.timestamp()), model=turn.agent.name, content="", tool_calls=[],

@@ -7,13 +7,15 @@ statements (about eleven, whatever the count): multi-row inserts from arrays, an
 so the turns that end together share one commit and one fsync, and lock the tenant's budget windows
 and the audit chain's head once for all of them.
 
-What each finish is held to is what the ORM lane (`outcomes._finish`) does one turn at a time:
+What each finish is held to:
 - the turn's update is fenced on the attempt that claimed it; a finish whose fence fails (another
   attempt owns the turn) writes nothing of its own, except its settlement: the provider was paid for
   the call all the same, so the spend is charged, late, on the ledger;
 - a reservation is settled at most once: it is claimed by a conditional update first;
-- locks are taken in one order everywhere (turn rows, then budget windows by id, then the audit
-  head), so batches of two workers, or a batch and an admission, never deadlock over windows.
+- locks are taken in one order everywhere: turn rows, then the audit chain's head, then the budget
+  windows by id, last. Every other path that writes both (a failed, stopped or held turn, a cancel)
+  takes them in the same order, so no two of them deadlock over windows (the other order did, under
+  overload, against a failing turn's release).
 """
 
 from __future__ import annotations

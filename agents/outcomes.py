@@ -23,7 +23,6 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import redis
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
@@ -117,9 +116,6 @@ def end_failed(
         )
         if not ended:
             raise Fenced
-        held = [reservation] if reservation is not None else Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD)
-        for each in held:
-            spend.release(each.id)
         if failure.dead_letter:
             DeadLetter.objects.update_or_create(
                 turn_id=turn.id,
@@ -141,6 +137,11 @@ def end_failed(
                   "attempt": failure.attempt},
         )  # fmt: skip
         following = next_queued(turn)
+        # The budget windows last, after the audit head, in the order the group commit takes them
+        # (agents/finishing.py): the other order deadlocked against it under load.
+        held = [reservation] if reservation is not None else Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD)
+        for each in held:
+            spend.release(each.id)
     announce(turn.id, [(StreamKind.ERROR, failure.error)])
     tell_ended(turn, TurnStatus.FAILED)
     if failure.dead_letter:
@@ -167,8 +168,7 @@ def succeed(
     """End the turn with its reply; the id of the conversation's next queued turn, if one waited."""
     turn = recorder.turn
     wants_tools = bool(result.tool_calls)
-    prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else prompt_estimate
-    completion_tokens = result.completion_tokens if result.completion_tokens is not None else tokens.count(result.content)
+    prompt_tokens, completion_tokens = result.usage(prompt_estimate)
     finish_reason = "tool_calls" if wants_tools else result.finish_reason
     actual = spend.cost(turn.tenant_id, body["model"], config.endpoint, prompt_tokens, completion_tokens)
     recorder.record(
@@ -192,10 +192,7 @@ def succeed(
     recorder.move(Trigger.COMPLETE)
     now = timezone.now()
     settlement = {"model": body["model"], "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "actual": actual}
-    if settings.SENTINEL["WORKER_WRITES"] == "orm":
-        written, following = _finish_orm(recorder, result, now, reply_index, finish_reason, settlement)
-    else:
-        written, following = _finish(recorder, result, now, reply_index, finish_reason, settlement)
+    written, following = _finish(recorder, result, now, reply_index, finish_reason, settlement)
     response = openai_format.completion(
         turn_id=turn.id,
         created=int(turn.created_at.timestamp()),
@@ -279,64 +276,6 @@ def _finish(
     return events, done.following
 
 
-def _finish_orm(
-    recorder: Recorder, result: providers.Completion, now, reply_index: int, finish_reason: str, settlement: dict
-) -> tuple[list[TurnEventRecord], uuid.UUID | None]:
-    """The ORM lane of `_finish` (SENTINEL_WORKER_WRITES=orm), one turn a transaction: kept while the
-    bench compares the two."""
-    turn = recorder.turn
-    try:
-        return _finish_orm_writes(recorder, result, now, reply_index, finish_reason, settlement)
-    except LostClaim:
-        if recorder.reservation is not None:
-            spend.settle(recorder.reservation, turn_id=turn.id, **settlement)
-        raise
-
-
-def _finish_orm_writes(
-    recorder: Recorder, result: providers.Completion, now, reply_index: int, finish_reason: str, settlement: dict
-) -> tuple[list[TurnEventRecord], uuid.UUID | None]:
-    turn = recorder.turn
-    with transaction.atomic():
-        message = Message.objects.create(
-            tenant_id=turn.tenant_id,
-            conversation_id=turn.conversation_id,
-            turn=turn,
-            seq=turn.seq,
-            index=reply_index,
-            role="assistant",
-            content=result.content,
-            tool_calls=result.tool_calls or None,
-        )
-        updated = fenced(recorder).update(
-            status=TurnStatus.SUCCEEDED,
-            agent_state=recorder.state,
-            finished_at=now,
-            heartbeat_at=now,
-            model=result.model,
-            prompt_tokens=settlement["prompt_tokens"],
-            completion_tokens=settlement["completion_tokens"],
-            latency_ms=_ms_since(turn.created_at, now),
-            provider_latency_ms=result.latency_ms,
-            first_token_ms=result.first_token_ms,
-            finish_reason=finish_reason,
-            output=message,
-            error=None,
-            cost=F("cost") + settlement["actual"],  # an approval or an interrupt may have paid for a call before
-        )
-        if not updated:
-            raise LostClaim  # rolls the transaction back: nothing of this attempt is kept
-        recorder.record(EventKind.COMPLETED, {"message_id": str(message.id), "cost": str(settlement["actual"])})
-        written = recorder.flush()
-        following = next_queued(turn)
-        # The shared rows last, so their locks are held for the fewest round trips before the
-        # commit: the tenant's budget windows, then the audit chain's head (every turn's).
-        if recorder.reservation is not None:
-            spend.settle(recorder.reservation, turn_id=turn.id, **settlement)
-        audit.record(**_audit_succeeded(recorder, settlement))
-    return written, following.id if following else None
-
-
 def stop(recorder: Recorder, stopped: Stopped, request: Request, *, config) -> uuid.UUID | None:
     """End a running turn as its cancel or interrupt asked: what was streamed kept as its partial
     answer (a rollback removes the turn's messages instead), the tokens it used settled, and, for an
@@ -369,7 +308,6 @@ def stop(recorder: Recorder, stopped: Stopped, request: Request, *, config) -> u
             raise LostClaim  # rolls back the partial answer too
         if stopped.kind == Stop.ROLLBACK:
             Message.delete_locked(Message.objects.filter(turn_id=turn.id))
-        _settle_stopped(recorder, stopped, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, actual=actual)
         payload: dict[str, Any] = {
             "stop": stopped.kind,
             "partial": stopped.partial,
@@ -389,6 +327,8 @@ def stop(recorder: Recorder, stopped: Stopped, request: Request, *, config) -> u
             data={"agent": turn.agent.name, "stop": stopped.kind, "cost": str(actual), "attempt": recorder.attempt},
         )
         following = next_queued(turn)
+        # The windows last, after the audit head (the group commit's order: see end_failed).
+        _settle_stopped(recorder, stopped, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, actual=actual)
     response = openai_format.completion(
         turn_id=turn.id, created=int(turn.created_at.timestamp()), model=turn.agent.name, content=stopped.partial if keep else "",
         tool_calls=[], finish_reason=finish_reason, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
@@ -478,7 +418,7 @@ def give_up(turn: Turn, reason: str, error: dict | None, *, write_events: Callab
 def tell_ended(turn: Turn, status: str) -> None:
     """Best effort, like announce: the Turn row already holds the outcome."""
     for receiver, result in signals.turn_ended.send_robust(
-        sender=Turn, turn_id=turn.id, status=status, idempotency_key=turn.idempotency_key
+        sender=Turn, turn_id=turn.id, status=status, idempotency_key=turn.idempotency_key, tenant_id=turn.tenant_id
     ):
         if isinstance(result, Exception):
             log.warning("a turn_ended receiver failed: %s (%s)", type(result).__name__, getattr(receiver, "__qualname__", receiver))

@@ -24,6 +24,7 @@ from django.conf import settings
 from openai._httpx2 import request_exceptions, timeout_exceptions
 from openai._streaming import SSEDecoder
 
+from memory import tokens
 from sentinel_site import egress, tracing
 
 # Request fields passed to the provider untouched when a client sends them.
@@ -156,6 +157,13 @@ class Completion:
     model: str = ""
     latency_ms: int = 0
     first_token_ms: int | None = None
+
+    def usage(self, prompt_estimate: int) -> tuple[int, int]:
+        """Prompt and completion tokens as billed: the provider's counts where it reported them, our
+        estimate of the prompt and our count of the answer where it did not (a stream without usage)."""
+        prompt_tokens = self.prompt_tokens if self.prompt_tokens is not None else prompt_estimate
+        completion_tokens = self.completion_tokens if self.completion_tokens is not None else tokens.count(self.content)
+        return prompt_tokens, completion_tokens
 
 
 @lru_cache(maxsize=256)

@@ -8,7 +8,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.db import connection
 
 from agents.models import EventKind, Turn, TurnEventRecord, TurnStatus
@@ -61,11 +60,8 @@ class Recorder:
         (outside a transaction): the commit need not wait for the disk (sentinel_site.db.commit_lazily)."""
         written, self.pending = self.pending, []
         if written:
-            if settings.SENTINEL["WORKER_WRITES"] == "orm":
-                TurnEventRecord.objects.bulk_create(written)
-            else:
-                with connection.cursor() as cursor:
-                    insert_events(cursor, written, lazily=lazily)
+            with connection.cursor() as cursor:
+                insert_events(cursor, written, lazily=lazily)
         return written
 
 

@@ -185,8 +185,7 @@ def outcome(
     """A call's outcome, given the provider's answer: what agents/outcomes.py `succeed` computes (or,
     `held`, agents/approvals.py `hold`), without their writes (keep them in step)."""
     wants_tools = bool(result.tool_calls)
-    prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else prompt_estimate
-    completion_tokens = result.completion_tokens if result.completion_tokens is not None else tokens.count(result.content)
+    prompt_tokens, completion_tokens = result.usage(prompt_estimate)
     state, moves = _moves(wants_tools, held=held)
     cost = spend.cost(turn.tenant_id, body["model"], config.endpoint, prompt_tokens, completion_tokens)
     computed = {

@@ -18,7 +18,6 @@ from agents import breaker, openai_format, providers
 from agents.models import Turn
 from agents.replay import Divergence, Exchange, NotReplayable, config_for, diff, money, recorded_exchange
 from budgets import audit, spend
-from memory import tokens
 from sentinel_site import metrics
 
 
@@ -85,8 +84,7 @@ def rerun(turn: Turn, *, api_key_id: Any, actor: str) -> Rerun:
         raise
     breaker.record_success(config)
     metrics.LLM_REQUESTS.labels(config.endpoint, body["model"], "ok").inc()
-    prompt_tokens = result.prompt_tokens if result.prompt_tokens is not None else estimate
-    completion_tokens = result.completion_tokens if result.completion_tokens is not None else tokens.count(result.content)
+    prompt_tokens, completion_tokens = result.usage(estimate)
     actual = spend.cost(turn.tenant_id, body["model"], config.endpoint, prompt_tokens, completion_tokens)
     spend.settle(
         reservation, model=body["model"], prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, actual=actual, turn_id=turn.id

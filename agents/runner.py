@@ -17,15 +17,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
-from django.utils import timezone
 
 from agents import approvals, breaker, claims, heartbeat, outcomes, providers
-from agents.models import UNFINISHED, Conversation, EventKind, Turn, TurnStatus
+from agents.models import EventKind, Turn
 from agents.outcomes import announce, crash, fail
 from agents.recorder import LostClaim, Recorder, state_events
 from agents.streams import StreamKind
-from agents.turns import AgentState, Trigger
+from agents.turns import Trigger
 from budgets import spend
 from budgets.models import Reservation
 from memory import context as memory_context
@@ -51,8 +49,6 @@ class Stopped(Exception):
 
 def claim(turn_id: Any) -> Recorder | None:
     """Claim a queued turn for this worker, or None if it is not ours to run (yet)."""
-    if settings.SENTINEL["WORKER_WRITES"] == "orm":
-        return _claim_orm(turn_id)
     with transaction.atomic():
         turn = claims.claim(turn_id)
         if turn is None:
@@ -70,37 +66,6 @@ def _claimed(turn: Turn) -> Recorder:
     recorder = Recorder(turn=turn, attempt=turn.attempt)
     recorder.record(EventKind.CLAIMED, {"attempt": turn.attempt})
     recorder.move(Trigger.MESSAGE_RECEIVED)
-    return recorder
-
-
-def _claim_orm(turn_id: Any) -> Recorder | None:
-    """The ORM lane of the claim (SENTINEL_WORKER_WRITES=orm), kept while the bench compares them."""
-    with transaction.atomic():
-        # The turn row is locked as it is read, so what the claim writes below is what it holds.
-        turn = Turn.objects.select_related("agent", "conversation", "api_key").select_for_update(of=("self",)).filter(id=turn_id).first()
-        if turn is None or turn.status != TurnStatus.QUEUED:
-            return None
-        turn.conversation.agent = turn.agent  # one agent per conversation (admission checks it)
-        # One turn per conversation at a time, in order: the conversation row is the lock, and a
-        # turn with an unfinished predecessor is left queued; the predecessor enqueues it when done.
-        Conversation.objects.select_for_update().filter(id=turn.conversation_id).first()
-        others = Turn.objects.filter(conversation_id=turn.conversation_id).exclude(id=turn.id)
-        if others.filter(Q(seq__lt=turn.seq, status__in=UNFINISHED) | Q(status=TurnStatus.RUNNING)).exists():
-            return None
-        now = timezone.now()
-        claimed = {
-            "status": TurnStatus.RUNNING,
-            "attempt": turn.attempt + 1,
-            "started_at": now,
-            "heartbeat_at": now,
-            "agent_state": AgentState.THINKING,
-        }
-        Turn.objects.filter(id=turn.id).update(**claimed)
-        for name, value in claimed.items():
-            setattr(turn, name, value)
-        recorder = _claimed(turn)
-        written = recorder.flush()
-    announce(turn.id, state_events(written))
     return recorder
 
 

@@ -9,6 +9,6 @@ from __future__ import annotations
 
 from django.dispatch import Signal
 
-# kwargs: turn_id (UUID), status ("succeeded" | "failed"), idempotency_key (the turn's, or None: lets a
+# kwargs: turn_id (UUID), status ("succeeded" | "failed"), tenant_id, idempotency_key (the turn's, or None: lets a
 # receiver skip turns that are not its own without a query). Sent once per ended attempt that won its fence.
 turn_ended = Signal()

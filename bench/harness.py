@@ -280,10 +280,16 @@ class Stack:
         # A lane may set the worker processes and their threads (`--lanes a: b:SENTINEL_BENCH_WORKERS=4`).
         workers = int(self.env.get("SENTINEL_BENCH_WORKERS", self.workers))
         concurrency = int(self.env.get("SENTINEL_BENCH_WORKER_CONCURRENCY", self.worker_concurrency))
+        # And the batches queue its own processes at a lower CPU priority (`SENTINEL_BENCH_BATCH_WORKERS=1`: bench/batch_bench.py).
+        batch_workers = int(self.env.get("SENTINEL_BENCH_BATCH_WORKERS", "0"))
+        queues = {"queues": "turns,webhooks,memory,maintenance"} if batch_workers else {}
         for n in range(workers):
             name = "worker" if n == 0 else f"worker{n + 1}"
-            argv = worker_command(concurrency, f"bench{n}-{os.getpid()}@%h", "--without-mingle", "--without-gossip")
+            argv = worker_command(concurrency, f"bench{n}-{os.getpid()}@%h", "--without-mingle", "--without-gossip", **queues)
             self._spawn(name, argv, kind="worker")
+        for n in range(batch_workers):
+            argv = worker_command(concurrency, f"batch{n}-{os.getpid()}@%h", "--without-mingle", "--without-gossip", queues="batches")
+            self._spawn(f"batch-worker{n + 1}", ["nice", "-n", "10", *argv], kind="worker")
         wait_http(f"{self.base_url}/health/live", 60, "the web server", web)
         self.wait_worker()
 

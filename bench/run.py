@@ -4,6 +4,9 @@
     --only=turns,search,memory,dialogue   the parts to run (all four by default); the others' sections are kept
     --only=anchor                the targets of issue 13 only, side by side with LiteLLM's proxy
     --only=batch                 real-time chat latency idle and while a batch runs (issue 17)
+    --only=scaleout [--scaleout=1+1,2+2,3+3] [--scaleout-seconds=20]   turns/s against web + worker processes (issue 18)
+    --only=soak [--soak-seconds=600] [--soak-conversations=1000]   bounded soak; exits 1 if anything grows (issue 18)
+    --only=routing               routing decision overhead and the response cache's hit latency (issue 19)
     --only=latency [--anchor]    the sequential turn printed (LiteLLM beside it with --anchor); no file written
     --only=latency|throughput --lanes a:K=V b:K=W [--rounds=N]   configurations compared alternately (bench/lanes.py)
 """
@@ -23,7 +26,7 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 django.setup()
 
-from bench import anchor, batch_bench, dialogue_bench, lanes, memory_bench, report, search_bench, turn_bench  # noqa: E402
+from bench import anchor, batch_bench, dialogue_bench, lanes, memory_bench, report, routing_bench, scaleout, search_bench, soak, turn_bench  # noqa: E402
 from bench.harness import Stack, fdatasync_ms, percentile, rss_mb  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -395,6 +398,9 @@ SECTIONS = [
     dialogue_bench.HEADING,
     "## Storage per turn (issue 18)",  # bench/storage.py, run on its own: kept from the file by every run
     "## Real-time chat while a batch runs (issue 17)",
+    scaleout.HEADING,  # --only=scaleout (bench/scaleout.py)
+    soak.HEADING,  # --only=soak (bench/soak.py)
+    "## Routing decisions and the response cache (issue 19)",
 ]
 
 
@@ -462,15 +468,17 @@ def main() -> int:
         return lanes.run(only[0], lanes.parse(specs), int(option("rounds", "2" if quick else "4")), quick)
     if only == ["latency"]:
         return probe_latency(requests=60 if quick else 200, with_anchor="--anchor" in sys.argv)
-    if unknown := set(only) - {"turns", "search", "memory", "dialogue", "anchor", "batch"}:
+    if unknown := set(only) - {"turns", "search", "memory", "dialogue", "anchor", "batch", "scaleout", "soak", "routing"}:
         raise SystemExit(
-            "bench: --only takes turns, search, memory, dialogue, anchor, batch or latency (throughput with --lanes); "
+            "bench: --only takes turns, search, memory, dialogue, anchor, batch, scaleout, soak, routing or latency "
+            "(throughput with --lanes); "
             f"got {sorted(unknown)}"
         )
     started = datetime.now(UTC)
     clock = time.monotonic()
     took: dict[str, float] = {}
     fresh: dict[str, list[str]] = {}
+    soak_failed = False
     if "memory" in only:
         # First, on the fresh database: after the search benchmark's 100k memories, autovacuum of
         # those tables ran beside this one and made indexing and consolidation 2-4x slower (HISTORY 14).
@@ -487,12 +495,34 @@ def main() -> int:
         print("dialogue memory benchmark ...", flush=True)
         fresh.update(by_heading(dialogue_bench.report(dialogue_bench.run())))
         took["dialogue"] = time.monotonic() - clock - sum(took.values())
+    if "scaleout" in only:
+        print("scale-out ...", flush=True)
+        fresh.update(by_heading(scaleout.run(quick, option("scaleout", ""), float(option("scaleout-seconds", "0")))))
+        took["scaleout"] = time.monotonic() - clock - sum(took.values())
+    if "soak" in only:
+        print("soak ...", flush=True)
+        lines, soak_failed = soak.run(
+            quick,
+            seconds=float(option("soak-seconds", "0")),
+            conversations=int(option("soak-conversations", "0")),
+            rate=float(option("soak-rate", "0")),
+        )
+        fresh.update(by_heading(lines))
+        took["soak"] = time.monotonic() - clock - sum(took.values())
     if only == ["batch"]:
         stack = Stack().start()
         try:
             print("real-time chat while a batch runs ...", flush=True)
             fresh.update(by_heading(batch_bench.report(batch_bench.run(stack, lines=500 if quick else 5000, probes=50 if quick else 200))))
             took["batch"] = time.monotonic() - clock
+        finally:
+            stack.stop()
+    if only == ["routing"]:
+        stack = Stack().start()
+        try:
+            print("routing decisions and the response cache ...", flush=True)
+            fresh.update(by_heading(routing_bench.report(routing_bench.run(stack, quick))))
+            took["routing"] = time.monotonic() - clock
         finally:
             stack.stop()
     if "turns" in only or "anchor" in only or "search" in only:
@@ -534,6 +564,9 @@ def main() -> int:
     text = "\n".join(sections) + "\n"
     path.write_text(text)
     print(text)
+    if soak_failed:
+        print("bench: the soak FAILED: something grew without bound (see its section)", flush=True)
+        return 1
     return 0
 
 

@@ -46,8 +46,16 @@ def sizes() -> dict[str, int]:
 
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE")
-        cursor.execute("SELECT relname, pg_total_relation_size(oid) FROM pg_class WHERE relname = ANY(%s)", [[t for t, _ in TABLES]])
-        return dict(cursor.fetchall())
+        found = {}
+        for table, _ in TABLES:
+            # a partitioned table (lifecycle/partitions.py) holds nothing itself: its partitions do
+            # (pg_partition_tree lists nothing for a plain table)
+            cursor.execute(
+                "SELECT coalesce((SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree(%s)), pg_total_relation_size(%s))",
+                [table, table],
+            )
+            found[table] = int(cursor.fetchone()[0])
+        return found
 
 
 def rows() -> dict[str, int]:

@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q, Value
+from django.db.models import F, Q
 from django.utils import timezone
 
 from budgets.models import ApiKey, Budget, BudgetWindow, Period, Price, Reservation, SpendEntry
@@ -197,21 +197,7 @@ def reserve(
     """
     ttl = timedelta(seconds=settings.SENTINEL["RESERVATION_TTL_SECONDS"])
     budgets = applicable_budgets(tenant_id, api_key_id) if budgets is None else budgets
-    if settings.SENTINEL["ADMISSION_WRITES"] != "orm":
-        return _reserve_sql(tenant_id, api_key_id, amount, turn_id, budgets, ttl, savepoint)
-    with transaction.atomic(savepoint=savepoint):  # a savepoint: a caller may go on after BudgetExceeded
-        current = current_windows(budgets, create=True)
-        windows = [current[budget.id] for budget in budgets]
-        reservation = Reservation.objects.create(
-            tenant_id=tenant_id, api_key_id=api_key_id, turn_id=turn_id, amount=amount, expires_at=timezone.now() + ttl
-        )
-        through = Reservation.windows.through
-        through.objects.bulk_create(through(reservation_id=reservation.id, budgetwindow_id=window.id) for window in windows)
-        for budget, window in sorted(zip(budgets, windows, strict=True), key=lambda pair: pair[1].id):
-            room = BudgetWindow.objects.filter(id=window.id, reserved__lte=Value(budget.limit - amount) - F("settled"))
-            if not room.update(reserved=F("reserved") + amount):
-                raise BudgetExceeded(budget, seconds_until_reset(budget.period))
-    return reservation
+    return _reserve_sql(tenant_id, api_key_id, amount, turn_id, budgets, ttl, savepoint)
 
 
 def _reserve_sql(tenant_id, api_key_id, amount: Decimal, turn_id, budgets: list[Budget], ttl: timedelta, savepoint: bool) -> Reservation:

@@ -16,6 +16,7 @@ class DataKind(models.TextChoices):
     SPEND = "spend", "spend ledger, reservations and closed budget windows"
     AUDIT = "audit", "audit entries"
     EMBEDDINGS = "embeddings", "embeddings (long-term memories)"
+    FILES = "files", "files and batch outputs"
 
 
 class RetentionPolicy(models.Model):

@@ -13,26 +13,34 @@ transaction, so a purge never holds long locks and an interrupted one simply goe
 - spend: budget windows that closed before the cutoff first (so no window that remains ever loses a
   ledger row it counts: `reconcile_spend` holds at every moment), then the reservations left with no
   window, then their ledger rows (and ledger rows without a reservation) older than the cutoff.
+- files: the tenant's uploads and batch output/error files no unfinished batch uses, and the lines
+  of batches that ended before the cutoff (lifecycle.files; the Batch rows stay).
 - audit: one chain for the deployment, so only a prefix can go: every entry before the first one
   that some policy keeps (a tenant's longer policy holds the prefix back for everyone), purged by
   `budgets.audit.purge_prefix`, which signs the new start so the chain still verifies.
+
+Turn events and the spend ledger are partitioned by time (lifecycle.partitions): a partition older
+than every tenant's retention of its kind, all of whose rows the selections hold, is dropped whole
+(listed as "<table> partition <name>"); rows elsewhere (the boundary partitions, the default one)
+are deleted as above.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Min, Q, QuerySet
 from django.utils import timezone
 
 from agents.models import UNFINISHED, Message, TurnEventRecord
 from budgets import audit
 from budgets.models import AuditEntry, BudgetWindow, Period, Reservation, SpendEntry, Tenant
+from lifecycle import files, partitions
 from lifecycle.models import DataKind, RetentionPolicy
 from memory.models import EmbeddingCache, Memory, Summary
 
@@ -44,6 +52,7 @@ DEFAULT_SETTING = {
     DataKind.SPEND: "RETAIN_SPEND_DAYS",
     DataKind.AUDIT: "RETAIN_AUDIT_DAYS",
     DataKind.EMBEDDINGS: "RETAIN_EMBEDDINGS_DAYS",
+    DataKind.FILES: "RETAIN_FILES_DAYS",
 }
 
 
@@ -125,31 +134,84 @@ def _spend(tenant: str, since: datetime, _: datetime | None = None) -> list[tupl
     return [("budget windows", windows), ("spend entries", entries), ("reservations", reservations)]
 
 
+def _files(tenant: str, since: datetime, _: datetime | None = None) -> list[tuple[str, QuerySet]]:
+    return files.selections(tenant, since)
+
+
 # In the order a purge deletes them: memories before the messages they embed.
 PER_TENANT: dict[str, Callable[[str, datetime, datetime | None], list[tuple[str, QuerySet]]]] = {
     DataKind.EMBEDDINGS: _embeddings,
     DataKind.MESSAGES: _messages,
     DataKind.TURN_EVENTS: _turn_events,
     DataKind.SPEND: _spend,
+    DataKind.FILES: _files,
 }
 
 
-def selections(now: datetime | None = None) -> list[Selection]:
-    """Every table's rows that the policies let go now, in the order a purge deletes them."""
+def selections(now: datetime | None = None) -> list[Selection | Drop]:
+    """Every table's rows that the policies let go now, in the order a purge deletes them: table by
+    table within a kind, a partitioned table's whole partitions (Drop) before its rows elsewhere."""
     now = now or timezone.now()
-    found = []
+    found: list[Selection | Drop] = []
     memory_days = dict((tenant, days) for tenant, _name, days in tenant_days(DataKind.EMBEDDINGS))
     for kind, select in PER_TENANT.items():
+        by_table: dict[str, list[Selection]] = {}
         for tenant, _name, days in tenant_days(kind):
             if days:
                 memories_since = cutoff(memory_days[tenant], now) if memory_days.get(tenant) else None
-                found += [Selection(kind, table, tenant, days, qs) for table, qs in select(tenant, cutoff(days, now), memories_since)]
+                for table, qs in select(tenant, cutoff(days, now), memories_since):
+                    by_table.setdefault(table, []).append(Selection(kind, table, tenant, days, qs))
+        for chosen in by_table.values():
+            drops = partition_drops(kind, chosen, now)
+            found += drops
+            found += [replace(s, queryset=s.queryset.exclude(_within(drops))) for s in chosen] if drops else chosen
     days = default_days(DataKind.EMBEDDINGS)
     if days:
         found.append(
             Selection(DataKind.EMBEDDINGS, "embedding cache", None, days, EmbeddingCache.objects.filter(created_at__lt=cutoff(days, now)))
         )
     return found
+
+
+# --- whole partitions ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Drop:
+    """A time partition every row of which the policies let go: dropped whole, not deleted by rows."""
+
+    kind: str
+    table: str
+    parent: str
+    partition: partitions.Partition
+    days: int
+    rows: int
+
+
+def _within(drops: list[Drop]) -> Q:
+    ranges = Q()
+    for drop in drops:
+        ranges |= Q(created_at__gte=drop.partition.starts, created_at__lt=drop.partition.ends)
+    return ranges
+
+
+def _selected_in(chosen: list[Selection], partition: partitions.Partition) -> int:
+    return sum(s.queryset.filter(created_at__gte=partition.starts, created_at__lt=partition.ends).count() for s in chosen)
+
+
+def partition_drops(kind: str, chosen: list[Selection], now: datetime) -> list[Drop]:
+    """The partitions of a partitioned table older than every tenant's retention of `kind` whose rows
+    are all in the tenants' selections (no unfinished turn's event, no ledger row an open window
+    counts): those go whole. The partial ones at the boundary, and the default partition, go by rows."""
+    parent = chosen[0].queryset.model._meta.db_table
+    longest = [days for _tenant, _name, days in tenant_days(kind)]
+    if parent not in partitions.TABLES or not longest or 0 in longest:
+        return []  # someone keeps this kind forever: no partition is ever all theirs to drop
+    with connection.cursor() as cursor:
+        if not partitions.is_partitioned(cursor, parent):
+            return []
+        older = [p for p in partitions.partitions(cursor, parent) if p.ends <= cutoff(max(longest), now)]
+        counted = [(p, partitions.rows(cursor, p.name)) for p in older]
+    table = f"{chosen[0].table} partition"
+    return [Drop(kind, table, parent, p, max(longest), rows) for p, rows in counted if rows and rows == _selected_in(chosen, p)]
 
 
 def audit_through(now: datetime | None = None) -> int:
@@ -184,12 +246,30 @@ class Line:
 def plan(now: datetime | None = None) -> list[Line]:
     """What `purge` would delete now, table by table (only tables with rows to go)."""
     now = now or timezone.now()
-    lines = [Line(s.kind, s.table, s.tenant, s.days, s.queryset.count()) for s in selections(now)]
+    lines = [_line(step, step.rows if isinstance(step, Drop) else step.queryset.count()) for step in selections(now)]
     through = audit_through(now)
     if through:
         rows = AuditEntry.objects.filter(seq__lte=through).count()
         lines.append(Line(DataKind.AUDIT, f"audit entries <= {through}", None, default_days(DataKind.AUDIT), rows))
     return [line for line in lines if line.rows]
+
+
+def _line(step: Selection | Drop, rows: int) -> Line:
+    if isinstance(step, Drop):
+        return Line(step.kind, f"{step.table} {step.partition.name}", None, step.days, rows)
+    return Line(step.kind, step.table, step.tenant, step.days, rows)
+
+
+def _drop(step: Drop) -> int:
+    """Drop the partition if it still holds only what the policies let go (else its rows go by the
+    per-tenant deletes that follow, which were computed without it: nothing more than listed)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        rows = partitions.rows(cursor, step.partition.name)
+        if rows != step.rows:
+            log.warning("partition %s changed since it was listed; not dropped", step.partition.name)
+            return 0
+        partitions.drop(cursor, step.parent, step.partition.name)
+    return rows
 
 
 def _delete_in_batches(queryset: QuerySet, batch: int) -> int:
@@ -214,13 +294,16 @@ def purge(now: datetime | None = None, batch: int | None = None) -> list[Line]:
     now = now or timezone.now()
     batch = batch or settings.SENTINEL["PURGE_BATCH"]
     done = []
-    for selection in selections(now):
-        rows = _delete_in_batches(selection.queryset, batch)
+    for step in selections(now):
+        rows = _drop(step) if isinstance(step, Drop) else _delete_in_batches(step.queryset, batch)
         if rows:
-            done.append(Line(selection.kind, selection.table, selection.tenant, selection.days, rows))
+            done.append(_line(step, rows))
     for tenant in sorted({line.tenant for line in done if line.tenant}):
         counts = {line.table: line.rows for line in done if line.tenant == tenant}
         audit.record("data.purged", actor=audit.SYSTEM, tenant_id=tenant, data=counts)
+    dropped = {line.table: line.rows for line in done if isinstance(line.table, str) and " partition " in line.table}
+    if dropped:
+        audit.record("data.partitions_dropped", actor=audit.SYSTEM, data=dropped)
     through = audit_through(now)
     if through:
         rows = audit.purge_prefix(through, batch=batch)

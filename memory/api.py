@@ -27,7 +27,7 @@ from agents.api.resources import ConversationScoped
 from agents.api.serializers import ChatMessageSerializer, MessageSerializer
 from agents.models import Agent, Conversation, Message
 from budgets import audit, roles
-from memory import dreamer, forget, indexing, limits, remote, search
+from memory import dreamer, forget, imports, indexing, limits, remote, search
 from memory.context import assemble
 from memory.models import ConsolidationRun, Memory, Summary
 from memory.tasks import consolidate as consolidate_task
@@ -53,6 +53,33 @@ class ImportSerializer(serializers.Serializer):
         if len(client_ids) != len(set(client_ids)):
             raise serializers.ValidationError("client_id values must be unique within a request")
         return value
+
+
+class ImportProgressSerializer(serializers.Serializer):
+    """How far a history import got (memory/imports.py)."""
+
+    object = serializers.CharField(default="conversation.import")
+    id = serializers.IntegerField(help_text="The import's seq in its conversation.")
+    conversation = serializers.UUIDField()
+    state = serializers.ChoiceField(choices=[imports.INDEXING, imports.COMPLETED])
+    total = serializers.IntegerField(help_text="Messages the import stored (all in the history at once).")
+    processed = serializers.IntegerField(help_text="Of those, the messages in long-term memory (embedded in the background).")
+    url = serializers.CharField()
+
+
+class ImportedMessageSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    client_id = serializers.CharField(allow_null=True)
+
+
+class ImportResultSerializer(serializers.Serializer):
+    object = serializers.CharField(default="list")
+    seq = serializers.IntegerField()
+    data = ImportedMessageSerializer(many=True)
+    # "import" is a Python keyword: declared below under its API name.
+
+
+ImportResultSerializer._declared_fields["import"] = ImportProgressSerializer(help_text="Its progress; poll its `url`.")
 
 
 class SummarySerializer(serializers.ModelSerializer):
@@ -129,8 +156,14 @@ def import_messages(request, conversation: Conversation) -> Response:
             for index, m in enumerate(items)
         )
         transaction.on_commit(schedule_indexing)
+    progress = imports.ImportProgress(conversation.id, seq, total=len(created), processed=0)  # indexed after the commit
     return Response(
-        {"object": "list", "seq": seq, "data": [{"id": str(m.id), "client_id": m.client_id or None} for m in created]},
+        {
+            "object": "list",
+            "seq": seq,
+            "data": [{"id": str(m.id), "client_id": m.client_id or None} for m in created],
+            "import": progress.as_dict(),
+        },
         status=status.HTTP_201_CREATED,
     )
 
@@ -252,7 +285,7 @@ class ConversationMemoryViewSet(ConversationScoped, viewsets.GenericViewSet):
         "(unique per conversation; a repeat is a 409 and nothing is written) and a `timestamp`. They reach long-term "
         "memory in the background.",
         request=ImportSerializer,
-        responses={201: OpenApiResponse(OpenApiTypes.OBJECT), 409: OpenApiResponse(OpenApiTypes.OBJECT)},
+        responses={201: ImportResultSerializer, 409: OpenApiResponse(OpenApiTypes.OBJECT)},
         tags=["memory"],
     )
     @action(detail=True, methods=["get", "post"], pagination_class=MessagePagination)
@@ -275,6 +308,20 @@ class ConversationMemoryViewSet(ConversationScoped, viewsets.GenericViewSet):
     @action(detail=True, methods=["delete"], url_path=r"messages/(?P<message_id>[0-9a-fA-F-]{32,36})")
     def forget_message(self, request, pk=None, message_id=None):
         return forget_message(request, self.get_object(), message_id)
+
+    @extend_schema(
+        summary="A history import's progress",
+        description="An import's messages are in the history at once; `processed` counts those in long-term memory "
+        "(embedded in the background), `state` is `indexing` until all of its `total` are, then `completed`.",
+        responses={200: ImportProgressSerializer, 404: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["memory"],
+    )
+    @action(detail=True, methods=["get"], url_path=r"imports/(?P<seq>[0-9]{1,9})", pagination_class=None)
+    def import_progress(self, request, pk=None, seq=None):
+        found = imports.progress(self.get_object().id, int(seq))
+        if found is None:
+            raise not_found("import")
+        return Response(found.as_dict())
 
     @extend_schema(summary="A conversation's summaries", responses=SummarySerializer(many=True), tags=["memory"])
     @action(detail=True, methods=["get"], pagination_class=None)

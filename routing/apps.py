@@ -7,8 +7,8 @@ class RoutingConfig(AppConfig):
     def ready(self) -> None:
         from agents import providers
         from routing import route
-        from routing.models import Deployment, ModelGroup  # the registry is ready now
+        from routing.models import Deployment, ModelGroup, Policy  # the registry is ready now
         from sentinel_site import config_cache
 
-        config_cache.watch(ModelGroup, Deployment)
+        config_cache.watch(ModelGroup, Deployment, Policy)
         providers.route_model_groups(route.config_for_agent)

@@ -95,3 +95,37 @@ class Deployment(models.Model):
                 egress.check_url(self.base_url)
             except egress.EgressDenied as denied:
                 raise ValidationError({"base_url": f"This URL is not allowed: {denied}."}) from None
+
+
+class Policy(models.Model):
+    """How one agent's requests are shared and cached (each opt-in; no row: neither). Kept beside
+    the agent rather than on it, so routing's knobs stay in routing."""
+
+    agent = models.OneToOneField("agents.Agent", on_delete=models.CASCADE, related_name="routing_policy")
+    dedup = models.BooleanField(
+        default=False,
+        help_text="Identical in-flight requests without a conversation share one provider call (Sentinel-Dedup: on|off overrides).",
+    )
+    cache_seconds = models.PositiveIntegerField(
+        default=0, help_text="Answers are kept this long for identical requests that send `Sentinel-Cache: use` (0: no cache)."
+    )
+    cache_always = models.BooleanField(default=False, help_text="Use the cache without the request asking for it.")
+    cache_history = models.BooleanField(
+        default=False, help_text="Cache requests that carry conversation history too (off: only a single user turn)."
+    )
+    adaptive = models.BooleanField(
+        default=False, help_text="Route each call by its prompt (the groups below) and, past a budget's soft limit, by price."
+    )
+    simple_group = models.SlugField(max_length=64, blank=True, help_text="The model group for short prompts without tools.")
+    complex_group = models.SlugField(max_length=64, blank=True, help_text="The model group for long prompts, or prompts with tools.")
+    complex_above_tokens = models.PositiveIntegerField(default=2000, help_text="Prompts estimated above this many tokens are complex.")
+    complex_with_tools = models.BooleanField(default=True, help_text="A request that offers tools is complex.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["agent"]
+        verbose_name_plural = "policies"
+
+    def __str__(self) -> str:
+        return f"routing policy of {self.agent}"

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -31,7 +33,7 @@ from agents.models import EventKind
 from agents.outcomes import Refused
 from agents.providers import NO_KEY, ProviderConfig, ProviderError
 from budgets import spend
-from routing import groups, selection
+from routing import adaptive, groups, metrics, policy, selection
 from routing.groups import DeploymentSpec, GroupSpec
 
 _DEPLOYMENT_FAILURES = {
@@ -83,7 +85,10 @@ def config_for_agent(agent: Any) -> ProviderConfig | None:
     group = groups.find(agent.tenant_id, agent.model)
     if group is None or not group.deployments:  # a group with nothing enabled routes nothing
         return None
-    route = Route(agent.tenant_id, group)
+    spec = policy.for_agent(agent.id)
+    # Admission reserves for this first choice: past a soft limit, the cheapest (see Route._adapt).
+    price = adaptive.pricer(agent.tenant_id) if spec.adaptive and adaptive.past_soft_limit(agent.tenant_id, None) else None
+    route = Route(agent.tenant_id, group, price=price)
     return route.config
 
 
@@ -94,7 +99,7 @@ def route_of(config: ProviderConfig) -> Route | None:
 class Route:
     """One call's way through a model group and its fallbacks."""
 
-    def __init__(self, tenant_id: object, group: GroupSpec) -> None:
+    def __init__(self, tenant_id: object, group: GroupSpec, *, price: Callable[[DeploymentSpec], Decimal] | None = None) -> None:
         self.tenant_id = tenant_id
         self.group = group
         self.tried: set[int] = set()
@@ -102,8 +107,10 @@ class Route:
         self.tries = 0
         self.call_id = ""
         self.last_error: dict | None = None
+        self.latency_budget_ms: int | None = None  # Sentinel-Latency-Budget-Ms, from the turn's params
+        self.price = price  # set past a soft limit (adaptive): the cheapest deployment is chosen
         # Nothing usable now: the first deployment is still the one tried (its breaker answers 503).
-        self.choice = selection.choose(group, tenant_id) or selection.Choice(group.deployments[0], "no deployment available")
+        self.choice = selection.choose(group, tenant_id, price=price) or selection.Choice(group.deployments[0], "no deployment available")
         self.deployment = self.choice.deployment
         self.config = RoutedConfig(**_fields(self.deployment, self._tenant_owned()), tenant_id=str(tenant_id))
         object.__setattr__(self.config, "route", self)
@@ -115,6 +122,8 @@ class Route:
     def start(self, recorder: Any, body: dict) -> None:
         """Cover the attempt's worst case in the budget, record the choice, count the call. A
         deployment the budget cannot cover is skipped for the next choice; none left: Refused."""
+        if self.tries == 0:
+            self._adapt(recorder, body)
         while True:
             try:
                 self._cover(recorder, body)
@@ -139,6 +148,30 @@ class Route:
             },
         )
         selection.started(self.deployment, self.call_id)
+
+    def _adapt(self, recorder: Any, body: dict) -> None:
+        """Before the first attempt: the group the agent's adaptive policy picks for this prompt, the
+        request's latency budget, and past a soft limit the cheapest deployment (routing/adaptive.py)."""
+        turn = recorder.turn
+        self.latency_budget_ms = turn.params.get("latency_budget_ms")
+        spec = policy.for_agent(turn.agent_id)
+        picked = adaptive.group_for(spec, body)
+        group, why = self.group, ""
+        if picked is not None and picked[0] != self.group.name:
+            found = groups.find(self.tenant_id, picked[0])
+            if found is not None and found.deployments:
+                group, why = found, picked[1] + "; "
+                self.visited.append(found.name)
+        if spec.adaptive and adaptive.past_soft_limit(self.tenant_id, turn.api_key_id):
+            self.price = adaptive.pricer(self.tenant_id)
+        if group is self.group and self.latency_budget_ms is None and self.price is None:
+            return  # nothing to adapt: the first choice stands
+        choice = self._choose(group)
+        if choice is not None:
+            self._go(group, selection.Choice(choice.deployment, why + choice.reason, choice.skipped))
+
+    def _choose(self, group: GroupSpec) -> selection.Choice | None:
+        return selection.choose(group, self.tenant_id, self.tried, latency_budget_ms=self.latency_budget_ms, price=self.price)
 
     def _cover(self, recorder: Any, body: dict) -> None:
         held = recorder.reservation
@@ -170,11 +203,21 @@ class Route:
 
     def succeeded(self, result: providers.Completion) -> None:
         tokens = (result.prompt_tokens or 0) + (result.completion_tokens or 0)
-        selection.ended(self.deployment, "", tokens=tokens, latency_ms=result.first_token_ms or result.latency_ms)
+        latency_ms = result.first_token_ms or result.latency_ms
+        selection.ended(self.deployment, "", tokens=tokens, latency_ms=latency_ms)
+        label = metrics.deployment_label(self.group, self.deployment)
+        metrics.DEPLOYMENT_CALLS.labels(label, "ok").inc()
+        if latency_ms is not None:
+            metrics.DEPLOYMENT_LATENCY.labels(label).observe(latency_ms / 1000)
+        price = spend.cost(
+            self.tenant_id, self.deployment.model, self.config.endpoint, result.prompt_tokens or 0, result.completion_tokens or 0
+        )
+        metrics.DEPLOYMENT_COST.labels(label).inc(float(price))
 
     def fall_back(self, error: ProviderError) -> bool:
         """Point the config at where the next attempt goes after this error; False: nowhere."""
         self.ended()
+        metrics.DEPLOYMENT_CALLS.labels(metrics.deployment_label(self.group, self.deployment), error.code).inc()
         selection.forget(self.deployment.id)  # its breaker may have opened: read it afresh
         self.last_error = error.as_dict()
         return self._next(error)
@@ -183,7 +226,7 @@ class Route:
         self.tried.add(self.deployment.id)
         kind = failure_kind(error)
         if kind == "deployment":
-            choice = selection.choose(self.group, self.tenant_id, self.tried)
+            choice = self._choose(self.group)
             if choice is not None:
                 return self._go(self.group, selection.Choice(choice.deployment, "another deployment: " + choice.reason, choice.skipped))
         chain = {
@@ -198,7 +241,7 @@ class Route:
             group = groups.find(self.tenant_id, name)
             if group is None:
                 continue
-            choice = selection.choose(group, self.tenant_id, self.tried)
+            choice = self._choose(group)
             if choice is not None:
                 why = f"{kind} fallback from {self.group.name}: {choice.reason}"
                 return self._go(group, selection.Choice(choice.deployment, why, choice.skipped))

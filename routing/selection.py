@@ -17,7 +17,9 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 import redis
 from django.conf import settings
@@ -74,8 +76,17 @@ def breaker_key(deployment: DeploymentSpec, tenant_id: object) -> str:
     return f"deployment:{deployment.id}|{tenant_id}"
 
 
-def choose(group: GroupSpec, tenant_id: object, exclude: frozenset[int] | set[int] = frozenset()) -> Choice | None:
-    """The deployment for the next call, or None if every one is excluded, open or at its limits."""
+def choose(
+    group: GroupSpec,
+    tenant_id: object,
+    exclude: frozenset[int] | set[int] = frozenset(),
+    *,
+    latency_budget_ms: int | None = None,
+    price: Callable[[DeploymentSpec], Decimal] | None = None,
+) -> Choice | None:
+    """The deployment for the next call, or None if every one is excluded, open or at its limits.
+    `latency_budget_ms`: only deployments whose measured latency fits (see _within); `price`: the
+    cheapest usable one instead of the group's strategy (adaptive routing past a soft limit)."""
     candidates = [d for d in group.deployments if d.id not in exclude]
     if not candidates:
         return None
@@ -90,8 +101,28 @@ def choose(group: GroupSpec, tenant_id: object, exclude: frozenset[int] | set[in
             usable.append(deployment)
     if not usable:
         return None
+    note = ""
+    if latency_budget_ms is not None:
+        usable, note = _within(usable, state, latency_budget_ms)
+    if price is not None:
+        chosen = min(usable, key=price)
+        return Choice(chosen, note + "cost-aware: the cheapest past a budget's soft limit", tuple(skipped))
     chosen, reason = _pick(group.strategy, usable, state)
-    return Choice(chosen, reason, tuple(skipped))
+    return Choice(chosen, note + reason, tuple(skipped))
+
+
+def _within(usable: list[DeploymentSpec], state: dict[int, dict], budget_ms: int) -> tuple[list[DeploymentSpec], str]:
+    """The deployments whose measured latency fits the budget; none measured to fit: the
+    unmeasured ones (they may); none of those either: the fastest one, said so."""
+    measured = {d.id: v for d in usable if (v := state.get(d.id, {}).get("latency")) is not None}
+    fits = [d for d in usable if d.id in measured and measured[d.id] <= budget_ms]
+    if fits:
+        return fits, f"within {budget_ms} ms; "
+    unmeasured = [d for d in usable if d.id not in measured]
+    if unmeasured:
+        return unmeasured, f"none measured within {budget_ms} ms; "
+    fastest = min(usable, key=lambda d: measured[d.id])
+    return [fastest], f"none within {budget_ms} ms, the fastest ({measured[fastest.id]:.0f} ms); "
 
 
 def _read(strategy: str, candidates: list[DeploymentSpec], tenant_id: object) -> dict[int, dict]:
@@ -143,6 +174,16 @@ def _fetch(deployments: list[DeploymentSpec], tenant_id: object, keep_at: float 
             state[deployment.id] = known
             if keep_at is not None:
                 _snapshots.setdefault(deployment.id, {})[tenant_id] = (keep_at, known)
+    return state
+
+
+def live_state(deployments: list[DeploymentSpec], tenant_id: object) -> dict[int, dict]:
+    """What the next decision would read of each deployment, from Redis now (the admin shows it):
+    its breaker's state as well as the counters."""
+    state = _fetch(deployments, tenant_id, None)
+    now = time.time()
+    for known in state.values():
+        known["breaker"] = breaker._state_of(known["opened_at"], now)
     return state
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 from rest_framework import serializers
 
-from routing.models import Deployment, ModelGroup
+from routing.models import Deployment, ModelGroup, Policy
 from sentinel_site import egress, strict
 from sentinel_site.errors import ApiError
 
@@ -112,3 +112,25 @@ class ModelGroupSerializer(strict.ModelSerializer):
                         setattr(deployment, field, value)
                     deployment.save()
         return group
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    """An agent's routing policy: shared streams and the response cache, each opt-in."""
+
+    cache_seconds = serializers.IntegerField(min_value=0, max_value=30 * 86400, required=False)
+
+    class Meta:
+        model = Policy
+        fields = (
+            "dedup",
+            "cache_seconds",
+            "cache_always",
+            "cache_history",
+            "adaptive",
+            "simple_group",
+            "complex_group",
+            "complex_above_tokens",
+            "complex_with_tools",
+            "updated_at",
+        )
+        read_only_fields = ("updated_at",)

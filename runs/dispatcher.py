@@ -37,6 +37,7 @@ from budgets import audit, spend
 from memory import context as memory_context
 from memory import shared
 from runs import aggregate, costs, metrics, steps, streams, templates
+from runs.ended import run_ended
 from runs.models import Pattern, Run, RunEvent, RunStatus, Step, StepKind, StepState
 from sentinel_site.errors import turn_error
 
@@ -570,6 +571,9 @@ def _announce_end(run: Run) -> None:
     streams.publish_end(run.id, run.status)
     metrics.observe_run(run)
     log.info("run ended", extra={"run": str(run.id), "status": run.status, "pattern": run.pattern})
+    for receiver, result in run_ended.send_robust(Run, run_id=run.id, tenant_id=run.tenant_id, status=run.status):
+        if isinstance(result, Exception):
+            log.warning("a run_ended receiver failed: %s (%s)", type(result).__name__, getattr(receiver, "__qualname__", receiver))
 
 
 def _event(run: Run, kind: str, step: str, payload: dict) -> None:

@@ -107,3 +107,32 @@ def meter(spent: Number, held: Number, limit: Number, soft_share: Number = 0.8) 
         f"{float(soft_share) * 100:.1f}",
         label,
     )
+
+
+def progress(done: int, failed: int, total: int, *, state: str = "") -> SafeString:
+    """Work through a known number of items: done in green, failed in red, the rest grey, with the
+    counts in words beside it (a batch's request_counts, an import's indexed messages)."""
+    done_w = 100 * done / total if total else 0.0
+    failed_w = 100 * failed / total if total else 0.0
+    label = f"{done + failed} of {total} ({(done + failed) * 100 // total if total else 0}%)"
+    if failed:
+        label += f", {failed} failed"
+    if state:
+        label += f": {state}"
+    return format_html(
+        '<span class="sentinel-meter sentinel-progress" title="{}"><svg viewBox="0 0 100 10" preserveAspectRatio="none" '
+        'role="progressbar" aria-valuemin="0" aria-valuemax="{}" aria-valuenow="{}" aria-label="{}">'
+        '<rect width="100" height="10" fill="#e6e6e6"/><rect width="{}" height="10" fill="{}"/>'
+        '<rect x="{}" width="{}" height="10" fill="{}"/></svg>'
+        '<span class="sentinel-meter-text">{}</span></span>',
+        label,
+        total,
+        done + failed,
+        label,
+        f"{done_w:.1f}",
+        COLORS[2],
+        f"{done_w:.1f}",
+        f"{failed_w:.1f}",
+        COLORS[3],
+        label,
+    )

@@ -17,6 +17,9 @@ from django.conf import settings
 # Async reads block on a stream for up to this long (agents.streams.MAX_BLOCK_MS); the socket timeout
 # must outlast them (redis-py's default of 5 s turned every turn slower than 5 s into a timeout).
 ASYNC_SOCKET_TIMEOUT_SECONDS = 25
+# Every SSE stream blocks one connection on its XREAD: redis-py's default pool of 100 refused the
+# 101st concurrent stream of a process ("Too many connections"). Redis's own maxclients is 10,000.
+ASYNC_MAX_CONNECTIONS = 10_000
 
 
 @lru_cache(maxsize=1)
@@ -48,6 +51,8 @@ def async_client(url: str | None = None) -> aioredis.Redis:
     key = (id(asyncio.get_running_loop()), url)
     client = _async_clients.get(key)
     if client is None:
-        client = aioredis.Redis.from_url(url, health_check_interval=30, socket_timeout=ASYNC_SOCKET_TIMEOUT_SECONDS)
+        client = aioredis.Redis.from_url(
+            url, health_check_interval=30, socket_timeout=ASYNC_SOCKET_TIMEOUT_SECONDS, max_connections=ASYNC_MAX_CONNECTIONS
+        )
         _async_clients[key] = client
     return client

@@ -228,6 +228,11 @@ CELERY_BEAT_SCHEDULE["purge"] = {
     "schedule": float(PURGE_INTERVAL),
     "options": {"queue": "maintenance", "expires": PURGE_INTERVAL * 0.9},
 }
+CELERY_BEAT_SCHEDULE["partitions"] = {
+    "task": "lifecycle.tasks.ensure_partitions",
+    "schedule": 3600.0,
+    "options": {"queue": "maintenance", "expires": 3600 * 0.9},
+}
 CELERY_TIMEZONE = "UTC"
 
 # --- The model provider -----------------------------------------------------------------------
@@ -290,12 +295,12 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # succeeded turn's outcome committed with the other turns ending at the same time,
     # agents/finishing.py), sql (the same statements, a commit per turn) or orm (the earlier lane
     # through the ORM, one turn a transaction; kept for the bench's lanes).
-    "WORKER_WRITES": envchoice("SENTINEL_WORKER_WRITES", "batched", ("batched", "sql", "orm")),
+    "WORKER_WRITES": envchoice("SENTINEL_WORKER_WRITES", "batched", ("batched", "sql")),
     # The group commit's batch: at most this many items; and how long it waits for more after the
     # first (0: none; what queued during the last commit forms the next batch).
     # How admission writes a request's rows: sql (hand-written, agents/admission.py::_store) or orm
     # (the earlier lane, kept for the bench's lanes).
-    "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "hold-first", ("hold-first", "sql", "orm")),
+    "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "hold-first", ("hold-first", "sql")),
     "GROUP_COMMIT_MAX": envint("SENTINEL_GROUP_COMMIT_MAX", 128, minimum=1),
     "GROUP_COMMIT_WAIT_MS": envfloat("SENTINEL_GROUP_COMMIT_WAIT_MS", 0.0, minimum=0.0),
     # The web sends the turns admitted at the same moment as one broker message of up to this many
@@ -369,7 +374,10 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "RETAIN_TURN_EVENTS_DAYS": envint("SENTINEL_RETAIN_TURN_EVENTS_DAYS", 0, minimum=0),
     "RETAIN_SPEND_DAYS": envint("SENTINEL_RETAIN_SPEND_DAYS", 0, minimum=0),
     "RETAIN_EMBEDDINGS_DAYS": envint("SENTINEL_RETAIN_EMBEDDINGS_DAYS", 0, minimum=0),
+    "RETAIN_FILES_DAYS": envint("SENTINEL_RETAIN_FILES_DAYS", 0, minimum=0),
     "PURGE_BATCH": envint("SENTINEL_PURGE_BATCH", 1000, minimum=1),
+    # Days per time partition of the turn events and the spend ledger (lifecycle/partitions.py).
+    "PARTITION_DAYS": envint("SENTINEL_PARTITION_DAYS", 7, minimum=1),
     # Resilience (seed 000 section 6.2.2.3: a turn silent for 60 s is a zombie; sweep every 10 s)
     "ZOMBIE_SECONDS": envint("SENTINEL_ZOMBIE_SECONDS", 60, minimum=1),
     "MAX_ATTEMPTS": envint("SENTINEL_MAX_ATTEMPTS", 3, minimum=1),

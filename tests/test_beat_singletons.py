@@ -11,7 +11,7 @@ from django.conf import settings as django_settings
 from agents.tasks import supervise
 from batches.tasks import sweep as batches_sweep
 from budgets.tasks import checkpoint_audit, expire_reservations
-from lifecycle.tasks import purge
+from lifecycle.tasks import ensure_partitions, purge
 from memory.tasks import dream
 from runs.tasks import reload_config, sweep
 from sentinel_site import singletons
@@ -27,6 +27,7 @@ SINGLETONS = {
     "expire-reservations": expire_reservations,
     "audit-checkpoint": checkpoint_audit,
     "purge": purge,
+    "partitions": ensure_partitions,
     "batches-sweep": batches_sweep,
     "webhooks-sweep": webhooks_sweep,
 }

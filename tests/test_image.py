@@ -42,5 +42,5 @@ def test_it_runs_as_the_user_the_manifests_expect():
 def test_compose_builds_every_service_of_sentinel_from_it():
     compose = yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())
     ours = {name: service for name, service in compose["services"].items() if "image" not in service}
-    assert set(ours) == {"migrate", "web", "worker", "beat"}
+    assert set(ours) == {"migrate", "web", "worker", "batch-worker", "beat"}
     assert all(service["build"] == "." for service in ours.values())

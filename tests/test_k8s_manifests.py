@@ -66,7 +66,7 @@ def test_the_kustomization_applies_every_manifest_but_the_secret_template_and_th
 
 def test_web_worker_and_beat_run_the_same_image():
     images = {name: {c["image"] for c in pod(name)["containers"]} for name in named("Deployment")}
-    assert images == {"sentinel-web": {"sentinel"}, "sentinel-worker": {"sentinel"}, "sentinel-beat": {"sentinel"}}
+    assert images == {name: {"sentinel"} for name in ("sentinel-web", "sentinel-worker", "sentinel-batch-worker", "sentinel-beat")}
 
 
 def test_the_worker_and_beat_commands_are_the_procfiles():
@@ -76,10 +76,22 @@ def test_the_worker_and_beat_commands_are_the_procfiles():
         words = shlex.split(procfile[role])
         return [word for word in words if not word.startswith("SENTINEL_PROCESS=")]
 
-    worker = [re.sub(r"\$\((\w+)\)", r"${\1:-16}", word) for word in container("sentinel-worker")["command"]]
-    assert worker == argv("worker")
+    def k8s(name: str) -> list[str]:
+        return [re.sub(r"\$\((\w+)\)", r"${\1:-16}", word) for word in container(name)["command"]]
+
+    assert k8s("sentinel-worker") == argv("worker")
+    # the batches' own worker: niced in the Procfile, its own pods' CPU on Kubernetes
+    batch = argv("batch-worker")
+    assert batch[:3] == ["nice", "-n", "10"], "the batches' worker yields the cores to real-time turns"
+    assert k8s("sentinel-batch-worker")[:-1] == batch[3:-1], "the same worker but for its node name (the pod's, on Kubernetes)"
+    assert "batches" not in argv("worker")[argv("worker").index("-Q") + 1].split(","), "batches run on their own workers only"
     assert container("sentinel-beat")["command"][: len(argv("beat"))] == argv("beat")
-    for name, role in (("sentinel-web", "web"), ("sentinel-worker", "worker"), ("sentinel-beat", "beat")):
+    for name, role in (
+        ("sentinel-web", "web"),
+        ("sentinel-worker", "worker"),
+        ("sentinel-batch-worker", "worker"),
+        ("sentinel-beat", "beat"),
+    ):
         assert {"name": "SENTINEL_PROCESS", "value": role} in container(name)["env"], f"{name} says it is a {role} process"
 
 

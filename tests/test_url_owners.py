@@ -20,6 +20,7 @@ OWNERS = {
     f"/v1/conversations/{ID}/summaries": "memory.api",
     f"/v1/conversations/{ID}/consolidate": "memory.api",
     f"/v1/conversations/{ID}/consolidations": "memory.api",
+    f"/v1/conversations/{ID}/imports/1": "memory.api",
     f"/v1/conversations/{ID}/context": "memory.api",
     f"/v1/conversations/{ID}/items": "responses.api.conversations",
     "/v1/memory/search": "memory.api",

@@ -1,4 +1,4 @@
-"""What is told to webhooks: a turn, response or batch ended. Receivers of the apps' signals, sent after
+"""What is told to webhooks: a turn, run, response or batch ended. Receivers of the apps' signals, sent after
 the commit that decided each; they write deliveries only for tenants with endpoints (cached)."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from typing import Any
 
 from agents.models import Turn, TurnStatus
 from responses.models import Response
+from runs.models import RunStatus
 from webhooks import outbox, tasks
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,12 @@ def on_turn_ended(sender: Any, turn_id: Any, status: str, idempotency_key: str |
     if response is not None:
         kind = "cancelled" if response["cancelled_at"] else kind
         outbox.emit(tenant_id, f"response.{kind}", {"id": f"resp_{response['id'].hex}"}, tasks.wake)
+
+
+def on_run_ended(sender: Any, run_id: Any, tenant_id: Any, status: str, **kwargs: Any) -> None:
+    """A run's step turns are told of one by one as turns; the run's end is its own event."""
+    kind = {RunStatus.SUCCEEDED: "completed", RunStatus.CANCELLED: "cancelled"}.get(status, "failed")
+    outbox.emit(tenant_id, f"run.{kind}", {"id": str(run_id), "status": status}, tasks.wake)
 
 
 def on_batch_ended(sender: Any, batch_id: Any, tenant_id: Any, status: str, **kwargs: Any) -> None:

@@ -26,6 +26,9 @@ EVENT_TYPES = (
     "turn.completed",
     "turn.failed",
     "turn.cancelled",
+    "run.completed",
+    "run.failed",
+    "run.cancelled",
 )
 
 

@@ -22,13 +22,14 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from agents import backpressure, control, openai_format, streams
 from agents.admission import Admission, admit
 from agents.api import schema
-from agents.api.serializers import ChatCompletionRequestSerializer, TurnEventSerializer, TurnSerializer
+from agents.api.serializers import ChatCompletionRequestSerializer, ChatCompletionSerializer, TurnEventSerializer, TurnSerializer
 from agents.models import EventKind, Stop, Turn, TurnEventRecord, TurnStatus
 from agents.streams import StreamKind
 from agents.tasks import enqueue_turn
 from budgets import audit, roles
 from budgets.auth import Principal
 from memory.context import recall_hint
+from routing.hooks import Front
 from sentinel_site.db import release_connection
 from sentinel_site.errors import ApiError, not_found
 
@@ -119,6 +120,29 @@ class ChatCompletionsView(AsyncAPIView):
                 description="A stream whose client leaves cancels its turn (`cancel`, the default) or lets it finish (`continue`).",
             ),
             OpenApiParameter(
+                "Sentinel-Dedup",
+                {"type": "string", "enum": ["on", "off"]},
+                OpenApiParameter.HEADER,
+                required=False,
+                description="`on`: an identical request in flight shares its provider call (header `Sentinel-Dedup: leader|shared`); "
+                "`off`: never. Without it, the agent's routing policy decides for requests without a conversation.",
+            ),
+            OpenApiParameter(
+                "Sentinel-Cache",
+                {"type": "string", "enum": ["use", "skip"]},
+                OpenApiParameter.HEADER,
+                required=False,
+                description="`use`: answer from the agent's response cache if it keeps answers (header `Sentinel-Cache: hit|miss`); "
+                "`skip`: never.",
+            ),
+            OpenApiParameter(
+                "Sentinel-Latency-Budget-Ms",
+                {"type": "integer", "minimum": 1, "maximum": 600000},
+                OpenApiParameter.HEADER,
+                required=False,
+                description="A model group's deployment measured to answer within this many milliseconds is chosen.",
+            ),
+            OpenApiParameter(
                 "Prefer",
                 str,
                 OpenApiParameter.HEADER,
@@ -127,7 +151,7 @@ class ChatCompletionsView(AsyncAPIView):
             ),
         ],
         responses={
-            (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="A chat.completion object."),
+            (200, "application/json"): OpenApiResponse(ChatCompletionSerializer, description="A chat.completion object."),
             (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="chat.completion.chunk events, then `data: [DONE]`."),
             202: OpenApiResponse(TurnSerializer, description="Accepted: the queued turn; follow its events_url."),
             400: OpenApiResponse(OpenApiTypes.OBJECT, description="Invalid request; `error.param` names the field."),
@@ -161,9 +185,17 @@ class ChatCompletionsView(AsyncAPIView):
         # A 202 (or a stream's first bytes) tells the client of the turn at once: its admission must be
         # on disk first. A plain wait tells it only with the answer, whose own commit flushes this one.
         lazily = not prefers_async and not data.get("stream")
-        admission = await sync_to_async(_admit)(request.user, data, idempotency_key, keep_connection=prefers_async, lazily=lazily)
+        front = Front(request.headers, data, own_turn=prefers_async or idempotency_key is not None)  # routing: cache, shared streams
+        admission = await sync_to_async(_admit)(
+            request.user, data, idempotency_key, keep_connection=prefers_async, lazily=lazily, front=front
+        )
+        if front.cached is not None:
+            return front.cached_response()
+        if admission is None:  # an identical request is being admitted: ride its turn, or take one's own if it gave up
+            admission = await front.join() or await sync_to_async(_admit)(request.user, data, None, keep_connection=False, lazily=lazily)
         turn = admission.turn
-        headers = turn_headers(turn)
+        headers = {**turn_headers(turn), **front.headers}
+        front.follow(turn.id)
         if prefers_async:
             body = await sync_to_async(lambda: TurnSerializer(Turn.objects.select_related("agent", "output").get(id=turn.id)).data)()
             return JsonResponse(
@@ -175,23 +207,34 @@ class ChatCompletionsView(AsyncAPIView):
                 return finished
         if data.get("stream"):
             include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
-            gone = None if on_disconnect == "continue" else _canceller(request.user, turn.id)
+            gone = front.on_gone(turn.id, None if on_disconnect == "continue" else _canceller(request.user, turn.id))
             return await _stream(turn, data["model"], include_usage, headers, on_gone=gone)
         return await _wait(turn, headers)
 
 
-def _admit(principal: Principal, data: dict[str, Any], idempotency_key: str | None, *, keep_connection: bool, lazily: bool) -> Admission:
+def _admit(
+    principal: Principal,
+    data: dict[str, Any],
+    idempotency_key: str | None,
+    *,
+    keep_connection: bool,
+    lazily: bool,
+    front: Front | None = None,
+) -> Admission | None:
     """admit(); then, unless the view reads the turn again, the connection goes back to the pool in
-    the same thread hop (waiting on the turn needs none): one hop to a thread and back fewer per request."""
-    admission = admit(
-        tenant=principal.tenant,
-        api_key=principal.api_key,
-        data=data,
-        idempotency_key=idempotency_key,
-        lazily=lazily,
-        # The worker starts embedding the recall query while it claims the turn, if it will recall.
-        enqueue=lambda turn: enqueue_turn(turn.id, recall_hint=recall_hint(data["messages"]) if turn.agent.has_memories else None),
-    )
+    the same thread hop (waiting on the turn needs none): one hop to a thread and back fewer per request.
+    None, or a turn in flight, when routing answers without admitting (`front`, see routing/hooks.py)."""
+    if front is not None and not front.before(principal):
+        release_connection()
+        return front.admission()
+    try:
+        admission = _admit_one(principal, data, idempotency_key, lazily)
+    except BaseException:
+        if front is not None:
+            front.failed()
+        raise
+    if front is not None:
+        front.admitted(admission.turn)
     for turn_id in admission.stop_turns:  # double-texting: interrupt or rollback what came before
         try:
             control.request_stop(turn_id, tenant_id=principal.tenant.id, kind=admission.stop, actor=audit.actor_for_key(principal.api_key))
@@ -200,6 +243,18 @@ def _admit(principal: Principal, data: dict[str, Any], idempotency_key: str | No
     if admission.created and not keep_connection:
         release_connection()
     return admission
+
+
+def _admit_one(principal: Principal, data: dict[str, Any], idempotency_key: str | None, lazily: bool) -> Admission:
+    return admit(
+        tenant=principal.tenant,
+        api_key=principal.api_key,
+        data=data,
+        idempotency_key=idempotency_key,
+        lazily=lazily,
+        # The worker starts embedding the recall query while it claims the turn, if it will recall.
+        enqueue=lambda turn: enqueue_turn(turn.id, recall_hint=recall_hint(data["messages"]) if turn.agent.has_memories else None),
+    )
 
 
 def _finished_or_released(turn_id) -> HttpResponse | None:

@@ -1,5 +1,5 @@
-"""Tenant-scoped resources: models, agents, conversations (list, read, create), turns, dead letters.
-Another tenant's id is a 404."""
+"""Tenant-scoped resources: models, agents, conversations (list, read, create, update, delete), turns,
+dead letters. Another tenant's id is a 404."""
 
 from __future__ import annotations
 
@@ -14,10 +14,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents import deadletters
-from agents.api.serializers import AgentSerializer, ConversationCreateSerializer, ConversationSerializer, TurnSerializer
+from agents.api.serializers import (
+    AgentSerializer,
+    ConversationCreateSerializer,
+    ConversationDeletedSerializer,
+    ConversationSerializer,
+    ConversationUpdateSerializer,
+    TurnSerializer,
+)
 from agents.models import UNFINISHED, Agent, Conversation, DeadLetter, Message, Turn
 from agents.tasks import enqueue_turn
 from budgets import audit, roles
+from memory.indexing import forget_memories_of
 from memory.tasks import schedule_indexing
 from sentinel_site import config_cache
 from sentinel_site.errors import ApiError
@@ -154,9 +162,9 @@ class ConversationViewSet(ConversationScoped, mixins.ListModelMixin, mixins.Retr
     """Conversations; their messages, summaries and consolidation (memory logic in memory/api.py)."""
 
     # The docstring is API text (OpenAPI descriptions, OPTIONS), the same on memory/api.py's viewset.
-    # This one is the conversation resource: list, read, create; what memory keeps of a
+    # This one is the conversation resource: list, read, create, update, delete; what memory keeps of a
     # conversation is memory/api.py's, on the same URLs (memory/urls.py).
-    required_scopes = {"GET": roles.TURNS_READ, "POST": roles.MEMORY_WRITE}
+    required_scopes = {"GET": roles.TURNS_READ, "POST": roles.MEMORY_WRITE, "DELETE": roles.MEMORY_WRITE}
 
     def create(self, request):
         # POST /v1/conversations: a conversation for an agent, so history can be imported first.
@@ -177,6 +185,67 @@ class ConversationViewSet(ConversationScoped, mixins.ListModelMixin, mixins.Retr
             if items:
                 transaction.on_commit(schedule_indexing)
         return Response(ConversationSerializer(conversation).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        operation_id="conversations_update",
+        summary="Update a conversation",
+        description="OpenAI's update (`client.conversations.update(id, metadata=...)`): `metadata` replaces the "
+        "conversation's (null clears it); Sentinel's `title` may be set too. A field left out is left as it is.",
+        request=ConversationUpdateSerializer,
+        responses={200: ConversationSerializer, 400: OpenApiResponse(OpenApiTypes.OBJECT), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["conversations"],
+    )
+    def modify(self, request, pk=None):
+        # POST /v1/conversations/{id} (agents/api/urls.py routes a detail POST here): OpenAI updates by POST.
+        conversation = self.get_object()
+        data = ConversationUpdateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        fields = {name: value or {} if name == "metadata" else value for name, value in data.validated_data.items()}
+        if not fields:  # nothing to change: the conversation as it is
+            return Response(ConversationSerializer(conversation).data)
+        with transaction.atomic():
+            Conversation.objects.filter(id=conversation.id).update(**fields, updated_at=timezone.now())
+            audit.record("conversation.updated", actor=audit.actor_for_key(request.user.api_key), tenant_id=conversation.tenant_id,
+                         target=str(conversation.id), data={"fields": sorted(fields)})  # fmt: skip
+        conversation.refresh_from_db()
+        return Response(ConversationSerializer(conversation).data)
+
+    @extend_schema(
+        operation_id="conversations_delete",
+        summary="Delete a conversation",
+        description="Deletes the conversation and everything kept of it: its messages and their memories, summaries, its "
+        "turns with their events, and the stored responses of those turns. The spend ledger and the audit log keep their "
+        "entries. A conversation with a turn queued, running or awaiting approval, or being consolidated, is a 409.",
+        responses={
+            200: ConversationDeletedSerializer,
+            404: OpenApiResponse(OpenApiTypes.OBJECT),
+            409: OpenApiResponse(OpenApiTypes.OBJECT),
+        },
+        tags=["conversations"],
+    )
+    def destroy(self, request, pk=None):
+        conversation = self.get_object()
+        _delete_conversation(conversation, actor=audit.actor_for_key(request.user.api_key))
+        return Response({"id": str(conversation.id), "object": "conversation.deleted", "deleted": True})
+
+
+def _delete_conversation(conversation: Conversation, *, actor: str) -> None:
+    """Under the conversation's row lock, so no turn is admitted into it meanwhile (admission's update
+    that numbers the turn waits for the lock, then finds no conversation). Its messages are deleted
+    locked, as the indexer embeds under that lock."""
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(id=conversation.id)
+        if Turn.objects.filter(conversation=locked, status__in=UNFINISHED).exists():
+            raise ApiError(409, "This conversation has a turn queued, running or awaiting approval; delete it once that has ended.",
+                           code="conversation_busy")  # fmt: skip
+        if locked.consolidation_lease and locked.consolidation_lease > timezone.now():
+            raise ApiError(409, "This conversation is being consolidated; delete it once that has ended.", code="conversation_busy")
+        messages = Message.objects.filter(conversation=locked)
+        counts = {"messages": messages.count(), "turns": Turn.objects.filter(conversation=locked).count()}
+        Message.delete_locked(messages)
+        Conversation.objects.filter(id=conversation.id).delete()
+        forget_memories_of(locked.tenant_id, locked.agent_id)
+        audit.record("conversation.deleted", actor=actor, tenant_id=locked.tenant_id, target=str(conversation.id), data=counts)
 
 
 def _conversation_agent(tenant, name: str | None) -> Agent:

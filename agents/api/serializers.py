@@ -16,21 +16,6 @@ from sentinel_site import egress, strict
 from sentinel_site.errors import ApiError
 
 
-@extend_schema_field(
-    {
-        "oneOf": [
-            {"type": "string"},
-            {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}},
-                    "required": ["type", "text"],
-                },
-            },
-        ],
-    }
-)
 class ContentField(serializers.Field):
     """OpenAI message content: a string, or a list of text parts (joined); null only when allowed."""
 
@@ -57,6 +42,27 @@ class ContentField(serializers.Field):
 
     def to_representation(self, value):
         return value
+
+
+class TextContentPartSerializer(serializers.Serializer):
+    """One text part of a message's content (documentation only: ContentField reads the parts)."""
+
+    type = serializers.ChoiceField(choices=["text"])
+    text = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+
+class ContentSchema(OpenApiSerializerFieldExtension):
+    """Documents ContentField: a string, or a list of text parts.
+
+    The part is a named component rather than an inline object: typed-client generators
+    (openapi-python-client) cannot build a model for an inline object inside a union member.
+    """
+
+    target_class = ContentField
+
+    def map_serializer_field(self, auto_schema, direction):
+        part = auto_schema.resolve_serializer(TextContentPartSerializer, direction).ref
+        return {"oneOf": [{"type": "string"}, {"type": "array", "items": part}]}
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]})
@@ -182,10 +188,13 @@ class ChatMessageSchema(OpenApiSerializerExtension):
             }
 
         assistant = message(["assistant"], needs=[])
-        assistant["anyOf"] = [
-            {"properties": {"content": content}, "required": ["content"]},
-            {"properties": {"tool_calls": {"type": "array", "minItems": 1}}, "required": ["tool_calls"]},
+        # "content or tool_calls", as an anyOf inside an allOf: the same constraint, and typed-client
+        # generators (which read a schema's own anyOf as a union of its members) keep the properties.
+        either = [
+            {"type": "object", "properties": {"content": content}, "required": ["content"]},
+            {"type": "object", "properties": {"tool_calls": {"type": "array", "minItems": 1}}, "required": ["tool_calls"]},
         ]
+        assistant["allOf"] = [{"anyOf": either}]
         return {
             "oneOf": [
                 message(["system", "developer", "user"], needs=["content"], content=content, tool_calls=no_tool_calls),
@@ -446,10 +455,66 @@ class ConversationCreateSerializer(serializers.Serializer):
     items = ConversationItemSerializer(many=True, required=False, max_length=20, help_text="Messages to start it with (OpenAI's shape).")
 
 
+class ConversationUpdateSerializer(serializers.Serializer):
+    metadata = serializers.DictField(required=False, allow_null=True, help_text="Replaces the conversation's metadata; null clears it.")
+    title = strict.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class ConversationDeletedSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    object = serializers.ChoiceField(choices=["conversation.deleted"])
+    deleted = serializers.BooleanField()
+
+
 class MessageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Message
         fields = ["id", "role", "content", "name", "tool_calls", "tool_call_id", "turn", "seq", "index", "created_at"]
+
+
+class TokenUsageSerializer(serializers.Serializer):
+    """OpenAI's `usage`: tokens sent, generated, and their sum."""
+
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    total_tokens = serializers.IntegerField()
+
+
+class CompletionToolCallFunctionSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    arguments = serializers.CharField(allow_blank=True)
+
+
+class CompletionToolCallSerializer(serializers.Serializer):
+    """A tool call the model made, as it made it (no request-side limits: the model chose it)."""
+
+    id = serializers.CharField()
+    type = serializers.ChoiceField(choices=["function"])
+    function = CompletionToolCallFunctionSerializer()
+
+
+class CompletionMessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["assistant"])
+    content = serializers.CharField(allow_null=True, allow_blank=True, help_text="Null when the answer is tool calls only.")
+    tool_calls = CompletionToolCallSerializer(many=True, required=False)
+
+
+class CompletionChoiceSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    message = CompletionMessageSerializer()
+    finish_reason = serializers.CharField(help_text="stop, length, tool_calls, or cancelled / interrupted for a partial answer.")
+    logprobs = serializers.JSONField(allow_null=True, help_text="Always null.")
+
+
+class ChatCompletionSerializer(serializers.Serializer):
+    """OpenAI's chat.completion (documentation only: agents/openai_format.py builds it)."""
+
+    id = serializers.CharField(help_text="chatcmpl-<the turn's id in hex>.")
+    object = serializers.ChoiceField(choices=["chat.completion"])
+    created = serializers.IntegerField()
+    model = serializers.CharField(help_text="The agent's name.")
+    choices = CompletionChoiceSerializer(many=True)
+    usage = TokenUsageSerializer()
 
 
 class TurnSerializer(serializers.ModelSerializer):
@@ -492,6 +557,7 @@ class TurnSerializer(serializers.ModelSerializer):
     def get_object(self, turn: Turn) -> str:
         return "turn"
 
+    @extend_schema_field(TokenUsageSerializer)
     def get_usage(self, turn: Turn) -> dict:
         return {"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens, "total_tokens": turn.total_tokens}
 
@@ -505,6 +571,7 @@ class TurnSerializer(serializers.ModelSerializer):
         approval = turn.approvals.filter(status="pending").values_list("id", flat=True).first()
         return str(approval) if approval else None
 
+    @extend_schema_field(ChatCompletionSerializer(allow_null=True))
     def get_response(self, turn: Turn) -> dict | None:
         """The chat.completion, once the turn has answered: succeeded, or cancelled or interrupted
         with what it had streamed (finish_reason says which)."""

@@ -3,11 +3,22 @@ models, agents, conversations (list, read, create), dead letters, and control of
 (cancel, interrupt, resume, approvals)."""
 
 from django.urls import path
-from rest_framework.routers import SimpleRouter
+from rest_framework.routers import Route, SimpleRouter
 
 from agents.api import chat, control, resources
 
-router = SimpleRouter(trailing_slash=False)
+
+class Router(SimpleRouter):
+    """SimpleRouter, with a detail route's POST going to the viewset's `modify` if it has one: OpenAI's
+    Conversations API updates by POST /v1/conversations/{id}."""
+
+    routes = [
+        route._replace(mapping={**route.mapping, "post": "modify"}) if isinstance(route, Route) and route.detail else route
+        for route in SimpleRouter.routes
+    ]
+
+
+router = Router(trailing_slash=False)
 router.register("agents", resources.AgentViewSet, basename="agent")
 router.register("conversations", resources.ConversationViewSet, basename="conversation")
 router.register("turns", resources.TurnViewSet, basename="turn")

@@ -1,8 +1,9 @@
 """/v1/conversations/{id}/items: OpenAI's Conversations API items over a conversation's messages.
 
-The conversation resource itself (create, read, list) is agents.api.resources'; what memory keeps of
-it (messages, import, forgetting) is memory.api's. Adding items imports them as memory's import
-does (the same rows, indexed for long-term memory), through memory.api.import_messages.
+The conversation resource itself (create, read, list, update, delete) is agents.api.resources'; what
+memory keeps of it (messages, import, forgetting) is memory.api's. Adding items imports them as
+memory's import does (the same rows, indexed for long-term memory), through memory.api.import_messages;
+deleting one forgets its message as memory's forgetting does (memory.forget), everywhere it was stored.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents.api.serializers import ConversationSerializer
 from agents.models import Conversation, Message
-from budgets import roles
+from budgets import audit, roles
 from memory import api as memory_api
+from memory import forget
 from responses import items as conversation_items
 from responses import translate
 from sentinel_site.errors import ApiError, not_found
@@ -123,3 +126,44 @@ class ConversationItemsView(APIView):
                 "has_more": False,
             }
         )
+
+
+def _item(conversation: Conversation, item_id: str) -> tuple[Message, dict]:
+    """The message behind the item, and the item; an id this conversation does not hold is a 404."""
+    message_id = conversation_items.message_id(item_id)
+    message = Message.objects.filter(conversation=conversation, id=message_id).first() if message_id else None
+    item = next((found for found in conversation_items.items_of(message) if found["id"] == item_id), None) if message else None
+    if message is None or item is None:
+        raise not_found("item")
+    return message, item
+
+
+class ConversationItemView(APIView):
+    """Read one item of a conversation, or delete it (forgetting its message)."""
+
+    required_scopes = {"GET": roles.TURNS_READ, "DELETE": roles.MEMORY_WRITE}
+
+    @extend_schema(
+        operation_id="conversations_items_retrieve",
+        summary="Read a conversation's item",
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description="The item."), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["conversations"],
+    )
+    def get(self, request, conversation_id, item_id):
+        return Response(_item(_conversation(request, conversation_id), item_id)[1])
+
+    @extend_schema(
+        operation_id="conversations_items_destroy",
+        summary="Delete a conversation's item",
+        description="Forgets the item's message everywhere it was stored, as `DELETE /v1/conversations/{id}/messages/"
+        "{message_id}` does; an assistant message with text and tool calls is one message, so deleting any of its items "
+        "deletes them all. Answers the conversation, as OpenAI's does. A turn of this conversation still running is a 409.",
+        responses={200: ConversationSerializer, 404: OpenApiResponse(OpenApiTypes.OBJECT), 409: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["conversations"],
+    )
+    def delete(self, request, conversation_id, item_id):
+        conversation = _conversation(request, conversation_id)
+        message, _ = _item(conversation, item_id)
+        forget.forget_message(conversation, message.id, actor=audit.actor_for_key(request.user.api_key))
+        conversation.refresh_from_db()
+        return Response(ConversationSerializer(conversation).data)

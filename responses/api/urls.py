@@ -10,4 +10,7 @@ urlpatterns = [
     path("responses/<str:response_id>/cancel", views.ResponseCancelView.as_view(), name="response-cancel"),
     path("responses/<str:response_id>/input_items", views.ResponseInputItemsView.as_view(), name="response-input-items"),
     path("conversations/<uuid:conversation_id>/items", conversations.ConversationItemsView.as_view(), name="conversation-items"),
+    path(
+        "conversations/<uuid:conversation_id>/items/<str:item_id>", conversations.ConversationItemView.as_view(), name="conversation-item"
+    ),
 ]

@@ -71,6 +71,20 @@ def test_a_batch_end_is_told(client, receiver, stub_llm):
     assert not receiver.of_type("turn.completed"), "a batch's lines are told by its end, and this endpoint takes no turn events"
 
 
+def test_a_runs_end_is_told_when_it_succeeds_and_when_it_fails(client, receiver, stub_llm):
+    endpoint = register(client, receiver, "run.completed", "run.failed")
+    stub_llm.script(Reply(content="ran"), Reply(status=400))  # the second run's turn fails for good (a 400 is not retried)
+    ran = client.post("/runs", body={"pattern": "pipeline", "agents": ["helper"], "input": "hi"}, cast_to=object)
+    wait_for(lambda: receiver.of_type("run.completed"), timeout=30, message="run.completed")
+    failed = client.post("/runs", body={"pattern": "pipeline", "agents": ["helper"], "input": "hi"}, cast_to=object)
+    wait_for(lambda: receiver.of_type("run.failed"), timeout=30, message="run.failed")
+    for kind, run, status in (("run.completed", ran, "succeeded"), ("run.failed", failed, "failed")):
+        ((headers, body),) = receiver.of_type(kind)
+        event = client.webhooks.unwrap(body, headers, secret=endpoint.signing_secret)
+        assert (event.data.id, json.loads(body)["data"]["status"]) == (run["id"], status), kind
+    assert not receiver.of_type("turn.completed"), "the step turns are turn events, which this endpoint does not take"
+
+
 def test_a_url_the_allowlist_refuses_is_not_registered(client, live):
     from urllib.parse import urlsplit
 

@@ -1,0 +1,222 @@
+"""Bounded soak (issue 18, seed 004): many concurrent conversations at a steady rate for a long
+time, with what must stay flat sampled over it; the run fails if anything grows without bound.
+
+    make bench BENCH_ARGS=--only=soak                        1,000 conversations, 50 turns/s, 10 minutes
+    make bench BENCH_ARGS="--only=soak --soak-seconds=60"    the same shape, one minute
+    (--soak-conversations=N, --soak-rate=turns/s; --quick: 200 conversations, 20 turns/s, 60 s)
+
+Each conversation is a client that sends its next turn (non-streaming, in the same conversation, so
+its context grows as a real one does) on its own schedule, one turn in flight at most: together
+they offer `rate` turns/s whatever the latency. Sampled every few seconds: resident memory of the
+web process and of the worker processes, PostgreSQL connections open to the database, queue depth
+(turns queued in the database, and the broker's turn queue), turns finished and errors.
+
+The verdict is a slope test over the steady part of the run (after the warm-up: the first quarter,
+and at least WARM_UP_MIN_S, the time the processes' connection pools take to open their connections
+as the load first arrives; a one-minute run first showed them still opening at 26 s):
+a least-squares line through each series, and its rise across that part must stay within the
+series' allowance (`LIMITS`: RSS 10% of its level or 32 MiB, connections 4, queue depth 50 turns or
+half its level). Errors must stay under 1% of the turns. A leak shows as a rise that a flat series
+does not have; a noisy one stays inside its allowance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import redis
+from django.conf import settings
+from django.db import connection
+
+from agents.backpressure import TURN_QUEUE
+from agents.models import Turn, TurnStatus
+from bench import soak_plot, texts, turn_bench
+from bench.harness import Stack, rss_mb
+from sentinel_site.stack import BASE_DIR
+
+HEADING = "## Soak: memory, connections and queue over time (issue 18)"
+PLOT = BASE_DIR / "docs" / "soak.svg"
+WARM_UP_SHARE = 0.25
+WARM_UP_MIN_S = 30.0
+ERROR_BOUND = 0.01
+# series: (allowed rise as a share of its level, or at least this much in its unit)
+LIMITS = {"web RSS (MiB)": (0.10, 32.0), "workers RSS (MiB)": (0.10, 32.0), "PG connections": (0.0, 4.0), "queue depth": (0.5, 50.0)}
+
+
+@dataclass
+class Sample:
+    at: float  # seconds since the load started
+    series: dict[str, float]
+    finished: int
+    errors: int
+
+
+@dataclass
+class Soak:
+    conversations: int
+    rate: float
+    seconds: float
+    samples: list[Sample] = field(default_factory=list)
+    sent: int = 0
+    ok: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (t, value) points, in units per second."""
+    if len(points) < 3:
+        return 0.0
+    ts, vs = [p[0] for p in points], [p[1] for p in points]
+    mt, mv = statistics.fmean(ts), statistics.fmean(vs)
+    spread = sum((t - mt) ** 2 for t in ts)
+    return sum((t - mt) * (v - mv) for t, v in points) / spread if spread else 0.0
+
+
+def warm_up(soak: Soak) -> float:
+    return min(max(soak.seconds * WARM_UP_SHARE, WARM_UP_MIN_S), soak.seconds / 2)
+
+
+def verdicts(soak: Soak) -> list[tuple[str, float, float, bool]]:
+    """(series, its fitted rise across the steady part, the allowance, within it) for every series."""
+    steady = [s for s in soak.samples if s.at >= warm_up(soak)]
+    if len(steady) < 3:
+        return []
+    span = steady[-1].at - steady[0].at
+    found = []
+    for name, (share, floor) in LIMITS.items():
+        points = [(s.at, s.series[name]) for s in steady]
+        rise = slope(points) * span
+        allowed = max(floor, share * statistics.fmean(v for _, v in points))
+        found.append((name, rise, allowed, rise <= allowed))
+    return found
+
+
+def error_rate(soak: Soak) -> float:
+    return sum(soak.errors.values()) / soak.sent if soak.sent else 0.0
+
+
+def failed(soak: Soak) -> bool:
+    return error_rate(soak) > ERROR_BOUND or not all(ok for *_, ok in verdicts(soak)) or not soak.samples
+
+
+# --- the load ------------------------------------------------------------------------------------
+async def _conversation(client: httpx.AsyncClient, stack: Stack, soak: Soak, n: int, until: float) -> None:
+    interval = soak.conversations / soak.rate
+    conversation_id = None
+    next_at = time.monotonic() + random.uniform(0, interval)  # spread the starts: a steady rate from the first second
+    while True:
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        if time.monotonic() >= until:
+            return
+        next_at += interval
+        body: dict = {"model": "bench", "messages": [{"role": "user", "content": texts.distinct(f"soak {n} ")}]}
+        if conversation_id:
+            body["conversation"] = conversation_id
+        soak.sent += 1
+        started = time.perf_counter()
+        try:
+            response = await client.post("/v1/chat/completions", json=body)
+        except httpx.HTTPError as error:
+            soak.errors[type(error).__name__] = soak.errors.get(type(error).__name__, 0) + 1
+            continue
+        if response.status_code == 200:
+            soak.ok += 1
+            soak.latencies_ms.append((time.perf_counter() - started) * 1000)
+            conversation_id = response.headers.get("Sentinel-Conversation-Id", conversation_id)
+        else:
+            soak.errors[str(response.status_code)] = soak.errors.get(str(response.status_code), 0) + 1
+
+
+def _measure(stack: Stack, broker: redis.Redis) -> dict[str, float]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        connections = cursor.fetchone()[0]
+    queued = Turn.objects.filter(status=TurnStatus.QUEUED).count() + broker.llen(TURN_QUEUE)
+    return {
+        "web RSS (MiB)": rss_mb(stack.pid("web")),
+        "workers RSS (MiB)": sum(rss_mb(pid) for pid in stack.pids("worker")),
+        "PG connections": float(connections),
+        "queue depth": float(queued),
+    }
+
+
+async def _sampler(stack: Stack, soak: Soak, started: float, until: float, every: float) -> None:
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    while time.monotonic() < until + every / 2:
+        series = await asyncio.to_thread(_measure, stack, broker)
+        soak.samples.append(Sample(time.monotonic() - started, series, soak.ok, sum(soak.errors.values())))
+        await asyncio.sleep(every)
+
+
+async def _run(stack: Stack, soak: Soak) -> None:
+    limits = httpx.Limits(max_connections=soak.conversations + 8, max_keepalive_connections=soak.conversations + 8)
+    headers = {"Authorization": f"Bearer {stack.key}"}
+    async with httpx.AsyncClient(base_url=stack.base_url, headers=headers, limits=limits, timeout=120) as client:
+        started = time.monotonic()
+        until = started + soak.seconds
+        every = max(2.0, soak.seconds / 60)
+        sampler = asyncio.create_task(_sampler(stack, soak, started, until, every))
+        await asyncio.gather(*(_conversation(client, stack, soak, n, until) for n in range(soak.conversations)))
+        await sampler
+
+
+def run(quick: bool, seconds: float = 0, conversations: int = 0, rate: float = 0) -> tuple[list[str], bool]:
+    """The soak's section, and whether it failed."""
+    soak = Soak(
+        conversations=conversations or (200 if quick else 1000),
+        rate=rate or (20.0 if quick else 50.0),
+        seconds=seconds or (60.0 if quick else 600.0),
+    )
+    stack = Stack().start()
+    try:
+        stack.stub(latency_ms=50, chunks=1, chunk_ms=0)
+        print(f"  {soak.conversations} conversations, {soak.rate:.0f} turns/s, {soak.seconds:.0f} s", flush=True)
+        asyncio.run(_run(stack, soak))
+        turn_bench.drain()
+    finally:
+        stack.stop()
+        connection.close()
+    times = [sample.at for sample in soak.samples]
+    curves = {name: [sample.series[name] for sample in soak.samples] for name in LIMITS}
+    if times:
+        soak_plot.write(PLOT, times, curves, f"Soak: {soak.conversations} conversations, {soak.rate:.0f} turns/s, {soak.seconds:.0f} s")
+    return report(soak), failed(soak)
+
+
+def report(soak: Soak) -> list[str]:
+    lat = sorted(soak.latencies_ms)
+    p50 = lat[len(lat) // 2] if lat else float("nan")
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+    verdict = "**FAILED**" if failed(soak) else "passed"
+    lines = [
+        HEADING,
+        "",
+        f"{soak.conversations} concurrent conversations offering {soak.rate:.0f} turns/s for {soak.seconds:.0f} s (non-streaming "
+        f"turns, a 50 ms stub, each conversation's turns in one conversation); {soak.sent} sent, {soak.ok} answered 200 "
+        f"({soak.ok / soak.seconds:.1f} turns/s of the {soak.rate:.0f} offered), "
+        f"errors {soak.errors or 'none'} ({error_rate(soak):.2%}); latency p50 {p50:.0f} ms, p99 {p99:.0f} ms. "
+        f"Verdict: {verdict} (slope test over the run after its first {warm_up(soak):.0f} s; errors under {ERROR_BOUND:.0%}). "
+        "Rerun: `make bench BENCH_ARGS=--only=soak` (10 minutes; `--soak-seconds=60` for a short one). "
+        "The curves: [docs/soak.svg](docs/soak.svg).",
+        "",
+        "| series | fitted rise over the steady part | allowed | |",
+        "| --- | --- | --- | --- |",
+        *(f"| {name} | {rise:+.1f} | {allowed:.1f} | {'flat' if ok else '**grows**'} |" for name, rise, allowed, ok in verdicts(soak)),
+        "",
+        "| t (s) | web RSS (MiB) | workers RSS (MiB) | PG connections | queue depth | turns done | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    step = max(1, len(soak.samples) // 20)
+    for sample in soak.samples[::step]:
+        s = sample.series
+        lines.append(
+            f"| {sample.at:.0f} | {s['web RSS (MiB)']:.0f} | {s['workers RSS (MiB)']:.0f} | {s['PG connections']:.0f} "
+            f"| {s['queue depth']:.0f} | {sample.finished} | {sample.errors} |"
+        )
+    return lines
