@@ -1,7 +1,7 @@
 """Run every benchmark and write BENCHMARKS.md. Use `make bench` (it starts what is needed);
 `make bench BENCH_ARGS=--quick` runs smaller sizes for a smoke test.
 
-    --only=turns,search,memory   the parts to run (all three by default); the others' sections are kept
+    --only=turns,search,memory,dialogue   the parts to run (all four by default); the others' sections are kept
     --only=anchor                the targets of issue 13 only, side by side with LiteLLM's proxy
     --only=batch                 real-time chat latency idle and while a batch runs (issue 17)
     --only=scaleout [--scaleout=1+1,2+2,3+3] [--scaleout-seconds=20]   turns/s against web + worker processes (issue 18)
@@ -26,7 +26,7 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 django.setup()
 
-from bench import anchor, batch_bench, lanes, memory_bench, report, routing_bench, scaleout, search_bench, soak, turn_bench  # noqa: E402
+from bench import anchor, batch_bench, dialogue_bench, lanes, memory_bench, report, routing_bench, scaleout, search_bench, soak, turn_bench  # noqa: E402
 from bench.harness import Stack, fdatasync_ms, percentile, rss_mb  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -395,6 +395,7 @@ SECTIONS = [
     "## Memory search at size (issue 6.5)",
     "## Memory (issue 3)",
     "## Embeddings (issue 13)",
+    dialogue_bench.HEADING,
     "## Storage per turn (issue 18)",  # bench/storage.py, run on its own: kept from the file by every run
     "## Real-time chat while a batch runs (issue 17)",
     scaleout.HEADING,  # --only=scaleout (bench/scaleout.py)
@@ -462,14 +463,15 @@ def lane_specs() -> list[str]:
 
 def main() -> int:
     quick = "--quick" in sys.argv
-    only = option("only", "turns,search,memory").split(",")
+    only = option("only", "turns,search,memory,dialogue").split(",")
     if specs := lane_specs():
         return lanes.run(only[0], lanes.parse(specs), int(option("rounds", "2" if quick else "4")), quick)
     if only == ["latency"]:
         return probe_latency(requests=60 if quick else 200, with_anchor="--anchor" in sys.argv)
-    if unknown := set(only) - {"turns", "search", "memory", "anchor", "batch", "scaleout", "soak", "routing"}:
+    if unknown := set(only) - {"turns", "search", "memory", "dialogue", "anchor", "batch", "scaleout", "soak", "routing"}:
         raise SystemExit(
-            "bench: --only takes turns, search, memory, anchor, batch, scaleout, soak, routing or latency (throughput with --lanes); "
+            "bench: --only takes turns, search, memory, dialogue, anchor, batch, scaleout, soak, routing or latency "
+            "(throughput with --lanes); "
             f"got {sorted(unknown)}"
         )
     started = datetime.now(UTC)
@@ -489,6 +491,10 @@ def main() -> int:
         )
         fresh.update(by_heading(memory_bench.report(result)))
         took["memory"] = time.monotonic() - clock
+    if "dialogue" in only:
+        print("dialogue memory benchmark ...", flush=True)
+        fresh.update(by_heading(dialogue_bench.report(dialogue_bench.run())))
+        took["dialogue"] = time.monotonic() - clock - sum(took.values())
     if "scaleout" in only:
         print("scale-out ...", flush=True)
         fresh.update(by_heading(scaleout.run(quick, option("scaleout", ""), float(option("scaleout-seconds", "0")))))

@@ -1,4 +1,5 @@
-"""The memory admin: summaries, long-term memories (with a semantic search page) and consolidation runs.
+"""The memory admin: summaries, long-term memories (with a semantic search page and a page that
+explains a conversation's next context, piece by piece) and consolidation runs with their progress.
 
 Every admin is tenant-scoped (sentinel_site/admin.py), the search page too: it searches only a
 tenant the operator may see.
@@ -12,7 +13,10 @@ from django.http import Http404
 from django.shortcuts import render
 from django.urls import path
 
+from agents.models import Conversation
 from memory import remote, search
+from memory.api import context_piece
+from memory.context import assemble, recall_query
 from memory.models import ConsolidationRun, Memory, Summary
 from sentinel_site.admin import BigTableMixin, ReadOnlyAdmin, TenantFilter, visible_tenants
 
@@ -42,7 +46,37 @@ class MemoryAdmin(BigTableMixin, ReadOnlyAdmin):
         return obj.text[:90]
 
     def get_urls(self):
-        return [path("semantic/", self.admin_site.admin_view(self.semantic_search), name="memory_semantic_search"), *super().get_urls()]
+        return [
+            path("semantic/", self.admin_site.admin_view(self.semantic_search), name="memory_semantic_search"),
+            path("context/", self.admin_site.admin_view(self.explain_context), name="memory_explain_context"),
+            *super().get_urls(),
+        ]
+
+    def explain_context(self, request):
+        """What the conversation's next turn would be sent, and why each recalled piece was chosen
+        (as GET /v1/conversations/{id}/context), for a conversation of a tenant the operator may see."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        conversation_id, query = request.GET.get("conversation", "").strip(), request.GET.get("query", "").strip() or None
+        page = {**self.admin_site.each_context(request), "title": "Explain a context", "opts": self.model._meta}
+        page.update(conversation_id=conversation_id, query=query or "")
+        if conversation_id:
+            try:
+                found = Conversation.objects.select_related("agent").filter(id=uuid.UUID(conversation_id))
+            except ValueError:
+                raise Http404("No such conversation.")
+            conversation = found.filter(tenant__in=visible_tenants(request)).first()
+            if conversation is None:
+                raise Http404("No such conversation.")  # another tenant's and none at all look the same
+            texts = [query] if query else recall_query(conversation)
+            try:
+                vectors = remote.embed_texts_sync(texts) if texts else []
+            except Exception as exc:  # noqa: BLE001 - shown to the operator; the context without recall
+                messages.error(request, f"Query embedding failed, recall left out: {exc}")
+                vectors = []
+            context = assemble(conversation, query=query, embed=(lambda _: vectors) if vectors else None)
+            page.update(context=context, pieces=[context_piece(p) for p in context.pieces], budget=conversation.agent.context_budget)
+        return render(request, "admin/memory/context.html", page)
 
     def semantic_search(self, request):
         if not self.has_view_permission(request):
@@ -75,6 +109,11 @@ class MemoryAdmin(BigTableMixin, ReadOnlyAdmin):
 
 @admin.register(ConsolidationRun)
 class ConsolidationRunAdmin(BigTableMixin, ReadOnlyAdmin):
-    list_display = ("created_at", "conversation", "status", "trigger", "message_count", "source_tokens", "duration_ms")
+    list_display = ("created_at", "conversation", "status", "stage", "progress", "trigger", "message_count", "facts", "duration_ms")
     list_filter = ("status", "trigger", TenantFilter)
     list_select_related = ("conversation",)
+
+    @admin.display(description="consolidated")
+    def progress(self, obj: ConsolidationRun) -> str:
+        """The conversation's messages consolidated of all it has, as the run left it."""
+        return f"{obj.consolidated_messages} of {obj.total_messages}" if obj.total_messages else ""

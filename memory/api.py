@@ -13,7 +13,7 @@ import uuid
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F, Q
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -28,8 +28,8 @@ from agents.api.serializers import ChatMessageSerializer, MessageSerializer
 from agents.models import Agent, Conversation, Message
 from budgets import audit, roles
 from memory import dreamer, forget, imports, indexing, limits, remote, search
-from memory.context import assemble, recall_query
-from memory.models import Memory, Summary
+from memory.context import assemble
+from memory.models import ConsolidationRun, Memory, Summary
 from memory.tasks import consolidate as consolidate_task
 from memory.tasks import schedule_indexing
 from sentinel_site import strict
@@ -86,6 +86,40 @@ class SummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = Summary
         fields = ["id", "text", "token_count", "source_message_ids", "first_seq", "last_seq", "source_tokens", "model", "created_at"]
+
+
+class ConsolidationRunSerializer(serializers.ModelSerializer):
+    """One consolidation step, with its progress: the stage it is at and the conversation's
+    messages consolidated of all it has."""
+
+    class Meta:
+        model = ConsolidationRun
+        fields = [
+            "id",
+            "status",
+            "stage",
+            "trigger",
+            "message_count",
+            "consolidated_messages",
+            "total_messages",
+            "facts",
+            "source_tokens",
+            "prompt_tokens",
+            "completion_tokens",
+            "prompt_ms",
+            "duration_ms",
+            "error",
+            "created_at",
+            "finished_at",
+        ]
+
+
+def progress(conversation: Conversation) -> dict:
+    """The conversation's messages consolidated of all it has (one aggregate)."""
+    counts = Message.objects.filter(conversation=conversation).aggregate(
+        total=Count("id"), consolidated=Count("id", filter=Q(summary__isnull=False))
+    )
+    return {"consolidated_messages": counts["consolidated"], "total_messages": counts["total"]}
 
 
 def tenant_conversation(request, conversation_id) -> Conversation:
@@ -220,7 +254,9 @@ def consolidate_now(request, conversation: Conversation) -> Response:
             "object": "consolidation",
             "status": "queued",
             "conversation": str(conversation.id),
+            "progress": progress(conversation),
             "summaries_url": f"/v1/conversations/{conversation.id}/summaries",
+            "runs_url": f"/v1/conversations/{conversation.id}/consolidations",
         },
         status=status.HTTP_202_ACCEPTED,
     )
@@ -237,7 +273,7 @@ class ConversationMemoryViewSet(ConversationScoped, viewsets.GenericViewSet):
     # This one is what memory keeps of a conversation, at /v1/conversations/{id}/...: its messages
     # (listed and imported, or one forgotten), its summaries, a consolidation now.
     required_scopes = {"GET": roles.TURNS_READ, "POST": roles.MEMORY_WRITE, "DELETE": roles.MEMORY_WRITE}
-    action_scopes = {"summaries": roles.MEMORY_READ}
+    action_scopes = {"summaries": roles.MEMORY_READ, "consolidations": roles.MEMORY_READ}
 
     @extend_schema(
         methods=["GET"], summary="List a conversation's messages", responses=MessageSerializer(many=True), tags=["conversations"]
@@ -293,6 +329,21 @@ class ConversationMemoryViewSet(ConversationScoped, viewsets.GenericViewSet):
         return list_summaries(self.get_object())
 
     @extend_schema(
+        summary="A conversation's consolidation runs",
+        description="The newest 50 consolidation steps, newest first: status, `stage` (planned, prompting, writing, done), "
+        "the conversation's messages consolidated of its total as the step left them, facts kept, tokens and times; with "
+        "the conversation's `progress` now.",
+        responses={200: ConsolidationRunSerializer(many=True), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
+        tags=["memory"],
+    )
+    @action(detail=True, methods=["get"], pagination_class=None)
+    def consolidations(self, request, pk=None):
+        conversation = self.get_object()
+        runs = ConsolidationRun.objects.filter(conversation=conversation, tenant=conversation.tenant).order_by("-created_at")[:50]
+        data = ConsolidationRunSerializer(runs, many=True).data
+        return Response({"object": "list", "progress": progress(conversation), "data": data})
+
+    @extend_schema(
         summary="Consolidate a conversation now",
         description="Queues a consolidation of the oldest unconsolidated span(s) whatever the threshold (202). With "
         "`?dry_run=true` answers at once with the next span, changing nothing (200). One consolidation per conversation "
@@ -329,6 +380,64 @@ class MemoryDeleteView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+def context_piece(piece) -> dict:
+    """One piece of a context as the API and the admin show it: what it is, and why it was chosen."""
+    return {
+        "kind": piece.kind,
+        "text": piece.text if piece.kind != "recent" else (piece.message or {}).get("content"),
+        "tokens": piece.tokens,
+        "date": piece.date,
+        "source_message_ids": piece.source_message_ids,
+        "client_ids": piece.client_ids,
+        "score": piece.score,
+        "why": piece.why,
+        "memory_id": piece.memory_id,
+        "summary_id": piece.summary_id,
+    }
+
+
+class ContextWhySerializer(serializers.Serializer):
+    """Why a recalled piece was chosen (hybrid search, memory/search.py)."""
+
+    via = serializers.ChoiceField(
+        ["hit", "neighbour", "update"], help_text="A search hit; the message next to a hit; a later fact replacing a hit."
+    )
+    fused_rank = serializers.IntegerField(help_text="Rank after reciprocal-rank fusion (1 = best); a neighbour or update: its hit's.")
+    fused_score = serializers.FloatField(help_text="Sum over retrievers of 1 / (60 + rank).")
+    vector_rank = serializers.IntegerField(required=False, help_text="Rank by cosine similarity; absent when outside its top k.")
+    similarity = serializers.FloatField(required=False)
+    text_rank = serializers.IntegerField(required=False, help_text="Rank by PostgreSQL full text; absent when no word matched.")
+    text_score = serializers.FloatField(required=False, help_text="ts_rank_cd.")
+    of = serializers.UUIDField(required=False, help_text="The hit a neighbour or update came with.")
+    supersedes = serializers.UUIDField(required=False, help_text="A fact: the earlier fact it replaces (both kept).")
+
+
+class ContextPieceSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(["system", "summary", "shared", "recalled", "recent"])
+    text = serializers.CharField(allow_null=True)
+    tokens = serializers.IntegerField()
+    date = serializers.DateField(allow_null=True, help_text="When it was said (a summary: the last day of its span).")
+    source_message_ids = serializers.ListField(child=serializers.UUIDField())
+    client_ids = serializers.ListField(child=serializers.CharField())
+    score = serializers.FloatField(allow_null=True, help_text="Cosine similarity to the query, when the vector retriever ranked it.")
+    why = ContextWhySerializer(allow_null=True)
+    memory_id = serializers.UUIDField(allow_null=True)
+    summary_id = serializers.UUIDField(allow_null=True)
+
+
+class ContextSerializer(serializers.Serializer):
+    """The next turn's context, piece by piece, as GET /v1/conversations/{id}/context answers it."""
+
+    object = serializers.CharField(default="context")
+    conversation = serializers.UUIDField()
+    query = serializers.CharField()
+    pieces = ContextPieceSerializer(many=True)
+    total_tokens = serializers.IntegerField()
+    history_tokens = serializers.IntegerField()
+    unconsolidated_tokens = serializers.IntegerField()
+    budget = serializers.IntegerField()
+
+
 class ContextView(AsyncAPIView):
     """GET /v1/conversations/{id}/context: what the next turn would send to the model, piece by piece."""
 
@@ -338,31 +447,21 @@ class ContextView(AsyncAPIView):
     @extend_schema(
         summary="Explain the next turn's context",
         description="The pieces of context the next turn would receive: kind (system, summary, recalled, recent), text, "
-        "source message ids and client ids, tokens; with the total and, for comparison, the tokens of the whole "
-        "history and of its unconsolidated part. `query` overrides what recall searches for.",
+        "date, source message ids and client ids, tokens, and for recalled pieces why they were chosen: the rank in "
+        "each retriever (vector, full text), the fused rank, and whether it came as a hit, as the neighbour of one or "
+        "as the later fact replacing one. With the total and, for comparison, the tokens of the whole history and of "
+        "its unconsolidated part. `query` overrides what recall searches for. Another tenant's conversation is a 404.",
         parameters=[query.openapi()],
-        responses={200: OpenApiResponse(OpenApiTypes.OBJECT), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
+        responses={200: ContextSerializer, 400: OpenApiResponse(OpenApiTypes.OBJECT), 404: OpenApiResponse(OpenApiTypes.OBJECT)},
         tags=["memory"],
     )
     async def get(self, request, conversation_id):
         conversation = await sync_to_async(tenant_conversation)(request, conversation_id)
         query = self.query.read(request)
-        texts = [query] if query is not None else await sync_to_async(recall_query)(conversation)
-        vectors = await remote.embed_texts(texts) if texts else []
-        context = await sync_to_async(assemble)(conversation, query=query, embed=lambda _: vectors)
-        pieces = [
-            {
-                "kind": p.kind,
-                "text": p.text if p.kind != "recent" else (p.message or {}).get("content"),
-                "tokens": p.tokens,
-                "source_message_ids": p.source_message_ids,
-                "client_ids": p.client_ids,
-                "score": p.score,
-                "memory_id": p.memory_id,
-                "summary_id": p.summary_id,
-            }
-            for p in context.pieces
-        ]
+        # Embedded by a worker (memory/remote.py), from the assembly's thread: recall may ask for
+        # more than the query (a vector per clause of a two-part question).
+        context = await sync_to_async(assemble)(conversation, query=query, embed=remote.embed_texts_sync)
+        pieces = [context_piece(p) for p in context.pieces]
         return Response(
             {
                 "object": "context",

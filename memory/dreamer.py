@@ -18,10 +18,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django import db
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, Sum
@@ -30,8 +32,8 @@ from django.utils import timezone
 from agents import outcomes, providers
 from agents.models import Conversation, Message
 from budgets import spend
-from memory import tokens
-from memory.models import ConsolidationRun, Summary
+from memory import embeddings, facts, indexing, tokens
+from memory.models import ConsolidationRun, Memory, MemoryKind, Summary
 from sentinel_site import metrics
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ PROMPT = (
     "You are the memory of an assistant. Rewrite the conversation excerpt below as a compact record that a "
     "later reader can rely on. Keep every concrete fact: names, numbers, dates, places, preferences, "
     "decisions, commitments and open questions. Use short bullet points in the third person. Do not add "
-    "anything that is not in the excerpt."
+    "anything that is not in the excerpt.\n" + facts.PROMPT
 )
 
 
@@ -201,6 +203,8 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
         trigger=trigger,
         message_count=len(plan.message_ids),
         source_tokens=plan.tokens,
+        total_messages=Message.objects.filter(conversation=conversation).count(),
+        consolidated_messages=Message.objects.filter(conversation=conversation, summary__isnull=False).count(),
     )
     messages = list(Message.objects.filter(id__in=plan.message_ids).order_by("seq", "index"))
     config = providers.ProviderConfig.for_agent(conversation.agent)
@@ -218,6 +222,8 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
         _finish(run, started, status=ConsolidationRun.Status.FAILED, error=error.as_dict())
         log.info("consolidation not affordable now", extra={"conversation": str(conversation.id), "code": error.code})
         return run
+    _stage(run, "prompting")
+    asked = time.monotonic()
     try:
         result = providers.complete(config, body)
     except providers.ProviderError as error:
@@ -225,6 +231,7 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
         _finish(run, started, status=ConsolidationRun.Status.FAILED, error=error.as_dict())
         log.warning("consolidation failed", extra={"conversation": str(conversation.id), "code": error.code})
         return run
+    run.prompt_ms = int((time.monotonic() - asked) * 1000)
     run.prompt_tokens = result.prompt_tokens or prompt_estimate
     run.completion_tokens = result.completion_tokens or tokens.count(result.content)
     # Paid for whatever comes of it: settled before anything else can fail.
@@ -235,11 +242,14 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
         completion_tokens=run.completion_tokens,
         actual=spend.cost(conversation.tenant_id, body["model"], config.endpoint, run.prompt_tokens, run.completion_tokens),
     )
-    if not result.content.strip():
+    text, found = facts.extract(result.content, messages)
+    text = text or "\n".join(f"- {fact.text}" for fact in found)
+    if not text:
         empty = providers.ProviderError(502, "provider_bad_response", "The model returned an empty summary.", retryable=True)
         _finish(run, started, status=ConsolidationRun.Status.FAILED, error=empty.as_dict())
         return run
-    text = result.content.strip()
+    _stage(run, "writing")
+    fact_memories = _fact_memories(conversation, found)
     with transaction.atomic():
         summary = Summary.objects.create(
             tenant_id=conversation.tenant_id,
@@ -249,21 +259,59 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
             source_message_ids=plan.message_ids,
             first_seq=plan.first_seq,
             last_seq=plan.last_seq,
+            first_at=messages[0].occurred_at,
+            last_at=messages[-1].occurred_at,
             source_tokens=plan.tokens,
             model=result.model,
         )
         marked = Message.objects.filter(id__in=plan.message_ids, summary__isnull=True).update(summary=summary)
         if marked != len(plan.message_ids):
             transaction.set_rollback(True)  # someone consolidated part of this span meanwhile
+        elif fact_memories:
+            facts.link_superseded(fact_memories)
+            Memory.objects.bulk_create(fact_memories)
+            indexing.note_memories({conversation.agent_id})
     if marked != len(plan.message_ids):
         _finish(
             run, started, status=ConsolidationRun.Status.FAILED, error={"code": "span_changed", "message": "the span changed meanwhile"}
         )
         return run
     run.summary = summary
+    run.facts = len(fact_memories)
+    run.consolidated_messages += marked
     _finish(run, started, status=ConsolidationRun.Status.SUCCEEDED)
     log.info("consolidated a span", extra={"conversation": str(conversation.id), "messages": len(plan.message_ids)})
     return run
+
+
+def _fact_memories(conversation: Conversation, found: list[facts.Fact]) -> list[Memory]:
+    """The facts as long-term memories, embedded now (a handful of short texts), not saved yet."""
+    if not found:
+        return []
+    vectors = embeddings.embed([fact.text for fact in found])
+    model = embeddings.embedder().name
+    return [
+        Memory(
+            tenant_id=conversation.tenant_id,
+            agent_id=conversation.agent_id,
+            conversation_id=conversation.id,
+            kind=MemoryKind.FACT,
+            role="fact",
+            text=fact.text,
+            fact_key=fact.key,
+            source_message_ids=fact.source_message_ids,
+            occurred_at=fact.occurred_at,
+            embedding=vector,
+            embedding_model=model,
+        )
+        for fact, vector in zip(found, vectors, strict=True)
+    ]
+
+
+def _stage(run: ConsolidationRun, stage: str) -> None:
+    """Where the run is, visible to the API and the admin while it runs."""
+    run.stage = stage
+    ConsolidationRun.objects.filter(id=run.id).update(stage=stage)
 
 
 def _reserve(conversation: Conversation, config: providers.ProviderConfig, body: dict, prompt_tokens: int):
@@ -280,14 +328,18 @@ def _reserve(conversation: Conversation, config: providers.ProviderConfig, body:
 def _finish(run: ConsolidationRun, started: float, *, status: str, error: dict | None = None) -> None:
     metrics.CONSOLIDATIONS.labels(status).inc()
     run.status = status
+    run.stage = "done"
     run.error = error
     run.duration_ms = int((time.monotonic() - started) * 1000)
     run.finished_at = timezone.now()
     run.save()
 
 
-def dream(*, dry_run: bool | None = None) -> dict:
-    """One scheduled pass: every due conversation, within the per-run and per-tenant token caps."""
+def dream(*, dry_run: bool | None = None, concurrency: int = 1) -> dict:
+    """One scheduled pass: every due conversation, within the per-run and per-tenant token caps,
+    up to `concurrency` at once (threads of the task that runs it, on the memory queue: turns run
+    on workers of their own and are never queued behind it). A wave takes at most one conversation
+    per tenant, so a tenant's cap is checked between its consolidations as when they ran one by one."""
     conf = settings.SENTINEL
     dry_run = conf["DREAMER_DRY_RUN"] if dry_run is None else dry_run
     allowance, per_tenant = conf["DREAMER_MAX_TOKENS_PER_RUN"], conf["DREAMER_MAX_TOKENS_PER_TENANT"]
@@ -295,17 +347,58 @@ def dream(*, dry_run: bool | None = None) -> dict:
     tenant_of = dict(Conversation.objects.filter(id__in=due).values_list("id", "tenant_id"))
     by_tenant: dict = {}
     spent, runs = 0, 0
-    for conversation_id in due:
-        if spent >= allowance:
-            log.info("dreamer stopped at its per-run token cap", extra={"spent": spent})
-            break
-        tenant = tenant_of.get(conversation_id)
-        left = min(allowance - spent, per_tenant - by_tenant.get(tenant, 0))
-        if left <= 0:
-            continue  # this tenant had its share of the run; the others still get theirs
-        made = consolidate(conversation_id, dry_run=dry_run, token_allowance=left)
-        used = sum(run.prompt_tokens + run.completion_tokens for run in made)
-        runs += len(made)
-        spent += used
-        by_tenant[tenant] = by_tenant.get(tenant, 0) + used
+    waiting = list(due)
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dreamer") as pool:
+        while waiting and spent < allowance:
+            wave = _wave(waiting, tenant_of, by_tenant, per_tenant, concurrency)
+            if not wave:
+                break
+            share = max(1, (allowance - spent) // len(wave))
+            jobs = {conversation_id: _start(pool, len(wave), conversation_id, dry_run, min(share, left)) for conversation_id, left in wave}
+            for conversation_id, job in jobs.items():
+                made = job.result()
+                used = sum(run.prompt_tokens + run.completion_tokens for run in made)
+                runs += len(made)
+                spent += used
+                tenant = tenant_of.get(conversation_id)
+                by_tenant[tenant] = by_tenant.get(tenant, 0) + used
+    if waiting and spent >= allowance:
+        log.info("dreamer stopped at its per-run token cap", extra={"spent": spent})
     return {"runs": runs, "tokens": spent}
+
+
+def _wave(waiting: list, tenant_of: dict, by_tenant: dict, per_tenant: int, size: int) -> list[tuple]:
+    """Up to `size` conversations off the front of `waiting`, one per tenant, each with what its
+    tenant may still spend; a tenant that had its share of the run is passed over (and dropped)."""
+    wave: list[tuple] = []
+    tenants: set = set()
+    for conversation_id in list(waiting):
+        tenant = tenant_of.get(conversation_id)
+        left = per_tenant - by_tenant.get(tenant, 0)
+        if left <= 0:
+            waiting.remove(conversation_id)  # this tenant had its share of the run; the others still get theirs
+            continue
+        if tenant in tenants:
+            continue
+        waiting.remove(conversation_id)
+        tenants.add(tenant)
+        wave.append((conversation_id, left))
+        if len(wave) == size:
+            break
+    return wave
+
+
+def _start(pool: ThreadPoolExecutor, wave: int, conversation_id, dry_run: bool, token_allowance: int) -> Future:
+    """A wave of one runs here (it needs no thread, and sees this connection's transaction)."""
+    if wave == 1:
+        done: Future = Future()
+        done.set_result(consolidate(conversation_id, dry_run=dry_run, token_allowance=token_allowance))
+        return done
+    return pool.submit(_consolidate_in_thread, conversation_id, dry_run, token_allowance)
+
+
+def _consolidate_in_thread(conversation_id, dry_run: bool, token_allowance: int) -> list[ConsolidationRun]:
+    try:
+        return consolidate(conversation_id, dry_run=dry_run, token_allowance=token_allowance)
+    finally:
+        db.connection.close()  # this thread's own connection: Django closes only request threads' connections

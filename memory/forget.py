@@ -89,7 +89,7 @@ def forget_message(conversation: Conversation, message_id, *, actor: str) -> dic
             redacted_turns.add(event.turn_id)
         stream_turns = {message.turn_id, *Turn.objects.filter(output=message).values_list("id", flat=True)} - {None}
         report = {
-            "memories": Memory.objects.filter(Q(message=message) | Q(summary__in=summaries)).count(),
+            "memories": Memory.objects.filter(Q(message=message) | Q(summary__in=summaries) | _facts_from(message)).count(),
             "summaries": len(summaries),
             "unmarked_messages": Message.objects.filter(summary__in=summaries).exclude(id=message.id).count(),
             "turn_outputs": Turn.objects.filter(output=message).count(),
@@ -99,6 +99,7 @@ def forget_message(conversation: Conversation, message_id, *, actor: str) -> dic
         hashes = {content_hash(text) for text in needles if text}
         report["embedding_cache_entries"], _ = EmbeddingCache.objects.filter(content_hash__in=hashes).delete()
         Summary.objects.filter(id__in=[summary.id for summary in summaries]).delete()
+        Memory.objects.filter(_facts_from(message), conversation=conversation).delete()  # they quote it
         message.delete()
         forget_memories_of(conversation.tenant_id, conversation.agent_id)
         # Last, so a Redis failure rolls everything back (503) and a commit failure leaves only the
@@ -106,6 +107,10 @@ def forget_message(conversation: Conversation, message_id, *, actor: str) -> dic
         report["turn_streams"] = sync_client().delete(*map(streams.key, stream_turns)) if stream_turns else 0
         audit.record("memory.message_forgotten", actor=actor, tenant_id=conversation.tenant_id, target=str(message_id), data=report)
     return report
+
+
+def _facts_from(message: Message) -> Q:
+    return Q(kind="fact", source_message_ids__contains=[message.id])
 
 
 def _needles(message: Message, summaries: list[Summary]) -> list[str]:

@@ -126,7 +126,7 @@ def index_pending_summaries(limit: int = 64) -> int:
                     role="summary",
                     text=summary.text,
                     source_message_ids=summary.source_message_ids,
-                    occurred_at=summary.created_at,
+                    occurred_at=summary.last_at or summary.created_at,  # the span's date: what it remembers
                     embedding=vector,
                     embedding_model=model,
                 )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.utils import timezone
 from pgvector.django import HnswIndex, VectorField
@@ -31,6 +33,10 @@ class Summary(models.Model):
     first_seq = models.PositiveIntegerField()
     last_seq = models.PositiveIntegerField()
     source_tokens = models.PositiveIntegerField(default=0, help_text="Tokens of the messages it summarises.")
+    # When the span was said (its first and last message): a summary is remembered by the dates of
+    # what it covers, not by when the Dreamer wrote it, so "when did ..." can be answered from it.
+    first_at = models.DateTimeField(null=True, blank=True)
+    last_at = models.DateTimeField(null=True, blank=True)
     model = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -45,6 +51,7 @@ class Summary(models.Model):
 class MemoryKind(models.TextChoices):
     MESSAGE = "message"
     SUMMARY = "summary"
+    FACT = "fact"  # a short dated statement the Dreamer extracted (memory/facts.py)
 
 
 class Memory(models.Model):
@@ -67,6 +74,15 @@ class Memory(models.Model):
     # A shared memory this text also belongs to (memory/shared.py): every conversation of the scope
     # recalls it, whichever agent it belongs to. Blank: only its own agent's.
     scope = models.CharField(max_length=100, blank=True, default="")
+    # Full-text side of hybrid search (memory/search.py): kept by PostgreSQL itself, so no writer
+    # can forget it and no turn pays for it.
+    search_vector = models.GeneratedField(
+        expression=SearchVector("text", config="english"), output_field=SearchVectorField(), db_persist=True
+    )
+    # Facts: what the fact is about ("alice|job"), and the earlier fact it contradicts. Both stay;
+    # search ranks the newer first (nothing is lost to a destructive merge).
+    fact_key = models.CharField(max_length=200, blank=True, default="")
+    supersedes = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="superseded_by")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -74,6 +90,8 @@ class Memory(models.Model):
         verbose_name_plural = "memories"
         indexes = [
             HnswIndex(name="memory_embedding_hnsw", fields=["embedding"], m=16, ef_construction=64, opclasses=["vector_cosine_ops"]),
+            GinIndex(name="memory_search_vector_gin", fields=["search_vector"]),
+            models.Index(fields=["conversation", "fact_key"], condition=models.Q(kind="fact"), name="memory_fact_key"),
             models.Index(fields=["tenant", "agent"], name="memory_tenant_agent"),
             models.Index(fields=["tenant", "conversation"], name="memory_tenant_conversation"),
             models.Index(fields=["tenant", "scope"], condition=~models.Q(scope=""), name="memory_tenant_scope"),
@@ -83,6 +101,7 @@ class Memory(models.Model):
                 condition=(
                     models.Q(kind="message", message__isnull=False, summary__isnull=True)
                     | models.Q(kind="summary", summary__isnull=False, message__isnull=True)
+                    | models.Q(kind="fact", summary__isnull=True, message__isnull=True)
                 ),
                 name="memory_has_exactly_its_source",
             ),
@@ -125,6 +144,13 @@ class ConsolidationRun(models.Model):
     trigger = models.CharField(max_length=16, default="schedule")
     summary = models.ForeignKey(Summary, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     message_count = models.PositiveIntegerField(default=0)
+    # Progress, written as the run moves on: where it is, and the conversation's messages
+    # consolidated of all it has (read by the API and the admin while it runs).
+    stage = models.CharField(max_length=16, default="planned", help_text="planned, prompting, writing, done.")
+    consolidated_messages = models.PositiveIntegerField(default=0)
+    total_messages = models.PositiveIntegerField(default=0)
+    facts = models.PositiveIntegerField(default=0, help_text="Facts extracted from the span.")
+    prompt_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time waiting for the model.")
     source_tokens = models.PositiveIntegerField(default=0)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)

@@ -8,6 +8,7 @@ ef_search found 4 of 10 planted facts among 8,000 memories that an exact scan fo
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -101,3 +102,221 @@ def search(
     hits = [Hit(memory=row, score=1.0 - float(row.distance)) for row in rows]
     hits.sort(key=lambda hit: hit.score, reverse=True)  # relaxed order: re-sort the final few
     return hits
+
+
+# Reciprocal-rank fusion's constant (Cormack et al. 2009): a memory ranked r by a retriever scores
+# 1 / (RRF_K + r); 60 keeps the first few ranks of either retriever from drowning the other.
+RRF_K = 60
+
+
+@dataclass(frozen=True)
+class FusedHit:
+    """A memory found by hybrid search, with why: its rank in each retriever and after fusion."""
+
+    memory: Memory
+    fused: float  # the RRF score
+    fused_rank: int  # 1-based, after fusion (neighbours and updates: their hit's rank)
+    similarity: float | None  # cosine similarity, when the vector retriever ranked it
+    vector_rank: int | None
+    text_score: float | None  # ts_rank_cd, when the full-text retriever ranked it
+    text_rank: int | None
+    via: str = ""  # "" for a hit; "neighbour" (a message next to a hit) or "update" (a later fact replacing a hit)
+    of: str | None = None  # the hit's memory id, for a neighbour or an update
+
+
+# One statement: the scoped candidates (the ORM's filters, inlined), the k nearest to each query
+# vector and the k best by full text, fused by RRF (every list a memory is in adds 1 / (60 + rank));
+# then, for the fused top k, the messages just before and after a message hit (a fact often spans
+# two turns) and the later facts that supersede a fact hit.
+_HYBRID = """
+WITH scoped AS NOT MATERIALIZED ({scoped}),
+query AS (SELECT replace(replace(plainto_tsquery('english', %(text)s)::text, ' & ', ' | '), ' <-> ', ' | ')::tsquery AS q),
+{vec},
+txt AS (
+    SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank, score FROM (
+        SELECT scoped.id, ts_rank_cd(scoped.search_vector, query.q) AS score
+        FROM scoped, query WHERE query.q::text <> '' AND scoped.search_vector @@ query.q
+        ORDER BY 2 DESC LIMIT %(k)s
+    ) best
+),
+fused AS (
+    SELECT id, min(vector_rank) AS vector_rank, max(similarity) AS similarity, min(text_rank) AS text_rank,
+           max(text_score) AS text_score, sum(1.0 / (%(rrf)s + coalesce(vector_rank, text_rank))) AS fused
+    FROM (
+        SELECT id, rank AS vector_rank, similarity, NULL::bigint AS text_rank, NULL::float4 AS text_score FROM vec
+        UNION ALL SELECT id, NULL, NULL, rank, score FROM txt
+    ) ranked GROUP BY id
+),
+top AS (SELECT *, row_number() OVER (ORDER BY fused DESC, id) AS fused_rank FROM fused ORDER BY fused DESC, id LIMIT %(k)s),
+hits AS (SELECT top.*, '' AS via, NULL::uuid AS of FROM top),
+near AS (
+    SELECT nm.id, NULL::bigint, NULL::float8, NULL::bigint, NULL::float4, top.fused, top.fused_rank, 'neighbour', top.id
+    FROM top JOIN memory_memory hm ON hm.id = top.id JOIN agents_message msg ON msg.id = hm.message_id
+    CROSS JOIN LATERAL (
+        (SELECT b.id FROM agents_message b WHERE b.conversation_id = msg.conversation_id AND (b.seq, b.index) < (msg.seq, msg.index)
+         ORDER BY b.seq DESC, b.index DESC LIMIT 1)
+        UNION ALL
+        (SELECT a.id FROM agents_message a WHERE a.conversation_id = msg.conversation_id AND (a.seq, a.index) > (msg.seq, msg.index)
+         ORDER BY a.seq, a.index LIMIT 1)
+    ) adjacent
+    JOIN memory_memory nm ON nm.message_id = adjacent.id
+    WHERE %(neighbours)s AND nm.id IN (SELECT id FROM scoped)
+),
+updates AS (
+    SELECT newer.id, NULL::bigint, NULL::float8, NULL::bigint, NULL::float4, top.fused, top.fused_rank, 'update', top.id
+    FROM top JOIN memory_memory newer ON newer.supersedes_id = top.id
+    WHERE newer.id IN (SELECT id FROM scoped)
+),
+found AS (SELECT * FROM hits UNION ALL SELECT * FROM near UNION ALL SELECT * FROM updates)
+SELECT {columns}, found.vector_rank, found.similarity, found.text_rank, found.text_score, found.fused, found.fused_rank,
+       found.via, found.of
+FROM found JOIN memory_memory m ON m.id = found.id
+ORDER BY found.fused_rank, found.via, m.occurred_at DESC
+"""
+
+_NEAREST = """SELECT id, row_number() OVER (ORDER BY distance, id) AS rank, 1 - distance AS similarity FROM (
+        SELECT id, (embedding <=> %(vector{n})s::vector){exact} AS distance FROM scoped ORDER BY 2 LIMIT %(k)s
+    ) nearest{n}"""
+
+_COLUMNS = ", ".join(
+    f"m.{column}"
+    for column in (
+        "id",
+        "tenant_id",
+        "agent_id",
+        "conversation_id",
+        "kind",
+        "message_id",
+        "summary_id",
+        "role",
+        "text",
+        "source_message_ids",
+        "occurred_at",
+        "embedding_model",
+        "scope",
+        "fact_key",
+        "supersedes_id",
+        "created_at",
+    )
+)
+
+
+def scoped_memories(
+    tenant_id,
+    *,
+    agent_id=None,
+    conversation_id=None,
+    exclude_memory_ids: Iterable = (),
+    exclude_message_ids: Iterable = (),
+    exclude_conversation_ids: Iterable = (),
+    as_of: AsOf | None = None,
+):
+    """The memories a search may find: the tenant's, of the configured embedding model, narrowed."""
+    queryset = Memory.objects.filter(tenant_id=tenant_id, embedding_model=embeddings.model_name())
+    if as_of is not None:
+        queryset = as_of.memories(queryset)
+    if agent_id is not None:
+        queryset = queryset.filter(agent_id=agent_id)
+    if conversation_id is not None:
+        queryset = queryset.filter(conversation_id=conversation_id)
+    if exclude_conversation_ids := list(exclude_conversation_ids):
+        queryset = queryset.exclude(conversation_id__in=exclude_conversation_ids)
+    if exclude_memory_ids := list(exclude_memory_ids):
+        queryset = queryset.exclude(id__in=exclude_memory_ids)
+    if exclude_message_ids := list(exclude_message_ids):
+        queryset = queryset.exclude(message_id__in=exclude_message_ids)
+    return queryset
+
+
+def hybrid(
+    tenant_id,
+    vector: list[float],
+    text: str,
+    *,
+    k: int = 10,
+    extra_vectors: list[list[float]] = (),  # type: ignore[assignment]
+    neighbours: bool = True,
+    as_of: AsOf | None = None,
+    **scope,
+) -> list[FusedHit]:
+    """Hybrid search: the k best memories by RRF of vector similarity (to `vector` and to each of
+    `extra_vectors`, say the clauses of a two-part question) and full-text rank, each hit followed by
+    its neighbouring messages (`neighbours`) and the facts that supersede it, in one statement.
+    Scope keywords as `scoped_memories`."""
+    queryset = scoped_memories(tenant_id, as_of=as_of, **scope)
+    limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
+    scope_key = (tenant_id, scope.get("agent_id"), scope.get("conversation_id"), limit)
+    exact = _exact(queryset, limit, scope_key if as_of is None else None)
+    scoped_sql, scoped_params = queryset.order_by().values("id", "embedding", "search_vector").query.sql_with_params()
+    vectors = [vector, *extra_vectors]
+    nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(len(vectors)))
+    sql = _HYBRID.format(scoped=scoped_sql.replace("%s", "%%s"), vec=f"vec AS ({nearest})", columns=_COLUMNS)
+    params = {"text": text[:2000], "k": k, "rrf": RRF_K, "neighbours": neighbours}
+    params.update({f"vector{n}": _vector_literal(v) for n, v in enumerate(vectors)})
+    sql, args = _positional(sql, scoped_params, params)
+    if exact:
+        with connection.cursor() as cursor:  # one statement: no transaction round trips around it
+            cursor.execute(sql, args)
+            rows = cursor.fetchall()
+    else:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(200, 4 * k)])
+            cursor.execute(sql, args)
+            rows = cursor.fetchall()
+    return _newer_first([_fused_hit(row) for row in rows])
+
+
+def _newer_first(hits: list[FusedHit]) -> list[FusedHit]:
+    """A fact that supersedes another ranks where the better of the two ranked, just before it;
+    neighbours follow their hit. A memory may come twice (a hit, and a neighbour of a better hit):
+    whoever uses the list takes it once, as the first that fits."""
+    best: dict = {}
+    for hit in hits:
+        best[hit.memory.id] = min(best.get(hit.memory.id, hit.fused_rank), hit.fused_rank)
+
+    def rank(hit: FusedHit) -> int:
+        older = hit.memory.supersedes_id
+        return min(hit.fused_rank, best[older]) if older in best else hit.fused_rank
+
+    return sorted(hits, key=lambda hit: (rank(hit), hit.via == "neighbour", -hit.memory.occurred_at.timestamp()))
+
+
+def _vector_literal(vector: list[float]) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
+
+
+def _positional(sql: str, scoped_params: tuple, named: dict) -> tuple[str, list]:
+    """The statement with %s placeholders only, and its arguments in order: the ORM's (the scoped
+    part's "%%s") and ours (named)."""
+    args: list = []
+    scoped = iter(scoped_params)
+    parts = _PLACEHOLDER.split(sql)
+    for i, part in enumerate(parts):
+        if part == "%%s":
+            parts[i] = "%s"
+            args.append(next(scoped))
+        elif part.startswith("%("):
+            parts[i] = "%s"
+            args.append(named[part[2:-2]])
+    return "".join(parts), args
+
+
+_PLACEHOLDER = re.compile(r"(%%s|%\([a-z_0-9]+\)s)")
+_FIELDS = [column.split(".", 1)[1] for column in _COLUMNS.split(", ")]
+
+
+def _fused_hit(row) -> FusedHit:
+    vector_rank, similarity, text_rank, text_score, fused, fused_rank, via, of = row[len(_FIELDS) :]
+    memory = Memory.from_db("default", _FIELDS, row[: len(_FIELDS)])  # the embedding stays deferred
+    return FusedHit(
+        memory=memory,
+        fused=float(fused),
+        fused_rank=int(fused_rank),
+        similarity=None if similarity is None else float(similarity),
+        vector_rank=vector_rank,
+        text_score=None if text_score is None else float(text_score),
+        text_rank=text_rank,
+        via=via,
+        of=None if of is None else str(of),
+    )

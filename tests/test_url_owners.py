@@ -19,6 +19,7 @@ OWNERS = {
     f"/v1/conversations/{ID}/messages/{uuid.uuid4()}": "memory.api",
     f"/v1/conversations/{ID}/summaries": "memory.api",
     f"/v1/conversations/{ID}/consolidate": "memory.api",
+    f"/v1/conversations/{ID}/consolidations": "memory.api",
     f"/v1/conversations/{ID}/imports/1": "memory.api",
     f"/v1/conversations/{ID}/context": "memory.api",
     f"/v1/conversations/{ID}/items": "responses.api.conversations",

@@ -42,6 +42,7 @@ ENDPOINTS = [
     ("delete", f"/v1/conversations/{ID}/messages/{ID}", roles.MEMORY_WRITE),
     ("get", f"/v1/conversations/{ID}/summaries", roles.MEMORY_READ),
     ("post", f"/v1/conversations/{ID}/consolidate", roles.MEMORY_WRITE),
+    ("get", f"/v1/conversations/{ID}/consolidations", roles.MEMORY_READ),
     ("get", f"/v1/conversations/{ID}/context", roles.MEMORY_READ),
     ("get", "/v1/memory/search", roles.MEMORY_READ),
     ("delete", f"/v1/memory/{ID}", roles.MEMORY_WRITE),

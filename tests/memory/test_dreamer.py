@@ -1,6 +1,7 @@
 """The Dreamer: consolidates once per span even when racing, never deletes, loses nothing on failure."""
 
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -141,3 +142,16 @@ def test_the_transcript_dates_each_day_once_and_keeps_every_message():
         "user: She starts at the aquarium on Monday.",
         "assistant:  [called calendar]",
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_due_conversations_of_different_tenants_are_consolidated_at_once(alice, bob, stub_llm, span_tokens):
+    conversations = [over_threshold(alice), over_threshold(bob)]
+    stub_llm.script(*[Reply(content=f"- summary {i}", delay=0.15) for i in range(40)])
+    started = time.monotonic()
+    result = dreamer.dream(concurrency=2)
+    took = time.monotonic() - started
+    steps = result["runs"] // 2  # spans per conversation
+    assert all(Summary.objects.filter(conversation=c).exists() for c in conversations)
+    assert took < 0.15 * result["runs"] * 0.8, f"{result['runs']} spans of 0.15 s each took {took:.1f} s: not in parallel"
+    assert steps >= 1
