@@ -83,11 +83,11 @@ class Request:
     reply_index: int
 
 
-def announce(turn_id: Any, events: list[tuple[str, dict]]) -> None:
+def announce(turn_id: Any, events: list[tuple[str, dict]], also: Callable[[Any], None] | None = None) -> None:
     """Publish to the turn's live stream, best effort: PostgreSQL already holds the record, so a
     Redis blip must not fail a turn (a reader of the lost stream falls back to the turn's log)."""
     try:
-        streams.publish_many(turn_id, events)
+        streams.publish_many(turn_id, events, also)
     except redis.RedisError as error:
         metrics.STREAM_PUBLISH_FAILURES.inc()
         log.warning("could not publish %d event(s) to the turn's stream: %s", len(events), type(error).__name__)

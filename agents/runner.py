@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from agents import approvals, breaker, claims, heartbeat, outcomes, providers
+from agents import activity, approvals, breaker, claims, heartbeat, outcomes, providers
 from agents.models import EventKind, Turn
 from agents.outcomes import announce, crash, fail
 from agents.recorder import LostClaim, Recorder, state_events
@@ -55,7 +55,8 @@ def claim(turn_id: Any) -> Recorder | None:
             return None
         recorder = _claimed(turn)
         written = recorder.flush()
-    announce(turn.id, state_events(written))
+    # A real-time turn running: batch lines yield the machine to it for a moment (agents/activity.py).
+    announce(turn.id, state_events(written), also=activity.mark if activity.is_realtime(turn) else None)
     return recorder
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,15 +60,18 @@ def publish(turn_id: Any, kind: str, data: dict[str, Any]) -> str:
     return publish_many(turn_id, [(kind, data)])[-1]
 
 
-def publish_many(turn_id: Any, events: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """Append events in order in one round trip (a reader blocked on the stream wakes once)."""
+def publish_many(turn_id: Any, events: list[tuple[str, dict[str, Any]]], also: Callable[[Any], None] | None = None) -> list[str]:
+    """Append events in order in one round trip (a reader blocked on the stream wakes once). `also`
+    queues more commands on the same pipeline, after them (agents/activity.py's mark)."""
     if not events:
         return []
     pipe = sync_client().pipeline(transaction=False)
     for kind, data in events:
         pipe.xadd(key(turn_id), {"k": kind, "d": json.dumps(data, separators=(",", ":"))})
     pipe.expire(key(turn_id), settings.SENTINEL["STREAM_TTL_SECONDS"])
-    ids = pipe.execute()[:-1]
+    if also is not None:
+        also(pipe)
+    ids = pipe.execute()[: len(events)]
     return [entry_id.decode() if isinstance(entry_id, bytes) else entry_id for entry_id in ids]
 
 

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from agents import admission
+from agents import activity, admission
 from agents.models import Turn, TurnStatus
 from batches import lines, metrics
 from batches.endpoints import ENDPOINTS
@@ -208,7 +208,7 @@ def _admit_pending(batch: Batch, running: int, enqueue: Enqueue) -> int:
     """Admit pending lines in file order while the deployment runs fewer batch lines than its bound."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADMISSION_LOCK])
-    room = settings.SENTINEL["BATCH_CONCURRENCY"] - BatchLine.objects.filter(state=LineState.RUNNING).count()
+    room = bound() - BatchLine.objects.filter(state=LineState.RUNNING).count()
     if room <= 0:
         return 0
     admitted = 0
@@ -228,6 +228,14 @@ def _admit_pending(batch: Batch, running: int, enqueue: Enqueue) -> int:
         BatchLine.objects.filter(id=line.id).update(state=LineState.RUNNING, turn=turn)
         admitted += 1
     return admitted
+
+
+def bound() -> int:
+    """How many batch lines may run at once in the deployment: fewer while real-time turns run
+    (agents/activity.py), so that a batch never takes the machine from them. A line that ends wakes
+    its batch, which asks again, so a batch held to the smaller bound grows back once they stop."""
+    conf = settings.SENTINEL
+    return min(conf["BATCH_CONCURRENCY"], conf["BATCH_CONCURRENCY_BUSY"]) if activity.realtime_busy() else conf["BATCH_CONCURRENCY"]
 
 
 def idempotency_key(batch: Batch, line: BatchLine) -> str:

@@ -404,6 +404,10 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "FILE_MAX_BYTES": envint("SENTINEL_FILE_MAX_BYTES", 100 * 1024 * 1024, minimum=1024),
     "BATCH_MAX_LINES": envint("SENTINEL_BATCH_MAX_LINES", 50_000, minimum=1),
     "BATCH_CONCURRENCY": envint("SENTINEL_BATCH_CONCURRENCY", 8, minimum=1),
+    # While a real-time turn was claimed in the last BATCH_YIELD_SECONDS, batches admit at most
+    # BATCH_CONCURRENCY_BUSY lines at once (agents/activity.py).
+    "BATCH_CONCURRENCY_BUSY": envint("SENTINEL_BATCH_CONCURRENCY_BUSY", 1, minimum=1),
+    "BATCH_YIELD_SECONDS": envint("SENTINEL_BATCH_YIELD_SECONDS", 2, minimum=1),
     "BATCH_SWEEP_INTERVAL": BATCH_SWEEP_INTERVAL,
     # Webhooks (webhooks/): attempts per delivery, the first retry's delay (doubling, capped, +-20%
     # jitter), and how long a receiver may take to answer.

@@ -35,6 +35,16 @@ def output_records(client: openai.OpenAI, file_id: str | None) -> list[dict]:
     return [json.loads(text) for text in client.files.content(file_id).text.splitlines()]
 
 
+@pytest.fixture(autouse=True)
+def _no_realtime_mark():
+    """Batches run at their full bound unless a test marks real-time turns as running: another
+    test's claims leave the mark for a couple of seconds (agents/activity.py)."""
+    from agents import activity
+    from sentinel_site.redis import sync_client
+
+    sync_client().delete(activity.KEY)
+
+
 @pytest.fixture
 def live(db, live_stack):
     yield live_stack
