@@ -3,8 +3,9 @@ dead letters. Another tenant's id is a 404."""
 
 from __future__ import annotations
 
+import psycopg
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -232,8 +233,25 @@ class ConversationViewSet(ConversationScoped, mixins.ListModelMixin, mixins.Retr
 def _delete_conversation(conversation: Conversation, *, actor: str) -> None:
     """Under the conversation's row lock, so no turn is admitted into it meanwhile (admission's update
     that numbers the turn waits for the lock, then finds no conversation). Its messages are deleted
-    locked, as the indexer embeds under that lock."""
+    locked, as the indexer embeds under that lock.
+
+    The messages are locked before the conversation: the indexer holds a message's lock and, at its
+    commit, a key-share lock on the message's conversation (the memory's foreign key), so taking the
+    conversation first deadlocked against an indexer embedding the conversation's last messages. Locked
+    first, they are skipped by any indexer that comes after (SKIP LOCKED), and one already at work is
+    waited for. A deadlock that still happens (messages admitted between the two locks and embedded at
+    once) is retried."""
+    for attempt in range(3):
+        try:
+            return _delete_conversation_once(conversation, actor=actor)
+        except OperationalError as error:
+            if attempt == 2 or not isinstance(error.__cause__, psycopg.errors.DeadlockDetected):
+                raise
+
+
+def _delete_conversation_once(conversation: Conversation, *, actor: str) -> None:
     with transaction.atomic():
+        list(Message.objects.filter(conversation_id=conversation.id).select_for_update(of=("self",)).values_list("id", flat=True))
         locked = Conversation.objects.select_for_update().get(id=conversation.id)
         if Turn.objects.filter(conversation=locked, status__in=UNFINISHED).exists():
             raise ApiError(409, "This conversation has a turn queued, running or awaiting approval; delete it once that has ended.",
