@@ -66,22 +66,15 @@ def search(
     """The k memories nearest to `vector` within a tenant (optionally one agent or conversation),
     among those embedded by the configured model, the one `vector` comes from. `as_of`: only those a
     replayed turn could have found (memory/asof.py)."""
-    queryset = Memory.objects.filter(tenant_id=tenant_id, embedding_model=embeddings.model_name())
-    if as_of is not None:
-        queryset = as_of.memories(queryset)
-    if agent_id is not None:
-        queryset = queryset.filter(agent_id=agent_id)
-    if conversation_id is not None:
-        queryset = queryset.filter(conversation_id=conversation_id)
-    exclude_memory_ids = list(exclude_memory_ids)
-    exclude_message_ids = list(exclude_message_ids)
-    exclude_conversation_ids = list(exclude_conversation_ids)
-    if exclude_conversation_ids:
-        queryset = queryset.exclude(conversation_id__in=exclude_conversation_ids)
-    if exclude_memory_ids:
-        queryset = queryset.exclude(id__in=exclude_memory_ids)
-    if exclude_message_ids:
-        queryset = queryset.exclude(message_id__in=exclude_message_ids)
+    queryset = scoped_memories(
+        tenant_id,
+        agent_id=agent_id,
+        conversation_id=conversation_id,
+        exclude_memory_ids=exclude_memory_ids,
+        exclude_message_ids=exclude_message_ids,
+        exclude_conversation_ids=exclude_conversation_ids,
+        as_of=as_of,
+    )
     limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
     exact = _exact(queryset, limit, (tenant_id, agent_id, conversation_id, limit) if as_of is None else None)
     distance: Expression = CosineDistance("embedding", vector)
