@@ -55,6 +55,11 @@ class GroupCommit(Generic[T, R]):
         """Write `item` in the next batch and return what `write` gave for it, once committed; or
         raise what writing it raised (alone, if its batch failed)."""
         self._ensure_thread()
+        # The caller's pooled connection goes back before it blocks: the committing thread takes one
+        # from the same pool, and callers that each held one while waiting could empty it (20
+        # finishing turns on a 20-connection pool: the commit waited out the pool's timeout, the
+        # soak's stall, HISTORY row 31).
+        release_connection()
         future: Future[R] = Future()
         self._queue.put((item, future))
         return future.result()

@@ -113,6 +113,9 @@ DATABASES = {"default": parse_database_url("DATABASE_URL", DATABASE_URL)}
 # Which kind of process this is, set by whatever starts it (`sentinel_site.stack`, the Procfile, the
 # compose file; manage.py sets "manage"): it decides the connection queue's bound below and labels metrics.
 PROCESS = envchoice("SENTINEL_PROCESS", "web", ("web", "worker", "beat", "manage"))
+# Each process names its connections (pg_stat_activity's application_name) by its kind, so an
+# operator sees which processes hold them; an application_name in DATABASE_URL wins.
+DATABASES["default"]["OPTIONS"].setdefault("application_name", f"sentinel-{PROCESS}")
 DB_POOL_MAX_SIZE = envint("SENTINEL_DB_POOL_MAX_SIZE", 20, minimum=0)
 if DB_POOL_MAX_SIZE:
     DATABASES["default"]["OPTIONS"]["pool"] = {
