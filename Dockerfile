@@ -25,4 +25,4 @@ RUN export SENTINEL_SECRET_KEY="$(python -c 'import secrets; print(secrets.token
 RUN useradd --create-home --uid 1000 sentinel
 USER 1000
 EXPOSE 8000
-CMD ["python", "-m", "uvicorn", "sentinel_site.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--no-access-log", "--no-proxy-headers", "--timeout-graceful-shutdown", "30", "--lifespan", "on"]
+CMD ["python", "-m", "uvicorn", "sentinel_site.asgi:application", "--host", "0.0.0.0", "--port", "8000", "--no-access-log", "--no-proxy-headers", "--timeout-graceful-shutdown", "30", "--timeout-keep-alive", "75", "--lifespan", "on"]

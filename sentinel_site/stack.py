@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 BASE_DIR = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 SHUTDOWN_GRACE_SECONDS = 30
+KEEP_ALIVE_SECONDS = 75  # uvicorn's --timeout-keep-alive (web_command)
 
 
 def say(message: str) -> None:
@@ -263,6 +264,11 @@ def web_command(host: str, port: int) -> list[str]:
         "--no-proxy-headers",
         "--timeout-graceful-shutdown",
         str(SHUTDOWN_GRACE_SECONDS),
+        # Idle keep-alive connections stay open longer than a load balancer's idle timeout (60 s
+        # is common) and than a client's: with uvicorn's 5 s, a client reusing a connection just as
+        # uvicorn closed it got a broken request (the soak's ReadErrors).
+        "--timeout-keep-alive",
+        str(KEEP_ALIVE_SECONDS),
         "--lifespan",
         "on",
     ]

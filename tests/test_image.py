@@ -3,10 +3,14 @@ what stays out, and the user the Kubernetes manifests expect."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from pathlib import Path
 
 import yaml
+
+from sentinel_site.stack import web_command
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DOCKERFILE = (BASE_DIR / "Dockerfile").read_text()
@@ -44,3 +48,16 @@ def test_compose_builds_every_service_of_sentinel_from_it():
     ours = {name: service for name, service in compose["services"].items() if "image" not in service}
     assert set(ours) == {"migrate", "web", "worker", "batch-worker", "beat"}
     assert all(service["build"] == "." for service in ours.values())
+
+
+def test_the_image_the_procfile_and_make_run_start_the_same_web_server():
+    image = json.loads(DOCKERFILE.split("CMD ", 1)[1].splitlines()[0])[3:]
+    procfile = next(line for line in (BASE_DIR / "Procfile").read_text().splitlines() if line.startswith("web: "))
+    procfile_argv = [word for word in shlex.split(procfile[5:]) if not word.startswith("SENTINEL_PROCESS=")][3:]
+    ours = web_command("0.0.0.0", 8000)[3:]
+    for argv in (image, procfile_argv):
+        options = {word: argv[i + 1] for i, word in enumerate(argv) if word.startswith("--") and i + 1 < len(argv)}
+        assert options.get("--timeout-keep-alive") == ours[ours.index("--timeout-keep-alive") + 1], (
+            "idle keep-alive connections outlive a load balancer's idle timeout wherever the web runs"
+        )
+        assert options.get("--timeout-graceful-shutdown") == ours[ours.index("--timeout-graceful-shutdown") + 1]
