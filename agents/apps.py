@@ -12,6 +12,7 @@ class AgentsConfig(AppConfig):
 
         connection_created.connect(metrics.count_queries, dispatch_uid="sentinel-count-queries")
         connection_created.connect(db.use_fast_timestamps, dispatch_uid="sentinel-fast-timestamps")
+        connection_created.connect(db.watch_pool, dispatch_uid="sentinel-watch-pool")
         from agents.models import Agent  # the registry is ready now
         from sentinel_site import config_cache
 

@@ -45,7 +45,18 @@ WARM_UP_SHARE = 0.25
 WARM_UP_MIN_S = 30.0
 ERROR_BOUND = 0.01
 # series: (allowed rise as a share of its level, or at least this much in its unit)
-LIMITS = {"web RSS (MiB)": (0.10, 32.0), "workers RSS (MiB)": (0.10, 32.0), "PG connections": (0.0, 4.0), "queue depth": (0.5, 50.0)}
+LIMITS = {
+    "web RSS (MiB)": (0.10, 32.0),
+    "workers RSS (MiB)": (0.10, 32.0),
+    "pool connections checked out": (0.0, 4.0),
+    "queue depth": (0.5, 50.0),
+}
+# PostgreSQL's count of open connections is not slope-tested: each process's pool opens connections
+# as bursts ask for them, up to its size, and keeps them (psycopg_pool closes idle ones after 10
+# minutes), so a healthy run's count climbs to the pools' ceiling and stays. It must stay under that
+# ceiling; a leak (a connection a thread took and never gave back) shows in the pools' checked-out
+# count, which PostgreSQL cannot tell from an idle pooled connection.
+OPEN = "PG connections"
 
 
 @dataclass
@@ -61,6 +72,7 @@ class Soak:
     conversations: int
     rate: float
     seconds: float
+    connection_ceiling: int = 0  # the processes' pools together (0: not known, not checked)
     samples: list[Sample] = field(default_factory=list)
     sent: int = 0
     ok: int = 0
@@ -97,12 +109,26 @@ def verdicts(soak: Soak) -> list[tuple[str, float, float, bool]]:
     return found
 
 
+def ceiling_verdict(soak: Soak) -> tuple[float, int, bool] | None:
+    """(the most connections open at once, the pools' ceiling, within it), if the ceiling is known."""
+    if not soak.connection_ceiling or not soak.samples:
+        return None
+    peak = max(s.series.get(OPEN, 0.0) for s in soak.samples)
+    return peak, soak.connection_ceiling, peak <= soak.connection_ceiling
+
+
 def error_rate(soak: Soak) -> float:
     return sum(soak.errors.values()) / soak.sent if soak.sent else 0.0
 
 
 def failed(soak: Soak) -> bool:
-    return error_rate(soak) > ERROR_BOUND or not all(ok for *_, ok in verdicts(soak)) or not soak.samples
+    ceiling = ceiling_verdict(soak)
+    return (
+        error_rate(soak) > ERROR_BOUND
+        or not all(ok for *_, ok in verdicts(soak))
+        or not soak.samples
+        or (ceiling is not None and not ceiling[2])
+    )
 
 
 # --- the load ------------------------------------------------------------------------------------
@@ -138,12 +164,21 @@ def _measure(stack: Stack, broker: redis.Redis) -> dict[str, float]:
         cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
         connections = cursor.fetchone()[0]
     queued = Turn.objects.filter(status=TurnStatus.QUEUED).count() + broker.llen(TURN_QUEUE)
+    pools = stack.metrics()
     return {
         "web RSS (MiB)": rss_mb(stack.pid("web")),
         "workers RSS (MiB)": sum(rss_mb(pid) for pid in stack.pids("worker")),
-        "PG connections": float(connections),
+        "pool connections checked out": sum(value for name, value in pools.items() if _checked_out(name)),
+        OPEN: float(connections),
         "queue depth": float(queued),
     }
+
+
+POOL_CHECKED_OUT = "sentinel_db_pool_connections{process="  # every process kind's; then ",state=checked_out}"
+
+
+def _checked_out(name: str) -> bool:
+    return name.startswith(POOL_CHECKED_OUT) and name.endswith("state=checked_out}")
 
 
 async def _sampler(stack: Stack, soak: Soak, started: float, until: float, every: float) -> None:
@@ -176,6 +211,8 @@ def run(quick: bool, seconds: float = 0, conversations: int = 0, rate: float = 0
     stack = Stack().start()
     try:
         stack.stub(latency_ms=50, chunks=1, chunk_ms=0)
+        # Sentinel's processes and this one (its sampler reads through Django), a pool each.
+        soak.connection_ceiling = (len([name for name in stack.processes if name != "stub"]) + 1) * settings.DB_POOL_MAX_SIZE
         print(f"  {soak.conversations} conversations, {soak.rate:.0f} turns/s, {soak.seconds:.0f} s", flush=True)
         asyncio.run(_run(stack, soak))
         turn_bench.drain()
@@ -183,7 +220,7 @@ def run(quick: bool, seconds: float = 0, conversations: int = 0, rate: float = 0
         stack.stop()
         connection.close()
     times = [sample.at for sample in soak.samples]
-    curves = {name: [sample.series[name] for sample in soak.samples] for name in LIMITS}
+    curves = {name: [sample.series[name] for sample in soak.samples] for name in [*LIMITS, OPEN]}
     if times:
         soak_plot.write(PLOT, times, curves, f"Soak: {soak.conversations} conversations, {soak.rate:.0f} turns/s, {soak.seconds:.0f} s")
     return report(soak), failed(soak)
@@ -208,15 +245,29 @@ def report(soak: Soak) -> list[str]:
         "| series | fitted rise over the steady part | allowed | |",
         "| --- | --- | --- | --- |",
         *(f"| {name} | {rise:+.1f} | {allowed:.1f} | {'flat' if ok else '**grows**'} |" for name, rise, allowed, ok in verdicts(soak)),
+        *_ceiling_row(soak),
         "",
-        "| t (s) | web RSS (MiB) | workers RSS (MiB) | PG connections | queue depth | turns done | errors |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| t (s) | web RSS (MiB) | workers RSS (MiB) | pool connections checked out | PG connections open | queue depth "
+        "| turns done | errors |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     step = max(1, len(soak.samples) // 20)
     for sample in soak.samples[::step]:
         s = sample.series
         lines.append(
-            f"| {sample.at:.0f} | {s['web RSS (MiB)']:.0f} | {s['workers RSS (MiB)']:.0f} | {s['PG connections']:.0f} "
+            f"| {sample.at:.0f} | {s['web RSS (MiB)']:.0f} | {s['workers RSS (MiB)']:.0f} | {s.get('pool connections checked out', 0):.0f} "
+            f"| {s[OPEN]:.0f} "
             f"| {s['queue depth']:.0f} | {sample.finished} | {sample.errors} |"
         )
     return lines
+
+
+def _ceiling_row(soak: Soak) -> list[str]:
+    ceiling = ceiling_verdict(soak)
+    if ceiling is None:
+        return []
+    peak, bound, ok = ceiling
+    return [
+        f"| {OPEN} (PostgreSQL's count; pools keep what bursts opened) | peak {peak:.0f} | at most {bound} (the pools' sizes together) "
+        f"| {'bounded' if ok else '**over the ceiling**'} |"
+    ]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime
+import os
+import threading
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection
+from django.db.backends.postgresql.base import DatabaseWrapper
 from django.db.models import Model
 from psycopg import postgres
 from psycopg.adapt import Buffer, Loader
@@ -110,3 +115,57 @@ def from_row(model: type[M], values: Sequence) -> M:
             value = converter(value, field, connection)
         converted.append(value)
     return model.from_db(connection.alias, [field.attname for field in fields], converted)
+
+
+def pool_stats(alias: str = "default") -> dict[str, int] | None:
+    """This process's pool of `alias` now: open, checked_out (held by threads) and waiting; None
+    before the pool exists (nothing opened it yet) or without one."""
+    pool = DatabaseWrapper._connection_pools.get(alias)
+    if pool is None:
+        return None
+    stats = pool.get_stats()
+    size, available = stats.get("pool_size", 0), stats.get("pool_available", 0)
+    return {"open": size, "checked_out": max(0, size - available), "waiting": stats.get("requests_waiting", 0)}
+
+
+_watched_pid = [0]
+_watch_lock = threading.Lock()
+
+
+def watch_pool(sender: Any = None, connection: Any = None, **kwargs: Any) -> None:
+    """On a process's first connection (the connection_created signal): start the thread that
+    samples its pool into the `sentinel_db_pool_connections` gauge (sentinel_site.metrics)."""
+    if _watched_pid[0] == os.getpid() or not (connection is not None and connection.settings_dict.get("OPTIONS", {}).get("pool")):
+        return
+    with _watch_lock:
+        if _watched_pid[0] == os.getpid():
+            return
+        _watched_pid[0] = os.getpid()
+        threading.Thread(target=_sample_pool, name="db-pool-gauge", daemon=True).start()
+        atexit.register(_forget_process)
+
+
+def record_pool() -> None:
+    """Set this process's `sentinel_db_pool_connections` from its pool now."""
+    from sentinel_site import metrics
+
+    stats = pool_stats()
+    if stats is not None:
+        for state, value in stats.items():
+            metrics.DB_POOL.labels(settings.PROCESS, state).set(value)
+
+
+def _sample_pool() -> None:
+    from sentinel_site import metrics
+
+    while True:
+        record_pool()
+        time.sleep(metrics.DB_POOL_SAMPLE_SECONDS)
+
+
+def _forget_process() -> None:
+    """A process that exits leaves the live gauges' sum (prometheus_client's multiprocess files)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())

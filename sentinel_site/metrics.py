@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 
 from sentinel_site.redis import broker_client
@@ -183,6 +183,18 @@ def count_queries(sender, connection, **kwargs) -> None:
     if _count_query not in connection.execute_wrappers:
         connection.execute_wrappers.append(_count_query)
 
+
+# Each process's connection pool, sampled by a thread of its own every DB_POOL_SAMPLE_SECONDS
+# (sentinel_site.db.watch_pool) and summed over the live processes of a kind: `open` connections,
+# `checked_out` (held by a thread: a leak shows as a rise here, not in PostgreSQL, where a held
+# idle connection looks like a pooled one) and `waiting` (requests waiting for one).
+DB_POOL = Gauge(
+    "sentinel_db_pool_connections",
+    "Database connections of the processes' pools, by process kind and state (open, checked_out, waiting).",
+    ["process", "state"],
+    multiprocess_mode="livesum",
+)
+DB_POOL_SAMPLE_SECONDS = 5.0
 
 BREAKER_STATES = {"closed": 0, "open": 1, "half_open": 2}
 

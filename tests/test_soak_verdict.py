@@ -5,21 +5,30 @@ import random
 
 import pytest
 
-from bench.soak import LIMITS, Sample, Soak, failed, verdicts
+from bench.soak import LIMITS, OPEN, Sample, Soak, failed, verdicts
 
 
-def soak_of(shape, seconds: float = 600, every: float = 10, errors: int = 0) -> Soak:
-    soak = Soak(conversations=1000, rate=50, seconds=seconds, sent=30000, ok=30000 - errors, errors={"503": errors} if errors else {})
+def soak_of(shape, seconds: float = 600, every: float = 10, errors: int = 0, ceiling: int = 100) -> Soak:
+    soak = Soak(
+        conversations=1000,
+        rate=50,
+        seconds=seconds,
+        sent=30000,
+        ok=30000 - errors,
+        errors={"503": errors} if errors else {},
+        connection_ceiling=ceiling,
+    )
     rng = random.Random(7)
     for n in range(int(seconds / every) + 1):
         at = n * every
-        soak.samples.append(Sample(at, {name: shape(name, at, rng) for name in LIMITS}, n * 500, 0))
+        soak.samples.append(Sample(at, {name: shape(name, at, rng) for name in [*LIMITS, OPEN]}, n * 500, 0))
     return soak
 
 
 def flat(name: str, at: float, rng: random.Random) -> float:
     warm_up = min(1.0, at / 100)  # the first minutes fill caches and pools
-    return {"web RSS (MiB)": 300, "workers RSS (MiB)": 900, "PG connections": 20, "queue depth": 30}[name] * warm_up + rng.uniform(-5, 5)
+    levels = {"web RSS (MiB)": 300, "workers RSS (MiB)": 900, "pool connections checked out": 8, OPEN: 20, "queue depth": 30}
+    return levels[name] * warm_up + rng.uniform(-5, 5)
 
 
 def test_flat_noisy_series_after_their_warm_up_pass():
@@ -41,10 +50,18 @@ def test_errors_over_one_percent_fail_the_run():
 
 
 def test_a_short_runs_warm_up_is_at_least_the_pools_filling():
-    def pools_filling(name, at, rng):  # connections opening for the first 26 s of a one-minute run
-        return min(63.0, 12 + 2 * at) if name == "PG connections" else flat(name, 100, rng)
+    def pools_filling(name, at, rng):  # connections checked out as the load first arrives, for 26 s of a one-minute run
+        return min(12.0, 2 + 0.4 * at) if name == "pool connections checked out" else flat(name, 100, rng)
 
     assert not failed(soak_of(pools_filling, seconds=60, every=2))
+
+
+def test_open_connections_may_climb_to_the_pools_ceiling_but_not_past_it():
+    def pools_growing(name, at, rng):  # what a healthy 10-minute run showed: the pools opening what bursts asked for
+        return min(63.0, 12 + at / 10) if name == OPEN else flat(name, at, rng)
+
+    assert not failed(soak_of(pools_growing, ceiling=80)), "a pool keeps the connections it opened: bounded, not a leak"
+    assert failed(soak_of(pools_growing, ceiling=60)), "more connections than the pools may open: something outside them leaks"
 
 
 def test_a_run_with_no_samples_fails():
