@@ -4,12 +4,15 @@ lanes alternating call by call on the same conversations, the same process and t
     SENTINEL_BENCH_REDIS_DB=<n> python -m bench.context_bench [--calls=200] [--warmup=30]
 
 Two conversations, each assembled for its last turn as the worker does (`upto_seq` = the turn):
-60 messages with 60 memories before the turn's input (recall runs: a hybrid search), and 4 messages of
-an agent with no memories (no recall). The query vector is computed once and handed in, so what is
-measured is assembly without the embedder. CPU is this thread's (`time.thread_time`): the client
-side only, PostgreSQL's own work is not in it; wall time (with the round trips) is printed beside it.
-Also: the statements per call, and what the SQL lane's parts cost alone (its one statement; the
-hybrid search, with the ORM compiling the search's scope, memory/search.py).
+60 messages with 60 memories before the turn's input (recall runs: a hybrid search), and 4 messages
+of an agent with no memories (no recall; the messages counted as the indexer counts them). In both
+the turn's input is not counted yet, as in a live turn. The query vector is computed once and
+handed in, so what is measured is assembly without the embedder. A third lane, `sql-uncached`, is
+the sql lane with the recalled lines' token counts forgotten before each call (as before they were
+cached). CPU is this thread's (`time.thread_time`): the client side only, PostgreSQL's own work is
+not in it; wall time (with the round trips) is printed beside it. Also: the statements per call, and
+what the SQL lane's parts cost alone (its one statement; the hybrid search, with the ORM compiling
+the search's scope, memory/search.py).
 
 The database is a fresh one of the embedded PostgreSQL (or DATABASE_URL's server), dropped at the end.
 """
@@ -57,7 +60,7 @@ def _cpu(call: Callable[[], object]) -> tuple[float, float]:
 def _conversations():
     from agents.models import Agent, Conversation, Message
     from budgets.models import Tenant
-    from memory import indexing
+    from memory import indexing, tokens
 
     tenant = Tenant.objects.create(name="context-bench")
     long_agent = Agent.objects.create(tenant=tenant, name="long", system_prompt="You help the bench.")
@@ -72,6 +75,9 @@ def _conversations():
         )  # fmt: skip
         if agent is long_agent:
             indexing.index_pending()
+        else:  # counted, as the indexer counts every message, but with nothing in long-term memory
+            for message in Message.objects.filter(conversation=conversation):
+                Message.objects.filter(id=message.id).update(token_count=tokens.count_message(message.as_openai()))
         Message.objects.create(tenant=tenant, conversation=conversation, seq=history // 2 + 1, index=0, role="user",
                                content="What did I say about the garden gate?")  # fmt: skip
         made.append((f"{history} messages, {'60 memories' if agent is long_agent else 'no memories'}", conversation.id, history // 2 + 1))
@@ -108,9 +114,10 @@ def main(argv: list[str]) -> int:
 
 def _drop() -> None:
     import psycopg
+    from psycopg.conninfo import conninfo_to_dict
 
-    url = os.environ["DATABASE_URL"]
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+    params = {**conninfo_to_dict(os.environ["DATABASE_URL"]), "dbname": "postgres"}
+    with psycopg.connect(**params, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
 
 
@@ -146,14 +153,17 @@ def _measure_one(label: str, conversation_id, seq: int, calls: int, warmup: int)
         tables = [q["sql"].split("FROM", 1)[-1].split()[0] for q in queries.captured_queries]
         print(f"{label}: {lane} lane, {len(queries)} statements (FROM {', '.join(tables)})")
     assert built["sql"] == built["orm"], "the lanes disagree"
-    samples: dict[str, list[tuple[float, float]]] = {lane: [] for lane in lanes}
+    timed = (*lanes, "sql-uncached")
+    samples: dict[str, list[tuple[float, float]]] = {lane: [] for lane in timed}
     for n in range(warmup + calls):
-        for lane in lanes if n % 2 == 0 else reversed(lanes):
-            settings.SENTINEL["CONTEXT_READS"] = lane
+        for lane in timed if n % 2 == 0 else reversed(timed):
+            settings.SENTINEL["CONTEXT_READS"] = lane.removesuffix("-uncached")
+            if lane.endswith("-uncached"):
+                context._cached_line_tokens.cache_clear()
             cost = _cpu(assemble)
             if n >= warmup:
                 samples[lane].append(cost)
-    for lane in lanes:
+    for lane in timed:
         cpu = statistics.median(c for c, _ in samples[lane])
         wall = statistics.median(w for _, w in samples[lane])
         print(f"{label}: {lane} lane: assemble median CPU {cpu:.2f} ms, wall {wall:.2f} ms ({calls} calls)")

@@ -72,6 +72,20 @@ def system_tokens(system_prompt: str) -> int:
     return tokens.count(system_prompt) + tokens.MESSAGE_OVERHEAD if system_prompt else 0
 
 
+@lru_cache(maxsize=8192)
+def _cached_line_tokens(text: str) -> int:
+    return tokens.count(text) + 1
+
+
+def _line_tokens(text: str) -> int:
+    """Tokens of a recalled or shared line (and its newline). Cached: the same memories come back
+    turn after turn, and recall counts each candidate it weighs (two dozen a turn)."""
+    return _cached_line_tokens(text) if len(text) <= LINE_CACHE_MAX_CHARS else tokens.count(text) + 1
+
+
+LINE_CACHE_MAX_CHARS = 4000  # longer lines are counted every time: the cache stays under ~32 MB
+
+
 def _byte_bound(message: dict) -> int:
     """An upper bound of count_message() without the tokenizer: every token covers at least one byte."""
     size = len((message.get("content") or "").encode("utf-8", "replace"))
@@ -404,7 +418,7 @@ def _shared(conversation, scope: str, vector: _QueryVector, window, share: int, 
             continue
         seen_texts.add(memory.text)
         text = f"[{memory.agent.name}, {memory.role}] {memory.text}"
-        cost = tokens.count(text) + 1
+        cost = _line_tokens(text)
         if cost > share:
             continue
         share -= cost
@@ -488,7 +502,7 @@ class _Chooser:
         if memory.summary_id is not None and str(memory.summary_id) in self.summary_ids:
             return False
         text = _recalled_line(memory)
-        cost = tokens.count(text) + 1
+        cost = _line_tokens(text)
         if cost > self.remaining:
             return False
         self.remaining -= cost
