@@ -168,7 +168,7 @@ def assemble(
     system = system_tokens(agent.system_prompt)
     remaining = agent.context_budget - system
     loaded = reads.recent()
-    own_input, window = _window(agent, loaded, upto_seq, remaining, system)
+    _, own_input, window = _window(agent, loaded, upto_seq, remaining, system)
     remaining -= sum(cost for _, cost in window)
     totals = reads.totals(loaded)
     # No message consolidated yet: no summary can exist (each covers messages it is linked to).
@@ -295,9 +295,9 @@ class _SqlReads:
             _attach_client_ids(pieces, context_reads.client_ids)
 
 
-def _window(agent, loaded: list, upto_seq: int | None, remaining: int, system: int) -> tuple[list, list[tuple[Any, int]]]:
-    """(the turn's own input, the window as (message, tokens) oldest first) of the messages loaded
-    newest first (the turn's input, then the newest before it).
+def _window(agent, loaded: list, upto_seq: int | None, remaining: int, system: int) -> tuple[list, list, list[tuple[Any, int]]]:
+    """(the messages loaded, the turn's own input, the window as (message, tokens) oldest first) of
+    the messages loaded newest first (the turn's input, then the newest before it).
 
     The newest messages verbatim, within short_term_messages / short_term_tokens. A turn's own input
     is always sent whole (for "the next turn", upto_seq None, there is none yet). ContextLengthExceeded
@@ -318,7 +318,7 @@ def _window(agent, loaded: list, upto_seq: int | None, remaining: int, system: i
     window.reverse()
     while len(window) > required and window[0][0].role == "tool":  # a tool result without the call that asked for it
         window.pop(0)
-    return own_input, window
+    return loaded, own_input, window
 
 
 SUMMARIES_READ = context_reads.SUMMARIES_READ
