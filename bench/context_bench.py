@@ -7,9 +7,9 @@ Two conversations, each assembled for its last turn as the worker does (`upto_se
 60 messages with 60 memories before the turn's input (recall runs: a hybrid search), and 4 messages
 of an agent with no memories (no recall; the messages counted as the indexer counts them). In both
 the turn's input is not counted yet, as in a live turn. The query vector is computed once and
-handed in, so what is measured is assembly without the embedder. A third lane, `sql-uncached`, is
-the sql lane with the recalled lines' token counts forgotten before each call (as before they were
-cached). CPU is this thread's (`time.thread_time`): the client side only, PostgreSQL's own work is
+handed in, so what is measured is assembly without the embedder. The `-uncached` lanes forget the
+recalled lines' token counts before each call (as before they were cached): `orm-uncached` is
+assembly as it was before both changes. CPU is this thread's (`time.thread_time`): the client side only, PostgreSQL's own work is
 not in it; wall time (with the round trips) is printed beside it. Also: the statements per call, and
 what the SQL lane's parts cost alone (its one statement; the hybrid search, with the ORM compiling
 the search's scope, memory/search.py).
@@ -153,7 +153,7 @@ def _measure_one(label: str, conversation_id, seq: int, calls: int, warmup: int)
         tables = [q["sql"].split("FROM", 1)[-1].split()[0] for q in queries.captured_queries]
         print(f"{label}: {lane} lane, {len(queries)} statements (FROM {', '.join(tables)})")
     assert built["sql"] == built["orm"], "the lanes disagree"
-    timed = (*lanes, "sql-uncached")
+    timed = (*lanes, "orm-uncached", "sql-uncached")
     samples: dict[str, list[tuple[float, float]]] = {lane: [] for lane in timed}
     for n in range(warmup + calls):
         for lane in timed if n % 2 == 0 else reversed(timed):
