@@ -19,6 +19,10 @@ The turn's own input is never trimmed: with the system prompt it must fit the bu
 else (the older window, summaries, recall) shares what is left. Admission refuses an input that cannot
 fit (`check_input_fits`, before anything is written); `assemble` raises the same error if the budget
 shrank after admission, rather than send the turn without its input.
+
+A live turn reads its conversation (window, totals, summaries) in one hand-written statement
+(memory/context_reads.py, SENTINEL_CONTEXT_READS=sql); a replayed turn reads the store as it was
+through the ORM (`_OrmReads`, also SENTINEL_CONTEXT_READS=orm), the reference the other is tested against.
 """
 
 from __future__ import annotations
