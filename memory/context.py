@@ -19,6 +19,10 @@ The turn's own input is never trimmed: with the system prompt it must fit the bu
 else (the older window, summaries, recall) shares what is left. Admission refuses an input that cannot
 fit (`check_input_fits`, before anything is written); `assemble` raises the same error if the budget
 shrank after admission, rather than send the turn without its input.
+
+A live turn reads its conversation (window, totals, summaries) in one hand-written statement
+(memory/context_reads.py, SENTINEL_CONTEXT_READS=sql); a replayed turn reads the store as it was
+through the ORM (`_OrmReads`, also SENTINEL_CONTEXT_READS=orm), the reference the other is tested against.
 """
 
 from __future__ import annotations
@@ -29,13 +33,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Q, Sum
 
 from agents.forking import ancestors
 from agents.models import Message
+from memory import context_reads, shared, tokens
 from memory import search as memory_search
-from memory import shared, tokens
 from memory.asof import AsOf
 from memory.models import Summary
 
@@ -68,6 +74,20 @@ class ContextLengthExceeded(Exception):
 def system_tokens(system_prompt: str) -> int:
     """Tokens of a system prompt as one message (cached: every turn of an agent sends the same one)."""
     return tokens.count(system_prompt) + tokens.MESSAGE_OVERHEAD if system_prompt else 0
+
+
+@lru_cache(maxsize=8192)
+def _cached_line_tokens(text: str) -> int:
+    return tokens.count(text) + 1
+
+
+def _line_tokens(text: str) -> int:
+    """Tokens of a recalled or shared line (and its newline). Cached: the same memories come back
+    turn after turn, and recall counts each candidate it weighs (two dozen a turn)."""
+    return _cached_line_tokens(text) if len(text) <= LINE_CACHE_MAX_CHARS else tokens.count(text) + 1
+
+
+LINE_CACHE_MAX_CHARS = 4000  # longer lines are counted every time: the cache stays under ~32 MB
 
 
 def _byte_bound(message: dict) -> int:
@@ -148,25 +168,22 @@ def assemble(
     prompt, then the recent window, summaries and recall, each within what the pieces before it left.
     `as_of`: the store as it was when that turn ran (a replay, agents/replay.py; memory/asof.py)."""
     agent = conversation.agent
-    history = Message.objects.filter(conversation=conversation)
-    if as_of is not None:
-        history = as_of.messages(history)
-    if upto_seq is not None:
-        history = history.filter(seq__lte=upto_seq)
+    reads = _reads(conversation, upto_seq, as_of)
     system = system_tokens(agent.system_prompt)
     remaining = agent.context_budget - system
-    loaded, own_input, window = _window(agent, history, upto_seq, remaining, system)
+    loaded = reads.recent()
+    _, own_input, window = _window(agent, loaded, upto_seq, remaining, system)
     remaining -= sum(cost for _, cost in window)
-    totals = _history_totals(history, loaded, as_of)
+    totals = reads.totals(loaded)
     # No message consolidated yet: no summary can exist (each covers messages it is linked to).
-    summaries = _summaries(conversation, int(remaining * SUMMARY_SHARE), as_of) if totals.consolidated or as_of is not None else []
+    summaries = _summaries(reads.summaries(), int(remaining * SUMMARY_SHARE)) if totals.consolidated or as_of is not None else []
     remaining -= sum(piece.tokens for piece in summaries)
     texts = [query] if query is not None else _default_query([message for message, _ in window])
     vector = _QueryVector(texts, embed)
     scope = shared.scope_of(conversation)
     shared_pieces = _shared(conversation, scope, vector, window, int(remaining * SHARED_SHARE), as_of) if scope else []
     remaining -= sum(piece.tokens for piece in shared_pieces)
-    recalled = _recall(conversation, texts, window, [*summaries, *shared_pieces], remaining, vector, as_of)
+    recalled, recalled_from = _recall(conversation, texts, window, [*summaries, *shared_pieces], remaining, vector, as_of)
 
     pieces = [Piece(kind="system", text=agent.system_prompt, tokens=system)] if agent.system_prompt else []
     pieces += [*summaries, *shared_pieces, *recalled]
@@ -181,29 +198,114 @@ def assemble(
         )
         for message, cost in window
     ]
-    _attach_client_ids(pieces)
-    history_tokens, unconsolidated_tokens = totals.all, totals.unconsolidated
+    # Shared pieces are other conversations' (and so are recalled ones of other conversations).
+    reads.attach_client_ids(pieces, elsewhere=bool(shared_pieces) or bool(recalled_from - {conversation.id}))
     return Context(
         pieces=pieces,
         messages=_render(agent.system_prompt, summaries, shared_pieces, recalled, window),
         total_tokens=sum(piece.tokens for piece in pieces),
-        history_tokens=system + history_tokens,
-        unconsolidated_tokens=system + unconsolidated_tokens,
+        history_tokens=system + totals.all,
+        unconsolidated_tokens=system + totals.unconsolidated,
         query="\n".join(texts),
         next_index=max((message.index for message in own_input), default=-1) + 1,
     )
 
 
-def _window(agent, history, upto_seq: int | None, remaining: int, system: int) -> tuple[list, list, list[tuple[Message, int]]]:
-    """(messages loaded, the turn's own input, the window as (message, tokens) oldest first).
+def _reads(conversation, upto_seq: int | None, as_of: AsOf | None) -> _OrmReads | _SqlReads:
+    """The lane assembly reads the store through: hand-written SQL for a live turn
+    (SENTINEL_CONTEXT_READS=sql, the default), the ORM for a replay (`as_of`) or when so configured."""
+    if as_of is None and settings.SENTINEL["CONTEXT_READS"] == "sql":
+        return _SqlReads(conversation, upto_seq)
+    return _OrmReads(conversation, upto_seq, as_of)
+
+
+class _OrmReads:
+    """The conversation's messages, totals, summaries and client ids through the ORM: the reference
+    lane (a replay reads the store as it was through `as_of`), a statement each."""
+
+    def __init__(self, conversation, upto_seq: int | None, as_of: AsOf | None) -> None:
+        self.conversation, self.upto_seq, self.as_of = conversation, upto_seq, as_of
+        history = Message.objects.filter(conversation=conversation)
+        if as_of is not None:
+            history = as_of.messages(history)
+        if upto_seq is not None:
+            history = history.filter(seq__lte=upto_seq)
+        self.history = history
+
+    def recent(self) -> list:
+        """The turn's own input and the newest short_term_messages before it, newest first, in one round trip."""
+        history, upto_seq = self.history, self.upto_seq
+        recent = history.order_by("-seq", "-index")
+        if upto_seq is not None:
+            recent = history.filter(seq=upto_seq).union(
+                recent.exclude(seq=upto_seq)[: self.conversation.agent.short_term_messages], all=True
+            )
+        else:
+            recent = recent[: self.conversation.agent.short_term_messages]
+        return sorted(recent, key=lambda message: (-message.seq, -message.index))
+
+    def totals(self, loaded: list) -> _Totals:
+        """Messages the indexer has not counted yet are counted here; they are usually the newest,
+        loaded already, and only when some are not is another query needed."""
+        unconsolidated = Q(summary__isnull=True) if self.as_of is None else self.as_of.unconsolidated()
+        totals = self.history.aggregate(
+            all=Sum("token_count"),
+            unconsolidated=Sum("token_count", filter=unconsolidated),
+            uncounted=Count("id", filter=Q(token_count__isnull=True)),
+            consolidated=Count("id", filter=~unconsolidated),
+        )
+        uncounted = [m for m in loaded if m.token_count is None]
+        if len(uncounted) != totals["uncounted"]:
+            uncounted = list(self.history.filter(token_count__isnull=True))
+        return _totals(totals["all"] or 0, totals["unconsolidated"] or 0, totals["consolidated"], uncounted)
+
+    def summaries(self) -> list:
+        """The conversation's newest summaries (as of the replayed turn), newest first."""
+        found = Summary.objects.filter(conversation=self.conversation)
+        if self.as_of is not None:
+            found = self.as_of.summaries(found)
+        return list(found.order_by(*SUMMARY_ORDER)[:SUMMARIES_READ])
+
+    def attach_client_ids(self, pieces: list[Piece], *, elsewhere: bool) -> None:
+        _attach_client_ids(pieces, _orm_client_ids)
+
+
+class _SqlReads:
+    """The same reads for a live turn in hand-written SQL (memory/context_reads.py): the window, the
+    totals and the summaries in one statement; client ids only when a piece could carry one."""
+
+    def __init__(self, conversation, upto_seq: int | None) -> None:
+        self.conversation, self.upto_seq = conversation, upto_seq
+        self.read: context_reads.HistoryRead | None = None
+
+    def recent(self) -> list:
+        self.read = context_reads.read_history(self.conversation.id, self.upto_seq, self.conversation.agent.short_term_messages)
+        return sorted(self.read.recent, key=lambda message: (-message.seq, -message.index))
+
+    def totals(self, loaded: list) -> _Totals:
+        read = self.read
+        assert read is not None, "recent() reads the totals too"
+        uncounted = [m for m in loaded if m.token_count is None] + read.uncounted
+        return _totals(read.all_tokens, read.unconsolidated_tokens, read.consolidated_count, uncounted)
+
+    def summaries(self) -> list:
+        assert self.read is not None, "recent() reads the summaries too"
+        return self.read.summaries
+
+    def attach_client_ids(self, pieces: list[Piece], *, elsewhere: bool) -> None:
+        """`elsewhere`: some piece comes from another conversation, whose client ids the read did not look at."""
+        assert self.read is not None
+        if elsewhere or self.read.has_client_ids:
+            _attach_client_ids(pieces, context_reads.client_ids)
+
+
+def _window(agent, loaded: list, upto_seq: int | None, remaining: int, system: int) -> tuple[list, list, list[tuple[Any, int]]]:
+    """(the messages loaded, the turn's own input, the window as (message, tokens) oldest first) of
+    the messages loaded newest first (the turn's input, then the newest before it).
 
     The newest messages verbatim, within short_term_messages / short_term_tokens. A turn's own input
-    is always sent whole (for "the next turn", upto_seq None, there is none yet); both sets come back
-    in one round trip. ContextLengthExceeded if the input alone no longer fits (the budget shrank)."""
-    recent = history.exclude(seq=upto_seq).order_by("-seq", "-index")[: agent.short_term_messages]
-    if upto_seq is not None:
-        recent = history.filter(seq=upto_seq).union(recent, all=True)
-    loaded = sorted(recent, key=lambda message: (-message.seq, -message.index))
+    is always sent whole (for "the next turn", upto_seq None, there is none yet). ContextLengthExceeded
+    if the input alone no longer fits (the budget shrank)."""
     own_input = [message for message in loaded if message.seq == upto_seq]
     window = [(message, _cost(message)) for message in _required(loaded, len(own_input))]
     window_tokens = sum(cost for _, cost in window)
@@ -223,13 +325,14 @@ def _window(agent, history, upto_seq: int | None, remaining: int, system: int) -
     return loaded, own_input, window
 
 
-def _summaries(conversation, share: int, as_of: AsOf | None = None) -> list[Piece]:
-    """This conversation's summaries, newest first within their share of the budget; shown oldest first."""
+SUMMARIES_READ = context_reads.SUMMARIES_READ
+SUMMARY_ORDER = ("-last_seq", "-created_at", "-id")  # newest first; spans within one seq (an import) by when written
+
+
+def _summaries(found: list, share: int) -> list[Piece]:
+    """Of the conversation's summaries (newest first), the newest within their share of the budget; shown oldest first."""
     pieces: list[Piece] = []
-    found = Summary.objects.filter(conversation=conversation)
-    if as_of is not None:
-        found = as_of.summaries(found)
-    for summary in found.order_by("-last_seq")[:20]:
+    for summary in found:
         cost = summary.token_count + tokens.MESSAGE_OVERHEAD + (SPAN_DATE_TOKENS if summary.first_at else 0)
         if cost > share:
             break
@@ -251,7 +354,7 @@ def _summaries(conversation, share: int, as_of: AsOf | None = None) -> list[Piec
 SPAN_DATE_TOKENS = 24  # "[2026-03-04 to 2026-03-09] ": digits tokenize one by one (an upper bound)
 
 
-def _dated_summary(summary: Summary) -> str:
+def _dated_summary(summary) -> str:
     """The summary under the dates of the span it covers."""
     if not (summary.first_at and summary.last_at):
         return summary.text
@@ -319,7 +422,7 @@ def _shared(conversation, scope: str, vector: _QueryVector, window, share: int, 
             continue
         seen_texts.add(memory.text)
         text = f"[{memory.agent.name}, {memory.role}] {memory.text}"
-        cost = tokens.count(text) + 1
+        cost = _line_tokens(text)
         if cost > share:
             continue
         share -= cost
@@ -339,20 +442,20 @@ def _shared(conversation, scope: str, vector: _QueryVector, window, share: int, 
 
 def _recall(
     conversation, texts: list[str], window, included: list[Piece], remaining: int, vector: _QueryVector, as_of: AsOf | None = None
-) -> list[Piece]:
+) -> tuple[list[Piece], set]:
     """The agent's memories that best match what is being asked (hybrid search: meaning and words,
     fused), none the window, the summaries or the shared memory carry; then, while the budget
-    allows, the messages next to those hits. A fork (agents/forking.py) holds its own copies of what
-    it shares with the conversations it was forked from: theirs are left out, so it never recalls
-    what was said there after the fork point."""
+    allows, the messages next to those hits; with the conversations those memories belong to. A
+    fork (agents/forking.py) holds its own copies of what it shares with the conversations it was
+    forked from: theirs are left out, so it never recalls what was said there after the fork point."""
     agent = conversation.agent
     # An agent with nothing in long-term memory (Agent.has_memories, read with the agent) costs
     # neither a query embedding nor a search.
     if not vector.possible or not agent.has_memories or remaining <= 0 or not agent.recall_limit:
-        return []
+        return [], set()
     query = vector.get()
     if query is None:
-        return []
+        return [], set()
     hits = memory_search.hybrid(
         conversation.tenant_id,
         query,
@@ -379,7 +482,7 @@ def _recall(
     for hit in hits:  # then, with what is left, the turns around the hits
         if hit.via == "neighbour" and hit.of in chosen_hits:
             chooser.take(hit)
-    return sorted(chooser.pieces, key=lambda piece: piece.text)  # dated lines: chronological
+    return sorted(chooser.pieces, key=lambda piece: piece.text), chooser.conversation_ids  # dated lines: chronological
 
 
 def _relevant(hit: memory_search.FusedHit) -> bool:
@@ -393,6 +496,7 @@ class _Chooser:
     def __init__(self, remaining: int, summary_ids: set, seen_texts: set) -> None:
         self.remaining, self.summary_ids, self.seen_texts = remaining, summary_ids, set(seen_texts)
         self.memory_ids: set[str] = set()
+        self.conversation_ids: set = set()
         self.pieces: list[Piece] = []
 
     def take(self, hit: memory_search.FusedHit) -> bool:
@@ -402,11 +506,12 @@ class _Chooser:
         if memory.summary_id is not None and str(memory.summary_id) in self.summary_ids:
             return False
         text = _recalled_line(memory)
-        cost = tokens.count(text) + 1
+        cost = _line_tokens(text)
         if cost > self.remaining:
             return False
         self.remaining -= cost
         self.memory_ids.add(str(memory.id))
+        self.conversation_ids.add(memory.conversation_id)
         self.seen_texts.add(memory.text)
         self.pieces.append(
             Piece(
@@ -445,25 +550,13 @@ class _Totals:
     consolidated: int  # how many messages a summary covers
 
 
-def _history_totals(history, loaded: list, as_of: AsOf | None = None) -> _Totals:
-    """Tokens of every message so far, and of those not consolidated yet (without the system prompt).
-    Messages the indexer has not counted yet are counted here; they are usually the newest, loaded
-    already, and only when some are not is another query needed."""
-    unconsolidated = Q(summary__isnull=True) if as_of is None else as_of.unconsolidated()
-    totals = history.aggregate(
-        all=Sum("token_count"),
-        unconsolidated=Sum("token_count", filter=unconsolidated),
-        uncounted=Count("id", filter=Q(token_count__isnull=True)),
-        consolidated=Count("id", filter=~unconsolidated),
-    )
-    uncounted_messages = [m for m in loaded if m.token_count is None]
-    if len(uncounted_messages) != totals["uncounted"]:
-        uncounted_messages = list(history.filter(token_count__isnull=True))
+def _totals(all_tokens: int, unconsolidated_tokens: int, consolidated: int, uncounted_messages: list) -> _Totals:
+    """The history's totals from the counted tokens and the messages the indexer has not counted yet."""
     uncounted = [(tokens.count_message(m.as_openai()), m.summary_id is None) for m in uncounted_messages]
     return _Totals(
-        all=(totals["all"] or 0) + sum(count for count, _ in uncounted),
-        unconsolidated=(totals["unconsolidated"] or 0) + sum(count for count, fresh in uncounted if fresh),
-        consolidated=totals["consolidated"],
+        all=all_tokens + sum(count for count, _ in uncounted),
+        unconsolidated=unconsolidated_tokens + sum(count for count, fresh in uncounted if fresh),
+        consolidated=consolidated,
     )
 
 
@@ -553,15 +646,19 @@ def _render(system_prompt: str, summaries: list[Piece], shared_pieces: list[Piec
     return messages
 
 
-def _attach_client_ids(pieces: list[Piece]) -> None:
+def _attach_client_ids(pieces: list[Piece], client_ids_of: Callable[[list[uuid.UUID]], dict]) -> None:
     """Give summary and recalled pieces the importer's ids of their source messages."""
     wanted = {mid for piece in pieces if piece.kind in ("summary", "shared", "recalled") for mid in piece.source_message_ids}
     if not wanted:
         return
-    client_ids = dict(Message.objects.filter(id__in=wanted).exclude(client_id="").values_list("id", "client_id"))
+    client_ids = client_ids_of([_uuid(mid) for mid in wanted])
     for piece in pieces:
         if piece.kind in ("summary", "shared", "recalled"):
             piece.client_ids = [client_ids[mid] for mid in map(_uuid, piece.source_message_ids) if mid in client_ids]
+
+
+def _orm_client_ids(message_ids: list[uuid.UUID]) -> dict:
+    return dict(Message.objects.filter(id__in=message_ids).exclude(client_id="").values_list("id", "client_id"))
 
 
 def _uuid(value: str) -> uuid.UUID:

@@ -325,6 +325,10 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "EMBEDDINGS_BASE_URL": envurl("SENTINEL_EMBEDDINGS_BASE_URL", "", ("http", "https")),
     "EMBED_QUERY_TIMEOUT": envfloat("SENTINEL_EMBED_QUERY_TIMEOUT", 10.0, minimum=0.1),
     "EMBED_THREADS": envint("SENTINEL_EMBED_THREADS", 1, minimum=1),
+    # How context assembly reads a live turn's conversation: sql (the window, the totals and the
+    # summaries in one hand-written statement, memory/context_reads.py) or orm (a statement each, the
+    # lane a replay reads through; kept for the bench's lanes).
+    "CONTEXT_READS": envchoice("SENTINEL_CONTEXT_READS", "sql", ("sql", "orm")),
     "EXACT_SEARCH_MAX": envint("SENTINEL_EXACT_SEARCH_MAX", 20000, minimum=0),
     # The in-process cache of keys, agents, budgets and prices (sentinel_site.config_cache): an entry
     # lives at most this long (0: no cache), and a change anywhere is seen within the check interval.

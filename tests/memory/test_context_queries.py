@@ -1,5 +1,6 @@
-"""Context assembly reads no more than it needs: no summary query before anything was consolidated,
-and a scope lately far below EXACT_SEARCH_MAX is not counted again for every turn."""
+"""Context assembly reads no more than it needs: no summary query before anything was consolidated
+(the ORM lane; the SQL lane's statements: test_context_reads.py), and a scope lately far below
+EXACT_SEARCH_MAX is not counted again for every turn."""
 
 import pytest
 from django.db import connection
@@ -16,14 +17,16 @@ def summary_reads(queries) -> int:
     return sum(1 for q in queries if 'FROM "memory_summary"' in q["sql"])
 
 
-def test_no_summary_is_read_while_nothing_is_consolidated(alice, local_embeddings):
+def test_no_summary_is_read_while_nothing_is_consolidated(alice, local_embeddings, settings):
+    settings.SENTINEL = {**settings.SENTINEL, "CONTEXT_READS": "orm"}
     conversation = conversation_with(alice, FILLER)
     with CaptureQueriesContext(connection) as queries:
         context.assemble(conversation)
     assert summary_reads(queries.captured_queries) == 0
 
 
-def test_summaries_are_read_once_messages_are_consolidated(alice, local_embeddings):
+def test_summaries_are_read_once_messages_are_consolidated(alice, local_embeddings, settings):
+    settings.SENTINEL = {**settings.SENTINEL, "CONTEXT_READS": "orm"}
     conversation = conversation_with(alice, FILLER)
     summary = Summary.objects.create(tenant=alice.tenant, conversation=conversation, text="They talked.", first_seq=1, last_seq=1,
                                      token_count=3)  # fmt: skip

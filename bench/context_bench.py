@@ -1,0 +1,189 @@
+"""Context assembly's CPU per call, in-process, by read lane (SENTINEL_CONTEXT_READS=sql against orm),
+lanes alternating call by call on the same conversations, the same process and the same database.
+
+    SENTINEL_BENCH_REDIS_DB=<n> python -m bench.context_bench [--calls=200] [--warmup=30]
+
+Two conversations, each assembled for its last turn as the worker does (`upto_seq` = the turn):
+60 messages with 60 memories before the turn's input (recall runs: a hybrid search), and 4 messages
+of an agent with no memories (no recall; the messages counted as the indexer counts them). In both
+the turn's input is not counted yet, as in a live turn. The query vector is computed once and
+handed in, so what is measured is assembly without the embedder. The `-uncached` lanes forget the
+recalled lines' token counts before each call (as before they were cached): `orm-uncached` is
+assembly as it was before both changes. CPU is this thread's (`time.thread_time`): the client side only, PostgreSQL's own work is
+not in it; wall time (with the round trips) is printed beside it. Also: the statements per call, and
+what the SQL lane's parts cost alone (its one statement; the hybrid search, with the ORM compiling
+the search's scope, memory/search.py).
+
+The database is a fresh one of the embedded PostgreSQL (or DATABASE_URL's server), dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+DATABASE = "sentinel_context_bench"
+
+
+def _services() -> object:
+    from sentinel_site.stack import Stack
+
+    stack = Stack()
+    stack.ensure_secret_key()
+    stack.ensure_audit_key()
+    stack.ensure_database(DATABASE, fresh=True)
+    stack.ensure_redis(db=int(os.environ.get("SENTINEL_BENCH_REDIS_DB", "14")))
+    return stack
+
+
+FILLER = [
+    "Let's talk about the weather today, it looks cloudy over the hills.",
+    "Sure, clouds often gather in the afternoon this time of the year.",
+    "I have been reading a novel about sailing across the Atlantic.",
+    "Sailing stories can be thrilling, with storms and long calm days.",
+    "Yesterday I fixed the squeaky hinge on the garden gate.",
+    "A little oil usually quiets a squeaky hinge for a long while.",
+]
+
+
+def _cpu(call: Callable[[], object]) -> tuple[float, float]:
+    """(thread CPU, wall) of one call, in ms."""
+    wall, cpu = time.perf_counter(), time.thread_time()
+    call()
+    return (time.thread_time() - cpu) * 1000, (time.perf_counter() - wall) * 1000
+
+
+def _conversations():
+    from agents.models import Agent, Conversation, Message
+    from budgets.models import Tenant
+    from memory import indexing, tokens
+
+    tenant = Tenant.objects.create(name="context-bench")
+    long_agent = Agent.objects.create(tenant=tenant, name="long", system_prompt="You help the bench.")
+    short_agent = Agent.objects.create(tenant=tenant, name="short", system_prompt="You help the bench.")
+    made = []
+    for agent, history in ((long_agent, 60), (short_agent, 4)):
+        conversation = Conversation.objects.create(tenant=tenant, agent=agent, last_seq=history // 2 + 1)
+        Message.objects.bulk_create(
+            Message(tenant=tenant, conversation=conversation, seq=i // 2 + 1, index=i % 2, role="user" if i % 2 == 0 else "assistant",
+                    content=f"{FILLER[i % len(FILLER)]} (note {i})")
+            for i in range(history)
+        )  # fmt: skip
+        if agent is long_agent:
+            indexing.index_pending()
+        else:  # counted, as the indexer counts every message, but with nothing in long-term memory
+            for message in Message.objects.filter(conversation=conversation):
+                Message.objects.filter(id=message.id).update(token_count=tokens.count_message(message.as_openai()))
+        Message.objects.create(tenant=tenant, conversation=conversation, seq=history // 2 + 1, index=0, role="user",
+                               content="What did I say about the garden gate?")  # fmt: skip
+        made.append((f"{history} messages, {'60 memories' if agent is long_agent else 'no memories'}", conversation.id, history // 2 + 1))
+    from memory.models import Memory
+
+    assert Memory.objects.filter(agent=long_agent).count() == 60 and not Memory.objects.filter(agent=short_agent).exists()
+    return made
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=30)
+    args = parser.parse_args(argv)
+    stack = _services()
+    try:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
+        os.environ.setdefault("SENTINEL_PROCESS", "worker")
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0, interactive=False)
+        _measure(args.calls, args.warmup)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        _drop()
+        stack.stop()  # type: ignore[attr-defined]
+    return 0
+
+
+def _drop() -> None:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = {**conninfo_to_dict(os.environ["DATABASE_URL"]), "dbname": "postgres"}
+    with psycopg.connect(**params, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+
+
+def _measure(calls: int, warmup: int) -> None:
+    for label, conversation_id, seq in _conversations():
+        _measure_one(label, conversation_id, seq, calls, warmup)
+
+
+def _measure_one(label: str, conversation_id, seq: int, calls: int, warmup: int) -> None:
+    from django.conf import settings
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from agents.forking import ancestors
+    from agents.models import Conversation
+    from memory import context, context_reads, embeddings
+    from memory import search as memory_search
+
+    lanes = ("orm", "sql")
+    conversation = Conversation.objects.select_related("agent").get(id=conversation_id)
+    agent = conversation.agent
+    texts = context.recall_query(conversation)[-1:] or ["What did I say about the garden gate?"]
+    vectors = embeddings.embed_query(texts)
+
+    def assemble() -> context.Context:  # the same vector every call: assembly without the embedder
+        return context.assemble(conversation, upto_seq=seq, embed=lambda _texts: vectors)
+
+    built = {}
+    for lane in lanes:
+        settings.SENTINEL["CONTEXT_READS"] = lane
+        with CaptureQueriesContext(connection) as queries:
+            built[lane] = assemble()
+        tables = [q["sql"].split("FROM", 1)[-1].split()[0] for q in queries.captured_queries]
+        print(f"{label}: {lane} lane, {len(queries)} statements (FROM {', '.join(tables)})")
+    assert built["sql"] == built["orm"], "the lanes disagree"
+    timed = (*lanes, "orm-uncached", "sql-uncached")
+    samples: dict[str, list[tuple[float, float]]] = {lane: [] for lane in timed}
+    for n in range(warmup + calls):
+        for lane in timed if n % 2 == 0 else reversed(timed):
+            settings.SENTINEL["CONTEXT_READS"] = lane.removesuffix("-uncached")
+            if lane.endswith("-uncached"):
+                context._cached_line_tokens.cache_clear()
+            cost = _cpu(assemble)
+            if n >= warmup:
+                samples[lane].append(cost)
+    for lane in timed:
+        cpu = statistics.median(c for c, _ in samples[lane])
+        wall = statistics.median(w for _, w in samples[lane])
+        print(f"{label}: {lane} lane: assemble median CPU {cpu:.2f} ms, wall {wall:.2f} ms ({calls} calls)")
+    parts = {"the sql lane's statement": lambda: context_reads.read_history(conversation.id, seq, agent.short_term_messages)}
+    if agent.has_memories:
+        window = [piece.source_message_ids[0] for piece in built["sql"].pieces if piece.kind == "recent"]
+        scope = {"agent_id": agent.id, "exclude_message_ids": window, "exclude_conversation_ids": ancestors(conversation)}
+        parts["hybrid search (memory/search.py)"] = lambda: memory_search.hybrid(
+            conversation.tenant_id, vectors[0], texts[0], k=agent.recall_limit * 2, **scope
+        )
+        parts["  of which the ORM compiling its scope"] = lambda: (
+            memory_search.scoped_memories(conversation.tenant_id, **scope).order_by().values("id", "embedding", "search_vector")
+            .query.sql_with_params()
+        )  # fmt: skip
+    for name, part in parts.items():
+        for _ in range(warmup):
+            part()
+        cost = statistics.median(_cpu(part)[0] for _ in range(calls))
+        print(f"{label}: {name}: median CPU {cost:.2f} ms")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
