@@ -455,7 +455,8 @@ def bench(args: list[str]) -> int:
     try:
         stack.ensure_secret_key()
         stack.ensure_audit_key()
-        stack.ensure_database("sentinel_bench", fresh=True)
+        # Recreated for every run: two runs at once need a database each (and a Redis database each).
+        stack.ensure_database(os.environ.get("SENTINEL_BENCH_DATABASE_NAME", "sentinel_bench"), fresh=True)
         stack.ensure_redis(db=int(os.environ.get("SENTINEL_BENCH_REDIS_DB", "14")))
         stack.ensure_model()
         stack.manage("migrate", "--no-input", "-v", "0")
