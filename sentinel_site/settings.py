@@ -299,11 +299,14 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # agents/finishing.py), sql (the same statements, a commit per turn) or orm (the earlier lane
     # through the ORM, one turn a transaction; kept for the bench's lanes).
     "WORKER_WRITES": envchoice("SENTINEL_WORKER_WRITES", "batched", ("batched", "sql")),
+    # How admission writes a request's rows (agents/admission.py): hold-first takes the budget hold
+    # before the rest of its writes, sql writes them in order; both hand-written.
+    "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "hold-first", ("hold-first", "sql")),
+    # /v1/ through a middleware chain async from end to end (sentinel_site/api_lane.py), or through
+    # the site's chain with its sync middleware (django).
+    "API_LANE": envchoice("SENTINEL_API_LANE", "async", ("async", "django")),
     # The group commit's batch: at most this many items; and how long it waits for more after the
     # first (0: none; what queued during the last commit forms the next batch).
-    # How admission writes a request's rows: sql (hand-written, agents/admission.py::_store) or orm
-    # (the earlier lane, kept for the bench's lanes).
-    "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "hold-first", ("hold-first", "sql")),
     "GROUP_COMMIT_MAX": envint("SENTINEL_GROUP_COMMIT_MAX", 128, minimum=1),
     "GROUP_COMMIT_WAIT_MS": envfloat("SENTINEL_GROUP_COMMIT_WAIT_MS", 0.0, minimum=0.0),
     # The web sends the turns admitted at the same moment as one broker message of up to this many
