@@ -169,13 +169,20 @@ updates AS (
 found AS (SELECT * FROM hits UNION ALL SELECT * FROM near UNION ALL SELECT * FROM updates)
 SELECT {columns}, {ranks}
 FROM found JOIN memory_memory m ON m.id = found.id
-ORDER BY found.fused_rank, found.via, m.occurred_at DESC
+ORDER BY {order}
 """
 
 _NEAREST = """SELECT id, row_number() OVER (ORDER BY distance, id) AS rank, 1 - distance AS similarity FROM (
         SELECT id, (embedding <=> %(vector{n})s::vector){exact} AS distance FROM scoped ORDER BY 2 LIMIT %(k)s
     ) nearest{n}"""
 
+_ORDER = "found.fused_rank, found.via, m.occurred_at DESC"  # then `_newer_first`
+# `_newer_first` in SQL: a fact that supersedes another at the better rank of the two, neighbours
+# after their hit, newer first; ties as `_ORDER` (Python's sort is stable).
+_ORDER_NEWER_FIRST = (
+    "least(found.fused_rank, (SELECT min(older.fused_rank) FROM found older WHERE older.id = m.supersedes_id)), "
+    "found.via = 'neighbour', m.occurred_at DESC, found.fused_rank, found.via"
+)
 _RANKS = "found.vector_rank, found.similarity, found.text_rank, found.text_score, found.fused, found.fused_rank, found.via, found.of"
 # The same, but the fused score as float8 and `of` as text: no Decimal or UUID for Python to build.
 _RANKS_CAST = _RANKS.replace("found.fused,", "found.fused::float8,").replace("found.of", "found.of::text")
@@ -260,7 +267,7 @@ def hybrid(
     params.update({f"vector{n}": search_sql.QueryVector(v) for n, v in enumerate(vectors)})
     with search_sql.binding_cursor() as cursor:
         rows = _run(cursor, _statement(condition, len(vectors), exact), params, exact, k)
-    return _newer_first([_found_hit(row) for row in rows])
+    return [_found_hit(row) for row in rows]  # in `_newer_first`'s order already
 
 
 @lru_cache(maxsize=256)
@@ -268,7 +275,7 @@ def _statement(condition: str, vectors: int, exact: bool) -> str:
     """The hybrid statement for a scope's condition (memory/search_sql.py `where`), with named placeholders."""
     nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(vectors))
     scoped = f"SELECT id, embedding, search_vector FROM memory_memory WHERE {condition}"
-    return _HYBRID.format(scoped=scoped, vec=f"vec AS ({nearest})", columns=search_sql.COLUMNS, ranks=_RANKS_CAST)
+    return _HYBRID.format(scoped=scoped, vec=f"vec AS ({nearest})", columns=search_sql.COLUMNS, ranks=_RANKS_CAST, order=_ORDER_NEWER_FIRST)
 
 
 def _run(cursor, sql: str, params, exact: bool, k: int) -> list:
@@ -279,7 +286,7 @@ def _run(cursor, sql: str, params, exact: bool, k: int) -> list:
         # Filters apply after the index scan; iterative scans keep going until k rows pass them
         # (pgvector 0.8). A wide candidate list keeps recall up on repetitive data.
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-        cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(200, 4 * k)])
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {max(200, 4 * int(k))}")  # SET takes no bound parameter
         cursor.execute(sql, params)
         return cursor.fetchall()
 
@@ -318,7 +325,7 @@ def _orm_hybrid(
     scoped_sql, scoped_params = queryset.order_by().values("id", "embedding", "search_vector").query.sql_with_params()
     vectors = [vector, *extra_vectors]
     nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(len(vectors)))
-    sql = _HYBRID.format(scoped=scoped_sql.replace("%s", "%%s"), vec=f"vec AS ({nearest})", columns=_COLUMNS, ranks=_RANKS)
+    sql = _HYBRID.format(scoped=scoped_sql.replace("%s", "%%s"), vec=f"vec AS ({nearest})", columns=_COLUMNS, ranks=_RANKS, order=_ORDER)
     params = {"text": text[:2000], "k": k, "rrf": RRF_K, "neighbours": neighbours}
     params.update({f"vector{n}": _vector_literal(v) for n, v in enumerate(vectors)})
     sql, args = _positional(sql, scoped_params, params)
