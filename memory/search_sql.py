@@ -155,6 +155,6 @@ def binding_cursor() -> Any:
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    raw = psycopg.Cursor(connection.connection)
+    raw: Any = psycopg.Cursor(connection.connection)  # Any: django-stubs type make_cursor's argument as a wrapper
     raw.adapters.register_dumper(QueryVector, _QueryVectorDumper)
     return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
