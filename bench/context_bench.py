@@ -1,5 +1,6 @@
-"""Context assembly's CPU per call, in-process, by read lane (SENTINEL_CONTEXT_READS=sql against orm),
-lanes alternating call by call on the same conversations, the same process and the same database.
+"""Context assembly's CPU per call, in-process, by read lane (SENTINEL_CONTEXT_READS and
+SENTINEL_SEARCH_READS, sql against orm), lanes alternating call by call on the same conversations,
+the same process and the same database.
 
     SENTINEL_BENCH_REDIS_DB=<n> python -m bench.context_bench [--calls=200] [--warmup=30]
 
@@ -7,12 +8,14 @@ Two conversations, each assembled for its last turn as the worker does (`upto_se
 60 messages with 60 memories before the turn's input (recall runs: a hybrid search), and 4 messages
 of an agent with no memories (no recall; the messages counted as the indexer counts them). In both
 the turn's input is not counted yet, as in a live turn. The query vector is computed once and
-handed in, so what is measured is assembly without the embedder. The `-uncached` lanes forget the
-recalled lines' token counts before each call (as before they were cached): `orm-uncached` is
-assembly as it was before both changes. CPU is this thread's (`time.thread_time`): the client side only, PostgreSQL's own work is
-not in it; wall time (with the round trips) is printed beside it. Also: the statements per call, and
-what the SQL lane's parts cost alone (its one statement; the hybrid search, with the ORM compiling
-the search's scope, memory/search.py).
+handed in, so what is measured is assembly without the embedder. Lanes: `orm-uncached` (every read
+through the ORM, the recalled lines' token counts forgotten before each call: assembly before
+bench/HISTORY.md rows 31 and 32), `orm`, `sql+search-orm` (the conversation's reads in one statement,
+the search through the ORM: row 31) and `sql` (both hand-written: row 32). CPU is this thread's
+(`time.thread_time`): the client side only, PostgreSQL's own work is not in it; wall time (with the
+round trips) is printed beside it. Also: the statements per call, and what parts cost alone
+(the sql lane's statement; the hybrid search in each lane, alternating; the ORM compiling the orm
+lane's scope, memory/search.py).
 
 The database is a fresh one of the embedded PostgreSQL (or DATABASE_URL's server), dropped at the end.
 """
@@ -136,7 +139,20 @@ def _measure_one(label: str, conversation_id, seq: int, calls: int, warmup: int)
     from memory import context, context_reads, embeddings
     from memory import search as memory_search
 
-    lanes = ("orm", "sql")
+    # lane: (SENTINEL_CONTEXT_READS, SENTINEL_SEARCH_READS, recalled lines' token counts forgotten before each call)
+    lanes = {
+        "orm-uncached": ("orm", "orm", True),  # before rows 31 and 32
+        "orm": ("orm", "orm", False),
+        "sql+search-orm": ("sql", "orm", False),  # row 31
+        "sql": ("sql", "sql", False),  # row 32
+    }
+
+    def use(lane: str) -> None:
+        reads, search_reads, uncached = lanes[lane]
+        settings.SENTINEL["CONTEXT_READS"], settings.SENTINEL["SEARCH_READS"] = reads, search_reads
+        if uncached:
+            context._cached_line_tokens.cache_clear()
+
     conversation = Conversation.objects.select_related("agent").get(id=conversation_id)
     agent = conversation.agent
     texts = context.recall_query(conversation)[-1:] or ["What did I say about the garden gate?"]
@@ -147,19 +163,17 @@ def _measure_one(label: str, conversation_id, seq: int, calls: int, warmup: int)
 
     built = {}
     for lane in lanes:
-        settings.SENTINEL["CONTEXT_READS"] = lane
+        use(lane)
         with CaptureQueriesContext(connection) as queries:
             built[lane] = assemble()
         tables = [q["sql"].split("FROM", 1)[-1].split()[0] for q in queries.captured_queries]
         print(f"{label}: {lane} lane, {len(queries)} statements (FROM {', '.join(tables)})")
-    assert built["sql"] == built["orm"], "the lanes disagree"
-    timed = (*lanes, "orm-uncached", "sql-uncached")
+    assert all(built[lane] == built["orm"] for lane in lanes), "the lanes disagree"
+    timed = tuple(lanes)
     samples: dict[str, list[tuple[float, float]]] = {lane: [] for lane in timed}
     for n in range(warmup + calls):
         for lane in timed if n % 2 == 0 else reversed(timed):
-            settings.SENTINEL["CONTEXT_READS"] = lane.removesuffix("-uncached")
-            if lane.endswith("-uncached"):
-                context._cached_line_tokens.cache_clear()
+            use(lane)
             cost = _cpu(assemble)
             if n >= warmup:
                 samples[lane].append(cost)
@@ -171,18 +185,28 @@ def _measure_one(label: str, conversation_id, seq: int, calls: int, warmup: int)
     if agent.has_memories:
         window = [piece.source_message_ids[0] for piece in built["sql"].pieces if piece.kind == "recent"]
         scope = {"agent_id": agent.id, "exclude_message_ids": window, "exclude_conversation_ids": ancestors(conversation)}
-        parts["hybrid search (memory/search.py)"] = lambda: memory_search.hybrid(
-            conversation.tenant_id, vectors[0], texts[0], k=agent.recall_limit * 2, **scope
-        )
-        parts["  of which the ORM compiling its scope"] = lambda: (
+
+        def hybrid(lane: str) -> Callable[[], object]:
+            def search() -> object:
+                settings.SENTINEL["SEARCH_READS"] = lane
+                return memory_search.hybrid(conversation.tenant_id, vectors[0], texts[0], k=agent.recall_limit * 2, **scope)
+
+            return search
+
+        parts["hybrid search (memory/search.py), orm lane"] = hybrid("orm")
+        parts["hybrid search (memory/search.py), sql lane"] = hybrid("sql")
+        parts["  the orm lane's ORM compiling its scope"] = lambda: (
             memory_search.scoped_memories(conversation.tenant_id, **scope).order_by().values("id", "embedding", "search_vector")
             .query.sql_with_params()
         )  # fmt: skip
-    for name, part in parts.items():
-        for _ in range(warmup):
-            part()
-        cost = statistics.median(_cpu(part)[0] for _ in range(calls))
-        print(f"{label}: {name}: median CPU {cost:.2f} ms")
+    costs: dict[str, list[float]] = {name: [] for name in parts}
+    for n in range(warmup + calls):  # alternating, as the lanes above
+        for name in parts if n % 2 == 0 else reversed(parts):
+            cost = _cpu(parts[name])[0]
+            if n >= warmup:
+                costs[name].append(cost)
+    for name in parts:
+        print(f"{label}: {name}: median CPU {statistics.median(costs[name]):.2f} ms")
 
 
 if __name__ == "__main__":

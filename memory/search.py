@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Expression, Value
 from pgvector.django import CosineDistance
 
-from memory import embeddings
+from memory import embeddings, search_sql
 from memory.asof import AsOf
 from memory.models import Memory
+from memory.search_sql import FoundMemory
 
 
 @dataclass(frozen=True)
@@ -36,14 +38,18 @@ EXACT_CACHE_SECONDS = 10.0
 EXACT_CACHE_MIN_LIMIT = 1000  # a small limit (tests, tiny deployments) is counted every time
 
 
-def _exact(queryset, limit: int, scope: tuple | None) -> bool:
-    """Whether the scoped set is small enough to scan exactly (a bounded count: at most limit + 1
-    rows). A scope counted at half the limit or less cannot pass it within seconds: that is
-    remembered a few seconds, per process."""
+def _counter(queryset) -> Callable[[int], int]:
+    return lambda upto: queryset[:upto].count()
+
+
+def _exact(count_upto: Callable[[int], int], limit: int, scope: tuple | None) -> bool:
+    """Whether the scoped set is small enough to scan exactly (a bounded count: `count_upto(limit + 1)`
+    counts at most limit + 1 rows). A scope counted at half the limit or less cannot pass it within
+    seconds: that is remembered a few seconds, per process."""
     now = time.monotonic()
     if scope is not None and now - _small_scopes.get(scope, -EXACT_CACHE_SECONDS) < EXACT_CACHE_SECONDS:
         return True
-    count = queryset[: limit + 1].count()
+    count = count_upto(limit + 1)
     if scope is not None and limit >= EXACT_CACHE_MIN_LIMIT and count <= limit // 2:
         if len(_small_scopes) > 10_000:
             _small_scopes.clear()
@@ -76,7 +82,7 @@ def search(
         as_of=as_of,
     )
     limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
-    exact = _exact(queryset, limit, (tenant_id, agent_id, conversation_id, limit) if as_of is None else None)
+    exact = _exact(_counter(queryset), limit, (tenant_id, agent_id, conversation_id, limit) if as_of is None else None)
     distance: Expression = CosineDistance("embedding", vector)
     if exact:
         # A small scoped set: scan it exactly (the btree index finds it; "+ 0" keeps the planner
@@ -106,7 +112,7 @@ RRF_K = 60
 class FusedHit:
     """A memory found by hybrid search, with why: its rank in each retriever and after fusion."""
 
-    memory: Memory
+    memory: Memory | FoundMemory  # FoundMemory: the fields context assembly reads (SENTINEL_SEARCH_READS=sql)
     fused: float  # the RRF score
     fused_rank: int  # 1-based, after fusion (neighbours and updates: their hit's rank)
     similarity: float | None  # cosine similarity, when the vector retriever ranked it
@@ -161,15 +167,25 @@ updates AS (
     WHERE newer.id IN (SELECT id FROM scoped)
 ),
 found AS (SELECT * FROM hits UNION ALL SELECT * FROM near UNION ALL SELECT * FROM updates)
-SELECT {columns}, found.vector_rank, found.similarity, found.text_rank, found.text_score, found.fused, found.fused_rank,
-       found.via, found.of
+SELECT {columns}, {ranks}
 FROM found JOIN memory_memory m ON m.id = found.id
-ORDER BY found.fused_rank, found.via, m.occurred_at DESC
+ORDER BY {order}
 """
 
 _NEAREST = """SELECT id, row_number() OVER (ORDER BY distance, id) AS rank, 1 - distance AS similarity FROM (
         SELECT id, (embedding <=> %(vector{n})s::vector){exact} AS distance FROM scoped ORDER BY 2 LIMIT %(k)s
     ) nearest{n}"""
+
+_ORDER = "found.fused_rank, found.via, m.occurred_at DESC"  # then `_newer_first`
+# `_newer_first` in SQL: a fact that supersedes another at the better rank of the two, neighbours
+# after their hit, newer first; ties as `_ORDER` (Python's sort is stable).
+_ORDER_NEWER_FIRST = (
+    "least(found.fused_rank, (SELECT min(older.fused_rank) FROM found older WHERE older.id = m.supersedes_id)), "
+    "found.via = 'neighbour', m.occurred_at DESC, found.fused_rank, found.via"
+)
+_RANKS = "found.vector_rank, found.similarity, found.text_rank, found.text_score, found.fused, found.fused_rank, found.via, found.of"
+# The same, but the fused score as float8 and `of` as text: no Decimal or UUID for Python to build.
+_RANKS_CAST = _RANKS.replace("found.fused,", "found.fused::float8,").replace("found.of", "found.of::text")
 
 _COLUMNS = ", ".join(
     f"m.{column}"
@@ -235,15 +251,81 @@ def hybrid(
     """Hybrid search: the k best memories by RRF of vector similarity (to `vector` and to each of
     `extra_vectors`, say the clauses of a two-part question) and full-text rank, each hit followed by
     its neighbouring messages (`neighbours`) and the facts that supersede it, in one statement.
-    Scope keywords as `scoped_memories`."""
+    Scope keywords as `scoped_memories`.
+
+    SENTINEL_SEARCH_READS=sql (the default): the scope hand-written and the statement's text cached
+    (memory/search_sql.py), the memories as `FoundMemory`; `orm`: the scope compiled by the ORM, the
+    memories as `Memory` instances (the reference lane; the same hits)."""
+    if settings.SENTINEL["SEARCH_READS"] == "orm":
+        return _orm_hybrid(tenant_id, vector, text, k=k, extra_vectors=extra_vectors, neighbours=neighbours, as_of=as_of, **scope)
+    condition, params = search_sql.scope(tenant_id, embeddings.model_name(), as_of=as_of, **scope)
+    limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
+    scope_key = (tenant_id, scope.get("agent_id"), scope.get("conversation_id"), limit)
+    exact = _exact(lambda upto: search_sql.count(condition, params, upto), limit, scope_key if as_of is None else None)
+    vectors = [vector, *extra_vectors]
+    params.update(text=text[:2000], k=k, rrf=RRF_K, neighbours=neighbours)
+    params.update({f"vector{n}": search_sql.QueryVector(v) for n, v in enumerate(vectors)})
+    with search_sql.binding_cursor() as cursor:
+        rows = _run(cursor, _statement(condition, len(vectors), exact), params, exact, k)
+    return [_found_hit(row) for row in rows]  # in `_newer_first`'s order already
+
+
+@lru_cache(maxsize=256)
+def _statement(condition: str, vectors: int, exact: bool) -> str:
+    """The hybrid statement for a scope's condition (memory/search_sql.py `where`), with named placeholders."""
+    nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(vectors))
+    scoped = f"SELECT id, embedding, search_vector FROM memory_memory WHERE {condition}"
+    return _HYBRID.format(scoped=scoped, vec=f"vec AS ({nearest})", columns=search_sql.COLUMNS, ranks=_RANKS_CAST, order=_ORDER_NEWER_FIRST)
+
+
+def _run(cursor, sql: str, params, exact: bool, k: int) -> list:
+    if exact:  # one statement: no transaction round trips around it
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+    with transaction.atomic():
+        # Filters apply after the index scan; iterative scans keep going until k rows pass them
+        # (pgvector 0.8). A wide candidate list keeps recall up on repetitive data.
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {max(200, 4 * int(k))}")  # SET takes no bound parameter
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _found_hit(row) -> FusedHit:
+    vector_rank, similarity, text_rank, text_score, fused, fused_rank, via, of = row[search_sql.FIELDS :]
+    return FusedHit(
+        memory=FoundMemory(row),
+        fused=fused,
+        fused_rank=fused_rank,
+        similarity=similarity,
+        vector_rank=vector_rank,
+        text_score=text_score,
+        text_rank=text_rank,
+        via=via,
+        of=of,
+    )
+
+
+def _orm_hybrid(
+    tenant_id,
+    vector: list[float],
+    text: str,
+    *,
+    k: int,
+    extra_vectors: list[list[float]],
+    neighbours: bool,
+    as_of: AsOf | None,
+    **scope,
+) -> list[FusedHit]:
+    """`hybrid` as it was: the scope compiled by the ORM, the rows as Memory instances (SENTINEL_SEARCH_READS=orm)."""
     queryset = scoped_memories(tenant_id, as_of=as_of, **scope)
     limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
     scope_key = (tenant_id, scope.get("agent_id"), scope.get("conversation_id"), limit)
-    exact = _exact(queryset, limit, scope_key if as_of is None else None)
+    exact = _exact(_counter(queryset), limit, scope_key if as_of is None else None)
     scoped_sql, scoped_params = queryset.order_by().values("id", "embedding", "search_vector").query.sql_with_params()
     vectors = [vector, *extra_vectors]
     nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(len(vectors)))
-    sql = _HYBRID.format(scoped=scoped_sql.replace("%s", "%%s"), vec=f"vec AS ({nearest})", columns=_COLUMNS)
+    sql = _HYBRID.format(scoped=scoped_sql.replace("%s", "%%s"), vec=f"vec AS ({nearest})", columns=_COLUMNS, ranks=_RANKS, order=_ORDER)
     params = {"text": text[:2000], "k": k, "rrf": RRF_K, "neighbours": neighbours}
     params.update({f"vector{n}": _vector_literal(v) for n, v in enumerate(vectors)})
     sql, args = _positional(sql, scoped_params, params)
