@@ -124,7 +124,9 @@ class Policy(models.Model):
     )
     simple_group = models.SlugField(max_length=64, blank=True, help_text="The model group for short prompts without tools.")
     complex_group = models.SlugField(max_length=64, blank=True, help_text="The model group for long prompts, or prompts with tools.")
-    complex_above_tokens = models.PositiveIntegerField(default=2000, help_text="Prompts estimated above this many tokens are complex.")
+    complex_above_tokens = models.PositiveIntegerField(
+        default=8000, help_text="Prompts estimated above this many tokens are complex (8000: measured, bench/routing_quality.py)."
+    )
     complex_with_tools = models.BooleanField(default=True, help_text="A request that offers tools is complex.")
     complex_by_cues = models.BooleanField(
         default=True,

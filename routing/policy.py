@@ -19,7 +19,7 @@ class PolicySpec:
     adaptive: bool = False
     simple_group: str = ""
     complex_group: str = ""
-    complex_above_tokens: int = 2000
+    complex_above_tokens: int = 8000  # the measured best with cues on (bench/routing_quality.py)
     complex_with_tools: bool = True
     complex_by_cues: bool = True
 
