@@ -230,7 +230,7 @@ async def _account(turn_id: object, follower: str = "") -> None:
     try:
         async for event in streams.follow(turn_id, timeout=settings.SENTINEL["SYNC_WAIT_SECONDS"]):
             if event is not None and event.kind == streams.StreamKind.DONE:
-                followers = [follower] if follower else await async_client().lrange(_followers(turn_id), 0, -1)
+                followers: list[bytes | str] = [follower] if follower else await async_client().lrange(_followers(turn_id), 0, -1)
                 if followers:
                     # Not on the request's thread: this task outlives the request that started it.
                     await sync_to_async(write_usage, thread_sensitive=False)(turn_id, event.data["response"], followers)

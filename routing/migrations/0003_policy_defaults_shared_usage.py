@@ -4,42 +4,52 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('routing', '0002_policy'),
+        ("routing", "0002_policy"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='policy',
-            name='complex_by_cues',
-            field=models.BooleanField(default=True, help_text="Also call a prompt complex by its cues (code, 'step by step', 'explain', 'compare', several sentences: routing/adaptive.py's rules, measured in bench/routing_quality.py)."),
+            model_name="policy",
+            name="complex_by_cues",
+            field=models.BooleanField(
+                default=True,
+                help_text="Also call a prompt complex by its cues (code, 'step by step', 'explain', 'compare', several sentences: routing/adaptive.py's rules, measured in bench/routing_quality.py).",
+            ),
         ),
         migrations.AddField(
-            model_name='policy',
-            name='dedup_deterministic',
-            field=models.BooleanField(default=True, help_text='Identical in-flight requests without a conversation whose answer is deterministic (temperature 0, or a seed) share one provider call without being asked (off: only when `dedup` or Sentinel-Dedup: on asks).'),
+            model_name="policy",
+            name="dedup_deterministic",
+            field=models.BooleanField(
+                default=True,
+                help_text="Identical in-flight requests without a conversation whose answer is deterministic (temperature 0, or a seed) share one provider call without being asked (off: only when `dedup` or Sentinel-Dedup: on asks).",
+            ),
         ),
         migrations.AlterField(
-            model_name='policy',
-            name='complex_above_tokens',
-            field=models.PositiveIntegerField(default=8000, help_text='Prompts estimated above this many tokens are complex (8000: measured, bench/routing_quality.py).'),
+            model_name="policy",
+            name="complex_above_tokens",
+            field=models.PositiveIntegerField(
+                default=8000, help_text="Prompts estimated above this many tokens are complex (8000: measured, bench/routing_quality.py)."
+            ),
         ),
         migrations.AlterField(
-            model_name='policy',
-            name='dedup',
-            field=models.BooleanField(default=False, help_text='Identical in-flight requests without a conversation share one provider call, sampling ones too (Sentinel-Dedup: on|off overrides).'),
+            model_name="policy",
+            name="dedup",
+            field=models.BooleanField(
+                default=False,
+                help_text="Identical in-flight requests without a conversation share one provider call, sampling ones too (Sentinel-Dedup: on|off overrides).",
+            ),
         ),
         migrations.CreateModel(
-            name='SharedUsage',
+            name="SharedUsage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('turn_id', models.UUIDField()),
-                ('follower', models.CharField(max_length=120)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("turn_id", models.UUIDField()),
+                ("follower", models.CharField(max_length=120)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('turn_id', 'follower'), name='routing_shared_usage_once')],
+                "constraints": [models.UniqueConstraint(fields=("turn_id", "follower"), name="routing_shared_usage_once")],
             },
         ),
     ]
