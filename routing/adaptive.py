@@ -7,8 +7,7 @@ characters / 3 + 8 per message), whether the request offers tools, and (`complex
 the user's ask: a code fence, a word such as "explain", "compare", "step by step", "implement",
 or three sentences or more. On that set token count alone is right 89% of the time at its best
 threshold (60 tokens) and on a cliff (65% at 80, 57-59% from 100 up, 58% at the old default of
-2000): short prompts that need
-reasoning or code look like short questions. With the cues, 98% (the held-out half too) at the
+2000): short prompts that need reasoning or code look like short questions. With the cues, 98% (the held-out half too) at the
 default 8000 tokens, the measured best; a decision costs ~11 µs (~50 µs for a 4,000-word prompt).
 Above `complex_above_tokens`, with tools (`complex_with_tools`) or with a cue, the call goes to the
 policy's `complex_group`; else to its `simple_group`; a group left blank keeps the agent's own.
