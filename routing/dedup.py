@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -249,6 +250,11 @@ _CLAIM_SQL = (
 )
 
 
+_PRUNE_SQL = f"DELETE FROM {SharedUsage._meta.db_table} WHERE created_at < now() - make_interval(secs => %s)"
+PRUNE_EVERY_SECONDS = 60.0
+_pruned_at = [0.0]  # when this process last pruned the keys (time.monotonic)
+
+
 def write_usage(turn_id: object, response: dict[str, Any], followers: list[bytes | str]) -> int:
     """The followers' zero-cost entries, each written once: the keys claimed and the entries of
     those this call claimed in one transaction (a claim never commits without its entry). How many
@@ -273,6 +279,10 @@ def write_usage(turn_id: object, response: dict[str, Any], followers: list[bytes
                     )
                 )
             SpendEntry.objects.bulk_create(entries)
+            if time.monotonic() - _pruned_at[0] > PRUNE_EVERY_SECONDS:
+                _pruned_at[0] = time.monotonic()
+                # keys no writer can still need: ten times the longest a turn's accounting waits
+                cursor.execute(_PRUNE_SQL, [10 * (int(settings.SENTINEL["SYNC_WAIT_SECONDS"]) + 1)])
         return len(entries)
     finally:
         db.connections.close_all()

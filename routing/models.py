@@ -146,7 +146,9 @@ class Policy(models.Model):
 
 class SharedUsage(models.Model):
     """A follower of a shared turn, accounted: the key that writes its zero-cost ledger entry once,
-    whichever process gets there first (its own request when its stream ends, or the leader's)."""
+    whichever process gets there first (its own request when its stream ends, or the leader's). A
+    key is needed only while either may still write (SYNC_WAIT_SECONDS after the turn): older ones
+    are pruned (routing.dedup.write_usage, at most once a minute per process)."""
 
     turn_id = models.UUIDField()
     follower = models.CharField(max_length=120)
@@ -154,6 +156,7 @@ class SharedUsage(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["turn_id", "follower"], name="routing_shared_usage_once")]
+        indexes = [models.Index(fields=["created_at"], name="routing_shared_usage_age")]
 
     def __str__(self) -> str:
         return f"{self.follower} on {self.turn_id}"

@@ -4,8 +4,10 @@ the leader's is gone, never again by the leader's."""
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from agents import streams
 from budgets.models import SpendEntry
@@ -90,3 +92,15 @@ def test_the_leader_and_its_followers_accounting_at_once_write_each_entry_once(a
     asyncio.run(run())
     assert SpendEntry.objects.filter(tenant=alice.tenant, api_key__isnull=True, cost=0).count() == 5
     assert sorted(SharedUsage.objects.filter(turn_id=turn_id).values_list("follower", flat=True)) == sorted(followers)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keys_no_writer_can_still_need_are_pruned(alice, monkeypatch):
+    old = SharedUsage.objects.create(turn_id=uuid.uuid4(), follower="stale")
+    SharedUsage.objects.filter(id=old.id).update(created_at=timezone.now() - timedelta(hours=1))
+    recent = SharedUsage.objects.create(turn_id=uuid.uuid4(), follower="recent")
+    monkeypatch.setattr(dedup, "_pruned_at", [0.0])
+    turn_id = uuid.uuid4()
+    assert dedup.write_usage(turn_id, DONE["response"], [dedup.follower_id(alice.tenant.id, None)]) == 1
+    assert not SharedUsage.objects.filter(id=old.id).exists(), "an hour old: pruned"
+    assert SharedUsage.objects.filter(id=recent.id).exists() and SharedUsage.objects.filter(turn_id=turn_id).exists()
