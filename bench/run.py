@@ -6,7 +6,8 @@
     --only=batch                 real-time chat latency idle and while a batch runs (issue 17)
     --only=scaleout [--scaleout=1+1,2+2,3+3] [--scaleout-seconds=20]   turns/s against web + worker processes (issue 18)
     --only=soak [--soak-seconds=600] [--soak-conversations=1000]   bounded soak; exits 1 if anything grows (issue 18)
-    --only=routing               routing decision overhead and the response cache's hit latency (issue 19)
+    --only=routing               routing decision overhead and the response cache's hit latency (issue 19), and routing-quality
+    --only=routing-quality       adaptive routing's decisions on a labelled prompt set: accuracy, share cheap, cost (seconds, no stack)
     --only=latency [--anchor]    the sequential turn printed (LiteLLM beside it with --anchor); no file written
     --only=latency|throughput --lanes a:K=V b:K=W [--rounds=N]   configurations compared alternately (bench/lanes.py)
 """
@@ -26,7 +27,20 @@ import django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
 django.setup()
 
-from bench import anchor, batch_bench, dialogue_bench, lanes, memory_bench, report, routing_bench, scaleout, search_bench, soak, turn_bench  # noqa: E402
+from bench import (  # noqa: E402
+    anchor,
+    batch_bench,
+    dialogue_bench,
+    lanes,
+    memory_bench,
+    report,
+    routing_bench,
+    routing_quality,
+    scaleout,
+    search_bench,
+    soak,
+    turn_bench,
+)
 from bench.harness import Stack, fdatasync_ms, percentile, rss_mb  # noqa: E402
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -401,6 +415,7 @@ SECTIONS = [
     scaleout.HEADING,  # --only=scaleout (bench/scaleout.py)
     soak.HEADING,  # --only=soak (bench/soak.py)
     "## Routing decisions and the response cache (issue 19)",
+    routing_quality.HEADING,  # --only=routing or routing-quality (bench/routing_quality.py)
 ]
 
 
@@ -468,9 +483,10 @@ def main() -> int:
         return lanes.run(only[0], lanes.parse(specs), int(option("rounds", "2" if quick else "4")), quick)
     if only == ["latency"]:
         return probe_latency(requests=60 if quick else 200, with_anchor="--anchor" in sys.argv)
-    if unknown := set(only) - {"turns", "search", "memory", "dialogue", "anchor", "batch", "scaleout", "soak", "routing"}:
+    lanes_known = {"turns", "search", "memory", "dialogue", "anchor", "batch", "scaleout", "soak", "routing", "routing-quality"}
+    if unknown := set(only) - lanes_known:
         raise SystemExit(
-            "bench: --only takes turns, search, memory, dialogue, anchor, batch, scaleout, soak, routing or latency "
+            "bench: --only takes turns, search, memory, dialogue, anchor, batch, scaleout, soak, routing, routing-quality or latency "
             "(throughput with --lanes); "
             f"got {sorted(unknown)}"
         )
@@ -517,6 +533,10 @@ def main() -> int:
             took["batch"] = time.monotonic() - clock
         finally:
             stack.stop()
+    if "routing" in only or "routing-quality" in only:
+        print("adaptive routing quality ...", flush=True)
+        fresh.update(by_heading(routing_quality.report(routing_quality.run())))
+        took["routing quality"] = time.monotonic() - clock - sum(took.values())
     if only == ["routing"]:
         stack = Stack().start()
         try:

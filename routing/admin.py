@@ -114,6 +114,7 @@ class PolicyAdmin(TenantScopedAdmin):
     fields = (
         "agent",
         "dedup",
+        "dedup_deterministic",
         "cache_seconds",
         "cache_always",
         "cache_history",
@@ -122,6 +123,7 @@ class PolicyAdmin(TenantScopedAdmin):
         "complex_group",
         "complex_above_tokens",
         "complex_with_tools",
+        "complex_by_cues",
     )
     actions = ("purge_cache",)
 

@@ -1,5 +1,9 @@
 """Shared streams: identical in-flight requests ride one turn, so the provider is called once.
 
+A request shares when `wanted`: by default one without a conversation whose answer is
+deterministic (temperature 0 or a seed); a sampling one when its agent's policy or the request
+(`Sentinel-Dedup: on`) asks; never with `Sentinel-Dedup: off`.
+
 Identical means the same tenant, agent and body (how the answer is delivered, `stream` and
 `stream_options`, aside). The first request to claim the request's key in Redis (SET NX) is the
 leader: it is admitted as any other and then points the key at its turn. Every identical request
@@ -11,8 +15,8 @@ waits a moment for the pointer; if the leader's admission failed, it is admitted
 A pointer outlives its turn by at most SYNC_WAIT_SECONDS; one whose stream already ended is
 stale and taken over, so only a request arriving while its twin is in flight shares it. The
 leader's turn is charged as usual; each follower's usage is written to the ledger at no cost once
-the turn is done. A subscriber that leaves cancels the turn (if it asked to) only when it was the
-last one reading it.
+the turn is done, by its own request and by the leader's, whichever is first (keyed: once). A
+subscriber that leaves cancels the turn (if it asked to) only when it was the last one reading it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,9 +35,12 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django import db
 from django.conf import settings
+from django.db import connection, transaction
 
 from agents import streams
 from budgets.models import SpendEntry
+from routing.models import SharedUsage
+from routing.policy import PolicySpec
 from sentinel_site.redis import async_client, sync_client
 
 log = logging.getLogger(__name__)
@@ -73,14 +81,24 @@ def key_for(tenant_id: object, agent_id: object, data: dict[str, Any]) -> str:
     return f"{PREFIX}{tenant_id}:{agent_id}:{digest}"
 
 
-def wanted(header: str | None, agent_dedup: bool, data: dict[str, Any]) -> bool:
-    """Sentinel-Dedup decides (on|off); without it, the agent's policy for requests that carry no
-    conversation (a conversation's next turn depends on the turns before it)."""
+def deterministic(data: dict[str, Any], defaults: dict[str, Any] | None = None) -> bool:
+    """Whether the request's answer is meant to be reproducible: temperature 0 or a seed, the
+    request's own or else the agent's default (as admission.call_params merges them)."""
+    params = {**(defaults or {}), **{k: v for k, v in data.items() if v is not None}}
+    return params.get("temperature") == 0 or params.get("seed") is not None
+
+
+def wanted(header: str | None, spec: PolicySpec, data: dict[str, Any], defaults: dict[str, Any] | None = None) -> bool:
+    """Sentinel-Dedup decides (on|off). Without it, never a request with a conversation (its next
+    turn depends on the turns before it); else a deterministic one (`deterministic`) by default,
+    since two identical ones must get the same answer anyway (the policy's `dedup_deterministic`
+    turns that off), and a sampling one only when the policy's `dedup` asks: identical requests at
+    temperature 1 may want independent samples."""
     if header == "on":
         return True
-    if header == "off":
+    if header == "off" or data.get("conversation") is not None:
         return False
-    return agent_dedup and data.get("conversation") is None
+    return spec.dedup or (spec.dedup_deterministic and deterministic(data, defaults))
 
 
 def claim(key: str) -> Shared | bool:
@@ -149,7 +167,9 @@ def saved(agent_id: object) -> int:
 
 
 def follower_id(tenant_id: object, api_key_id: object) -> str:
-    return f"{tenant_id}:{api_key_id or ''}"
+    """Who a follower is, for its usage: tenant, key and a token of this request (one client's
+    two identical requests are two subscribers, each accounted once)."""
+    return f"{tenant_id}:{api_key_id or ''}:{uuid.uuid4().hex}"
 
 
 async def join(key: str, follower: str, agent_id: object) -> Shared | None:
@@ -195,26 +215,26 @@ def last_one_out(turn_id: object, cancel: Any) -> Any:
     return lambda: threading.Thread(target=leave, name="shared-stream-leave", daemon=True).start()
 
 
-def account_when_done(turn_id: object) -> None:
-    """The leader's side: once the shared turn is done, each follower's usage in the ledger, its
-    tokens at no cost (the leader's turn pays the provider), in one insert. A follower that attaches
-    in the instant between the turn's end and this read is not accounted (it read a finished turn)."""
-    task = asyncio.get_running_loop().create_task(_account(turn_id))
+def account_when_done(turn_id: object, follower: str = "") -> None:
+    """Once the shared turn is done, followers' usage in the ledger, their tokens at no cost (the
+    leader's turn pays the provider). The leader's request accounts every follower listed; a
+    follower's own request (`follower`) accounts itself when its stream ends, so its entry does not
+    depend on the leader's process living to the end; each entry is keyed (routing.SharedUsage),
+    so whichever comes second writes nothing. A follower that attaches in the instant between the
+    turn's end and the leader's read is accounted by its own request."""
+    task = asyncio.get_running_loop().create_task(_account(turn_id, follower))
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
 
 
-async def _account(turn_id: object) -> None:
+async def _account(turn_id: object, follower: str = "") -> None:
     try:
         async for event in streams.follow(turn_id, timeout=settings.SENTINEL["SYNC_WAIT_SECONDS"]):
             if event is not None and event.kind == streams.StreamKind.DONE:
-                pipe = async_client().pipeline(transaction=True)
-                pipe.lrange(_followers(turn_id), 0, -1)
-                pipe.delete(_followers(turn_id))
-                followers, _ = await pipe.execute()
+                followers: list[bytes | str] = [follower] if follower else await async_client().lrange(_followers(turn_id), 0, -1)
                 if followers:
                     # Not on the request's thread: this task outlives the request that started it.
-                    await sync_to_async(_write_usage, thread_sensitive=False)(event.data["response"], followers)
+                    await sync_to_async(write_usage, thread_sensitive=False)(turn_id, event.data["response"], followers)
                 return
             if event is not None and event.is_terminal:
                 return
@@ -224,22 +244,45 @@ async def _account(turn_id: object) -> None:
         log.warning("could not account a shared stream's followers", exc_info=True)
 
 
-def _write_usage(response: dict[str, Any], followers: list[bytes]) -> None:
+_CLAIM_SQL = (
+    f"INSERT INTO {SharedUsage._meta.db_table} (turn_id, follower, created_at) SELECT %s, f, now() FROM unnest(%s::text[]) AS f "
+    "ON CONFLICT (turn_id, follower) DO NOTHING RETURNING follower"
+)
+
+
+_PRUNE_SQL = f"DELETE FROM {SharedUsage._meta.db_table} WHERE created_at < now() - make_interval(secs => %s)"
+PRUNE_EVERY_SECONDS = 60.0
+_pruned_at = [0.0]  # when this process last pruned the keys (time.monotonic)
+
+
+def write_usage(turn_id: object, response: dict[str, Any], followers: list[bytes | str]) -> int:
+    """The followers' zero-cost entries, each written once: the keys claimed and the entries of
+    those this call claimed in one transaction (a claim never commits without its entry). How many
+    it wrote."""
     usage = response.get("usage") or {}
-    entries = []
-    for raw in followers:
-        tenant_id, _, api_key_id = raw.decode().partition(":")
-        entries.append(
-            SpendEntry(
-                tenant_id=tenant_id,
-                api_key_id=api_key_id or None,
-                model=str(response.get("model", ""))[:200],
-                prompt_tokens=usage.get("prompt_tokens") or 0,
-                completion_tokens=usage.get("completion_tokens") or 0,
-                cost=0,
-            )
-        )
+    names = sorted({raw.decode() if isinstance(raw, bytes) else raw for raw in followers})
     try:
-        SpendEntry.objects.bulk_create(entries)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_CLAIM_SQL, [str(turn_id), names])
+            claimed = [row[0] for row in cursor.fetchall()]
+            entries = []
+            for name in claimed:
+                tenant_id, api_key_id = name.split(":")[:2]
+                entries.append(
+                    SpendEntry(
+                        tenant_id=tenant_id,
+                        api_key_id=api_key_id or None,
+                        model=str(response.get("model", ""))[:200],
+                        prompt_tokens=usage.get("prompt_tokens") or 0,
+                        completion_tokens=usage.get("completion_tokens") or 0,
+                        cost=0,
+                    )
+                )
+            SpendEntry.objects.bulk_create(entries)
+            if time.monotonic() - _pruned_at[0] > PRUNE_EVERY_SECONDS:
+                _pruned_at[0] = time.monotonic()
+                # keys no writer can still need: ten times the longest a turn's accounting waits
+                cursor.execute(_PRUNE_SQL, [10 * (int(settings.SENTINEL["SYNC_WAIT_SECONDS"]) + 1)])
+        return len(entries)
     finally:
         db.connections.close_all()

@@ -83,7 +83,7 @@ class Front:
             if self.cached is not None:
                 return False
             self.cache_key, self.cache_seconds = key, spec.cache_seconds
-        if not dedup.wanted(self.dedup_header, spec.dedup, self.data):
+        if not dedup.wanted(self.dedup_header, spec, self.data, agent.default_params):
             return True
         self.dedup_key, self.agent_id = dedup.key_for(tenant_id, agent.id, self.data), agent.id
         found = dedup.claim(self.dedup_key)
@@ -131,11 +131,14 @@ class Front:
         return self.admission()
 
     def follow(self, turn_id: object) -> None:
-        """Once the turn is done: keep its answer (a cache miss), account its followers' usage."""
+        """Once the turn is done: keep its answer (a cache miss), account its followers' usage (the
+        leader every follower listed, a follower itself: whichever is first writes each entry)."""
         if self.cache_key:
             cache.fill_when_done(turn_id, self.cache_key, self.cache_seconds)
         if self.leads:
             dedup.account_when_done(turn_id)
+        elif self.shared is not None:
+            dedup.account_when_done(turn_id, self.follower)
 
     def on_gone(self, turn_id: object, cancel: Callable[[], None] | None) -> Callable[[], None] | None:
         """A shared turn is cancelled by a leaving client only when nobody else reads it."""

@@ -104,7 +104,13 @@ class Policy(models.Model):
     agent = models.OneToOneField("agents.Agent", on_delete=models.CASCADE, related_name="routing_policy")
     dedup = models.BooleanField(
         default=False,
-        help_text="Identical in-flight requests without a conversation share one provider call (Sentinel-Dedup: on|off overrides).",
+        help_text="Identical in-flight requests without a conversation share one provider call, sampling ones too "
+        "(Sentinel-Dedup: on|off overrides).",
+    )
+    dedup_deterministic = models.BooleanField(
+        default=True,
+        help_text="Identical in-flight requests without a conversation whose answer is deterministic (temperature 0, or a seed) "
+        "share one provider call without being asked (off: only when `dedup` or Sentinel-Dedup: on asks).",
     )
     cache_seconds = models.PositiveIntegerField(
         default=0, help_text="Answers are kept this long for identical requests that send `Sentinel-Cache: use` (0: no cache)."
@@ -118,8 +124,15 @@ class Policy(models.Model):
     )
     simple_group = models.SlugField(max_length=64, blank=True, help_text="The model group for short prompts without tools.")
     complex_group = models.SlugField(max_length=64, blank=True, help_text="The model group for long prompts, or prompts with tools.")
-    complex_above_tokens = models.PositiveIntegerField(default=2000, help_text="Prompts estimated above this many tokens are complex.")
+    complex_above_tokens = models.PositiveIntegerField(
+        default=8000, help_text="Prompts estimated above this many tokens are complex (8000: measured, bench/routing_quality.py)."
+    )
     complex_with_tools = models.BooleanField(default=True, help_text="A request that offers tools is complex.")
+    complex_by_cues = models.BooleanField(
+        default=True,
+        help_text="Also call a prompt complex by its cues (code, 'step by step', 'explain', 'compare', several sentences: "
+        "routing/adaptive.py's rules, measured in bench/routing_quality.py).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -129,3 +142,21 @@ class Policy(models.Model):
 
     def __str__(self) -> str:
         return f"routing policy of {self.agent}"
+
+
+class SharedUsage(models.Model):
+    """A follower of a shared turn, accounted: the key that writes its zero-cost ledger entry once,
+    whichever process gets there first (its own request when its stream ends, or the leader's). A
+    key is needed only while either may still write (SYNC_WAIT_SECONDS after the turn): older ones
+    are pruned (routing.dedup.write_usage, at most once a minute per process)."""
+
+    turn_id = models.UUIDField()
+    follower = models.CharField(max_length=120)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["turn_id", "follower"], name="routing_shared_usage_once")]
+        indexes = [models.Index(fields=["created_at"], name="routing_shared_usage_age")]
+
+    def __str__(self) -> str:
+        return f"{self.follower} on {self.turn_id}"

@@ -12,14 +12,16 @@ from sentinel_site import config_cache
 @dataclass(frozen=True)
 class PolicySpec:
     dedup: bool = False
+    dedup_deterministic: bool = True
     cache_seconds: int = 0
     cache_always: bool = False
     cache_history: bool = False
     adaptive: bool = False
     simple_group: str = ""
     complex_group: str = ""
-    complex_above_tokens: int = 2000
+    complex_above_tokens: int = 8000  # the measured best with cues on (bench/routing_quality.py)
     complex_with_tools: bool = True
+    complex_by_cues: bool = True
 
 
 NONE = PolicySpec()
@@ -36,6 +38,7 @@ def _load(agent_id: uuid.UUID) -> PolicySpec:
         return NONE
     return PolicySpec(
         row.dedup,
+        row.dedup_deterministic,
         row.cache_seconds,
         row.cache_always,
         row.cache_history,
@@ -44,4 +47,5 @@ def _load(agent_id: uuid.UUID) -> PolicySpec:
         row.complex_group,
         row.complex_above_tokens,
         row.complex_with_tools,
+        row.complex_by_cues,
     )

@@ -36,7 +36,7 @@ def _body(agent: Agent, policy: Policy) -> dict:
 
 
 class PolicyView(APIView):
-    """An agent's routing policy (no row yet: every option off)."""
+    """An agent's routing policy (no row yet: the defaults, which routing.policy.NONE applies)."""
 
     required_scopes = {"GET": roles.AGENTS_READ, "PUT": roles.AGENTS_WRITE}
 

@@ -123,6 +123,7 @@ class PolicySerializer(serializers.ModelSerializer):
         model = Policy
         fields = (
             "dedup",
+            "dedup_deterministic",
             "cache_seconds",
             "cache_always",
             "cache_history",
@@ -131,6 +132,7 @@ class PolicySerializer(serializers.ModelSerializer):
             "complex_group",
             "complex_above_tokens",
             "complex_with_tools",
+            "complex_by_cues",
             "updated_at",
         )
         read_only_fields = ("updated_at",)

@@ -125,7 +125,8 @@ class ChatCompletionsView(AsyncAPIView):
                 OpenApiParameter.HEADER,
                 required=False,
                 description="`on`: an identical request in flight shares its provider call (header `Sentinel-Dedup: leader|shared`); "
-                "`off`: never. Without it, the agent's routing policy decides for requests without a conversation.",
+                "`off`: never. Without it, requests without a conversation share when deterministic (temperature 0 or a seed), "
+                "sampling ones when the agent's routing policy says so.",
             ),
             OpenApiParameter(
                 "Sentinel-Cache",

@@ -13,6 +13,7 @@ from agents.providers import ProviderError
 from budgets.models import AuditEntry
 from routing import cache, metrics
 from routing.models import Policy
+from routing.policy import NONE, for_agent
 from sentinel_site.redis import sync_client
 from tests.agents.test_turn_runner import admit_turn, run
 from tests.conftest import make_actor
@@ -38,6 +39,16 @@ def test_an_agent_without_a_policy_reads_as_every_option_off(alice):
     body = response.json()
     assert (body["dedup"], body["cache_seconds"], body["adaptive"]) == (False, 0, False)
     assert body["cache_stats"] == {"hits": 0, "misses": 0}
+
+
+def test_the_defaults_read_back_are_the_ones_applied_and_a_put_turns_them_off(alice):
+    body = Client().get("/v1/agents/helper/routing-policy", **alice.auth).json()
+    assert (body["dedup_deterministic"], body["complex_by_cues"], body["complex_above_tokens"]) == (True, True, 8000)
+    assert (NONE.dedup_deterministic, NONE.complex_by_cues, NONE.complex_above_tokens) == (True, True, 8000)
+    response = put(alice, "helper", {"dedup_deterministic": False, "complex_by_cues": False})
+    assert response.status_code == 200 and response.json()["dedup_deterministic"] is False
+    spec = for_agent(alice.agent.id)
+    assert (spec.dedup_deterministic, spec.complex_by_cues) == (False, False)
 
 
 def test_setting_a_policy_is_kept_audited_and_read_back(alice):

@@ -173,3 +173,43 @@ def test_a_leader_refused_at_admission_lets_its_twin_be_admitted_on_its_own(live
     assert [r.status_code for r in responses] == [503] * 3
     assert {r.json()["error"]["type"] for r in responses} == {"budget_exceeded"}, "each refused by its own admission, not a stale claim"
     assert not list(sync_client().scan_iter(f"{dedup.PREFIX}{alice.tenant.id}:*")), "no claim outlives a refused admission"
+
+
+def _concurrent(live_stack, alice, payload, n=3, **headers):
+    async def run():
+        async with client(live_stack, alice, **headers) as h:
+            return await asyncio.gather(*[read_stream(h, payload) for _ in range(n)])
+
+    return asyncio.run(run())
+
+
+def test_identical_deterministic_stateless_requests_share_one_call_without_being_asked(live_stack, alice, stub_llm):
+    slow_answer(stub_llm, "deterministic")
+    results = _concurrent(live_stack, alice, body("deterministic", stream=True, temperature=0), n=5)
+    assert len(calls(stub_llm, "deterministic")) == 1, "temperature 0, no conversation, no header, no policy: one provider call"
+    assert sorted(headers["sentinel-dedup"] for _, headers, _ in results) == ["leader"] + ["shared"] * 4
+    assert all("".join(pieces).split() == ANSWER.split(" ") for _, _, pieces in results)
+    slow_answer(stub_llm, "seeded")
+    _concurrent(live_stack, alice, body("seeded", stream=True, temperature=1, seed=7))
+    assert len(calls(stub_llm, "seeded")) == 1, "a seed asks for a reproducible answer too"
+    entries = SpendEntry.objects.filter(tenant=alice.tenant)
+    wait_for(lambda: entries.count() >= 8, timeout=10, message="every subscriber accounted")
+    assert entries.count() == 8 and entries.filter(turn__isnull=True, cost=0).count() == 6, "each follower once, at no cost"
+
+
+def test_sampling_requests_get_independent_calls_unless_asked(live_stack, alice, stub_llm):
+    slow_answer(stub_llm, "sampling")
+    results = _concurrent(live_stack, alice, body("sampling", stream=True, temperature=1))
+    assert len(calls(stub_llm, "sampling")) == 3, "temperature 1 without an opt-in: each its own sample"
+    assert all("sentinel-dedup" not in headers for _, headers, _ in results)
+    _concurrent(live_stack, alice, body("sampling", stream=True))  # no temperature: OpenAI's default of 1
+    assert len(calls(stub_llm, "sampling")) == 6
+
+
+def test_dedup_off_and_the_policy_turn_the_default_off(live_stack, alice, stub_llm):
+    slow_answer(stub_llm, "opted-out")
+    _concurrent(live_stack, alice, body("opted-out", stream=True, temperature=0), **{"Sentinel-Dedup": "off"})
+    assert len(calls(stub_llm, "opted-out")) == 3, "Sentinel-Dedup: off gives each request its own call"
+    Policy.objects.create(agent=alice.agent, dedup_deterministic=False)
+    _concurrent(live_stack, alice, body("opted-out", stream=True, temperature=0))
+    assert len(calls(stub_llm, "opted-out")) == 6, "the agent's policy turns the default off"
