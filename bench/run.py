@@ -362,8 +362,9 @@ def what_stands_in_the_way(lat: turn_bench.Latency, runs: list[turn_bench.Throug
         "HISTORY row 22). Writes no client was told of (a plain wait's admission, the claim, the provider request's "
         "event) commit without waiting for the disk; the finish's commit flushes them. Still per turn: the web's "
         "admission transaction and the reservation's conditional updates (a group commit in the web would batch "
-        "them, with each batch's reservations decided in order against the locked windows), and context assembly's "
-        "three reads.",
+        "them, with each batch's reservations decided in order against the locked windows). Context assembly reads "
+        "the conversation in one hand-written statement and recall's hybrid search in another (`SENTINEL_CONTEXT_READS`, "
+        "`SENTINEL_SEARCH_READS`: 8.7 -> 2.0 ms CPU for a 60-message turn with memories, HISTORY rows 31-32).",
         "- *Celery per turn:* built, the web's outbox sends the turns admitted at the same moment as one message "
         "(`run_turns`, HISTORY row 23); what is left per message is kombu's Redis transport (polling, the unacked "
         "index, acknowledgements), paid per batch.",
@@ -375,9 +376,9 @@ def what_stands_in_the_way(lat: turn_bench.Latency, runs: list[turn_bench.Throug
         "- *The provider call's parsing:* the stream is read as JSON behind the SDK's client (built, "
         "`SENTINEL_PROVIDER_CLIENT=raw`: 3.1 -> 1.2 ms CPU a call; its kill -9 chaos failure was the client "
         "collected mid-stream, HISTORY rows 21 and 26); a new TCP connection per call remains.",
-        "- *Django's request handling on the web:* msgspec validation (built, HISTORY row 25: 0.4 ms saved); the "
-        "sync middleware's thread hops (about 15% of the web's CPU) remain: an async-only middleware chain for "
-        "`/v1/` measured -0.9 ms a request but was reverted once over a pool fault (HISTORY rows 7 and 25).",
+        "- *Django's request handling on the web:* msgspec validation (built, HISTORY row 25: 0.4 ms saved); `/v1/` "
+        "through a middleware chain async from end to end, without the site's sync middleware and their thread hops "
+        "(built, `SENTINEL_API_LANE=async`: web CPU 11.7 -> 9.8 ms a turn on a loaded machine, HISTORY row 35).",
         "- *The rest is Python per turn in processes that each hold one core:* ASGI and DRF, JSON, Redis round trips "
         "for rate limits, streams and the broker, logging and metrics. At 2 ms a turn for everything on two cores, "
         "this design would need the request path outside Django and the worker outside Celery; web and workers are "

@@ -58,7 +58,7 @@ class GroupCommit(Generic[T, R]):
         # The caller's pooled connection goes back before it blocks: the committing thread takes one
         # from the same pool, and callers that each held one while waiting could empty it (20
         # finishing turns on a 20-connection pool: the commit waited out the pool's timeout, the
-        # soak's stall, HISTORY row 31).
+        # soak's stall, bench/HISTORY.md row 34).
         release_connection()
         future: Future[R] = Future()
         self._queue.put((item, future))
