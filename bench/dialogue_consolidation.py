@@ -24,7 +24,7 @@ from agents.models import Agent, Conversation, Message
 from bench import dialogue_data
 from budgets.models import Tenant
 from memory import dreamer, indexing
-from memory.models import ConsolidationRun
+from memory.models import ConsolidationRun, Memory, MemoryKind
 from sentinel_site import stack
 
 SPAN = 100
@@ -40,6 +40,8 @@ class Profile:
     model_s: float = 0.0
     wall_s: float = 0.0
     facts: int = 0
+    evidence_kept: int = 0  # the span's messages that answer a benchmark question, kept as a fact's source
+    evidence: int = 0
     load: str = ""
     error: str = ""
 
@@ -104,7 +106,20 @@ def profile(label: str, threads: int) -> Profile:
         result.error = str(run.error if run else "nothing consolidated")
         return result
     result.completion_tokens, result.model_s, result.facts = run.completion_tokens, (run.prompt_ms or 0) / 1000, run.facts
+    result.evidence, result.evidence_kept = _evidence_kept(conversation, messages)
     return result
+
+
+def _evidence_kept(conversation: Conversation, messages: list[Message]) -> tuple[int, int]:
+    """(the span's evidence messages, those a fact of the consolidation was taken from)."""
+    evidence = {q_id for q in dialogue_data.load()["questions"] for q_id in q["evidence"]}
+    in_span = {m.id for m in messages if m.client_id in evidence}
+    sources = {
+        source
+        for ids in Memory.objects.filter(conversation=conversation, kind=MemoryKind.FACT).values_list("source_message_ids", flat=True)
+        for source in ids
+    }
+    return len(in_span), len({str(i) for i in in_span} & {str(i) for i in sources})
 
 
 def _free_port() -> int:
@@ -113,7 +128,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _with_server(threads: int) -> Profile:
+def with_server(threads: int) -> Profile:
     """A llama.cpp server of its own with `threads`, the profile against it, the server stopped."""
     port = _free_port()
     env = {**os.environ, "SENTINEL_LOCAL_MODEL_THREADS": str(threads)}
@@ -149,7 +164,7 @@ def run() -> list[Profile]:
     profiles = [profile("configured server", stack.local_model_threads())]
     compare = os.environ.get("SENTINEL_BENCH_DIALOGUE_THREADS", "")
     for threads in [int(t) for t in compare.split(",") if t.strip()]:
-        profiles.append(_with_server(threads))
+        profiles.append(with_server(threads))
     return profiles
 
 
@@ -164,18 +179,18 @@ def report(profiles: list[Profile]) -> list[str]:
         "shared with other engineers' test runs, so every figure here is a noisy machine's.",
         "",
         "| server | threads | load | prompt tokens | prompt alone (tok/s) | generated tokens | generation tok/s | model time | "
-        "consolidation wall | facts | target |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "consolidation wall | facts | evidence kept as facts | target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in profiles:
         if p.error:
-            lines.append(f"| {p.label} | {p.threads} | {p.load} | failed: {p.error} | | | | | | | |")
+            lines.append(f"| {p.label} | {p.threads} | {p.load} | failed: {p.error} | | | | | | | | |")
             continue
         met = "met" if p.wall_s <= 5 else "**not met**"
         lines.append(
             f"| {p.label} | {p.threads} | {p.load} | {p.prompt_tokens:,} | {p.prompt_only_s:.1f} s "
             f"({p.prompt_tokens / max(0.001, p.prompt_only_s):.0f}) | {p.completion_tokens} | {p.generation_tps:.1f} | "
-            f"{p.model_s:.1f} s | {p.wall_s:.1f} s | {p.facts} | <= 5 s per 100 messages: {met} |"
+            f"{p.model_s:.1f} s | {p.wall_s:.1f} s | {p.facts} | {p.evidence_kept} of {p.evidence} | <= 5 s per 100 messages: {met} |"
         )
     lines += ["", *_reading(profiles), ""]
     return lines
