@@ -47,7 +47,10 @@ class Profile:
 
     @property
     def generation_tps(self) -> float:
-        return self.completion_tokens / max(0.001, self.model_s - self.prompt_only_s)
+        """0 when the consolidation's model time is within the probe's of the prompt alone (a few
+        tokens generated: the noise between the two requests is larger than their generation)."""
+        generation = self.model_s - self.prompt_only_s
+        return self.completion_tokens / generation if generation > 0.1 else 0.0
 
 
 def _conversation() -> Conversation:
@@ -172,9 +175,12 @@ def report(profiles: list[Profile]) -> list[str]:
     lines = [
         "**Consolidation of 100 messages on the local model (SmolLM2-135M, llama.cpp)**",
         "",
-        f"The first {SPAN} messages of the dialogue, one Dreamer span (summary and FACT lines in one call). n_batch "
+        f"The first {SPAN} messages of the dialogue, one Dreamer span (summary and FACT lines in one call; the server "
+        "stops where the model goes on with the transcript instead). n_batch "
         f"{os.environ.get('SENTINEL_LOCAL_MODEL_BATCH', '512')}, n_ctx {os.environ.get('SENTINEL_LOCAL_MODEL_CONTEXT', '8192')}; "
-        "prompt cache: the server reuses the prefix shared with its previous request (the instructions, ~150 tokens), the "
+        "flash attention, no logits but the last token's, the wheel's Q4_1 served as Q8_0 (SENTINEL_LOCAL_MODEL_TYPE "
+        f"{os.environ.get('SENTINEL_LOCAL_MODEL_TYPE', 'q8_0')}); prompt cache: the server reuses the prefix shared with its "
+        "previous request (the instructions, ~90 tokens), the "
         "prompt-only probe is given a nonce so nothing is reused. Load average (1 min) at the start of each: the machine is "
         "shared with other engineers' test runs, so every figure here is a noisy machine's.",
         "",
