@@ -215,7 +215,12 @@ def _reading(profiles: list[Profile]) -> list[str]:
         f"the summary and facts, embedding the facts) {max(0.0, p.wall_s - p.model_s):.1f} s. Prompt processing is the "
         f"stage in the way: 100 messages are {p.prompt_tokens:,} prompt tokens, and 5 s "
         + (f"would need {needed:,.0f} tokens/s of it beside this generation" if needed != float("inf") else "is spent by generation alone")
-        + f", against the {p.prompt_tokens / max(0.001, p.prompt_only_s):.0f} measured. The drift between runs is the "
+        + f", against the {p.prompt_tokens / max(0.001, p.prompt_only_s):.0f} measured. It is compute-bound: one core evaluates "
+        "about 211 prompt tokens of this model a CPU-second in Q8_0 (149 in the wheel's Q4_1; `python -m bench.llama_probe "
+        "--threads=1`), so 100 messages are about 7 CPU-seconds of prompt, 3.6 s of two idle cores, and whatever else runs "
+        "beside the model adds to that; the portable build's kernels are AVX2 (ggml's per-CPU variants, which would use "
+        "AVX-512 VNNI where a CPU has it, need ggml_backend_load_all(), which llama-cpp-python does not call). "
+        "The drift between runs is the "
         "load beside the model: llama.cpp's threads meet at a barrier after every operation and, spinning while they wait "
         "(OpenMP's default), took the cores from the thread with work; with as many threads as cores, generation fell from "
         "23.5 to 1.1 tokens/s at load 10 (a manual run on this machine) and a 2-thread server timed out at load 7.7 (an earlier "
