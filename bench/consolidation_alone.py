@@ -2,7 +2,7 @@
 
     python -m bench.consolidation_alone [THREADS ...]
 
-A database of its own (SENTINEL_BENCH_DATABASE, default sentinel_bench_consolidation, made afresh:
+A database of its own (SENTINEL_BENCH_DATABASE_NAME, default here sentinel_bench_consolidation, made afresh:
 not `make bench`'s, which another run may be using), Redis database SENTINEL_BENCH_REDIS_DB, and a
 llama.cpp server of its own per thread count (stack.local_model_command, so the launch measured is
 the one `make run` uses); prints the section's table.
@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     try:
         stack.ensure_secret_key()
         stack.ensure_audit_key()
-        stack.ensure_database(os.environ.get("SENTINEL_BENCH_DATABASE", "sentinel_bench_consolidation"), fresh=True)
+        stack.ensure_database(os.environ.get("SENTINEL_BENCH_DATABASE_NAME", "sentinel_bench_consolidation"), fresh=True)
         stack.ensure_redis(db=int(os.environ.get("SENTINEL_BENCH_REDIS_DB", "14")))
         stack.manage("migrate", "--no-input", "-v", "0")
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
