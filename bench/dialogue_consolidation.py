@@ -24,7 +24,7 @@ from agents.models import Agent, Conversation, Message
 from bench import dialogue_data
 from budgets.models import Tenant
 from memory import dreamer, indexing
-from memory.models import ConsolidationRun
+from memory.models import ConsolidationRun, Memory, MemoryKind
 from sentinel_site import stack
 
 SPAN = 100
@@ -40,12 +40,17 @@ class Profile:
     model_s: float = 0.0
     wall_s: float = 0.0
     facts: int = 0
+    evidence_kept: int = 0  # the span's messages that answer a benchmark question, kept as a fact's source
+    evidence: int = 0
     load: str = ""
     error: str = ""
 
     @property
     def generation_tps(self) -> float:
-        return self.completion_tokens / max(0.001, self.model_s - self.prompt_only_s)
+        """0 when the consolidation's model time is within the probe's of the prompt alone (a few
+        tokens generated: the noise between the two requests is larger than their generation)."""
+        generation = self.model_s - self.prompt_only_s
+        return self.completion_tokens / generation if generation > 0.1 else 0.0
 
 
 def _conversation() -> Conversation:
@@ -104,7 +109,20 @@ def profile(label: str, threads: int) -> Profile:
         result.error = str(run.error if run else "nothing consolidated")
         return result
     result.completion_tokens, result.model_s, result.facts = run.completion_tokens, (run.prompt_ms or 0) / 1000, run.facts
+    result.evidence, result.evidence_kept = _evidence_kept(conversation, messages)
     return result
+
+
+def _evidence_kept(conversation: Conversation, messages: list[Message]) -> tuple[int, int]:
+    """(the span's evidence messages, those a fact of the consolidation was taken from)."""
+    evidence = {q_id for q in dialogue_data.load()["questions"] for q_id in q["evidence"]}
+    in_span = {m.id for m in messages if m.client_id in evidence}
+    sources = {
+        source
+        for ids in Memory.objects.filter(conversation=conversation, kind=MemoryKind.FACT).values_list("source_message_ids", flat=True)
+        for source in ids
+    }
+    return len(in_span), len({str(i) for i in in_span} & {str(i) for i in sources})
 
 
 def _free_port() -> int:
@@ -113,7 +131,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _with_server(threads: int) -> Profile:
+def with_server(threads: int) -> Profile:
     """A llama.cpp server of its own with `threads`, the profile against it, the server stopped."""
     port = _free_port()
     env = {**os.environ, "SENTINEL_LOCAL_MODEL_THREADS": str(threads)}
@@ -149,7 +167,7 @@ def run() -> list[Profile]:
     profiles = [profile("configured server", stack.local_model_threads())]
     compare = os.environ.get("SENTINEL_BENCH_DIALOGUE_THREADS", "")
     for threads in [int(t) for t in compare.split(",") if t.strip()]:
-        profiles.append(_with_server(threads))
+        profiles.append(with_server(threads))
     return profiles
 
 
@@ -157,25 +175,28 @@ def report(profiles: list[Profile]) -> list[str]:
     lines = [
         "**Consolidation of 100 messages on the local model (SmolLM2-135M, llama.cpp)**",
         "",
-        f"The first {SPAN} messages of the dialogue, one Dreamer span (summary and FACT lines in one call). n_batch "
+        f"The first {SPAN} messages of the dialogue, one Dreamer span (summary and FACT lines in one call; the server "
+        "stops where the model goes on with the transcript instead). n_batch "
         f"{os.environ.get('SENTINEL_LOCAL_MODEL_BATCH', '512')}, n_ctx {os.environ.get('SENTINEL_LOCAL_MODEL_CONTEXT', '8192')}; "
-        "prompt cache: the server reuses the prefix shared with its previous request (the instructions, ~150 tokens), the "
+        "flash attention, no logits but the last token's, the wheel's Q4_1 served as Q8_0 (SENTINEL_LOCAL_MODEL_TYPE "
+        f"{os.environ.get('SENTINEL_LOCAL_MODEL_TYPE', 'q8_0')}); prompt cache: the server reuses the prefix shared with its "
+        "previous request (the instructions, ~90 tokens), the "
         "prompt-only probe is given a nonce so nothing is reused. Load average (1 min) at the start of each: the machine is "
         "shared with other engineers' test runs, so every figure here is a noisy machine's.",
         "",
         "| server | threads | load | prompt tokens | prompt alone (tok/s) | generated tokens | generation tok/s | model time | "
-        "consolidation wall | facts | target |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "consolidation wall | facts | evidence kept as facts | target |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for p in profiles:
         if p.error:
-            lines.append(f"| {p.label} | {p.threads} | {p.load} | failed: {p.error} | | | | | | | |")
+            lines.append(f"| {p.label} | {p.threads} | {p.load} | failed: {p.error} | | | | | | | | |")
             continue
         met = "met" if p.wall_s <= 5 else "**not met**"
         lines.append(
             f"| {p.label} | {p.threads} | {p.load} | {p.prompt_tokens:,} | {p.prompt_only_s:.1f} s "
             f"({p.prompt_tokens / max(0.001, p.prompt_only_s):.0f}) | {p.completion_tokens} | {p.generation_tps:.1f} | "
-            f"{p.model_s:.1f} s | {p.wall_s:.1f} s | {p.facts} | <= 5 s per 100 messages: {met} |"
+            f"{p.model_s:.1f} s | {p.wall_s:.1f} s | {p.facts} | {p.evidence_kept} of {p.evidence} | <= 5 s per 100 messages: {met} |"
         )
     lines += ["", *_reading(profiles), ""]
     return lines
@@ -194,7 +215,12 @@ def _reading(profiles: list[Profile]) -> list[str]:
         f"the summary and facts, embedding the facts) {max(0.0, p.wall_s - p.model_s):.1f} s. Prompt processing is the "
         f"stage in the way: 100 messages are {p.prompt_tokens:,} prompt tokens, and 5 s "
         + (f"would need {needed:,.0f} tokens/s of it beside this generation" if needed != float("inf") else "is spent by generation alone")
-        + f", against the {p.prompt_tokens / max(0.001, p.prompt_only_s):.0f} measured. The drift between runs is the "
+        + f", against the {p.prompt_tokens / max(0.001, p.prompt_only_s):.0f} measured. It is compute-bound: one core evaluates "
+        "about 211 prompt tokens of this model a CPU-second in Q8_0 (149 in the wheel's Q4_1; `python -m bench.llama_probe "
+        "--threads=1`), so 100 messages are about 7 CPU-seconds of prompt, 3.6 s of two idle cores, and whatever else runs "
+        "beside the model adds to that; the portable build's kernels are AVX2 (ggml's per-CPU variants, which would use "
+        "AVX-512 VNNI where a CPU has it, need ggml_backend_load_all(), which llama-cpp-python does not call). "
+        "The drift between runs is the "
         "load beside the model: llama.cpp's threads meet at a barrier after every operation and, spinning while they wait "
         "(OpenMP's default), took the cores from the thread with work; with as many threads as cores, generation fell from "
         "23.5 to 1.1 tokens/s at load 10 (a manual run on this machine) and a 2-thread server timed out at load 7.7 (an earlier "

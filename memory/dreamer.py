@@ -38,11 +38,11 @@ from sentinel_site import metrics
 
 log = logging.getLogger(__name__)
 
+# Short (74 tokens with facts.PROMPT, from 158): the first consolidation through a server pays for
+# every token of it; later ones reuse it as the cached prefix.
 PROMPT = (
-    "You are the memory of an assistant. Rewrite the conversation excerpt below as a compact record that a "
-    "later reader can rely on. Keep every concrete fact: names, numbers, dates, places, preferences, "
-    "decisions, commitments and open questions. Use short bullet points in the third person. Do not add "
-    "anything that is not in the excerpt.\n" + facts.PROMPT
+    "Summarise the conversation below for a later reader in short third-person bullet points, keeping names, "
+    "numbers, dates, places, preferences, decisions and plans; add nothing.\n" + facts.PROMPT
 )
 
 
@@ -141,6 +141,20 @@ def _transcript(messages: list[Message]) -> str:
     return "\n".join(lines)
 
 
+def _echo_stops(messages: list[Message]) -> list[str]:
+    """A line that opens like the transcript's (`user: `) is the model going on with the conversation
+    instead of summarising it (SmolLM2-135M does, until max_tokens: 9 s of a consolidation): the
+    server stops there. At most four, the API's limit."""
+    return [f"\n{role}:" for role in sorted({message.role for message in messages})][:4]
+
+
+def _without_echo(content: str, transcript: str) -> str:
+    """The answer without lines copied from the transcript (a small model's echo is no summary)."""
+    said = {line.strip() for line in transcript.splitlines() if line.strip()}
+    said |= {line.split(": ", 1)[1] for line in said if ": " in line}  # the echo without its role
+    return "\n".join(line for line in content.splitlines() if line.strip() not in said)
+
+
 def consolidate(
     conversation_id, *, trigger: str = "schedule", dry_run: bool = False, force: bool = False, token_allowance: int | None = None
 ) -> list[ConsolidationRun]:
@@ -214,6 +228,7 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
         "messages": [{"role": "system", "content": PROMPT}, {"role": "user", "content": transcript}],
         "max_tokens": max(128, min(600, plan.tokens // 4)),
         "temperature": 0,
+        "stop": _echo_stops(messages),
     }
     prompt_estimate = tokens.count(PROMPT) + tokens.count(transcript) + 2 * tokens.MESSAGE_OVERHEAD
     try:
@@ -242,7 +257,7 @@ def _consolidate_span(conversation: Conversation, plan: Plan, trigger: str) -> C
         completion_tokens=run.completion_tokens,
         actual=spend.cost(conversation.tenant_id, body["model"], config.endpoint, run.prompt_tokens, run.completion_tokens),
     )
-    text, found = facts.extract(result.content, messages)
+    text, found = facts.extract(_without_echo(result.content, transcript), messages)
     text = text or "\n".join(f"- {fact.text}" for fact in found)
     if not text:
         empty = providers.ProviderError(502, "provider_bad_response", "The model returned an empty summary.", retryable=True)

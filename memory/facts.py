@@ -19,23 +19,29 @@ from datetime import date, datetime
 
 from memory.models import Memory, MemoryKind
 
-PROMPT = (
-    "After the summary, list the concrete facts of the excerpt, one per line, exactly as\n"
-    "FACT <date YYYY-MM-DD> | <who> | <what it is about, two words at most> | <the value, in a few words>\n"
-    "for example: FACT 2026-03-04 | Alice | sister's name | Ingrid, lives in Trondheim"
-)
+# No date in the line: a date is ten tokens to generate (digits one by one), and the fact is dated
+# by the message it is linked to anyway. A dated line (the earlier format) still parses.
+PROMPT = "Then one line per fact: FACT <who> | <topic, two words> | <value>, e.g. FACT Alice | sister | Ingrid, in Oslo"
 MAX_FACTS = 20
 MAX_TEXT = 300
 
 _LINE = re.compile(r"^\W*FACT\W*(\d{4}-\d{2}-\d{2})?\s*\|?\s*(.+)$", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9']+")
 # First-person statements worth keeping verbatim when the model listed none: "my X is/are ...",
-# "I work/live/moved/... ...". The captured group is what the statement is about (its key).
+# "I work/live/moved/... ...", with a name or an adverb between ("my sister Ingrid just moved", "I
+# finally adopted", "I've been learning"). The captured group is what the statement is about (its
+# key). On the dialogue benchmark's spans of 100 they keep 22 of its 60 evidence messages (the
+# earlier patterns 13) beside the same 25 other statements; I/we + any verb of doing kept 47, beside
+# 61 others, and the dialogue's updated facts fell from 95% to 80% in the context after consolidation.
+_ADVERB = r"(?:just|finally|recently|now|also|still|actually|been)"
 _FIRST_PERSON = [
-    re.compile(r"\bmy ((?:\w+'s )?\w+(?: \w+)?) (?:is|are|was|were|has|turns?)\b", re.IGNORECASE),
     re.compile(
-        r"\bI(?:'m| am)? (work|live|moved|started|switched|bought|adopted|got|joined|quit|sold|changed|am allergic|prefer)\b",
-        re.IGNORECASE,
+        r"\b[Mm]y ((?:\w+'s )?[a-z]+(?: [a-z]+)?)(?: [A-Z]\w+)?,?(?: " + _ADVERB + r")* "
+        r"(?:is|are|was|were|has|had|turns?|turned|moved|started|got|lives|works)\b"
+    ),
+    re.compile(
+        r"\b[Ii](?:'m| am|'ve| have)?(?: " + _ADVERB + r")* (work|live|moved|started|switched|bought|adopted|got|joined|quit|sold|"
+        r"changed|allergic|prefer|learning|training|studying|retired)\b"
     ),
 ]
 _STOP = {"the", "a", "an", "my", "is", "are", "was", "at", "of", "in", "on", "to", "and", "for"}

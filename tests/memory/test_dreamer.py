@@ -155,3 +155,13 @@ def test_due_conversations_of_different_tenants_are_consolidated_at_once(alice, 
     assert all(Summary.objects.filter(conversation=c).exists() for c in conversations)
     assert took < 0.15 * result["runs"] * 0.8, f"{result['runs']} spans of 0.15 s each took {took:.1f} s: not in parallel"
     assert steps >= 1
+
+
+def test_a_model_that_goes_on_with_the_conversation_is_stopped_and_its_echo_left_out(alice, stub_llm, span_tokens):
+    conversation = over_threshold(alice)
+    echo = f"{FILLER[0]} (0)\nassistant: {FILLER[1]} (1)\n- the user talked about the weather"
+    stub_llm.script(*[Reply(content=echo) for _ in range(20)])
+    dreamer.consolidate(conversation.id)
+    assert stub_llm.requests[0]["stop"] == ["\nassistant:", "\nuser:"], "the server stops where a transcript line begins"
+    first = Summary.objects.filter(conversation=conversation).order_by("first_seq").first()
+    assert first.text == "- the user talked about the weather", "lines copied from the transcript are no summary"

@@ -101,3 +101,25 @@ def test_a_fact_no_message_backs_is_dropped():
     assert facts.parse(["FACT 2026-01-05 | user | pet | a purple elephant"], [message]) == []
     parsed = facts.parse(["FACT 2026-01-05 | user | hobby | the garden"], [message])
     assert [fact.key for fact in parsed] == ["user|hobby"]
+
+
+def test_the_fallback_takes_statements_with_a_name_or_an_adverb_between():
+    said = [
+        "I finally adopted a beagle puppy from the shelter.",
+        "My sister Ingrid just moved to Trondheim for her PhD.",
+        "I've been learning the cello every Tuesday evening.",
+        "I was thinking about cars and jobs and all that.",
+        "Someone on the bus was reading, I wondered what it was.",
+    ]
+    messages = [Message(content=text, role="user", name="Mara", occurred_at=JANUARY) for text in said]
+    found = facts.fallback(messages)
+    assert [fact.key for fact in found] == ["mara|adopted", "mara|sister", "mara|learning"], (
+        "the first three are statements about the speaker; thinking and wondering are talk"
+    )
+    assert found[1].text == f"Mara: {said[1]}"
+
+
+def test_a_fact_line_without_a_date_is_dated_by_its_message():
+    message = Message(content="I adopted a beagle called Biscuit.", occurred_at=FEBRUARY, role="user")
+    parsed = facts.parse(["FACT Mara | pet | beagle called Biscuit"], [message])
+    assert [(fact.key, fact.occurred_at) for fact in parsed] == [("mara|pet", FEBRUARY)]
