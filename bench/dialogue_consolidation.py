@@ -210,10 +210,12 @@ def _reading(profiles: list[Profile]) -> list[str]:
     generation = max(0.0, p.model_s - p.prompt_only_s)
     needed = p.prompt_tokens / max(0.1, 5 - generation) if generation < 5 else float("inf")
     return [
-        f"Where the time goes ({p.label}): prompt processing {p.prompt_only_s:.1f} s of the model's {p.model_s:.1f} s, "
+        f"Where the time goes ({p.label}): prompt processing {p.prompt_only_s:.1f} s alone (the probe reuses no cached "
+        f"prefix, so it can exceed the consolidation's own) of the model's {p.model_s:.1f} s, "
         f"generation {generation:.1f} s ({p.completion_tokens} tokens); the rest of the Dreamer (planning, budget, writing "
         f"the summary and facts, embedding the facts) {max(0.0, p.wall_s - p.model_s):.1f} s. Prompt processing is the "
-        f"stage in the way: 100 messages are {p.prompt_tokens:,} prompt tokens, and 5 s "
+        + ("largest stage, and what misses 5 s under load" if p.wall_s <= 5 else "stage in the way")
+        + f": 100 messages are {p.prompt_tokens:,} prompt tokens, and 5 s "
         + (f"would need {needed:,.0f} tokens/s of it beside this generation" if needed != float("inf") else "is spent by generation alone")
         + f", against the {p.prompt_tokens / max(0.001, p.prompt_only_s):.0f} measured. It is compute-bound: one core evaluates "
         "about 211 prompt tokens of this model a CPU-second in Q8_0 (149 in the wheel's Q4_1; `python -m bench.llama_probe "
