@@ -92,6 +92,20 @@ def _fresh_rate_counters():
             client.delete(key)
 
 
+@pytest.fixture
+def rate_window(monkeypatch) -> float:
+    """Pin the rate limiter's clock one second into a fixed one-minute window, and return it: the
+    limits count in windows of the wall clock, so a test whose requests straddle a minute's end
+    would see two windows' allowance (4 admitted where 2 are allowed)."""
+    from types import SimpleNamespace
+
+    from budgets import ratelimit
+
+    now = (int(time.time()) // ratelimit.WINDOW_SECONDS) * ratelimit.WINDOW_SECONDS + 1.0
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(time=lambda: now))
+    return now
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _clean_redis():
     import redis

@@ -36,6 +36,7 @@ def per_ip_limit(settings, limit, proxies=()):
 
 
 @pytest.mark.django_db
+@pytest.mark.usefixtures("rate_window")
 def test_x_forwarded_for_from_anyone_else_is_ignored(settings, alice):
     per_ip_limit(settings, 1)
     client = Client()
@@ -44,6 +45,7 @@ def test_x_forwarded_for_from_anyone_else_is_ignored(settings, alice):
 
 
 @pytest.mark.django_db
+@pytest.mark.usefixtures("rate_window")
 def test_clients_behind_a_trusted_proxy_are_told_apart_and_cannot_forge_their_way_out(settings, alice):
     per_ip_limit(settings, 1, PROXIES)
     client = Client()

@@ -2,8 +2,6 @@
 up: 429 with Retry-After; a request refused by a narrow limit costs the wider ones nothing; bad keys
 are throttled per IP and audited in aggregate."""
 
-import time
-
 import pytest
 import redis
 from django.db import connection
@@ -15,7 +13,7 @@ from budgets.models import AuditEntry
 from sentinel_site.redis import sync_client
 from tests.conftest import make_actor
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("rate_window")]
 
 MODELS = "/v1/models"
 
@@ -138,11 +136,11 @@ def test_a_request_without_a_key_counts_against_its_ip(settings, alice):
     assert client.get(MODELS, **alice.auth).status_code == 429
 
 
-def test_the_chat_endpoint_is_limited_before_anything_is_written(settings, alice):
+def test_the_chat_endpoint_is_limited_before_anything_is_written(settings, alice, rate_window):
     from agents.models import Turn
 
     limits(settings, RATE_LIMIT_PER_KEY=1)
-    sync_client().set(f"sentinel:rl:key:{alice.api_key.key_id}:{int(time.time()) // 60}", 5, ex=61)
+    sync_client().set(f"sentinel:rl:key:{alice.api_key.key_id}:{int(rate_window) // 60}", 5, ex=61)
     body = '{"model": "helper", "messages": [{"role": "user", "content": "hi"}]}'
     response = Client().post("/v1/chat/completions", data=body, content_type="application/json", **alice.auth)
     assert response.status_code == 429 and not Turn.objects.exists()
