@@ -31,9 +31,10 @@ class Hit:
     score: float  # cosine similarity, 1 = identical
 
 
-# {scope: when it was counted}: scopes lately far below EXACT_SEARCH_MAX, scanned exactly
-# without counting them again for EXACT_CACHE_SECONDS (a count is one more query for every turn).
-_small_scopes: dict[tuple, float] = {}
+# {scope: (when it was counted, whether it was within EXACT_SEARCH_MAX)}: a scope's verdict is kept
+# EXACT_CACHE_SECONDS, per process, so a turn's recall does not count its scope first (a bounded count
+# reads up to EXACT_SEARCH_MAX + 1 rows: near the bound, as much as the exact scan itself).
+_scope_verdicts: dict[tuple, tuple[float, bool]] = {}
 EXACT_CACHE_SECONDS = 10.0
 EXACT_CACHE_MIN_LIMIT = 1000  # a small limit (tests, tiny deployments) is counted every time
 
@@ -44,17 +45,19 @@ def _counter(queryset) -> Callable[[int], int]:
 
 def _exact(count_upto: Callable[[int], int], limit: int, scope: tuple | None) -> bool:
     """Whether the scoped set is small enough to scan exactly (a bounded count: `count_upto(limit + 1)`
-    counts at most limit + 1 rows). A scope counted at half the limit or less cannot pass it within
-    seconds: that is remembered a few seconds, per process."""
+    counts at most limit + 1 rows). The verdict is remembered a few seconds: a scope grows by a few
+    messages a second at most, so one that crosses the bound is scanned exactly a few seconds too
+    long, or (shrunk by a purge) searched through the index a few seconds too long; either gives
+    the same kind of answer as the other."""
     now = time.monotonic()
-    if scope is not None and now - _small_scopes.get(scope, -EXACT_CACHE_SECONDS) < EXACT_CACHE_SECONDS:
-        return True
-    count = count_upto(limit + 1)
-    if scope is not None and limit >= EXACT_CACHE_MIN_LIMIT and count <= limit // 2:
-        if len(_small_scopes) > 10_000:
-            _small_scopes.clear()
-        _small_scopes[scope] = now
-    return count <= limit
+    if scope is not None and (seen := _scope_verdicts.get(scope)) is not None and now - seen[0] < EXACT_CACHE_SECONDS:
+        return seen[1]
+    exact = count_upto(limit + 1) <= limit
+    if scope is not None and limit >= EXACT_CACHE_MIN_LIMIT:
+        if len(_scope_verdicts) > 10_000:
+            _scope_verdicts.clear()
+        _scope_verdicts[scope] = (now, exact)
+    return exact
 
 
 def search(

@@ -239,7 +239,7 @@ def test_client_ids_are_looked_up_only_when_the_conversation_has_some(settings, 
 
 def test_recall_adds_only_the_search_to_the_statement(settings, alice):
     settings.SENTINEL = {**settings.SENTINEL, "EXACT_SEARCH_MAX": 20000}
-    search._small_scopes.clear()
+    search._scope_verdicts.clear()
     conversation = long_history(alice)
     sql_statements(settings, conversation.id, embed=embeddings.embed)  # the scope counted once
     statements = sql_statements(settings, conversation.id, embed=embeddings.embed)
