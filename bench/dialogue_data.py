@@ -28,7 +28,13 @@ MESSAGES_PER_SESSION = 36
 FIRST_DAY = date(2025, 1, 11)
 PEOPLE = {"M": ("user", "Mara"), "J": ("assistant", "Jonas")}
 
-# (key, session, speaker, evidence, paraphrased question, temporal question)
+# An answer is what a context must say to answer a question: a list of entries, each a word or phrase
+# of the evidence message(s), or a list of such alternatives any one of which will do (where a summary
+# could naturally keep one and not the other). Every alternative occurs in an evidence message (checked
+# when the data is written, by `mentions`, the same test the benchmark applies to a summary's text).
+# A temporal question's answer words name the event; the session's date answers it.
+
+# (key, session, speaker, evidence, paraphrased question, its answer, temporal question, its answer)
 FACTS = [
     (
         "pet",
@@ -36,7 +42,9 @@ FACTS = [
         "M",
         "I finally adopted a beagle puppy from the shelter on Elm Road, we named him Biscuit.",
         "What kind of dog joined her household?",
+        ["beagle"],
         "When did Mara get her new pet?",
+        [["beagle", "Biscuit", "puppy"]],
     ),
     (
         "sister",
@@ -44,7 +52,9 @@ FACTS = [
         "J",
         "My sister Ingrid just moved to Trondheim for her PhD.",
         "Which Norwegian town is his sibling living in?",
+        ["Trondheim"],
         "When did Jonas say his sibling relocated?",
+        [["Trondheim", "Ingrid"]],
     ),
     (
         "job",
@@ -52,7 +62,9 @@ FACTS = [
         "M",
         "I started a new job as a pharmacist at the hospital downtown.",
         "What is her profession?",
+        ["pharmacist"],
         "When did Mara begin her current position?",
+        [["pharmacist", "hospital"]],
     ),
     (
         "cello",
@@ -60,7 +72,9 @@ FACTS = [
         "J",
         "I've been learning the cello every Tuesday evening.",
         "Which string instrument is he practising?",
+        ["cello"],
         "When did Jonas mention his music lessons?",
+        ["cello"],
     ),
     (
         "nan",
@@ -68,7 +82,9 @@ FACTS = [
         "M",
         "My grandmother turns ninety on the 14th of May.",
         "How old will her nan be at the next birthday?",
+        ["ninety"],
         "When did Mara talk about her nan's upcoming celebration?",
+        [["ninety", "grandmother"]],
     ),
     (
         "allergy",
@@ -76,7 +92,9 @@ FACTS = [
         "J",
         "I'm allergic to shellfish, so no prawns for me.",
         "Which seafood must he avoid eating?",
+        [["shellfish", "prawns"]],
         "When did Jonas bring up his food intolerance?",
+        [["shellfish", "prawns", "allergic"]],
     ),
     (
         "holiday",
@@ -84,16 +102,29 @@ FACTS = [
         "M",
         "We booked a cottage on the Isle of Skye for the last week of August.",
         "Where are they vacationing in late summer?",
+        ["Skye"],
         "When did Mara say the holiday reservation was made?",
+        [["Skye", "cottage"]],
     ),
-    ("car", 3, "J", "My car is a green 2012 Skoda Octavia.", "What vehicle does he drive?", "When did Jonas describe his vehicle?"),
+    (
+        "car",
+        3,
+        "J",
+        "My car is a green 2012 Skoda Octavia.",
+        "What vehicle does he drive?",
+        [["Skoda", "Octavia"]],
+        "When did Jonas describe his vehicle?",
+        [["Skoda", "Octavia"]],
+    ),
     (
         "race",
         4,
         "M",
         "I ran the Edinburgh half marathon in one hour fifty-two.",
         "What was her finishing time in the running event?",
+        ["fifty-two"],
         "When did Mara report her race result?",
+        [["marathon", "fifty-two"]],
     ),
     (
         "diet",
@@ -101,7 +132,9 @@ FACTS = [
         "J",
         "I switched to a vegetarian diet after watching that documentary.",
         "Does he still eat meat?",
+        ["vegetarian"],
         "When did Jonas change what he eats?",
+        ["vegetarian"],
     ),
     (
         "author",
@@ -109,7 +142,9 @@ FACTS = [
         "M",
         "My favourite author is Ursula Le Guin, I reread Earthsea every winter.",
         "Which novelist does she love most?",
+        [["Le Guin", "Ursula"]],
         "When did Mara name the novelist she loves most?",
+        [["Le Guin", "Ursula", "Earthsea"]],
     ),
     (
         "kitchen",
@@ -117,7 +152,9 @@ FACTS = [
         "J",
         "We painted the kitchen a pale sage colour over the weekend.",
         "What hue did he choose for the walls where he cooks?",
+        ["sage"],
         "When did Jonas redecorate?",
+        [["sage", "kitchen"]],
     ),
     (
         "wedding",
@@ -125,16 +162,29 @@ FACTS = [
         "M",
         "My brother Tomas is getting married in Porto next spring.",
         "Where is her sibling's ceremony taking place?",
+        ["Porto"],
         "When did Mara announce the engagement news?",
+        [["married", "Porto", "Tomas"]],
     ),
-    ("wrist", 6, "J", "I broke my left wrist falling off my bike.", "Which arm injury did he suffer?", "When did Jonas get hurt?"),
+    (
+        "wrist",
+        6,
+        "J",
+        "I broke my left wrist falling off my bike.",
+        "Which arm injury did he suffer?",
+        ["wrist"],
+        "When did Jonas get hurt?",
+        ["wrist"],
+    ),
     (
         "language",
         7,
         "M",
         "I'm taking Spanish classes at the community college.",
         "Which foreign tongue is she studying?",
+        ["Spanish"],
         "When did Mara start her language course?",
+        ["Spanish"],
     ),
     (
         "wifi",
@@ -142,7 +192,9 @@ FACTS = [
         "J",
         "Our wifi password is blue-heron-77, write it down.",
         "What's the network passphrase at his place?",
+        ["blue-heron-77"],
         "When did Jonas share the network passphrase?",
+        [["blue-heron-77", "wifi", "password"]],
     ),
     (
         "tooth",
@@ -150,7 +202,9 @@ FACTS = [
         "M",
         "My daughter Elsie lost her first tooth yesterday.",
         "What happened in her kid's mouth recently?",
+        ["tooth"],
         "When did Mara's child reach that milestone?",
+        ["tooth"],
     ),
     (
         "book",
@@ -158,7 +212,9 @@ FACTS = [
         "J",
         "I'm reading a biography of Ada Lovelace.",
         "Whose life story is on his nightstand?",
+        ["Lovelace"],
         "When did Jonas mention the biography?",
+        ["Lovelace"],
     ),
     (
         "boiler",
@@ -166,7 +222,9 @@ FACTS = [
         "M",
         "The boiler broke again and the plumber comes on Friday.",
         "What household appliance needs repair?",
+        ["boiler"],
         "When did Mara's heating fail?",
+        ["boiler"],
     ),
     (
         "promotion",
@@ -174,7 +232,9 @@ FACTS = [
         "J",
         "I got promoted to team lead at the studio.",
         "What new role did he receive at work?",
+        ["team lead"],
         "When did Jonas move up in his career?",
+        [["team lead", "promoted"]],
     ),
     (
         "trees",
@@ -182,7 +242,9 @@ FACTS = [
         "M",
         "I planted three apple trees behind the shed.",
         "What fruit is she growing in her garden?",
+        ["apple"],
         "When did Mara plant the orchard?",
+        ["apple"],
     ),
     (
         "dad",
@@ -190,7 +252,9 @@ FACTS = [
         "J",
         "My dad had a knee operation and is recovering well.",
         "Which of his parents had surgery?",
+        ["dad"],
         "When did Jonas say his father had the surgery?",
+        [["knee", "operation", "dad"]],
     ),
     (
         "dish",
@@ -198,7 +262,9 @@ FACTS = [
         "M",
         "My favourite dish is my mum's lamb tagine.",
         "What meal does she like best?",
+        ["tagine"],
         "When did Mara reveal the meal she likes best?",
+        ["tagine"],
     ),
     (
         "triathlon",
@@ -206,7 +272,9 @@ FACTS = [
         "J",
         "I'm training for a triathlon in Bergen in September.",
         "What multisport competition is he preparing for?",
+        ["triathlon"],
         "When did Jonas start preparing for the competition?",
+        ["triathlon"],
     ),
     (
         "solar",
@@ -214,7 +282,9 @@ FACTS = [
         "M",
         "We're thinking of getting solar panels on the roof.",
         "What energy upgrade is her household considering?",
+        ["solar"],
         "When did Mara first consider the energy upgrade?",
+        ["solar"],
     ),
     (
         "films",
@@ -222,7 +292,9 @@ FACTS = [
         "J",
         "I can't stand horror films, they give me nightmares.",
         "Which movie genre does he dislike?",
+        ["horror"],
         "When did Jonas admit which movie genre he dislikes?",
+        ["horror"],
     ),
     (
         "foodbank",
@@ -230,7 +302,9 @@ FACTS = [
         "M",
         "I'm volunteering at the food bank on Saturdays now.",
         "Where does she give her time at weekends?",
+        ["food bank"],
         "When did Mara begin volunteering?",
+        ["food bank"],
     ),
     (
         "flat",
@@ -238,7 +312,9 @@ FACTS = [
         "J",
         "My flat in Leith has a view of the harbour.",
         "What can he see out of his windows?",
+        ["harbour"],
         "When did Jonas describe the view from home?",
+        ["harbour"],
     ),
     (
         "maths",
@@ -246,7 +322,9 @@ FACTS = [
         "M",
         "Elsie's teacher says she's top of the class in maths.",
         "How is her kid doing at school with numbers?",
+        ["top"],
         "When did Mara hear about her kid's progress with numbers?",
+        [["maths", "top", "teacher"]],
     ),
     (
         "pens",
@@ -254,7 +332,9 @@ FACTS = [
         "J",
         "I collect vintage fountain pens, I have about forty.",
         "What does he hoard as a hobby?",
+        ["fountain pen"],
         "When did Jonas mention his collection?",
+        ["fountain pen"],
     ),
     (
         "sleep",
@@ -262,7 +342,9 @@ FACTS = [
         "M",
         "I've been sleeping badly since the clocks changed.",
         "What's troubling her at night?",
+        ["sleep"],
         "When did Mara complain about her nights?",
+        [["sleep", "clocks"]],
     ),
     (
         "band",
@@ -270,7 +352,9 @@ FACTS = [
         "J",
         "My favourite band is Sigur Ros, I saw them in Reykjavik.",
         "Which Icelandic group does he adore?",
+        ["Sigur Ros"],
         "When did Jonas name the group he adores?",
+        ["Sigur Ros"],
     ),
     (
         "piano",
@@ -278,7 +362,9 @@ FACTS = [
         "M",
         "I bought a second-hand upright piano for the living room.",
         "What musical instrument did she purchase?",
+        ["piano"],
         "When did Mara purchase the instrument?",
+        ["piano"],
     ),
     (
         "japan",
@@ -286,7 +372,9 @@ FACTS = [
         "J",
         "I'm saving up for a trip to Japan next year.",
         "Which Asian country does he hope to visit?",
+        ["Japan"],
         "When did Jonas first mention the Asian trip?",
+        ["Japan"],
     ),
     (
         "licence",
@@ -294,7 +382,9 @@ FACTS = [
         "M",
         "I passed my driving test on the second attempt.",
         "What licence did she earn?",
+        ["driving"],
         "When did Mara qualify to drive?",
+        ["driving"],
     ),
     (
         "cat",
@@ -302,7 +392,9 @@ FACTS = [
         "J",
         "My neighbour's cat keeps sleeping in my laundry basket.",
         "Which animal naps in his clothes hamper?",
+        ["cat"],
         "When did Jonas mention the animal napping in his hamper?",
+        ["cat"],
     ),
     (
         "pottery",
@@ -310,7 +402,9 @@ FACTS = [
         "M",
         "I've taken up pottery, the studio is near the canal.",
         "What craft hobby did she begin?",
+        ["pottery"],
         "When did Mara pick up her craft?",
+        ["pottery"],
     ),
     (
         "thesis",
@@ -318,7 +412,9 @@ FACTS = [
         "J",
         "I finally finished my thesis on glacier retreat.",
         "What was his dissertation about?",
+        ["glacier"],
         "When did Jonas complete his dissertation?",
+        [["thesis", "glacier"]],
     ),
     (
         "friend",
@@ -326,7 +422,9 @@ FACTS = [
         "M",
         "My best friend Priya is moving to Toronto.",
         "Which Canadian city is her closest pal relocating to?",
+        ["Toronto"],
         "When did Mara hear her pal was relocating?",
+        ["Toronto"],
     ),
     (
         "therapy",
@@ -334,66 +432,98 @@ FACTS = [
         "J",
         "I started therapy, and it's helping with the stress.",
         "What is he doing for his mental health?",
+        ["therapy"],
         "When did Jonas begin looking after his mental health?",
+        ["therapy"],
     ),
 ]
 
-# (key of the earlier fact, session, later evidence, question about the current value)
+# (key of the earlier fact, session, later evidence, question about the current value, its answer)
 UPDATES = [
-    ("job", 13, "I left the hospital; I run my own little pharmacy on Constitution Street now.", "Where is Mara employed at present?"),
-    ("car", 16, "I sold the Skoda and bought an electric Kia.", "What does Jonas drive nowadays?"),
-    ("wifi", 19, "We changed the wifi password to otter-lantern-12.", "What is the current network passphrase at Jonas's?"),
-    ("holiday", 8, "We cancelled Skye; we're going to Lisbon in August instead.", "Where will Mara spend the late-summer break?"),
-    ("sister", 18, "Ingrid finished her PhD and moved back to Oslo.", "Which city does Jonas's sister live in these days?"),
-    ("author", 21, "Honestly my favourite writer now is Kazuo Ishiguro.", "Who is Mara's top novelist at the moment?"),
-    ("diet", 20, "I've gone fully vegan since March.", "What diet does Jonas follow now?"),
-    ("language", 17, "I dropped Spanish and switched to Italian lessons.", "Which language is Mara learning currently?"),
-    ("promotion", 24, "I left the studio to freelance as an illustrator.", "What is Jonas's work situation now?"),
-    ("pet", 14, "We renamed the dog Pepper, Biscuit never stuck.", "What is Mara's pet called now?"),
-    ("triathlon", 22, "The triathlon got moved to Stavanger, same date.", "In which town is Jonas's race happening?"),
-    ("boiler", 10, "The plumber postponed until Monday, so still no hot water.", "When is the heating repair visit scheduled?"),
-    ("flat", 23, "We moved out of Leith into a house in Portobello.", "Where does Jonas live now?"),
-    ("race", 19, "New personal best: I ran the half in one hour forty-eight.", "What is Mara's best half-marathon time?"),
-    ("book", 12, "I put the Lovelace book down and started Middlemarch.", "What book is Jonas reading currently?"),
+    (
+        "job",
+        13,
+        "I left the hospital; I run my own little pharmacy on Constitution Street now.",
+        "Where is Mara employed at present?",
+        [["pharmacy", "Constitution Street"]],
+    ),
+    ("car", 16, "I sold the Skoda and bought an electric Kia.", "What does Jonas drive nowadays?", ["Kia"]),
+    (
+        "wifi",
+        19,
+        "We changed the wifi password to otter-lantern-12.",
+        "What is the current network passphrase at Jonas's?",
+        ["otter-lantern-12"],
+    ),
+    (
+        "holiday",
+        8,
+        "We cancelled Skye; we're going to Lisbon in August instead.",
+        "Where will Mara spend the late-summer break?",
+        ["Lisbon"],
+    ),
+    ("sister", 18, "Ingrid finished her PhD and moved back to Oslo.", "Which city does Jonas's sister live in these days?", ["Oslo"]),
+    ("author", 21, "Honestly my favourite writer now is Kazuo Ishiguro.", "Who is Mara's top novelist at the moment?", ["Ishiguro"]),
+    ("diet", 20, "I've gone fully vegan since March.", "What diet does Jonas follow now?", ["vegan"]),
+    ("language", 17, "I dropped Spanish and switched to Italian lessons.", "Which language is Mara learning currently?", ["Italian"]),
+    (
+        "promotion",
+        24,
+        "I left the studio to freelance as an illustrator.",
+        "What is Jonas's work situation now?",
+        [["freelance", "illustrator"]],
+    ),
+    ("pet", 14, "We renamed the dog Pepper, Biscuit never stuck.", "What is Mara's pet called now?", ["Pepper"]),
+    ("triathlon", 22, "The triathlon got moved to Stavanger, same date.", "In which town is Jonas's race happening?", ["Stavanger"]),
+    ("boiler", 10, "The plumber postponed until Monday, so still no hot water.", "When is the heating repair visit scheduled?", ["Monday"]),
+    ("flat", 23, "We moved out of Leith into a house in Portobello.", "Where does Jonas live now?", ["Portobello"]),
+    ("race", 19, "New personal best: I ran the half in one hour forty-eight.", "What is Mara's best half-marathon time?", ["forty-eight"]),
+    ("book", 12, "I put the Lovelace book down and started Middlemarch.", "What book is Jonas reading currently?", ["Middlemarch"]),
     (
         "solar",
         23,
         "We had a heat pump installed instead of the solar panels.",
         "Which energy upgrade did Mara's household go for in the end?",
+        ["heat pump"],
     ),
-    ("pens", 25, "The pen collection is up to sixty-five now.", "How many pens does Jonas own now?"),
-    ("foodbank", 24, "I moved my food bank shift to Sunday mornings.", "Which day does Mara volunteer these days?"),
-    ("japan", 25, "Japan is off, we're doing Patagonia instead.", "Which trip is Jonas planning now?"),
-    ("wedding", 15, "Tomas moved the wedding to Seville.", "Where will Mara's brother get married after all?"),
+    ("pens", 25, "The pen collection is up to sixty-five now.", "How many pens does Jonas own now?", ["sixty-five"]),
+    ("foodbank", 24, "I moved my food bank shift to Sunday mornings.", "Which day does Mara volunteer these days?", ["Sunday"]),
+    ("japan", 25, "Japan is off, we're doing Patagonia instead.", "Which trip is Jonas planning now?", ["Patagonia"]),
+    ("wedding", 15, "Tomas moved the wedding to Seville.", "Where will Mara's brother get married after all?", ["Seville"]),
 ]
 
-# (fact key, fact key, question needing both)
+# (fact key, fact key, question needing both, its answer: a part from each)
 MULTI_HOP = [
-    ("cello", "piano", "Which instrument does Jonas practise, and which did Mara purchase for her lounge?"),
-    ("allergy", "dish", "Could Jonas, given his intolerance, eat the meal Mara likes best?"),
-    ("pet", "cat", "Which animals live with Mara and doze in Jonas's hamper?"),
-    ("sister", "triathlon", "Is Jonas's race in the same town his sibling studies in?"),
-    ("job", "dad", "Would Mara's hospital work help Jonas's father after his surgery?"),
-    ("nan", "wedding", "Which family celebrations are coming for Mara's nan and her sibling?"),
-    ("holiday", "japan", "Where are Mara's late-summer plans and Jonas's Asian travel hopes?"),
-    ("race", "triathlon", "What endurance events have Mara and Jonas done or planned?"),
-    ("author", "book", "Which writers are Mara and Jonas each into?"),
-    ("kitchen", "trees", "What home and garden projects did the two friends finish?"),
-    ("wrist", "licence", "Who got hurt cycling and who qualified to drive?"),
-    ("language", "japan", "Which foreign tongue is Mara studying, and which Asian country does Jonas want to visit?"),
-    ("tooth", "maths", "How is Mara's kid growing up, at home and at school?"),
-    ("boiler", "solar", "What heating or energy changes happened at Mara's home?"),
-    ("promotion", "thesis", "What career and academic milestones did Jonas reach?"),
-    ("films", "band", "What entertainment does Jonas hate and which does he adore?"),
-    ("foodbank", "pottery", "How does Mara spend her free time lately?"),
-    ("flat", "cat", "What does Jonas see from home and who naps in his hamper?"),
-    ("pens", "cello", "What are Jonas's two hobbies?"),
-    ("sleep", "therapy", "How are the two friends coping with nights and stress?"),
-    ("friend", "sister", "Which Canadian and Norwegian cities did people close to them move to?"),
-    ("diet", "dish", "Would the lamb meal Mara loves suit Jonas's eating habits?"),
-    ("car", "licence", "Who drives what, now that Mara qualified?"),
-    ("wedding", "holiday", "Which two trips abroad or to islands are in Mara's family plans?"),
-    ("piano", "maths", "What instrument and school subject are going well in Mara's household?"),
+    ("cello", "piano", "Which instrument does Jonas practise, and which did Mara purchase for her lounge?", ["cello", "piano"]),
+    ("allergy", "dish", "Could Jonas, given his intolerance, eat the meal Mara likes best?", [["shellfish", "prawns"], ["tagine", "lamb"]]),
+    ("pet", "cat", "Which animals live with Mara and doze in Jonas's hamper?", [["beagle", "puppy", "Biscuit"], "cat"]),
+    ("sister", "triathlon", "Is Jonas's race in the same town his sibling studies in?", ["Trondheim", "Bergen"]),
+    (
+        "job",
+        "dad",
+        "Would Mara's hospital work help Jonas's father after his surgery?",
+        [["pharmacist", "hospital"], ["knee", "operation"]],
+    ),
+    ("nan", "wedding", "Which family celebrations are coming for Mara's nan and her sibling?", ["ninety", ["married", "Porto"]]),
+    ("holiday", "japan", "Where are Mara's late-summer plans and Jonas's Asian travel hopes?", ["Skye", "Japan"]),
+    ("race", "triathlon", "What endurance events have Mara and Jonas done or planned?", ["marathon", "triathlon"]),
+    ("author", "book", "Which writers are Mara and Jonas each into?", [["Le Guin", "Ursula"], "Lovelace"]),
+    ("kitchen", "trees", "What home and garden projects did the two friends finish?", [["painted", "sage"], "apple"]),
+    ("wrist", "licence", "Who got hurt cycling and who qualified to drive?", ["wrist", "driving"]),
+    ("language", "japan", "Which foreign tongue is Mara studying, and which Asian country does Jonas want to visit?", ["Spanish", "Japan"]),
+    ("tooth", "maths", "How is Mara's kid growing up, at home and at school?", ["tooth", ["maths", "top"]]),
+    ("boiler", "solar", "What heating or energy changes happened at Mara's home?", ["boiler", "solar"]),
+    ("promotion", "thesis", "What career and academic milestones did Jonas reach?", [["team lead", "promoted"], ["thesis", "glacier"]]),
+    ("films", "band", "What entertainment does Jonas hate and which does he adore?", ["horror", "Sigur Ros"]),
+    ("foodbank", "pottery", "How does Mara spend her free time lately?", ["food bank", "pottery"]),
+    ("flat", "cat", "What does Jonas see from home and who naps in his hamper?", ["harbour", "cat"]),
+    ("pens", "cello", "What are Jonas's two hobbies?", ["fountain pen", "cello"]),
+    ("sleep", "therapy", "How are the two friends coping with nights and stress?", ["sleep", "therapy"]),
+    ("friend", "sister", "Which Canadian and Norwegian cities did people close to them move to?", ["Toronto", "Trondheim"]),
+    ("diet", "dish", "Would the lamb meal Mara loves suit Jonas's eating habits?", ["vegetarian", ["lamb", "tagine"]]),
+    ("car", "licence", "Who drives what, now that Mara qualified?", [["Skoda", "Octavia"], "driving"]),
+    ("wedding", "holiday", "Which two trips abroad or to islands are in Mara's family plans?", ["Porto", "Skye"]),
+    ("piano", "maths", "What instrument and school subject are going well in Mara's household?", ["piano", "maths"]),
 ]
 
 ADVERSARIAL = [
@@ -520,7 +650,7 @@ def build(seed: int = 16) -> dict:
     for key, session, speaker, text, *_ in FACTS:
         planted.setdefault(session, []).append((f"fact:{key}", speaker, text))
     speaker_of = {key: speaker for key, _, speaker, *_ in FACTS}
-    for key, session, text, _ in UPDATES:
+    for key, session, text, *_ in UPDATES:
         planted.setdefault(session, []).append((f"update:{key}", speaker_of[key], text))
     messages, ids = [], {}
     for session in range(SESSIONS):
@@ -562,30 +692,66 @@ def build(seed: int = 16) -> dict:
 
 
 def _questions(ids: dict) -> list[dict]:
+    texts = {f"fact:{key}": text for key, _, _, text, *_ in FACTS} | {f"update:{key}": text for key, _, text, *_ in UPDATES}
     questions = []
-    for key, _, _, text, paraphrase, temporal in FACTS:
-        client_id, day = ids[f"fact:{key}"]
+
+    def add(question: dict, tags: list[str]) -> None:
+        question["evidence"] = [ids[tag][0] for tag in tags]
+        if question["kind"] != "adversarial":
+            _check_answer(question, [texts[tag] for tag in tags])
+        questions.append(question)
+
+    for key, _, _, text, paraphrase, answer, temporal, temporal_answer in FACTS:
+        day = ids[f"fact:{key}"][1]
         shared = content_words(paraphrase) & content_words(text)
         assert not shared, f"the paraphrase of {key!r} shares {shared} with its evidence"
-        questions.append({"id": f"single-{key}", "kind": "single", "question": paraphrase, "evidence": [client_id]})
-        questions.append({"id": f"temporal-{key}", "kind": "temporal", "question": temporal, "evidence": [client_id], "answer": day})
-    for key, _, _, question in UPDATES:
-        questions.append(
-            {
-                "id": f"updated-{key}",
-                "kind": "updated",
-                "question": question,
-                "evidence": [ids[f"update:{key}"][0]],
-                "earlier": [ids[f"fact:{key}"][0]],
-            }
-        )
-    for a, b, question in MULTI_HOP:
-        questions.append(
-            {"id": f"multi-{a}-{b}", "kind": "multi_hop", "question": question, "evidence": [ids[f"fact:{a}"][0], ids[f"fact:{b}"][0]]}
-        )
+        add({"id": f"single-{key}", "kind": "single", "question": paraphrase, "answer": answer}, [f"fact:{key}"])
+        add({"id": f"temporal-{key}", "kind": "temporal", "question": temporal, "answer": temporal_answer, "date": day}, [f"fact:{key}"])
+    for key, _, _, question, answer in UPDATES:
+        add({"id": f"updated-{key}", "kind": "updated", "question": question, "answer": answer}, [f"update:{key}"])
+        questions[-1]["earlier"] = [ids[f"fact:{key}"][0]]
+    for a, b, question, answer in MULTI_HOP:
+        add({"id": f"multi-{a}-{b}", "kind": "multi_hop", "question": question, "answer": answer}, [f"fact:{a}", f"fact:{b}"])
     for i, question in enumerate(ADVERSARIAL):
-        questions.append({"id": f"adversarial-{i}", "kind": "adversarial", "question": question, "evidence": []})
+        add({"id": f"adversarial-{i}", "kind": "adversarial", "question": question, "answer": []}, [])
     return questions
+
+
+Answer = list[str | list[str]]
+
+
+def mentions(text: str, word: str) -> bool:
+    """Whether `text` says `word` (or phrase): case-insensitive, whole words, with a plural or verb
+    ending allowed ("fountain pen" in "fountain pens", "sleep" in "sleeping")."""
+    pattern = r"\s+".join(re.escape(part) for part in word.split())
+    return re.search(rf"(?<![\w-]){pattern}(?:s|es|d|ed|ing)?(?![\w-])", text, re.IGNORECASE) is not None
+
+
+def answer_of(answer: Answer, text: str) -> list[list[str]]:
+    """The entries of `answer` that message `text` holds (each as its alternatives): what a piece
+    standing for that message must say. A two-part question's entries split between its messages."""
+    entries = [[entry] if isinstance(entry, str) else entry for entry in answer]
+    return [alternatives for alternatives in entries if any(mentions(text, word) for word in alternatives)]
+
+
+def says(text: str, entries: list[list[str]]) -> bool:
+    """Whether `text` says every entry (any one of its alternatives)."""
+    return all(any(mentions(text, word) for word in alternatives) for alternatives in entries)
+
+
+def _check_answer(question: dict, evidence: list[str]) -> None:
+    """Every alternative of every entry occurs in an evidence message (derived from what was said,
+    not from what a question hopes for), and every evidence message holds part of the answer."""
+    assert question["answer"], f"{question['id']} has no answer words"
+    for entry in question["answer"]:
+        alternatives = [entry] if isinstance(entry, str) else entry
+        for word in alternatives:
+            assert any(mentions(text, word) for text in evidence), f"{question['id']}: {word!r} is in none of its evidence messages"
+        assert len([t for t in evidence if any(mentions(t, w) for w in alternatives)]) == 1 or len(evidence) == 1, (
+            f"{question['id']}: {entry!r} is in both of its evidence messages (it cannot tell them apart)"
+        )
+    for text in evidence:
+        assert answer_of(question["answer"], text), f"{question['id']}: no answer word of {text!r}"
 
 
 def load() -> dict:
