@@ -32,13 +32,14 @@ from collections.abc import Callable
 DATABASE = "sentinel_context_bench"
 
 
-def _services() -> object:
+def services(database: str = DATABASE) -> object:
+    """The embedded services for an in-process bench: a fresh `database` and the bench's Redis DB."""
     from sentinel_site.stack import Stack
 
     stack = Stack()
     stack.ensure_secret_key()
     stack.ensure_audit_key()
-    stack.ensure_database(DATABASE, fresh=True)
+    stack.ensure_database(database, fresh=True)
     stack.ensure_redis(db=int(os.environ.get("SENTINEL_BENCH_REDIS_DB", "14")))
     return stack
 
@@ -95,7 +96,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=30)
     args = parser.parse_args(argv)
-    stack = _services()
+    stack = services()
     try:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
         os.environ.setdefault("SENTINEL_PROCESS", "worker")
@@ -110,18 +111,19 @@ def main(argv: list[str]) -> int:
         from django.db import connections
 
         connections.close_all()
-        _drop()
+        drop()
         stack.stop()  # type: ignore[attr-defined]
     return 0
 
 
-def _drop() -> None:
+def drop(database: str = DATABASE) -> None:
+    """Drop the bench's database (connected to the server's `postgres` database)."""
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
     params = {**conninfo_to_dict(os.environ["DATABASE_URL"]), "dbname": "postgres"}
     with psycopg.connect(**params, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def _measure(calls: int, warmup: int) -> None:

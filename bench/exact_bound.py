@@ -28,19 +28,10 @@ import statistics
 import sys
 import time
 
+from bench import context_bench
+
 DATABASE = os.environ.get("SENTINEL_BENCH_DATABASE_NAME", "sentinel_exact_bound")
 KINDS = ["single", "temporal", "multi_hop", "updated"]
-
-
-def _services() -> object:
-    from sentinel_site.stack import Stack
-
-    stack = Stack()
-    stack.ensure_secret_key()
-    stack.ensure_audit_key()
-    stack.ensure_database(DATABASE, fresh=True)
-    stack.ensure_redis(db=int(os.environ.get("SENTINEL_BENCH_REDIS_DB", "14")))
-    return stack
 
 
 def _build(distractors: int):
@@ -158,7 +149,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--distractors", type=int, default=17_000)
     parser.add_argument("--keep", action="store_true", help="keep the database (to explain its statements afterwards)")
     args = parser.parse_args(argv)
-    stack = _services()
+    stack = context_bench.services(DATABASE)
     try:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sentinel_site.settings")
         os.environ.setdefault("SENTINEL_PROCESS", "worker")
@@ -174,18 +165,9 @@ def main(argv: list[str]) -> int:
 
         connections.close_all()
         if not args.keep:
-            _drop()
+            context_bench.drop(DATABASE)
         stack.stop()  # type: ignore[attr-defined]
     return 0
-
-
-def _drop() -> None:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-
-    params = {**conninfo_to_dict(os.environ["DATABASE_URL"]), "dbname": "postgres"}
-    with psycopg.connect(**params, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
