@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import statistics
 import time
@@ -33,11 +34,12 @@ import httpx
 import redis
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from agents.backpressure import TURN_QUEUE
 from agents.models import Turn, TurnStatus
 from bench import soak_plot, texts, turn_bench
-from bench.harness import Stack, rss_mb
+from bench.harness import CpuMeter, Stack, postgres_pids, redis_pids, rss_mb
 from sentinel_site.stack import BASE_DIR
 
 HEADING = "## Soak: memory, connections and queue over time (issue 18)"
@@ -80,6 +82,11 @@ class Soak:
     ok: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
+    cpu: str = ""  # cores busy by stage over the run (CpuMeter.shares)
+    cpu_per_turn_ms: dict[str, float] = field(default_factory=dict)
+    phases: list[tuple[str, int, float, float]] = field(default_factory=list)  # (window, turns, queue p50 ms, run p50 ms)
+    scans: dict[str, float] = field(default_factory=dict)  # memory_memory's pg_stat_user_tables deltas over the run
+    memories: int = 0  # the soak agent's memories at the end
 
 
 def slope(points: list[tuple[float, float]]) -> float:
@@ -222,8 +229,22 @@ def run(quick: bool, seconds: float = 0, conversations: int = 0, rate: float = 0
         # Sentinel's processes and this one (its sampler reads through Django), a pool each.
         soak.connection_ceiling = (len([name for name in stack.processes if name != "stub"]) + 1) * settings.DB_POOL_MAX_SIZE
         print(f"  {soak.conversations} conversations, {soak.rate:.0f} turns/s, {soak.seconds:.0f} s", flush=True)
+        meter = CpuMeter(
+            {
+                "web": stack.pids("web"),
+                "workers": stack.pids("worker"),
+                "postgres": postgres_pids,  # asked again at the end: the pools open backends as the load arrives
+                "redis": redis_pids,
+                "stub": [stack.pid("stub")],
+                "load generator": [os.getpid()],
+            }
+        )
+        scans_before, started_at = _memory_scans(), timezone.now()
+        meter.start()
         asyncio.run(_run(stack, soak))
+        meter.stop()
         turn_bench.drain()
+        _diagnose(soak, meter, scans_before, started_at)
     finally:
         stack.stop()
         connection.close()
@@ -232,6 +253,58 @@ def run(quick: bool, seconds: float = 0, conversations: int = 0, rate: float = 0
     if times:
         soak_plot.write(PLOT, times, curves, f"Soak: {soak.conversations} conversations, {soak.rate:.0f} turns/s, {soak.seconds:.0f} s")
     return report(soak), failed(soak)
+
+
+def _memory_scans() -> dict[str, float]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT seq_scan, seq_tup_read, coalesce(idx_scan, 0), n_live_tup FROM pg_stat_user_tables WHERE relname = 'memory_memory'"
+        )
+        row = cursor.fetchone() or (0, 0, 0, 0)
+    return dict(zip(("sequential scans", "rows read by them", "index scans", "rows"), map(float, row), strict=True))
+
+
+PHASE_WINDOWS = 5  # the run cut into this many windows of time, by when each turn was admitted
+
+
+def _diagnose(soak: Soak, meter: CpuMeter, scans_before: dict[str, float], started_at) -> None:
+    """Where the time went: CPU by stage over the run, each window's queue wait and run time, and
+    what recall's scans of memory_memory read (pg_stat_user_tables lags by up to its flush interval)."""
+    soak.cpu = meter.shares()
+    finished = Turn.objects.filter(created_at__gte=started_at, finished_at__isnull=False)
+    turns = list(finished.values_list("created_at", "started_at", "finished_at"))
+    if turns:
+        soak.cpu_per_turn_ms = {name: used * 1000 / len(turns) for name, used in meter.used.items()}
+        first = min(created for created, _, _ in turns)
+        width = max(1.0, soak.seconds / PHASE_WINDOWS)
+        for n in range(PHASE_WINDOWS):
+            window = [t for t in turns if n * width <= (t[0] - first).total_seconds() < (n + 1) * width and t[1]]
+            if window:
+                queue = statistics.median((started - created).total_seconds() * 1000 for created, started, _ in window)
+                run = statistics.median((finished - started).total_seconds() * 1000 for _, started, finished in window)
+                soak.phases.append((f"{n * width:.0f}-{(n + 1) * width:.0f} s", len(window), queue, run))
+    after = _memory_scans()
+    soak.scans = {name: after[name] - scans_before.get(name, 0.0) for name in after if name != "rows"}
+    soak.memories = int(after["rows"])
+
+
+def _diagnosis(soak: Soak) -> list[str]:
+    if not soak.cpu:
+        return []
+    done = sum(turns for _, turns, _, _ in soak.phases) or 1
+    lines = [
+        "",
+        f"Where the time went: CPU over the run by stage, {soak.cpu}; per finished turn "
+        + ", ".join(f"{name} {ms:.1f} ms" for name, ms in sorted(soak.cpu_per_turn_ms.items(), key=lambda kv: -kv[1]))
+        + f". memory_memory at the end: about {soak.memories:,} rows; over the run "
+        + ", ".join(f"{name} {value:,.0f} ({value / done:,.1f} a turn)" for name, value in soak.scans.items())
+        + ".",
+        "",
+        "| admitted at | turns finished | queue wait p50 (admitted to claimed) | run p50 (claimed to finished) |",
+        "| --- | --- | --- | --- |",
+        *(f"| {window} | {turns} | {queue:.0f} ms | {run:.0f} ms |" for window, turns, queue, run in soak.phases),
+    ]
+    return lines
 
 
 def report(soak: Soak) -> list[str]:
@@ -259,6 +332,7 @@ def report(soak: Soak) -> list[str]:
         "| --- | --- | --- | --- |",
         *(f"| {name} | {rise:+.1f} | {allowed:.1f} | {'flat' if ok else '**grows**'} |" for name, rise, allowed, ok in verdicts(soak)),
         *_ceiling_row(soak),
+        *_diagnosis(soak),
         "",
         "| t (s) | web RSS (MiB) | workers RSS (MiB) | pool connections checked out | PG connections open | queue depth "
         "| turns done | errors |",

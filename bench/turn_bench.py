@@ -112,7 +112,7 @@ def _phases(turn: Turn, sent: float, received: float) -> dict[str, float] | None
 
 def _meter(stack: Stack, proxy: anchor.LiteLLM | None = None) -> CpuMeter:
     """CPU by stage: web, workers, this run's PostgreSQL, Redis, the stub (and LiteLLM when it runs)."""
-    parts = {"web": [stack.pid("web")], "worker": stack.pids("worker"), "postgres": postgres_pids(), "redis": redis_pids()}
+    parts: dict = {"web": [stack.pid("web")], "worker": stack.pids("worker"), "postgres": postgres_pids, "redis": redis_pids}
     parts["stub"] = [stack.pid("stub")]
     if proxy is not None:
         parts["litellm"] = proxy.pids()

@@ -137,3 +137,12 @@ def parse_database_url(name: str, url: str) -> dict:
         "PORT": str(port or ""),
         "OPTIONS": query,
     }
+
+
+def moved_redis_db(url: str, by: int) -> str:
+    """A redis:// URL with its database number moved `by` (redis://h:6379/15, -1: redis://h:6379/14)."""
+    parts = urlsplit(url)
+    db = int(parts.path.strip("/") or "0") + by
+    if db < 0:
+        raise ImproperlyConfigured(f"moving the Redis database of {parts.scheme}://{parts.hostname} by {by} leaves no database")
+    return parts._replace(path=f"/{db}").geturl()

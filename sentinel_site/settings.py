@@ -6,6 +6,7 @@ points the model at the bundled local server. A bad value stops start-up with a 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from sentinel_site.env import (
     envsecret,
     envstr,
     envurl,
+    moved_redis_db,
     parse_database_url,
 )
 from sentinel_site.production import DEVELOPMENT_SECRET_KEY, secret_key_problem
@@ -150,6 +152,16 @@ if DURABILITY == "async":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis and Celery -------------------------------------------------------------------------
+# The test suite runs in several processes (pytest-xdist workers gw0, gw1, ...: `make test`). Each has
+# a Redis database of its own, gwN the Nth below the configured one (/15: gw0 /15, gw1 /14), because a
+# test flushes its database and counts keys in it. The moved URLs go into the environment with a mark,
+# so the processes a test starts (a live stack's web and worker) inherit them and do not move again.
+xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if SENTINEL_ENV == "test" and xdist_worker and not os.environ.get("SENTINEL_TEST_REDIS_MOVED"):
+    for name in ("REDIS_URL", "CELERY_BROKER_URL"):
+        if name in os.environ:
+            os.environ[name] = moved_redis_db(os.environ[name], -int(xdist_worker.removeprefix("gw")))
+    os.environ["SENTINEL_TEST_REDIS_MOVED"] = xdist_worker
 REDIS_URL = envurl("REDIS_URL", "redis://127.0.0.1:6379/0", ("redis", "rediss", "unix"))
 CELERY_BROKER_URL = envurl("CELERY_BROKER_URL", REDIS_URL, ("redis", "rediss", "unix"))
 CELERY_TASK_SERIALIZER = "json"

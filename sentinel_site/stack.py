@@ -425,6 +425,18 @@ def run() -> int:
     return 0
 
 
+def parallel(pytest_args: list[str]) -> list[str]:
+    """pytest's arguments with its processes (pytest-xdist): SENTINEL_TEST_PROCESSES, or one per core,
+    unless the arguments choose (`-n 0`, `-p no:xdist`). A test file's tests stay in one process
+    (`--dist loadfile`): module fixtures (a local model server, a browser) start once. Each process has
+    its own test database (pytest-django's `_gwN` suffix) and Redis database (settings.py)."""
+    chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg in ("no:xdist", "-pno:xdist") for arg in pytest_args)
+    count = processes("test")
+    if chosen or count < 2:
+        return list(pytest_args)
+    return ["-n", str(count), "--dist", "loadfile", *pytest_args]
+
+
 def test(pytest_args: list[str]) -> int:
     """The lint first (seconds), then the static checks beside pytest: mypy's cold start is most of a
     minute of one core, which the suite's waits on its live processes leave idle. Their output is
@@ -446,7 +458,7 @@ def test(pytest_args: list[str]) -> int:
         running = [
             (argv, subprocess.Popen([PYTHON, *argv], cwd=BASE_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)) for argv in checks
         ]
-        code = subprocess.run([PYTHON, "-m", "pytest", *pytest_args], cwd=BASE_DIR).returncode
+        code = subprocess.run([PYTHON, "-m", "pytest", *parallel(pytest_args)], cwd=BASE_DIR).returncode
         for argv, process in running:
             output, _ = process.communicate()
             say(f"$ python {' '.join(argv)} (beside pytest): exit {process.returncode}")

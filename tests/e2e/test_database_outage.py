@@ -18,7 +18,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def drop_the_live_stacks_connections():
     """Every connection of the web and worker processes, as a database restart would."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s", [LIVE_APPLICATION_NAME])
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
+            [LIVE_APPLICATION_NAME],
+        )
         assert cursor.fetchone()[0] > 0
 
 

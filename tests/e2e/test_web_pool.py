@@ -92,7 +92,10 @@ def test_clients_that_leave_or_are_refused_leave_no_connection_checked_out(own_w
 
 def drop_the_test_webs_connections() -> None:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s", [OWN_APPLICATION_NAME])
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
+            [OWN_APPLICATION_NAME],
+        )
         assert cursor.fetchone()[0] > 0
 
 
