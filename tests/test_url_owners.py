@@ -11,12 +11,12 @@ from agents.models import Conversation
 
 pytestmark = pytest.mark.django_db
 
-ID = uuid.uuid4()
+ID = uuid.UUID(int=0x5E17)  # fixed: the test ids carry it, and every pytest-xdist process must collect the same tests
 OWNERS = {
     "/v1/conversations": "agents.api.resources",
     f"/v1/conversations/{ID}": "agents.api.resources",
     f"/v1/conversations/{ID}/messages": "memory.api",
-    f"/v1/conversations/{ID}/messages/{uuid.uuid4()}": "memory.api",
+    f"/v1/conversations/{ID}/messages/{uuid.UUID(int=0x5E18)}": "memory.api",
     f"/v1/conversations/{ID}/summaries": "memory.api",
     f"/v1/conversations/{ID}/consolidate": "memory.api",
     f"/v1/conversations/{ID}/consolidations": "memory.api",
