@@ -427,14 +427,16 @@ def run() -> int:
 
 def parallel(pytest_args: list[str]) -> list[str]:
     """pytest's arguments with its processes (pytest-xdist): SENTINEL_TEST_PROCESSES, or one per core,
-    unless the arguments choose (`-n 0`, `-p no:xdist`). A test file's tests stay in one process
-    (`--dist loadfile`): module fixtures (a local model server, a browser) start once. Each process has
-    its own test database (pytest-django's `_gwN` suffix) and Redis database (settings.py)."""
+    unless the arguments choose (`-n 0`, `-p no:xdist`). Tests are handed out as processes free up and
+    an idle process takes over queued ones (`--dist worksteal`): the suite's long tests (a backup and
+    restore, the schema fuzz's 101 operations) would otherwise leave one process busy at the end.
+    Each process has its own test database (pytest-django's `_gwN` suffix), Redis database
+    (settings.py) and live stack."""
     chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) or arg in ("no:xdist", "-pno:xdist") for arg in pytest_args)
     count = processes("test")
     if chosen or count < 2:
         return list(pytest_args)
-    return ["-n", str(count), "--dist", "loadfile", *pytest_args]
+    return ["-n", str(count), "--dist", "worksteal", *pytest_args]
 
 
 def test(pytest_args: list[str]) -> int:

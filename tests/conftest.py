@@ -107,6 +107,33 @@ def rate_window(monkeypatch) -> float:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _flush_survives_a_deadlock():
+    """A transactional test ends with one TRUNCATE of every table. A live stack's worker still
+    finishing an earlier test's turn locks a few of them row by row, in another order (a foreign key
+    check's share lock), and PostgreSQL breaks the deadlock by failing one side: when that is the
+    TRUNCATE, it runs again, instead of leaving the next test the rows (tests/agents/test_outbox.py's
+    three turns, seen by the next test of its process)."""
+    from django.db import OperationalError
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    flush = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self, sql_list):
+        for attempt in range(5):
+            try:
+                return flush(self, sql_list)
+            except OperationalError as error:
+                if "deadlock detected" not in str(error) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        return None
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatabaseOperations, "execute_sql_flush", execute_sql_flush)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _clean_redis():
     import redis
     from django.conf import settings

@@ -14,7 +14,7 @@ from sentinel_site.stack import BASE_DIR, parallel
 
 def test_the_suite_runs_in_one_process_per_core_unless_told(monkeypatch):
     monkeypatch.setenv("SENTINEL_TEST_PROCESSES", "2")
-    assert parallel(["tests/x.py"]) == ["-n", "2", "--dist", "loadfile", "tests/x.py"]
+    assert parallel(["tests/x.py"]) == ["-n", "2", "--dist", "worksteal", "tests/x.py"]
     for chosen in (["-n", "0"], ["-n4"], ["--numprocesses=3"], ["-p", "no:xdist"], ["--dist", "load"]):
         assert parallel(chosen) == chosen, chosen
     monkeypatch.setenv("SENTINEL_TEST_PROCESSES", "1")
