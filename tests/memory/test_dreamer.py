@@ -190,7 +190,6 @@ def test_the_transcript_says_a_repeated_line_once():
         "[2026-03-01]",
         "user: My sister Ingrid moved to Trondheim.",
         "assistant: Mm, fair enough.",
-        "user: Mm, fair enough.",
         "[2026-03-02]",
         "user: She starts on Monday.",
     ]
