@@ -419,6 +419,12 @@ def _names_pattern(names: frozenset[str]) -> re.Pattern:
 
 _CLAUSE_SPLIT = re.compile(r"\s*(?:,\s*and\s+|;\s*|,\s+|\s+and\s+|\?\s+)", re.IGNORECASE)
 CLAUSE_MIN_WORDS = 3
+# "and" between two capitalised words joins names ("Mara and Jonas", "Bergen and Oslo"), not clauses:
+# split there, "What endurance events have Mara and Jonas done or planned?" gave "...have Mara" and
+# "Jonas done or planned", two more embeddings on the turn's path, the second (names left out,
+# "done or planned") near nothing the question is about.
+_JOINED_NAMES = re.compile(r"\b([A-Z][\w'’]*) and (?=[A-Z])")
+_JOINED = "\uff06"  # a stand-in for that "and" while the question is split: no split pattern takes it
 
 
 def clauses(text: str) -> list[str]:
@@ -427,7 +433,8 @@ def clauses(text: str) -> list[str]:
     the turn's path: statements don't pay it) or is long (a paragraph is not a question)."""
     if len(text) > 300 or "?" not in text:
         return []
-    parts = [part.strip(" ?.!") for part in _CLAUSE_SPLIT.split(text)]
+    protected = _JOINED_NAMES.sub(rf"\1 {_JOINED} ", text)
+    parts = [part.replace(_JOINED, "and").strip(" ?.!") for part in _CLAUSE_SPLIT.split(protected)]
     parts = [part for part in parts if len(part.split()) >= CLAUSE_MIN_WORDS]
     return parts[:3] if len(parts) >= 2 else []
 

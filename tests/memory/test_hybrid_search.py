@@ -135,3 +135,17 @@ def test_full_text_ranks_a_repeated_line_once(alice):
     hits = [hit for hit in search_for(conversation, "Zephyrine", k=2) if hit.text_rank is not None and hit.via == ""]
     assert sorted(hit.text_rank for hit in hits) == [1, 2]
     assert len({hit.memory.text for hit in hits}) == 2, [hit.memory.text for hit in hits]
+
+
+def test_an_and_between_two_names_joins_the_names_not_two_clauses():
+    from memory.context import clauses
+
+    assert clauses("What endurance events have Mara and Jonas done or planned?") == []
+    assert clauses("Which writers are Mara and Jonas each into, and which does Tomas read?") == [
+        "Which writers are Mara and Jonas each into",
+        "which does Tomas read",
+    ]
+    assert clauses("Where are Mara's late-summer plans and Jonas's Asian travel hopes?") == [
+        "Where are Mara's late-summer plans",
+        "Jonas's Asian travel hopes",
+    ]
