@@ -71,11 +71,13 @@ def _inner() -> int:
     message_memories = set(memory_of.values())
     speakers = frozenset(data["people"])
     found_by_kind: dict[str, list[bool]] = {}
+    tokens_by_kind: dict[str, list[int]] = {}
     for question in data["questions"]:
         if question["kind"] not in kinds:
             continue
         asked = dialogue_bench._ask(conversation, question, text_of, memory_of)
         found_by_kind.setdefault(question["kind"], []).append(asked.in_context)
+        tokens_by_kind.setdefault(question["kind"], []).append(asked.tokens)
         if asked.in_context and "all" not in options:
             continue
         built = context.assemble(conversation, query=question["question"], embed=embeddings.embed_query)
@@ -116,7 +118,7 @@ def _inner() -> int:
             for piece in recalled:
                 print(f"        {piece.why.get('fused_rank')} {piece.why.get('via')} {piece.text[:110]}")
     for kind, found in found_by_kind.items():
-        print(f"{kind}: {sum(found)} of {len(found)}")
+        print(f"{kind}: {sum(found)} of {len(found)}, context {sum(tokens_by_kind[kind]) / len(found):.0f} tokens on average")
     kinds_held = Memory.objects.filter(conversation=conversation).values_list("kind", flat=True)
     print("memories:", {kind: list(kinds_held).count(kind) for kind in set(kinds_held)})
     return 0
