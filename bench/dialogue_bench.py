@@ -210,7 +210,8 @@ def report(result: Result) -> list[str]:
         "150 questions of five kinds with their evidence messages; every paraphrased question shares no content word with "
         f"its evidence (checked when the data is written). Each question is the next turn's recall query; the context "
         f"(budget 2,048 tokens, recent window 12 messages, recall {RECALL_LIMIT} by hybrid search: full text + vectors, reciprocal-rank "
-        "fusion, neighbours of a hit) is checked for the evidence: each evidence message there as itself (a window message or "
+        "fusion of distinct texts, a third variant of a line two chosen ones follow taken last, neighbours of a hit) is "
+        "checked for the evidence: each evidence message there as itself (a window message or "
         "its recalled line), or in a summary or fact taken from it (carrying its client id) whose text says that message's "
         "answer words (each question's `answer` in the data, words of its evidence messages; checked when the data is written). "
         f"Embeddings {embeddings.model_name()}; indexing "
@@ -265,7 +266,9 @@ def report(result: Result) -> list[str]:
         "After consolidation *strict* is the measure (the target is judged on it); *by source ids* is the reading this "
         "benchmark used before, which counted a summary or fact as holding the evidence because the evidence message was "
         "among its sources, whatever its text said. With the default agent's recall "
-        "limit of 8 the same run found 82% of single facts, 68% temporal, 24% multi-hop, 70% updated, in about 600 tokens. "
+        "limit of 8 (`python -m bench.dialogue_probe` with SENTINEL_BENCH_DIALOGUE_RECALL=8, window + recall, 2026-12-02, "
+        "bench/HISTORY.md row 43) the context held 92% of single facts, 88% temporal, 44% multi-hop, 75% updated, in about 680 "
+        "tokens (before that row: 82%, 68%, 24%, 70% in about 600). "
         "`make bench BENCH_ARGS=--only=dialogue` runs this section alone (SENTINEL_BENCH_DIALOGUE_RECALL sets the limit).",
         "",
     ]

@@ -125,18 +125,25 @@ def _release(conversation_id) -> None:
 
 
 def _transcript(messages: list[Message]) -> str:
-    """The span as the model reads it: a date line where the day changes, then `role: text` lines.
-    A timestamp on every line costs more tokens than most messages (digits tokenize one by one), and
-    prompt processing is most of a consolidation's time on a CPU (bench/HISTORY.md)."""
+    """The span as the model reads it: a date line where the day changes, then `role: text` lines,
+    each text once: a line said again in the span, by either side ("Mm, fair enough.", "Thanks!"),
+    tells a summary nothing new and is left out (its message is consolidated all the same).
+    Prompt processing is most of a consolidation's time on a CPU (bench/HISTORY.md): a timestamp on
+    every line costs more tokens than most messages (digits tokenize one by one), and on the dialogue
+    benchmark's first 100 messages the repeats were 31 lines, 1,409 -> 1,041 tokens of transcript."""
     lines = []
+    said: set[str] = set()
     day = None
     for message in messages:
-        if message.occurred_at.date() != day:
-            day = message.occurred_at.date()
-            lines.append(f"[{day:%Y-%m-%d}]")
         content = message.content
         for call in message.tool_calls or []:
             content += f" [called {call.get('function', {}).get('name', '')}]"
+        if content.strip() in said:
+            continue
+        said.add(content.strip())
+        if message.occurred_at.date() != day:
+            day = message.occurred_at.date()
+            lines.append(f"[{day:%Y-%m-%d}]")
         lines.append(f"{message.role}: {content}")
     return "\n".join(lines)
 

@@ -126,8 +126,16 @@ class FusedHit:
     of: str | None = None  # the hit's memory id, for a neighbour or an update
 
 
+# Each retriever ranks distinct texts: of the DEPTH * k nearest (or best by full text), one memory
+# per text (the newest), the first k of those. Chat repeats itself ("Mm, fair enough.", "Thanks!"),
+# and every copy of a line scores alike: on the dialogue benchmark (issue 16) the 130 nearest
+# messages to "How does Mara spend her free time lately?" were 34 texts, "I spent Sunday doing the
+# spare room, very exciting." four times at the top, and recall, which takes a text once, was left
+# with a fraction of its k candidates. DEPTH 4 keeps within the index's ef_search (4 * k).
+DEPTH = 4
+
 # One statement: the scoped candidates (the ORM's filters, inlined), the k nearest to each query
-# vector and the k best by full text, fused by RRF (every list a memory is in adds 1 / (60 + rank));
+# vector and the k best by full text (distinct texts), fused by RRF (every list a memory is in adds 1 / (60 + rank));
 # then, for the fused top k, the messages just before and after a message hit (a fact often spans
 # two turns) and the later facts that supersede a fact hit.
 _HYBRID = """
@@ -136,10 +144,12 @@ query AS (SELECT replace(replace(plainto_tsquery('english', %(text)s)::text, ' &
 {vec},
 txt AS (
     SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank, score FROM (
-        SELECT scoped.id, ts_rank_cd(scoped.search_vector, query.q) AS score
-        FROM scoped, query WHERE query.q::text <> '' AND scoped.search_vector @@ query.q
-        ORDER BY 2 DESC LIMIT %(k)s
-    ) best
+        SELECT DISTINCT ON (text) id, score FROM (
+            SELECT scoped.id, scoped.text, scoped.occurred_at, ts_rank_cd(scoped.search_vector, query.q) AS score
+            FROM scoped, query WHERE query.q::text <> '' AND scoped.search_vector @@ query.q
+            ORDER BY 4 DESC LIMIT %(depth)s
+        ) matched ORDER BY text, score DESC, occurred_at DESC, id
+    ) best ORDER BY score DESC, id LIMIT %(k)s
 ),
 fused AS (
     SELECT id, min(vector_rank) AS vector_rank, max(similarity) AS similarity, min(text_rank) AS text_rank,
@@ -175,9 +185,11 @@ FROM found JOIN memory_memory m ON m.id = found.id
 ORDER BY {order}
 """
 
-_NEAREST = """SELECT id, row_number() OVER (ORDER BY distance, id) AS rank, 1 - distance AS similarity FROM (
-        SELECT id, (embedding <=> %(vector{n})s::vector){exact} AS distance FROM scoped ORDER BY 2 LIMIT %(k)s
-    ) nearest{n}"""
+_NEAREST = """(SELECT id, row_number() OVER (ORDER BY distance, id) AS rank, 1 - distance AS similarity FROM (
+        SELECT DISTINCT ON (text) id, distance FROM (
+            SELECT id, text, occurred_at, (embedding <=> %(vector{n})s::vector){exact} AS distance FROM scoped ORDER BY 4 LIMIT %(depth)s
+        ) nearest ORDER BY text, distance, occurred_at DESC, id
+    ) nearest{n} ORDER BY distance, id LIMIT %(k)s)"""
 
 _ORDER = "found.fused_rank, found.via, m.occurred_at DESC"  # then `_newer_first`
 # `_newer_first` in SQL: a fact that supersedes another at the better rank of the two, neighbours
@@ -266,7 +278,7 @@ def hybrid(
     scope_key = (tenant_id, scope.get("agent_id"), scope.get("conversation_id"), limit)
     exact = _exact(lambda upto: search_sql.count(condition, params, upto), limit, scope_key if as_of is None else None)
     vectors = [vector, *extra_vectors]
-    params.update(text=text[:2000], k=k, rrf=RRF_K, neighbours=neighbours)
+    params.update(text=text[:2000], k=k, depth=DEPTH * k, rrf=RRF_K, neighbours=neighbours)
     params.update({f"vector{n}": search_sql.QueryVector(v) for n, v in enumerate(vectors)})
     with search_sql.binding_cursor() as cursor:
         rows = _run(cursor, _statement(condition, len(vectors), exact), params, exact, k)
@@ -277,7 +289,7 @@ def hybrid(
 def _statement(condition: str, vectors: int, exact: bool) -> str:
     """The hybrid statement for a scope's condition (memory/search_sql.py `where`), with named placeholders."""
     nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(vectors))
-    scoped = f"SELECT id, embedding, search_vector FROM memory_memory WHERE {condition}"
+    scoped = f"SELECT id, embedding, search_vector, text, occurred_at FROM memory_memory WHERE {condition}"
     return _HYBRID.format(scoped=scoped, vec=f"vec AS ({nearest})", columns=search_sql.COLUMNS, ranks=_RANKS_CAST, order=_ORDER_NEWER_FIRST)
 
 
@@ -325,11 +337,13 @@ def _orm_hybrid(
     limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
     scope_key = (tenant_id, scope.get("agent_id"), scope.get("conversation_id"), limit)
     exact = _exact(_counter(queryset), limit, scope_key if as_of is None else None)
-    scoped_sql, scoped_params = queryset.order_by().values("id", "embedding", "search_vector").query.sql_with_params()
+    scoped_sql, scoped_params = (
+        queryset.order_by().values("id", "embedding", "search_vector", "text", "occurred_at").query.sql_with_params()
+    )
     vectors = [vector, *extra_vectors]
     nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(len(vectors)))
     sql = _HYBRID.format(scoped=scoped_sql.replace("%s", "%%s"), vec=f"vec AS ({nearest})", columns=_COLUMNS, ranks=_RANKS, order=_ORDER)
-    params = {"text": text[:2000], "k": k, "rrf": RRF_K, "neighbours": neighbours}
+    params = {"text": text[:2000], "k": k, "depth": DEPTH * k, "rrf": RRF_K, "neighbours": neighbours}
     params.update({f"vector{n}": _vector_literal(v) for n, v in enumerate(vectors)})
     sql, args = _positional(sql, scoped_params, params)
     if exact:

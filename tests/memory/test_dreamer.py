@@ -173,3 +173,23 @@ def test_a_model_that_goes_on_with_the_conversation_is_stopped_and_its_echo_left
     assert stub_llm.requests[0]["stop"] == ["\nassistant:", "\nuser:"], "the server stops where a transcript line begins"
     first = Summary.objects.filter(conversation=conversation).order_by("first_seq").first()
     assert first.text == "- the user talked about the weather", "lines copied from the transcript are no summary"
+
+
+def test_the_transcript_says_a_repeated_line_once():
+    from datetime import UTC, datetime
+
+    day_one, day_two = datetime(2026, 3, 1, 9, 0, tzinfo=UTC), datetime(2026, 3, 2, 18, 30, tzinfo=UTC)
+    messages = [
+        Message(role="user", content="My sister Ingrid moved to Trondheim.", occurred_at=day_one),
+        Message(role="assistant", content="Mm, fair enough.", occurred_at=day_one),
+        Message(role="user", content="Mm, fair enough.", occurred_at=day_one),
+        Message(role="assistant", content="Mm, fair enough.", occurred_at=day_two),
+        Message(role="user", content="She starts on Monday.", occurred_at=day_two),
+    ]
+    assert dreamer._transcript(messages).splitlines() == [
+        "[2026-03-01]",
+        "user: My sister Ingrid moved to Trondheim.",
+        "assistant: Mm, fair enough.",
+        "[2026-03-02]",
+        "user: She starts on Monday.",
+    ]

@@ -113,3 +113,39 @@ def test_a_two_part_question_is_searched_for_part_by_part(alice):
     vectors = embeddings.embed(clauses(question))
     hits = search.hybrid(conversation.tenant_id, embeddings.embed([question])[0], question, k=3, extra_vectors=vectors)
     assert {BEAGLE, GOLDFISH} <= {hit.memory.text for hit in hits if hit.via == ""}
+
+
+def test_a_line_said_many_times_takes_one_place_among_the_candidates(alice):
+    repeated = "Our dog loves running on the beach."
+    chewer = "The beagle chewed my slippers again."
+    conversation = conversation_with(alice, [repeated] * 5 + [chewer, *REVENUE, GOLDFISH])
+    hits = [hit for hit in search_for(conversation, "What does our dog love doing?", k=3) if hit.via == ""]
+    texts = [hit.memory.text for hit in hits]
+    assert len(texts) == len(set(texts)) == 3, texts
+    assert repeated in texts and chewer in texts, texts
+    from memory.models import Memory
+
+    newest = Memory.objects.filter(conversation=conversation, text=repeated).order_by("-occurred_at", "-id").first()
+    kept = next(hit for hit in hits if hit.memory.text == repeated)
+    assert kept.memory.occurred_at == newest.occurred_at, "the newest copy stands for the others"
+
+
+def test_full_text_ranks_a_repeated_line_once(alice):
+    conversation = conversation_with(alice, [GOLDFISH] * 4 + ["Zephyrine swims in circles all day.", *REVENUE])
+    hits = [hit for hit in search_for(conversation, "Zephyrine", k=2) if hit.text_rank is not None and hit.via == ""]
+    assert sorted(hit.text_rank for hit in hits) == [1, 2]
+    assert len({hit.memory.text for hit in hits}) == 2, [hit.memory.text for hit in hits]
+
+
+def test_an_and_between_two_names_joins_the_names_not_two_clauses():
+    from memory.context import clauses
+
+    assert clauses("What endurance events have Mara and Jonas done or planned?") == []
+    assert clauses("Which writers are Mara and Jonas each into, and which does Tomas read?") == [
+        "Which writers are Mara and Jonas each into",
+        "which does Tomas read",
+    ]
+    assert clauses("Where are Mara's late-summer plans and Jonas's Asian travel hopes?") == [
+        "Where are Mara's late-summer plans",
+        "Jonas's Asian travel hopes",
+    ]
