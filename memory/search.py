@@ -31,33 +31,55 @@ class Hit:
     score: float  # cosine similarity, 1 = identical
 
 
-# {scope: (when it was counted, whether it was within EXACT_SEARCH_MAX)}: a scope's verdict is kept
+# {scope: (when it was counted, its size counted up to EXACT_SEARCH_MAX + 1)}: a scope's size is kept
 # EXACT_CACHE_SECONDS, per process, so a turn's recall does not count its scope first (a bounded count
 # reads up to EXACT_SEARCH_MAX + 1 rows: near the bound, as much as the exact scan itself).
-_scope_verdicts: dict[tuple, tuple[float, bool]] = {}
+_scope_verdicts: dict[tuple, tuple[float, int]] = {}
 EXACT_CACHE_SECONDS = 10.0
 EXACT_CACHE_MIN_LIMIT = 1000  # a small limit (tests, tiny deployments) is counted every time
+
+# Full text leaves out a word that COMMON_WORD_SHARE or more of the scope's memories say, in a scope of
+# COMMON_WORD_MIN_SCOPE memories or more. Such a word tells no memory from another (its inverse
+# document frequency is near nothing), and the OR of a question's words ranks every memory that says
+# any of them: a word every soak message says made full text rank half the scope on every turn, 38 of
+# the hybrid statement's 60 ms at 11,578 memories (bench/HISTORY.md row 42). Each of the question's
+# words is counted in the scope through the GIN index, up to the share and no further; a smaller scope
+# ranks every word, as a scan of it costs a few milliseconds. Past EXACT_SEARCH_MAX the share is of
+# that bound (the size is counted no further).
+COMMON_WORD_SHARE = 0.2
+COMMON_WORD_MIN_SCOPE = 2000
 
 
 def _counter(queryset) -> Callable[[int], int]:
     return lambda upto: queryset[:upto].count()
 
 
-def _exact(count_upto: Callable[[int], int], limit: int, scope: tuple | None) -> bool:
-    """Whether the scoped set is small enough to scan exactly (a bounded count: `count_upto(limit + 1)`
-    counts at most limit + 1 rows). The verdict is remembered a few seconds: a scope grows by a few
-    messages a second at most, so one that crosses the bound is scanned exactly a few seconds too
-    long, or (shrunk by a purge) searched through the index a few seconds too long; either gives
-    the same kind of answer as the other."""
+def _scope_size(count_upto: Callable[[int], int], limit: int, scope: tuple | None) -> int:
+    """The scoped set's size, up to limit + 1 (a bounded count: `count_upto(limit + 1)` counts at most
+    limit + 1 rows), remembered a few seconds: a scope grows by a few messages a second at most, so
+    one that crosses the bound is scanned exactly a few seconds too long, or (shrunk by a purge)
+    searched through the index a few seconds too long; either gives the same kind of answer as the
+    other."""
     now = time.monotonic()
     if scope is not None and (seen := _scope_verdicts.get(scope)) is not None and now - seen[0] < EXACT_CACHE_SECONDS:
         return seen[1]
-    exact = count_upto(limit + 1) <= limit
+    size = count_upto(limit + 1)
     if scope is not None and limit >= EXACT_CACHE_MIN_LIMIT:
         if len(_scope_verdicts) > 10_000:
             _scope_verdicts.clear()
-        _scope_verdicts[scope] = (now, exact)
-    return exact
+        _scope_verdicts[scope] = (now, size)
+    return size
+
+
+def _exact(count_upto: Callable[[int], int], limit: int, scope: tuple | None) -> bool:
+    """Whether the scoped set is small enough to scan exactly (`_scope_size`)."""
+    return _scope_size(count_upto, limit, scope) <= limit
+
+
+def _common_word_bound(size: int) -> int | None:
+    """How many of the scope's memories make a word too common to rank by (COMMON_WORD_SHARE), or None
+    below COMMON_WORD_MIN_SCOPE."""
+    return max(1, int(size * COMMON_WORD_SHARE)) if size >= COMMON_WORD_MIN_SCOPE else None
 
 
 def search(
@@ -140,7 +162,16 @@ DEPTH = 4
 # two turns) and the later facts that supersede a fact hit.
 _HYBRID = """
 WITH scoped AS NOT MATERIALIZED ({scoped}),
-query AS (SELECT replace(replace(plainto_tsquery('english', %(text)s)::text, ' & ', ' | '), ' <-> ', ' | ')::tsquery AS q),
+query AS (SELECT CASE WHEN %(common)s::int IS NULL
+    THEN replace(replace(plainto_tsquery('english', %(text)s)::text, ' & ', ' | '), ' <-> ', ' | ')::tsquery
+    ELSE (
+        SELECT coalesce(string_agg(word, ' | '), '')::tsquery FROM (
+            SELECT '''' || replace(replace(lexeme, '\\', '\\\\'), '''', '''''') || '''' AS word
+            FROM unnest(tsvector_to_array(to_tsvector('english', %(text)s))) lexeme
+        ) words
+        WHERE (SELECT count(*) FROM (SELECT 1 FROM scoped WHERE scoped.search_vector @@ words.word::tsquery LIMIT %(common)s) saying)
+              < %(common)s
+    ) END AS q),
 {vec},
 txt AS (
     SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank, score FROM (
@@ -276,9 +307,10 @@ def hybrid(
     condition, params = search_sql.scope(tenant_id, embeddings.model_name(), as_of=as_of, **scope)
     limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
     scope_key = (tenant_id, scope.get("agent_id"), scope.get("conversation_id"), limit)
-    exact = _exact(lambda upto: search_sql.count(condition, params, upto), limit, scope_key if as_of is None else None)
+    size = _scope_size(lambda upto: search_sql.count(condition, params, upto), limit, scope_key if as_of is None else None)
+    exact = size <= limit
     vectors = [vector, *extra_vectors]
-    params.update(text=text[:2000], k=k, depth=DEPTH * k, rrf=RRF_K, neighbours=neighbours)
+    params.update(text=text[:2000], k=k, depth=DEPTH * k, rrf=RRF_K, neighbours=neighbours, common=_common_word_bound(size))
     params.update({f"vector{n}": search_sql.QueryVector(v) for n, v in enumerate(vectors)})
     with search_sql.binding_cursor() as cursor:
         rows = _run(cursor, _statement(condition, len(vectors), exact), params, exact, k)
@@ -336,14 +368,15 @@ def _orm_hybrid(
     queryset = scoped_memories(tenant_id, as_of=as_of, **scope)
     limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
     scope_key = (tenant_id, scope.get("agent_id"), scope.get("conversation_id"), limit)
-    exact = _exact(_counter(queryset), limit, scope_key if as_of is None else None)
+    size = _scope_size(_counter(queryset), limit, scope_key if as_of is None else None)
+    exact = size <= limit
     scoped_sql, scoped_params = (
         queryset.order_by().values("id", "embedding", "search_vector", "text", "occurred_at").query.sql_with_params()
     )
     vectors = [vector, *extra_vectors]
     nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(len(vectors)))
     sql = _HYBRID.format(scoped=scoped_sql.replace("%s", "%%s"), vec=f"vec AS ({nearest})", columns=_COLUMNS, ranks=_RANKS, order=_ORDER)
-    params = {"text": text[:2000], "k": k, "depth": DEPTH * k, "rrf": RRF_K, "neighbours": neighbours}
+    params = {"text": text[:2000], "k": k, "depth": DEPTH * k, "rrf": RRF_K, "neighbours": neighbours, "common": _common_word_bound(size)}
     params.update({f"vector{n}": _vector_literal(v) for n, v in enumerate(vectors)})
     sql, args = _positional(sql, scoped_params, params)
     if exact:
