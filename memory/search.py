@@ -162,7 +162,7 @@ DEPTH = 4
 # two turns) and the later facts that supersede a fact hit.
 _HYBRID = """
 WITH scoped AS NOT MATERIALIZED ({scoped}),
-query AS (SELECT CASE WHEN %(common)s::int IS NULL
+query AS MATERIALIZED (SELECT CASE WHEN %(common)s::int IS NULL
     THEN replace(replace(plainto_tsquery('english', %(text)s)::text, ' & ', ' | '), ' <-> ', ' | ')::tsquery
     ELSE (
         SELECT coalesce(string_agg(word, ' | '), '')::tsquery FROM (
