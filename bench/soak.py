@@ -1,9 +1,9 @@
 """Bounded soak (issue 18, seed 004): many concurrent conversations at a steady rate for a long
 time, with what must stay flat sampled over it; the run fails if anything grows without bound.
 
-    make bench BENCH_ARGS=--only=soak                        1,000 conversations, 50 turns/s, 10 minutes
+    make bench BENCH_ARGS=--only=soak                        1,000 conversations, 8 turns/s, 10 minutes
     make bench BENCH_ARGS="--only=soak --soak-seconds=60"    the same shape, one minute
-    (--soak-conversations=N, --soak-rate=turns/s; --quick: 200 conversations, 20 turns/s, 60 s)
+    (--soak-conversations=N, --soak-rate=turns/s; --quick: 200 conversations, 8 turns/s, 60 s)
 
 Each conversation is a client that sends its next turn (non-streaming, in the same conversation, so
 its context grows as a real one does) on its own schedule, one turn in flight at most: together
@@ -220,7 +220,10 @@ def run(quick: bool, seconds: float = 0, conversations: int = 0, rate: float = 0
     """The soak's section, and whether it failed."""
     soak = Soak(
         conversations=conversations or (200 if quick else 1000),
-        rate=rate or (20.0 if quick else 50.0),
+        # A soak looks for growth at a load the machine carries: two cores carried 12.7 turns/s of this
+        # soak with both full (bench/HISTORY.md row 45), so the default offers about 60% of that. More
+        # (--soak-rate) measures capacity: the queue and the pools' checked-out count then rise, as they should.
+        rate=rate or 8.0,
         seconds=seconds or (60.0 if quick else 600.0),
     )
     stack = Stack().start()
