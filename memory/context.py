@@ -505,6 +505,15 @@ def _recall(
         if hit.via == "update" and hit.of:
             updates.setdefault(hit.of, []).append(hit)
     chosen_hits: set[str] = set()
+
+    def choose(hit: memory_search.FusedHit) -> bool:
+        if len(chosen_hits) >= agent.recall_limit or not chooser.take(hit):
+            return False
+        chosen_hits.add(str(hit.memory.id))
+        for update in updates.get(str(hit.memory.id), []):
+            chooser.take(update)  # the later fact that replaces a hit: never the old value alone
+        return True
+
     patterns = _Patterns()
     waiting = []
     for hit in hits:
@@ -512,16 +521,10 @@ def _recall(
             continue
         if patterns.repeated(hit.memory.text):
             waiting.append(hit)  # a third line of a pattern two chosen lines follow: after every other candidate
-        elif len(chosen_hits) < agent.recall_limit and chooser.take(hit):
+        elif choose(hit):
             patterns.add(hit.memory.text)
-            chosen_hits.add(str(hit.memory.id))
-            for update in updates.get(str(hit.memory.id), []):
-                chooser.take(update)  # the later fact that replaces a hit: never the old value alone
     for hit in waiting:
-        if len(chosen_hits) < agent.recall_limit and chooser.take(hit):
-            chosen_hits.add(str(hit.memory.id))
-            for update in updates.get(str(hit.memory.id), []):
-                chooser.take(update)
+        choose(hit)
     for hit in hits:  # then, with what is left, the turns around the hits
         if hit.via == "neighbour" and hit.of in chosen_hits:
             chooser.take(hit)

@@ -138,9 +138,9 @@ def _transcript(messages: list[Message]) -> str:
         content = message.content
         for call in message.tool_calls or []:
             content += f" [called {call.get('function', {}).get('name', '')}]"
-        if content.strip() in said:
+        if (text := content.strip()) in said:
             continue
-        said.add(content.strip())
+        said.add(text)
         if message.occurred_at.date() != day:
             day = message.occurred_at.date()
             lines.append(f"[{day:%Y-%m-%d}]")
