@@ -267,8 +267,10 @@ def _stream_raw(config: ProviderConfig, body: dict, on_delta: Callable[[dict], N
         if on_open is not None:
             on_open(response.close)
         try:
-            for chunk in _chunks(response):
+            body_bytes = response.iter_bytes()
+            for chunk in _chunks(response, body_bytes):
                 finished = _take_chunk(chunk, result, calls, on_delta, started) or finished
+            _drain(body_bytes)
         finally:
             response.close()
     except ProviderError:
@@ -365,12 +367,12 @@ def _finished(result: Completion, calls: dict[Any, dict], finished: bool, starte
     return result
 
 
-def _chunks(response: httpx2.Response) -> Iterator[Any]:
-    """The JSON of each chunk of a chat completion stream, read as the SDK's Stream reads them:
-    its SSE decoder, `[DONE]` ends the stream, an `error` object raises openai.APIError, an
-    Assistants `thread.*` event carries no chunk, and a transport failure is the SDK's own
-    APITimeoutError or APIConnectionError."""
-    events = SSEDecoder().iter_bytes(response.iter_bytes())
+def _chunks(response: httpx2.Response, body_bytes: Iterator[bytes]) -> Iterator[Any]:
+    """The JSON of each chunk of a chat completion stream (`body_bytes`, the response's body), read
+    as the SDK's Stream reads them: its SSE decoder, `[DONE]` ends the stream, an `error` object
+    raises openai.APIError, an Assistants `thread.*` event carries no chunk, and a transport
+    failure is the SDK's own APITimeoutError or APIConnectionError."""
+    events = SSEDecoder().iter_bytes(body_bytes)
     while True:
         try:
             sse = next(events, None)
@@ -390,6 +392,26 @@ def _chunks(response: httpx2.Response) -> Iterator[Any]:
                 message if message and isinstance(message, str) else "An error occurred during streaming", response.request, body=error
             )
         yield data
+
+
+# What may follow `[DONE]` before the body's end: a blank line and the chunked encoding's last chunk.
+DRAIN_LIMIT = 4096
+
+
+def _drain(body_bytes: Iterator[bytes]) -> None:
+    """Read the body to its end after `[DONE]`, so that its connection goes back to the client's
+    pool for the next call: a response closed part-read closes its connection, and every call then
+    paid a new TCP connection (and, to a real provider, a TLS handshake; HISTORY row 26). A server
+    that sends more than DRAIN_LIMIT bytes after `[DONE]`, or fails meanwhile, has its connection
+    closed as before; the answer, complete already, is kept either way."""
+    read = 0
+    try:
+        for piece in body_bytes:
+            read += len(piece)
+            if read > DRAIN_LIMIT:
+                return
+    except (httpx2.HTTPError, httpx2.StreamError, OSError):  # the answer is whole; only the connection's reuse is lost
+        return
 
 
 def _tool_call_delta(call: dict) -> dict:

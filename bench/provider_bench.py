@@ -1,7 +1,9 @@
 """The provider stage of a turn, in lanes: CPU per streamed call on each stream lane
-(SENTINEL_PROVIDER_CLIENT=raw against sdk), and the circuit breaker's Redis commands per turn
-with its cache off and on (SENTINEL_BREAKER_CACHE_SECONDS=0 against 1). Same process, same
-stub, lanes alternating round by round.
+(SENTINEL_PROVIDER_CLIENT=raw against sdk), the circuit breaker's Redis commands per turn
+with its cache off and on (SENTINEL_BREAKER_CACHE_SECONDS=0 against 1), and the raw lane with
+the connection closed after `[DONE]` (as before HISTORY row 48: `providers._drain` left out)
+against kept for the next call. Same process, same stub, lanes alternating round by round; TCP
+connections opened are counted at `socket.create_connection`, which httpcore's sync backend calls.
 
     python -m sentinel_site.stack env   # or any DATABASE_URL / REDIS_URL (the database is not used)
     python -m bench.provider_bench [--calls=300] [--chunks=20] [--rounds=4]
@@ -72,22 +74,41 @@ class RedisCommands:
         return self.count
 
 
-def one_lane(config: providers.ProviderConfig, body: dict, calls: int, stream_lane: str, cache_seconds: float) -> tuple[float, float]:
-    """(ms of CPU per providers.stream call, breaker calls' ms of CPU per turn)."""
+DRAIN = providers._drain
+CONNECT = socket.create_connection
+connections = 0
+
+
+def _counted_connect(*args, **kwargs) -> socket.socket:
+    global connections
+    connections += 1
+    return CONNECT(*args, **kwargs)
+
+
+socket.create_connection = _counted_connect
+
+
+def one_lane(
+    config: providers.ProviderConfig, body: dict, calls: int, stream_lane: str, cache_seconds: float, keep_alive: bool
+) -> tuple[float, float, float, float]:
+    """(ms of CPU per providers.stream call, breaker calls' ms of CPU per turn, ms of wall time per
+    providers.stream call, TCP connections opened per call)."""
     settings.SENTINEL["PROVIDER_CLIENT"] = stream_lane
     settings.SENTINEL["BREAKER_CACHE_SECONDS"] = cache_seconds
+    providers._drain = DRAIN if keep_alive else lambda body_bytes: None
     breaker.forget_cached()
-    streaming = guarding = 0.0
+    streaming = guarding = wall = 0.0
+    opened = connections
     for _ in range(calls):
         before = time.thread_time()
         breaker.before_call(config)
-        started = time.thread_time()
+        started, clock = time.thread_time(), time.perf_counter()
         providers.stream(config, body, lambda delta: None)
-        ended = time.thread_time()
+        ended, wall = time.thread_time(), wall + time.perf_counter() - clock
         breaker.record_success(config)
         streaming += ended - started
         guarding += (started - before) + (time.thread_time() - ended)
-    return streaming * 1000 / calls, guarding * 1000 / calls
+    return streaming * 1000 / calls, guarding * 1000 / calls, wall * 1000 / calls, (connections - opened) / calls
 
 
 def _free_port() -> int:
@@ -112,7 +133,12 @@ def _start_stub(port: int, chunks: int) -> subprocess.Popen:
             time.sleep(0.1)
 
 
-LANES = {"sdk": ("sdk", 0.0), "raw": ("raw", 0.0), "raw+cache": ("raw", 1.0)}
+LANES = {
+    "sdk": ("sdk", 0.0, False),
+    "raw": ("raw", 0.0, False),
+    "raw+cache": ("raw", 1.0, False),
+    "keep-alive": ("raw", 1.0, True),  # the default since HISTORY row 48
+}
 
 
 def main() -> int:
@@ -136,17 +162,21 @@ def main() -> int:
             result.latency_ms, result.first_token_ms = 0, None
             answers.append((result, deltas))
         assert answers[0] == answers[1], f"the lanes disagree: {answers}"
-        for stream_lane, cache in LANES.values():  # warm every lane: connection pool, imports, caches
-            one_lane(config, body, 20, stream_lane, cache)
+        for lane_settings in LANES.values():  # warm every lane: connection pool, imports, caches
+            one_lane(config, body, 20, *lane_settings)
         cpu: dict[str, list[float]] = {name: [] for name in LANES}
         guard: dict[str, list[float]] = {name: [] for name in LANES}
         sent: dict[str, list[float]] = {name: [] for name in LANES}
+        walls: dict[str, list[float]] = {name: [] for name in LANES}
+        opened: dict[str, list[float]] = {name: [] for name in LANES}
         names = list(LANES)
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else names[::-1]:
                 before = commands.settle()
-                stream_ms, guard_ms = one_lane(config, body, args.calls, *LANES[name])
+                stream_ms, guard_ms, wall_ms, per_call = one_lane(config, body, args.calls, *LANES[name])
                 cpu[name].append(stream_ms)
+                walls[name].append(wall_ms)
+                opened[name].append(per_call)
                 guard[name].append(guard_ms)
                 sent[name].append((commands.settle() - before - 1) / args.calls)  # less settle's own marker
     finally:
@@ -156,15 +186,20 @@ def main() -> int:
     words = len(answers[1][0].content.split())
     print(f"provider stage per turn: {args.calls} streamed calls x {args.rounds} rounds a lane, alternating; answers of {words} words")
     print(f"in {args.chunks} content chunks; CPU is this thread's (time.thread_time); Redis commands are this database's (MONITOR)")
-    print(f"  {'lane':10s} {'providers.stream CPU ms':>24s} {'breaker CPU ms':>16s} {'Redis commands':>16s}")
+    columns = ("providers.stream CPU ms", 24), ("wall ms", 8), ("connections", 12), ("breaker CPU ms", 16), ("Redis commands", 16)
+    print(f"  {'lane':10s} " + " ".join(f"{title:>{width}s}" for title, width in columns))
     for name in names:
         rounds = ", ".join(f"{v:.3f}" for v in cpu[name])
         print(
-            f"  {name:10s} {statistics.median(cpu[name]):24.3f} {statistics.median(guard[name]):16.3f} "
+            f"  {name:10s} {statistics.median(cpu[name]):24.3f} {statistics.median(walls[name]):8.3f} "
+            f"{statistics.median(opened[name]):12.3f} {statistics.median(guard[name]):16.3f} "
             f"{statistics.median(sent[name]):16.3f}   (stream rounds: {rounds})"
         )
     sdk, raw = statistics.median(cpu["sdk"]), statistics.median(cpu["raw"])
     print(f"  raw against sdk: {sdk - raw:.3f} ms less CPU per call ({(1 - raw / sdk) * 100:.0f}%)")
+    closed, kept = statistics.median(cpu["raw+cache"]), statistics.median(cpu["keep-alive"])
+    closed_wall, kept_wall = statistics.median(walls["raw+cache"]), statistics.median(walls["keep-alive"])
+    print(f"  keep-alive against closed after [DONE]: {closed - kept:.3f} ms less CPU, {closed_wall - kept_wall:.3f} ms less wall per call")
     return 0
 
 

@@ -25,6 +25,7 @@ class _RawSSE(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     script: list[bytes | float | None] = []
     seen: list[tuple[dict[str, str], dict]] = []
+    ports: list[int] = []  # the client's port of each request: one per TCP connection
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -32,6 +33,7 @@ class _RawSSE(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.seen.append(({name.lower(): value for name, value in self.headers.items()}, body))
+        self.ports.append(self.client_address[1])
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
@@ -70,7 +72,7 @@ def sse_server() -> Iterator[ThreadingHTTPServer]:
 
 
 def answer(sse_server: ThreadingHTTPServer, *script: bytes | float | None) -> tuple[providers.ProviderConfig, dict]:
-    _RawSSE.script, _RawSSE.seen = list(script), []
+    _RawSSE.script, _RawSSE.seen, _RawSSE.ports = list(script), [], []
     host, port = sse_server.server_address[:2]
     config = providers.ProviderConfig(f"http://{host}:{port}/v1", "test-key", "stub-model", 5.0, 2.0)
     return config, providers.request_body(config, [{"role": "user", "content": "hi"}], {"temperature": 0.2}, stream=True)
@@ -250,3 +252,28 @@ def test_threads_that_start_together_share_one_client_per_endpoint(sse_server):
     for thread in threads:
         thread.join()
     assert len({id(client) for client in clients}) == 1, "one connection pool per endpoint, not one per thread that raced to build it"
+
+
+def calls_through(config: providers.ProviderConfig, body: dict, times: int) -> list[str]:
+    return [stream(config, body)[0].content for _ in range(times)]
+
+
+def test_a_stream_read_to_done_leaves_its_connection_to_the_next_call(sse_server, lane):
+    if lane == "sdk":
+        pytest.skip("the SDK's Stream closes a response read to [DONE] with its connection: the old lane's cost (HISTORY row 26)")
+    config, body = answer(sse_server, chunk({"content": "x"}, "stop"), event(b"[DONE]"))
+    assert calls_through(config, body, 3) == ["x", "x", "x"]
+    assert len(set(_RawSSE.ports)) == 1, "one TCP connection for three calls, not one each"
+
+
+def test_a_server_that_goes_on_after_done_has_its_connection_closed_and_its_answer_kept(sse_server, lane):
+    tail = b": " + b"z" * providers.DRAIN_LIMIT + b"\n\n"
+    config, body = answer(sse_server, chunk({"content": "x"}, "stop"), event(b"[DONE]"), tail, tail)
+    assert calls_through(config, body, 2) == ["x", "x"]
+    assert len(set(_RawSSE.ports)) == 2, "past the drain's bound the connection is closed, not read to its end"
+
+
+def test_a_connection_dropped_after_done_keeps_the_answer_and_the_next_call_opens_another(sse_server, lane):
+    config, body = answer(sse_server, chunk({"content": "x"}, "stop"), event(b"[DONE]"), 0.05, None)
+    assert calls_through(config, body, 2) == ["x", "x"]
+    assert len(set(_RawSSE.ports)) == 2
