@@ -312,7 +312,7 @@ def hybrid(
     vectors = [vector, *extra_vectors]
     params.update(text=text[:2000], k=k, depth=DEPTH * k, rrf=RRF_K, neighbours=neighbours, common=_common_word_bound(size))
     params.update({f"vector{n}": search_sql.QueryVector(v) for n, v in enumerate(vectors)})
-    with search_sql.binding_cursor(prepare=settings.SENTINEL["SEARCH_PREPARED"]) as cursor:
+    with search_sql.binding_cursor() as cursor:
         rows = _run(cursor, _statement(condition, len(vectors), exact), params, exact, k)
     return [_found_hit(row) for row in rows]  # in `_newer_first`'s order already
 

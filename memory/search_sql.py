@@ -148,32 +148,13 @@ def count(condition: str, params: dict[str, Any], limit: int) -> int:
         return cursor.fetchone()[0]
 
 
-class _BindingCursor(psycopg.Cursor):
-    """A server-side binding cursor whose statements are prepared or not as it was told, never by
-    psycopg's count of a query's calls. Prepared, psycopg keeps the named statement per connection:
-    PostgreSQL skips parsing it again, and after five calls plans it once for all if that plan
-    costs no more than the calls' own plans did. The hybrid statement's parse and plan cost more
-    than its execution on a small scope (HISTORY row 49)."""
-
-    prepare_statements = False
-
-    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None, binary: bool | None = None) -> Any:
-        return super().execute(query, params, prepare=self.prepare_statements if prepare is None else prepare, binary=binary)
-
-
-def binding_cursor(*, prepare: bool = False) -> Any:
+def binding_cursor() -> Any:
     """A cursor of this thread's connection that binds parameters server-side (Django's binds them
     into the statement's text, which cannot carry a binary parameter), wrapped as Django wraps its
-    own: the statement is counted and logged like any other. `prepare`: what it runs is a prepared
-    statement of the connection (`_BindingCursor`)."""
+    own: the statement is counted and logged like any other."""
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
-    if prepare and connection.connection.prepare_threshold is None:
-        # Django turns psycopg's preparing off (None: nothing is prepared, even when asked). Its own
-        # cursors bind client-side and never prepare, and this one prepares only when asked.
-        connection.connection.prepare_threshold = 5
-    raw: Any = _BindingCursor(connection.connection)  # Any: django-stubs type make_cursor's argument as a wrapper
-    raw.prepare_statements = prepare
+    raw: Any = psycopg.Cursor(connection.connection)  # Any: django-stubs type make_cursor's argument as a wrapper
     raw.adapters.register_dumper(QueryVector, _QueryVectorDumper)
     return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)

@@ -348,10 +348,6 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # How recall's hybrid search reads: sql (its scope hand-written, rows as light objects,
     # memory/search_sql.py) or orm (the scope compiled by the ORM, rows as Memory: the reference lane).
     "SEARCH_READS": envchoice("SENTINEL_SEARCH_READS", "sql", ("sql", "orm")),
-    # The sql lane's statement as a prepared statement of each connection (parsed once, planned once
-    # when a generic plan costs no more). Off behind a pooler that keeps no prepared statements
-    # (PgBouncer in transaction mode before 1.21, or without max_prepared_statements).
-    "SEARCH_PREPARED": envbool("SENTINEL_SEARCH_PREPARED", True),
     # The in-process cache of keys, agents, budgets and prices (sentinel_site.config_cache): an entry
     # lives at most this long (0: no cache), and a change anywhere is seen within the check interval.
     "CONFIG_CACHE_SECONDS": envfloat("SENTINEL_CONFIG_CACHE_SECONDS", 60.0, minimum=0),

@@ -254,38 +254,3 @@ def test_context_assembly_is_the_same_with_either_lane(alice, settings):
         built[lane] = (assemble(fresh, embed=embeddings.embed), assemble(fresh, embed=embeddings.embed, as_of=AsOf(at=datetime.now(UTC))))
     assert [piece for piece in built["sql"][0].pieces if piece.kind == "recalled"], "recall found something"
     assert built["sql"] == built["orm"]
-
-
-# --- the statement prepared (SENTINEL_SEARCH_PREPARED) ----------------------------------------
-
-
-def prepared_hybrid_statements() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%WITH scoped AS NOT MATERIALIZED%%'")
-        return cursor.fetchone()[0]
-
-
-@pytest.mark.parametrize("prepared", [True, False])
-def test_the_hybrid_statement_is_prepared_on_its_connection_unless_turned_off(alice, settings, prepared):
-    settings.SENTINEL = {**settings.SENTINEL, "SEARCH_READS": "sql", "SEARCH_PREPARED": prepared}
-    conversation = conversation_with(alice, MOVING)
-    vector = embeddings.embed(["Where am I moving?"])[0]
-    before = prepared_hybrid_statements()
-    for _ in range(3):
-        search.hybrid(conversation.tenant_id, vector, "Where am I moving?", k=3, agent_id=conversation.agent_id)
-    assert prepared_hybrid_statements() - before == (1 if prepared else 0), "one prepared statement, used again by each call"
-
-
-def test_a_prepared_statement_past_its_plan_cache_threshold_finds_what_an_unprepared_one_finds(alice, settings):
-    # PostgreSQL plans a prepared statement's first five calls for their parameters, then may keep
-    # one generic plan: the calls after it must find the same hits as a statement planned each time.
-    conversation = conversation_with(alice, [*REVENUE, GOLDFISH, BEAGLE, *MOVING])
-    questions = [SALES_QUESTION, "Which dog breed did we get?", "Where am I moving?", "the and of", "goldfish", "aquarium job"] * 2
-    found = {}
-    for prepared in (False, True):
-        settings.SENTINEL = {**settings.SENTINEL, "SEARCH_READS": "sql", "SEARCH_PREPARED": prepared}
-        found[prepared] = [
-            described(search.hybrid(conversation.tenant_id, embeddings.embed([q])[0], q, k=3, agent_id=conversation.agent_id))
-            for q in questions
-        ]
-    assert found[True] == found[False]
