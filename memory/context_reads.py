@@ -70,7 +70,7 @@ class HistoryRead:
     has_client_ids: bool  # some message of the conversation (whatever its seq) has a client id
 
 
-_MESSAGE_COLUMNS = 'id, seq, "index", role, content, name, tool_calls, tool_call_id, client_id, token_count, summary_id'
+MESSAGE_COLUMNS = 'id, seq, "index", role, content, name, tool_calls, tool_call_id, client_id, token_count, summary_id'
 _NO_MESSAGE = ", ".join(["NULL"] * 14)  # the totals row: no message or summary columns
 
 # Parts: r(ecent), u(ncounted beyond those), s(ummary), t(otals). A summary row carries its text as
@@ -111,12 +111,12 @@ FROM totals
 @lru_cache(maxsize=2)
 def _statement(with_input: bool) -> str:
     """The statement for a turn's own context (`with_input`: seq = upto_seq is the turn's input) or the next turn's."""
-    own = f"(SELECT {_MESSAGE_COLUMNS} FROM agents_message WHERE conversation_id = %(conversation)s AND seq = %(upto)s)\n"
+    own = f"(SELECT {MESSAGE_COLUMNS} FROM agents_message WHERE conversation_id = %(conversation)s AND seq = %(upto)s)\n"
     return _STATEMENT.format(
         own=own + "    UNION ALL\n" if with_input else "",
         before=" AND seq < %(upto)s" if with_input else "",
         upto=" AND seq <= %(upto)s" if with_input else "",
-        columns=_MESSAGE_COLUMNS,
+        columns=MESSAGE_COLUMNS,
         no_message=_NO_MESSAGE,
         summaries=SUMMARIES_READ,
     )

@@ -12,15 +12,19 @@ probes per tenant whatever the size of the backlog.
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.db import connection, transaction
 
 from agents.models import Agent, Message
 from memory import embeddings, tokens
+from memory.context_reads import MESSAGE_COLUMNS, WindowMessage
 from memory.models import Memory, MemoryKind, Summary
 from sentinel_site import metrics
 
 
-def message_text(message: Message) -> str:
+def message_text(message: Message | WindowMessage) -> str:
     text = message.content or ""
     for call in message.tool_calls or []:
         function = call.get("function", {})
@@ -59,10 +63,17 @@ def fair_batch(limit: int) -> list:
         return [row[0] for row in cursor.fetchall()]
 
 
-def index_pending_messages(limit: int = 256) -> int:
+MESSAGE_BATCH = 256
+
+
+def index_pending_messages(limit: int = MESSAGE_BATCH) -> int:
+    """Embed up to `limit` messages waiting (`fair_batch`), each as a memory of its agent, and mark
+    them embedded with their token counts. Returns how many messages it took."""
     ids = fair_batch(limit)
     if not ids:
         return 0
+    if settings.SENTINEL["INDEX_WRITES"] == "sql":
+        return _index_messages_sql(ids)
     with transaction.atomic():
         batch = list(
             Message.objects.select_for_update(skip_locked=True, of=("self",))
@@ -103,7 +114,71 @@ def index_pending_messages(limit: int = 256) -> int:
     return len(batch)
 
 
-def index_pending_summaries(limit: int = 64) -> int:
+# SENTINEL_INDEX_WRITES=sql: the batch locked and read as light rows, then its memories, its agents'
+# has_memories and its messages' token counts written by one statement (data-modifying CTEs, each
+# row's columns from the message and its conversation), where the ORM lane compiled and ran five.
+# created_at is the clock's (as the ORM lane's timezone.now()), not the transaction's start: a
+# replay's as_of reads it as when the memory came to be.
+_LOCK_MESSAGES = f"SELECT {MESSAGE_COLUMNS} FROM agents_message WHERE id = ANY(%(ids)s::uuid[]) AND embedded = false FOR UPDATE SKIP LOCKED"
+_WRITE_MEMORIES = """
+WITH batch AS (SELECT * FROM unnest(%(with_text)s::uuid[], %(texts)s::text[], %(vectors)s::text[]) AS b(message_id, text, vector)),
+memories AS (
+    INSERT INTO memory_memory (id, tenant_id, agent_id, conversation_id, kind, message_id, summary_id, role, text,
+                               source_message_ids, occurred_at, embedding, embedding_model, scope, fact_key, supersedes_id, created_at)
+    SELECT gen_random_uuid(), m.tenant_id, c.agent_id, m.conversation_id, %(kind)s, m.id, NULL, m.role, batch.text,
+           ARRAY[m.id], m.occurred_at, batch.vector::vector, %(model)s, '', '', NULL, clock_timestamp()
+    FROM batch JOIN agents_message m ON m.id = batch.message_id JOIN agents_conversation c ON c.id = m.conversation_id
+    ON CONFLICT DO NOTHING
+),
+noted AS (
+    UPDATE agents_agent SET has_memories = true
+    WHERE NOT has_memories AND id IN (
+        SELECT c.agent_id FROM batch JOIN agents_message m ON m.id = batch.message_id JOIN agents_conversation c ON c.id = m.conversation_id
+    )
+)
+UPDATE agents_message m SET token_count = counted.tokens, embedded = true
+FROM unnest(%(ids)s::uuid[], %(tokens)s::int[]) AS counted(id, tokens) WHERE m.id = counted.id
+"""
+
+
+def _index_messages_sql(ids: list) -> int:
+    """`index_pending_messages` in two hand-written statements and the embedding between them; the
+    same rows as the ORM lane writes (tests/memory/test_index_writes.py)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_LOCK_MESSAGES, {"ids": ids})
+        batch: list[Any] = [WindowMessage(row) for row in cursor.fetchall()]  # Any: as_openai is Message's, typed so
+        if not batch:
+            return 0
+        with_text = [(message, text) for message in batch if (text := message_text(message))]
+        vectors = embeddings.embed([text for _, text in with_text])
+        as_stored = Memory._meta.get_field("embedding").get_db_prep_value
+        params: dict[str, Any] = {
+            "with_text": [message.id for message, _ in with_text],
+            "texts": [text for _, text in with_text],
+            "vectors": [as_stored(vector, connection) for vector in vectors],
+            "kind": MemoryKind.MESSAGE,
+            "model": embeddings.embedder().name,
+            "ids": [message.id for message in batch],
+            "tokens": [tokens.count_message(message.as_openai()) for message in batch],
+        }
+        cursor.execute(_WRITE_MEMORIES, params)
+    metrics.MEMORY_INDEXED.inc(len(with_text))
+    return len(batch)
+
+
+SUMMARY_BATCH = 64
+# Most passes find no summary waiting: one read says so, without the ORM or a transaction.
+_ANY_SUMMARY_PENDING = (
+    "SELECT EXISTS (SELECT 1 FROM memory_summary s WHERE NOT EXISTS (SELECT 1 FROM memory_memory m WHERE m.summary_id = s.id))"
+)
+
+
+def index_pending_summaries(limit: int = SUMMARY_BATCH) -> int:
+    """Embed up to `limit` summaries without a memory yet; returns how many it took."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ANY_SUMMARY_PENDING)
+        if not cursor.fetchone()[0]:
+            return 0
     with transaction.atomic():
         batch = list(
             Summary.objects.select_for_update(skip_locked=True, of=("self",))

@@ -41,8 +41,16 @@ def index_memories() -> int:
         try:
             # Cleared before the pass reads: anything committed after this schedules another.
             client.delete(_INDEX_SCHEDULED)
-            while step := indexing.index_pending_summaries() + indexing.index_pending_messages() or indexing.reembed_stale():
-                indexed += step
+            while True:
+                summaries, messages = indexing.index_pending_summaries(), indexing.index_pending_messages()
+                # A batch short of its size took all there was when it read (what was locked by
+                # another pass is that pass's): no round more to find nothing, since anything
+                # committed after the read set the schedule flag again.
+                more = summaries == indexing.SUMMARY_BATCH or messages == indexing.MESSAGE_BATCH
+                stale = 0 if more else indexing.reembed_stale()  # between new work, as before
+                indexed += summaries + messages + stale
+                if not (more or stale):
+                    break
                 client.expire(_INDEX_RUNNING, _INDEX_RUNNING_TTL)  # still alive: keep the flag
         finally:
             client.delete(_INDEX_RUNNING)

@@ -348,6 +348,9 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # How recall's hybrid search reads: sql (its scope hand-written, rows as light objects,
     # memory/search_sql.py) or orm (the scope compiled by the ORM, rows as Memory: the reference lane).
     "SEARCH_READS": envchoice("SENTINEL_SEARCH_READS", "sql", ("sql", "orm")),
+    # How indexing writes a batch of messages as memories (memory/indexing.py): sql (two hand-written
+    # statements) or orm (five compiled by the ORM: the reference lane).
+    "INDEX_WRITES": envchoice("SENTINEL_INDEX_WRITES", "sql", ("sql", "orm")),
     # The in-process cache of keys, agents, budgets and prices (sentinel_site.config_cache): an entry
     # lives at most this long (0: no cache), and a change anywhere is seen within the check interval.
     "CONFIG_CACHE_SECONDS": envfloat("SENTINEL_CONFIG_CACHE_SECONDS", 60.0, minimum=0),
