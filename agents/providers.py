@@ -167,10 +167,12 @@ class Completion:
 
 
 @lru_cache(maxsize=256)
-def _client(base_url: str, api_key: str, timeout: float, connect_timeout: float, tenant_url: bool) -> openai.OpenAI:
+def _client(base_url: str, api_key: str, timeout: float, connect_timeout: float, tenant_url: bool, policy: tuple) -> openai.OpenAI:
     # One client per endpoint keeps its HTTP connection pool warm across turns. Retries are ours
     # (recorded in the turn's events), so the SDK's own are off. A tenant's URL gets a client
-    # whose every connection passes the egress policy, and which follows no redirect.
+    # whose every connection passes the egress policy, and which follows no redirect. `policy`
+    # (the allowlist, for a tenant's URL) is part of the key: the pool keeps its connections from
+    # call to call (`_drain`), and a connection the policy allowed must not outlive the policy.
     limits = openai.Timeout(timeout, connect=connect_timeout)
     return openai.OpenAI(
         base_url=base_url or None,
@@ -189,7 +191,8 @@ _client_lock = threading.Lock()
 
 def client_for(config: ProviderConfig) -> openai.OpenAI:
     with _client_lock:
-        return _client(config.base_url, config.api_key, config.timeout, config.connect_timeout, config.tenant_url)
+        policy = tuple(settings.SENTINEL["PROVIDER_ALLOWED_HOSTS"]) if config.tenant_url else ()
+        return _client(config.base_url, config.api_key, config.timeout, config.connect_timeout, config.tenant_url, policy)
 
 
 def request_body(config: ProviderConfig, messages: list[dict], params: dict[str, Any], *, stream: bool) -> dict:

@@ -159,6 +159,22 @@ def test_the_policy_is_checked_again_when_the_connection_is_made(alice, stub_llm
     assert stub_llm.requests == []
 
 
+def test_a_kept_connection_does_not_outlive_a_policy_that_no_longer_allows_its_host(alice, stub_llm, settings):
+    """Connections are kept for the next call (providers._drain): one opened while the policy
+    allowed the host must not carry a call after the policy stopped allowing it."""
+    own_url(alice, stub_llm.base_url)
+    first = admit_turn(alice)
+    run(first)
+    first.refresh_from_db()
+    assert first.status == TurnStatus.SUCCEEDED and len(stub_llm.requests) == 1  # its connection now kept in the pool
+    settings.SENTINEL = {**settings.SENTINEL, "PROVIDER_ALLOWED_HOSTS": []}
+    second = admit_turn(alice)
+    run(second)
+    second.refresh_from_db()
+    assert (second.status, second.error["code"]) == (TurnStatus.FAILED, "provider_url_not_allowed")
+    assert len(stub_llm.requests) == 1, "the provider never saw the second call"
+
+
 def test_a_refused_connection_does_not_follow_redirects_either(alice, stub_llm):
     client = egress.guarded_http_client(providers.openai.Timeout(2.0))
     assert client.follow_redirects is False and client.trust_env is False
