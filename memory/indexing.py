@@ -122,20 +122,19 @@ def index_pending_messages(limit: int = MESSAGE_BATCH) -> int:
 _LOCK_MESSAGES = f"SELECT {MESSAGE_COLUMNS} FROM agents_message WHERE id = ANY(%(ids)s::uuid[]) AND embedded = false FOR UPDATE SKIP LOCKED"
 _WRITE_MEMORIES = """
 WITH batch AS (SELECT * FROM unnest(%(with_text)s::uuid[], %(texts)s::text[], %(vectors)s::text[]) AS b(message_id, text, vector)),
+sources AS (
+    SELECT batch.*, m.tenant_id, c.agent_id, m.conversation_id, m.role, m.occurred_at
+    FROM batch JOIN agents_message m ON m.id = batch.message_id JOIN agents_conversation c ON c.id = m.conversation_id
+),
 memories AS (
     INSERT INTO memory_memory (id, tenant_id, agent_id, conversation_id, kind, message_id, summary_id, role, text,
                                source_message_ids, occurred_at, embedding, embedding_model, scope, fact_key, supersedes_id, created_at)
-    SELECT gen_random_uuid(), m.tenant_id, c.agent_id, m.conversation_id, %(kind)s, m.id, NULL, m.role, batch.text,
-           ARRAY[m.id], m.occurred_at, batch.vector::vector, %(model)s, '', '', NULL, clock_timestamp()
-    FROM batch JOIN agents_message m ON m.id = batch.message_id JOIN agents_conversation c ON c.id = m.conversation_id
+    SELECT gen_random_uuid(), tenant_id, agent_id, conversation_id, %(kind)s, message_id, NULL, role, text,
+           ARRAY[message_id], occurred_at, vector::vector, %(model)s, '', '', NULL, clock_timestamp()
+    FROM sources
     ON CONFLICT DO NOTHING
 ),
-noted AS (
-    UPDATE agents_agent SET has_memories = true
-    WHERE NOT has_memories AND id IN (
-        SELECT c.agent_id FROM batch JOIN agents_message m ON m.id = batch.message_id JOIN agents_conversation c ON c.id = m.conversation_id
-    )
-)
+noted AS (UPDATE agents_agent SET has_memories = true WHERE NOT has_memories AND id IN (SELECT agent_id FROM sources))
 UPDATE agents_message m SET token_count = counted.tokens, embedded = true
 FROM unnest(%(ids)s::uuid[], %(tokens)s::int[]) AS counted(id, tokens) WHERE m.id = counted.id
 """

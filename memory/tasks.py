@@ -42,7 +42,8 @@ def index_memories() -> int:
             # Cleared before the pass reads: anything committed after this schedules another.
             client.delete(_INDEX_SCHEDULED)
             while True:
-                summaries, messages = indexing.index_pending_summaries(), indexing.index_pending_messages()
+                summaries = indexing.index_pending_summaries(indexing.SUMMARY_BATCH)
+                messages = indexing.index_pending_messages(indexing.MESSAGE_BATCH)
                 # A batch short of its size took all there was when it read (what was locked by
                 # another pass is that pass's): no round more to find nothing, since anything
                 # committed after the read set the schedule flag again.

@@ -114,7 +114,7 @@ def test_a_message_already_embedded_or_locked_by_another_indexer_is_not_written_
     assert Memory.objects.filter(conversation=conversation).count() == len(FILLER)
 
 
-def test_the_pass_stops_after_a_short_batch_and_takes_what_comes_later_in_another(alice, settings):
+def test_no_summary_waiting_is_one_read_and_a_later_message_is_taken_by_a_later_batch(alice, settings):
     use_lane(settings, "sql")
     conversation = waiting_messages(alice, tool_call=False)
     with CaptureQueriesContext(connection) as queries:
@@ -124,3 +124,18 @@ def test_the_pass_stops_after_a_short_batch_and_takes_what_comes_later_in_anothe
     Message.objects.create(tenant=alice.tenant, conversation=conversation, seq=3, index=0, role="user", content="A later line about tides.")
     assert indexing.index_pending_messages() == 1
     assert Memory.objects.filter(conversation=conversation).count() == len(FILLER) + 1
+
+
+@pytest.mark.parametrize("lane", ["sql", "orm"])
+def test_a_pass_goes_on_while_its_batches_are_full_and_stops_after_a_short_one(alice, settings, monkeypatch, lane):
+    from memory import tasks
+
+    use_lane(settings, lane)
+    waiting_messages(alice, tool_call=False)  # 9 messages
+    monkeypatch.setattr(indexing, "MESSAGE_BATCH", 4)
+    taken: list[int] = []
+    batch = indexing.index_pending_messages
+    monkeypatch.setattr(indexing, "index_pending_messages", lambda limit: taken.append(batch(limit)) or taken[-1])
+    assert tasks.index_memories() == len(FILLER) + 1
+    assert taken == [4, 4, 1], "two full batches, then the short one ends the pass without a round that finds nothing"
+    assert not Message.objects.filter(embedded=False).exists()
