@@ -203,12 +203,12 @@ near AS (
          ORDER BY a.seq, a.index LIMIT 1)
     ) adjacent
     JOIN memory_memory nm ON nm.message_id = adjacent.id
-    WHERE %(neighbours)s AND nm.id IN (SELECT id FROM scoped)
+    WHERE %(neighbours)s AND EXISTS (SELECT 1 FROM scoped WHERE scoped.id = nm.id OFFSET 0)
 ),
 updates AS (
     SELECT newer.id, NULL::bigint, NULL::float8, NULL::bigint, NULL::float4, top.fused, top.fused_rank, 'update', top.id
     FROM top JOIN memory_memory newer ON newer.supersedes_id = top.id
-    WHERE newer.id IN (SELECT id FROM scoped)
+    WHERE EXISTS (SELECT 1 FROM scoped WHERE scoped.id = newer.id OFFSET 0)
 ),
 found AS (SELECT * FROM hits UNION ALL SELECT * FROM near UNION ALL SELECT * FROM updates)
 SELECT {columns}, {ranks}
