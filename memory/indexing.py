@@ -21,7 +21,7 @@ from agents.models import Agent, Message
 from memory import embeddings, tokens
 from memory.context_reads import MESSAGE_COLUMNS, WindowMessage
 from memory.models import Memory, MemoryKind, Summary
-from sentinel_site import metrics
+from sentinel_site import config_cache, metrics
 
 
 def message_text(message: Message | WindowMessage) -> str:
@@ -117,6 +117,8 @@ def index_pending_messages(limit: int = MESSAGE_BATCH) -> int:
 # SENTINEL_INDEX_WRITES=sql: the batch locked and read as light rows, then its memories, its agents'
 # has_memories and its messages' token counts written by one statement (data-modifying CTEs, each
 # row's columns from the message and its conversation), where the ORM lane compiled and ran five.
+# It returns how many agents it gave their first memory: the web's cached agents (config_cache) must
+# learn of it, or the web keeps sending their turns without a recall hint (HISTORY row 52).
 # created_at is the clock's (as the ORM lane's timezone.now()), not the transaction's start: a
 # replay's as_of reads it as when the memory came to be.
 _LOCK_MESSAGES = f"SELECT {MESSAGE_COLUMNS} FROM agents_message WHERE id = ANY(%(ids)s::uuid[]) AND embedded = false FOR UPDATE SKIP LOCKED"
@@ -134,9 +136,12 @@ memories AS (
     FROM sources
     ON CONFLICT DO NOTHING
 ),
-noted AS (UPDATE agents_agent SET has_memories = true WHERE NOT has_memories AND id IN (SELECT agent_id FROM sources))
-UPDATE agents_message m SET token_count = counted.tokens, embedded = true
-FROM unnest(%(ids)s::uuid[], %(tokens)s::int[]) AS counted(id, tokens) WHERE m.id = counted.id
+noted AS (UPDATE agents_agent SET has_memories = true WHERE NOT has_memories AND id IN (SELECT agent_id FROM sources) RETURNING id),
+marked AS (
+    UPDATE agents_message m SET token_count = counted.tokens, embedded = true
+    FROM unnest(%(ids)s::uuid[], %(tokens)s::int[]) AS counted(id, tokens) WHERE m.id = counted.id
+)
+SELECT count(*) FROM noted
 """
 
 
@@ -161,6 +166,8 @@ def _index_messages_sql(ids: list) -> int:
             "tokens": [tokens.count_message(message.as_openai()) for message in batch],
         }
         cursor.execute(_WRITE_MEMORIES, params)
+        if cursor.fetchone()[0]:
+            config_cache.changed()  # agents cached with has_memories false: the web sends recall hints now
     metrics.MEMORY_INDEXED.inc(len(with_text))
     return len(batch)
 
@@ -219,16 +226,17 @@ def index_pending_summaries(limit: int = SUMMARY_BATCH) -> int:
 # memory; an indexer that comes after sees the flag cleared and sets it again.
 def note_memories(agent_ids: set) -> None:
     """These agents have memories: their turns recall from now on."""
-    if agent_ids:
-        Agent.objects.filter(id__in=agent_ids, has_memories=False).update(has_memories=True)
+    if agent_ids and Agent.objects.filter(id__in=agent_ids, has_memories=False).update(has_memories=True):
+        config_cache.changed()  # an update sends no signal
 
 
 def forget_memories_of(tenant_id, agent_id) -> None:
     """After memories of the agent were deleted (last, inside the same transaction): if none is
     left, its turns stop recalling."""
     Agent.objects.select_for_update().filter(id=agent_id).values_list("id", flat=True).first()
-    if not Memory.objects.filter(tenant_id=tenant_id, agent_id=agent_id).exists():
-        Agent.objects.filter(id=agent_id).update(has_memories=False)
+    left = Memory.objects.filter(tenant_id=tenant_id, agent_id=agent_id).exists()
+    if not left and Agent.objects.filter(id=agent_id, has_memories=True).update(has_memories=False):
+        config_cache.changed()  # an update sends no signal
 
 
 _none_stale: set[str] = set()  # models this process found every memory embedded by (no second scan)

@@ -139,3 +139,18 @@ def test_a_pass_goes_on_while_its_batches_are_full_and_stops_after_a_short_one(a
     assert tasks.index_memories() == len(FILLER) + 1
     assert taken == [4, 4, 1], "two full batches, then the short one ends the pass without a round that finds nothing"
     assert not Message.objects.filter(embedded=False).exists()
+
+
+@pytest.mark.parametrize("lane", ["sql", "orm"])
+def test_an_agent_given_its_first_memories_is_no_longer_memoryless_in_the_cached_lookup(alice, settings, lane):
+    """The web reads agents through config_cache and sends a turn's recall hint (its query embedded
+    while the worker claims it) only for an agent with memories: a flag flipped by indexing that the
+    cache kept from before made every turn of a new agent embed its query late (HISTORY row 52)."""
+    from agents.admission import find_agent
+
+    use_lane(settings, lane)
+    settings.SENTINEL = {**settings.SENTINEL, "CONFIG_CACHE_SECONDS": 60.0, "CONFIG_CHECK_SECONDS": 0}
+    waiting_messages(alice, tool_call=False)  # saves the agent: a change the cache is told of
+    assert find_agent(alice.tenant, alice.agent.name).has_memories is False
+    assert indexing.index_pending_messages() == len(FILLER) + 1
+    assert find_agent(alice.tenant, alice.agent.name).has_memories is True
