@@ -159,7 +159,9 @@ DEPTH = 4
 # One statement: the scoped candidates (the ORM's filters, inlined), the k nearest to each query
 # vector and the k best by full text (distinct texts), fused by RRF (every list a memory is in adds 1 / (60 + rank));
 # then, for the fused top k, the messages just before and after a message hit (a fact often spans
-# two turns) and the later facts that supersede a fact hit.
+# two turns) and the later facts that supersede a fact hit. Those are checked to be in scope one by one,
+# by primary key (OFFSET 0 keeps the check from becoming a join: with a low estimate of the scope, as
+# before a table's first ANALYZE, the join ran the whole scope times every hit: bench/HISTORY.md row 51).
 _HYBRID = """
 WITH scoped AS NOT MATERIALIZED ({scoped}),
 query AS MATERIALIZED (SELECT CASE WHEN %(common)s::int IS NULL
