@@ -8,6 +8,7 @@ sees each is sentinel_site/errors.py's business.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ from budgets import audit, spend
 from budgets.models import ApiKey, Budget, Reservation, Tenant
 from memory import context as memory_context
 from sentinel_site import config_cache, logs, metrics, tracing
-from sentinel_site.db import columns, commit_lazily, from_row, insert
+from sentinel_site.db import columns, commit_lazily, from_row, insert, insert_if
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,9 @@ def admit(
     for retry in (False, True):
         plan = plan_budget(tenant, api_key, agent, data["messages"], params)
         try:
-            store = {"sql": _store, "hold-first": _store_held_first}[settings.SENTINEL["ADMISSION_WRITES"]]
+            store = _STORES[settings.SENTINEL["ADMISSION_WRITES"]]
+            if store is _store_in_one_statement and data.get("conversation") is not None:
+                store = _store_held_first  # a conversation's next seq is taken under its row lock (double-texting)
             turn, busy = store(
                 tenant, api_key, agent, data, params, plan, idempotency_key=idempotency_key, digest=digest, enqueue=enqueue, lazily=lazily
             )
@@ -224,7 +227,8 @@ def _store_held_first(
     round trips), then linked to the turn in the transaction that writes it. BudgetExceeded before
     anything is written; any failure after the hold releases it."""
     api_key_id = api_key.id if api_key else None
-    reservation = spend.hold(tenant.id, api_key_id, plan.amount, budgets=plan.budgets)
+    # Its own commit need not wait for the disk (this transaction's will); a caller's transaction keeps its setting.
+    reservation = spend.hold(tenant.id, api_key_id, plan.amount, budgets=plan.budgets, lazily=not connection.in_atomic_block)
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             turn, busy = _write(cursor, tenant, api_key, agent, data, params, idempotency_key, digest, lazily=lazily)
@@ -239,6 +243,46 @@ def _store_held_first(
             log.warning("could not release the hold of a failed admission", exc_info=True)
         raise
     return turn, busy
+
+
+def _store_in_one_statement(
+    tenant: Tenant,
+    api_key: ApiKey | None,
+    agent: Agent,
+    data: dict[str, Any],
+    params: dict[str, Any],
+    plan: BudgetPlan,
+    *,
+    idempotency_key: str | None,
+    digest: str,
+    enqueue: Callable[[Turn], None],
+    lazily: bool = False,
+) -> tuple[Turn, list[uuid.UUID]]:
+    """A request that starts a conversation (as every OpenAI client sending its whole history does):
+    its rows (the conversation, the turn, its messages, its first event) written by the budget
+    hold's own statement, only if the hold holds (spend.hold's `writes`). One round trip and one
+    commit instead of the hold's and then a transaction's seven; all of it or nothing, as before:
+    BudgetExceeded writes nothing, nor does a lost Idempotency-Key race (the unique index fails the
+    whole statement)."""
+    conversation = Conversation(tenant=tenant, agent=agent, last_seq=1)
+    turn = _new_turn(tenant, api_key, agent, conversation, data, params, idempotency_key, digest)
+    queued = {"message_count": len(data["messages"]), "params": params, "stream": turn.stream}
+    rows: list[list[Any]] = [
+        [conversation],
+        [turn],
+        _input_messages(turn, data["messages"]),
+        [TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)],
+    ]
+    writes = [insert_if(instances, spend.IF_HELD) for instances in rows]
+    api_key_id = api_key.id if api_key else None
+    # Inside a caller's transaction (tests), a savepoint keeps a failed statement from ending it.
+    with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+        spend.hold(tenant.id, api_key_id, plan.amount, budgets=plan.budgets, turn_id=turn.id, lazily=lazily, writes=writes)
+        transaction.on_commit(lambda: enqueue(turn))  # at once, outside a transaction
+    return turn, []
+
+
+_STORES = {"sql": _store, "hold-first": _store_held_first, "statement": _store_in_one_statement}
 
 
 def _write(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -224,41 +225,54 @@ def _reserve_sql(tenant_id, api_key_id, amount: Decimal, turn_id, budgets: list[
     return reservation
 
 
-def hold(tenant_id, api_key_id, amount: Decimal, *, budgets: list[Budget]) -> Reservation:
+# The condition a statement's other writes take to run only when `hold` holds (see its `writes`).
+IF_HELD = "(SELECT fits FROM ok)"
+
+
+def hold(
+    tenant_id, api_key_id, amount: Decimal, *, budgets: list[Budget], turn_id=None, lazily: bool = True,
+    writes: Sequence[tuple[str, list]] = (),
+) -> Reservation:  # fmt: skip
     """`reserve`, as one statement committed on its own, before the caller's transaction: the
-    reservation (no turn yet; the caller's transaction links it) and every window's hold, all or
-    none; BudgetExceeded if a window has no room.
+    reservation (for `turn_id`, or for none yet: the caller's transaction links it) and every
+    window's hold, all or none; BudgetExceeded if a window has no room.
 
     Inside a transaction the windows stay locked until its commit, across every round trip still to
     come: under load the tenant's admissions queued on them (the bench measured 3.5 backends waiting
     on one window row at 50 clients, its holders idle in transaction, waiting for their Python
-    thread). One statement holds them only while the server runs it. Its commit does not wait for
-    the disk: the caller's own commit, later in the same WAL, makes both durable. (Called inside a
-    transaction, as tests do, it is one more statement of it, committed with it.) If the caller's
-    transaction fails, it releases the hold; if its process dies first, the hold expires
-    (RESERVATION_TTL_SECONDS), as every hold of a dead process does."""
+    thread). One statement holds them only while the server runs it. `lazily`: its commit does not
+    wait for the disk, for a caller whose own commit, later in the same WAL, makes both durable.
+    (Called inside a transaction, as tests do, it is one more statement of it, committed with it,
+    and `lazily` applies to that commit.)
+    If the caller's transaction fails, it releases the hold; if its process dies first, the hold
+    expires (RESERVATION_TTL_SECONDS), as every hold of a dead process does.
+
+    `writes`: more data-modifying CTEs of the same statement, (sql, params) each, that write only
+    if the hold holds (their condition: IF_HELD); so a caller's rows and the hold commit as one."""
     for fresh in (False, True):
-        held = _hold(tenant_id, api_key_id, amount, budgets, fresh=fresh)
+        held = _hold(tenant_id, api_key_id, amount, budgets, turn_id, lazily, writes, fresh=fresh)
         if held is not None:
             return held
     raise AssertionError("unreachable: a fresh read of the windows holds or raises")
 
 
-def _hold(tenant_id, api_key_id, amount: Decimal, budgets: list[Budget], *, fresh: bool) -> Reservation | None:
+def _hold(
+    tenant_id, api_key_id, amount: Decimal, budgets: list[Budget], turn_id, lazily: bool, writes: Sequence[tuple[str, list]], *, fresh: bool
+) -> Reservation | None:
     """One try of `hold`; None if a cached window is gone (its budget was deleted): try again, fresh."""
     ttl = timedelta(seconds=settings.SENTINEL["RESERVATION_TTL_SECONDS"])
-    reservation = Reservation(tenant_id=tenant_id, api_key_id=api_key_id, amount=amount, expires_at=timezone.now() + ttl)
+    reservation = Reservation(tenant_id=tenant_id, api_key_id=api_key_id, turn_id=turn_id, amount=amount, expires_at=timezone.now() + ttl)
     with connection.cursor() as cursor:
         if fresh:
             _window_ids.clear()
         windows = _cached_windows(cursor, budgets)
         ordered = sorted(budgets, key=lambda budget: windows[budget.id])
         ids = [windows[budget.id] for budget in ordered]
-        # Its own commit need not wait for the disk; a caller's transaction keeps its own setting.
-        lazily = "'off'" if not connection.in_atomic_block else "current_setting('synchronous_commit')"
+        setting = "'off'" if lazily else "current_setting('synchronous_commit')"
+        more = "".join(f", w{n} AS ({sql})" for n, (sql, _) in enumerate(writes))
         cursor.execute(
             f"""
-            WITH lazily AS (SELECT set_config('synchronous_commit', {lazily}, true)),
+            WITH lazily AS (SELECT set_config('synchronous_commit', {setting}, true)),
             v AS (SELECT * FROM unnest(%s::bigint[], %s::numeric[]) AS v(id, room)),
             locked AS (
                 SELECT w.id, w.reserved <= v.room - w.settled AS fits
@@ -270,18 +284,18 @@ def _hold(tenant_id, api_key_id, amount: Decimal, budgets: list[Budget], *, fres
             ),
             reservation AS (
                 INSERT INTO {_table(Reservation)} (id, tenant_id, api_key_id, turn_id, amount, status, created_at, expires_at)
-                SELECT %s, %s, %s, NULL, %s, %s, %s, %s FROM ok WHERE ok.fits RETURNING id
+                SELECT %s, %s, %s, %s::uuid, %s, %s, %s, %s FROM ok WHERE ok.fits RETURNING id
             ),
             links AS (
                 INSERT INTO {_table(Reservation.windows.through)} (reservation_id, budgetwindow_id)
                 SELECT %s, unnest(%s::bigint[]) FROM ok WHERE ok.fits
-            )
+            ){more}
             SELECT ok.fits, (SELECT array_agg(id) FROM locked WHERE NOT fits) FROM ok, lazily
             """,
             [
                 ids, [budget.limit - amount for budget in ordered], len(ids), amount, ids,
-                reservation.id, tenant_id, api_key_id, amount, Reservation.Status.HELD.value, reservation.created_at,
-                reservation.expires_at, reservation.id, ids,
+                reservation.id, tenant_id, api_key_id, turn_id, amount, Reservation.Status.HELD.value, reservation.created_at,
+                reservation.expires_at, reservation.id, ids, *(param for _, params in writes for param in params),
             ],
         )  # fmt: skip
         fits, full = cursor.fetchone()

@@ -74,20 +74,40 @@ def insert(cursor, instances: Sequence[Model]) -> None:
     an auto-incremented primary key is left to the database. The instances are marked saved."""
     if not instances:
         return
-    model = type(instances[0])
-    fields, statement, row = _insert_shape(model)
-    params = [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for obj in instances for f in fields]
-    cursor.execute(statement + ", ".join([row] * len(instances)), params)
+    fields, statement, row, _ = _insert_shape(type(instances[0]))
+    cursor.execute(statement + "VALUES " + ", ".join([row] * len(instances)), _insert_params(instances, fields))
+    _mark_saved(instances)
+
+
+def insert_if(instances: Sequence[Model], condition: str) -> tuple[str, list]:
+    """`insert`'s statement, to run inside a larger one (a data-modifying CTE): its rows are written
+    only if the SQL `condition` holds (a scalar subquery of the statement, say). Each value is cast
+    to its column's type, since a VALUES list in a subquery gets no types from the INSERT's columns.
+    The instances are marked saved: the caller runs the statement or discards them."""
+    fields, statement, _, typed = _insert_shape(type(instances[0]))
+    sql = f"{statement}SELECT * FROM (VALUES {', '.join([typed] * len(instances))}) AS v WHERE {condition}"
+    params = _insert_params(instances, fields)
+    _mark_saved(instances)
+    return sql, params
+
+
+def _insert_params(instances: Sequence[Model], fields: list) -> list:
+    return [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for obj in instances for f in fields]
+
+
+def _mark_saved(instances: Sequence[Model]) -> None:
     for obj in instances:
         obj._state.adding, obj._state.db = False, connection.alias
 
 
 @lru_cache(maxsize=32)
-def _insert_shape(model: type[Model]) -> tuple[list, str, str]:
+def _insert_shape(model: type[Model]) -> tuple[list, str, str, str]:
+    """The fields written, `INSERT INTO table (columns) `, a row's placeholders, and the same cast to each column's type."""
     fields = [f for f in model._meta.concrete_fields if not (f.primary_key and f.get_internal_type() in ("AutoField", "BigAutoField"))]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     table = connection.ops.quote_name(model._meta.db_table)
-    return fields, f"INSERT INTO {table} ({columns}) VALUES ", "(" + ", ".join(["%s"] * len(fields)) + ")"
+    typed = "(" + ", ".join(f"%s::{f.cast_db_type(connection)}" for f in fields) + ")"
+    return fields, f"INSERT INTO {table} ({columns}) ", "(" + ", ".join(["%s"] * len(fields)) + ")", typed
 
 
 def commit_lazily(cursor) -> None:

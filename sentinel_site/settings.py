@@ -313,7 +313,7 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "WORKER_WRITES": envchoice("SENTINEL_WORKER_WRITES", "batched", ("batched", "sql")),
     # How admission writes a request's rows (agents/admission.py): hold-first takes the budget hold
     # before the rest of its writes, sql writes them in order; both hand-written.
-    "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "hold-first", ("hold-first", "sql")),
+    "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "hold-first", ("statement", "hold-first", "sql")),
     # /v1/ through a middleware chain async from end to end (sentinel_site/api_lane.py), or through
     # the site's chain with its sync middleware (django).
     "API_LANE": envchoice("SENTINEL_API_LANE", "async", ("async", "django")),
