@@ -97,20 +97,17 @@ def committer() -> GroupCommit[Finish, Finished]:
 
 def write(finishes: Sequence[Finish]) -> list[Finished]:
     """Write `finishes` in the caller's transaction; one Finished each, in order."""
+    merged = settings.SENTINEL["FINISH_STATEMENTS"] == "merged"
     with connection.cursor() as cursor:
-        won = _fence(cursor, finishes)
-        winners = [item for item in finishes if (item.turn_id, item.attempt) in won]
-        following: dict[uuid.UUID, uuid.UUID] = {}
-        if winners:
-            _insert_replies(cursor, winners)
-            insert_events(cursor, [event for item in winners for event in item.events])
-            following = _next_queued(cursor, winners)
+        won, following = (_outcomes if merged else _outcomes_in_steps)(cursor, finishes)
+    winners = [item for item in finishes if (item.turn_id, item.attempt) in won]
     if winners:
         audit.record_many([item.audit_entry for item in winners])
     with connection.cursor() as cursor:
         # The budget windows last: every admission of the tenant holds money on them (spend.hold),
         # so of all the rows locked here theirs are held for the fewest statements before the commit.
-        settled = _settle(cursor, [item for item in finishes if item.settlement is not None])
+        settle = _settle_at_once if merged else _settle
+        settled = settle(cursor, [item for item in finishes if item.settlement is not None])
     return [
         Finished(
             won=(item.turn_id, item.attempt) in won,
@@ -121,13 +118,91 @@ def write(finishes: Sequence[Finish]) -> list[Finished]:
     ]
 
 
+def _outcomes_in_steps(cursor, finishes: Sequence[Finish]) -> tuple[set[tuple[uuid.UUID, int]], dict[uuid.UUID, uuid.UUID]]:
+    """The fence, then the winners' replies, events and next turns: a statement each."""
+    won = _fence(cursor, finishes)
+    winners = [item for item in finishes if (item.turn_id, item.attempt) in won]
+    if not winners:
+        return won, {}
+    _insert_replies(cursor, winners)
+    insert_events(cursor, [event for item in winners for event in item.events])
+    return won, _next_queued(cursor, winners)
+
+
+def _outcomes(cursor, finishes: Sequence[Finish]) -> tuple[set[tuple[uuid.UUID, int]], dict[uuid.UUID, uuid.UUID]]:
+    """`_outcomes_in_steps` in one statement: the fenced update of the turns, and, joined to the
+    turns it updated, the replies, the events and each conversation's next queued turn. The won
+    (turn, attempt) pairs and {conversation id: next turn id}."""
+    events = [(item, event) for item in finishes for event in item.events]
+    cursor.execute(
+        f"""
+        WITH fenced AS ({_fence_sql()}),
+        replies AS (
+            INSERT INTO {_table(Message)} ({_REPLY_COLUMNS})
+            SELECT {_REPLY_VALUES}
+            FROM unnest({_REPLY_ARRAYS}, %s::int[]) AS v({_REPLY_NAMES}, attempt)
+            JOIN fenced ON fenced.id = v.turn_id AND fenced.attempt = v.attempt
+        ),
+        events AS (
+            INSERT INTO {_table(TurnEventRecord)} (turn_id, seq, attempt, kind, from_state, to_state, payload, created_at)
+            SELECT e.turn_id, e.seq, e.attempt, e.kind, e.from_state, e.to_state, e.payload::jsonb, e.created_at
+            FROM unnest(%s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
+                        %s::int[])
+                AS e(turn_id, seq, attempt, kind, from_state, to_state, payload, created_at, owner)
+            JOIN fenced ON fenced.id = e.turn_id AND fenced.attempt = e.owner
+        ),
+        following AS (
+            SELECT DISTINCT ON (t.conversation_id) t.conversation_id, t.id
+            FROM {_table(Turn)} AS t JOIN fenced ON t.conversation_id = fenced.conversation_id
+            WHERE t.status = %s
+            ORDER BY t.conversation_id, t.seq
+        )
+        SELECT fenced.id, fenced.attempt, fenced.conversation_id, following.id
+        FROM fenced LEFT JOIN following ON following.conversation_id = fenced.conversation_id
+        """,
+        [
+            *_fence_params(finishes),
+            *_reply_params(finishes),
+            [item.attempt for item in finishes],
+            [event.turn_id for _, event in events],
+            [event.seq for _, event in events],
+            [event.attempt for _, event in events],
+            [str(event.kind) for _, event in events],
+            [event.from_state for _, event in events],
+            [event.to_state for _, event in events],
+            [json.dumps(event.payload) for _, event in events],
+            [event.created_at for _, event in events],
+            [item.attempt for item, _ in events],
+            TurnStatus.QUEUED.value,
+        ],
+    )
+    rows = cursor.fetchall()
+    return {(turn_id, attempt) for turn_id, attempt, _, _ in rows}, {conv: nxt for _, _, conv, nxt in rows if nxt is not None}
+
+
 def _table(model: Any) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _fence(cursor, finishes: Sequence[Finish]) -> set[tuple[uuid.UUID, int]]:
-    """The turns' outcomes, each only where its attempt still owns the turn; the (turn, attempt)
-    pairs it held for (two attempts of one turn may share a batch: at most one holds)."""
+@lru_cache(maxsize=1)
+def _fence_sql() -> str:
+    """The fenced update of the turns, returning the (turn, attempt) pairs it held for and their conversations."""
+    return f"""
+    UPDATE {_table(Turn)} AS t SET
+        status = %s, agent_state = v.agent_state, finished_at = v.at, heartbeat_at = v.at, model = v.model,
+        prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, latency_ms = v.latency_ms,
+        provider_latency_ms = v.provider_latency_ms, first_token_ms = v.first_token_ms,
+        finish_reason = v.finish_reason, output_id = v.output_id, error = NULL, cost = t.cost + v.cost
+    FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::timestamptz[], %s::text[], %s::int[], %s::int[], %s::int[],
+                %s::int[], %s::int[], %s::text[], %s::uuid[], %s::numeric[])
+        AS v(id, attempt, agent_state, at, model, prompt_tokens, completion_tokens, latency_ms,
+             provider_latency_ms, first_token_ms, finish_reason, output_id, cost)
+    WHERE t.id = v.id AND t.attempt = v.attempt AND t.status = %s
+    RETURNING t.id, v.attempt, t.conversation_id
+    """
+
+
+def _fence_params(finishes: Sequence[Finish]) -> list:
     rows = [
         (
             item.turn_id,
@@ -146,47 +221,42 @@ def _fence(cursor, finishes: Sequence[Finish]) -> set[tuple[uuid.UUID, int]]:
         )
         for item in finishes
     ]
-    cursor.execute(
-        f"""
-        UPDATE {_table(Turn)} AS t SET
-            status = %s, agent_state = v.agent_state, finished_at = v.at, heartbeat_at = v.at, model = v.model,
-            prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, latency_ms = v.latency_ms,
-            provider_latency_ms = v.provider_latency_ms, first_token_ms = v.first_token_ms,
-            finish_reason = v.finish_reason, output_id = v.output_id, error = NULL, cost = t.cost + v.cost
-        FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::timestamptz[], %s::text[], %s::int[], %s::int[], %s::int[],
-                    %s::int[], %s::int[], %s::text[], %s::uuid[], %s::numeric[])
-            AS v(id, attempt, agent_state, at, model, prompt_tokens, completion_tokens, latency_ms,
-                 provider_latency_ms, first_token_ms, finish_reason, output_id, cost)
-        WHERE t.id = v.id AND t.attempt = v.attempt AND t.status = %s
-        RETURNING t.id, v.attempt
-        """,
-        [TurnStatus.SUCCEEDED.value, *map(list, zip(*rows, strict=True)), TurnStatus.RUNNING.value],
-    )
-    return {(turn_id, attempt) for turn_id, attempt in cursor.fetchall()}
+    return [TurnStatus.SUCCEEDED.value, *map(list, zip(*rows, strict=True)), TurnStatus.RUNNING.value]
+
+
+def _fence(cursor, finishes: Sequence[Finish]) -> set[tuple[uuid.UUID, int]]:
+    """The turns' outcomes, each only where its attempt still owns the turn; the (turn, attempt)
+    pairs it held for (two attempts of one turn may share a batch: at most one holds)."""
+    cursor.execute(_fence_sql(), _fence_params(finishes))
+    return {(turn_id, attempt) for turn_id, attempt, _ in cursor.fetchall()}
+
+
+_REPLY_COLUMNS = """id, tenant_id, conversation_id, turn_id, seq, "index", role, content, name, tool_calls, tool_call_id,
+    client_id, occurred_at, embedded, created_at"""
+_REPLY_VALUES = """v.id, v.tenant_id, v.conversation_id, v.turn_id, v.seq, v.index, 'assistant', v.content, '', v.tool_calls::jsonb,
+    '', '', v.at, false, v.at"""
+_REPLY_ARRAYS = "%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[], %s::timestamptz[]"
+_REPLY_NAMES = "id, tenant_id, conversation_id, turn_id, seq, index, content, tool_calls, at"
+
+
+def _reply_params(finishes: Sequence[Finish]) -> list:
+    return [
+        [item.reply_id for item in finishes],
+        [item.tenant_id for item in finishes],
+        [item.conversation_id for item in finishes],
+        [item.turn_id for item in finishes],
+        [item.seq for item in finishes],
+        [item.reply_index for item in finishes],
+        [item.content for item in finishes],
+        [json.dumps(item.tool_calls) if item.tool_calls else None for item in finishes],
+        [item.at for item in finishes],
+    ]
 
 
 def _insert_replies(cursor, winners: list[Finish]) -> None:
     cursor.execute(
-        f"""
-        INSERT INTO {_table(Message)} (id, tenant_id, conversation_id, turn_id, seq, "index", role, content, name,
-                                       tool_calls, tool_call_id, client_id, occurred_at, embedded, created_at)
-        SELECT v.id, v.tenant_id, v.conversation_id, v.turn_id, v.seq, v.index, 'assistant', v.content, '',
-               v.tool_calls::jsonb, '', '', v.at, false, v.at
-        FROM unnest(%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[],
-                    %s::timestamptz[])
-            AS v(id, tenant_id, conversation_id, turn_id, seq, index, content, tool_calls, at)
-        """,
-        [
-            [item.reply_id for item in winners],
-            [item.tenant_id for item in winners],
-            [item.conversation_id for item in winners],
-            [item.turn_id for item in winners],
-            [item.seq for item in winners],
-            [item.reply_index for item in winners],
-            [item.content for item in winners],
-            [json.dumps(item.tool_calls) if item.tool_calls else None for item in winners],
-            [item.at for item in winners],
-        ],
+        f"INSERT INTO {_table(Message)} ({_REPLY_COLUMNS}) SELECT {_REPLY_VALUES} FROM unnest({_REPLY_ARRAYS}) AS v({_REPLY_NAMES})",
+        _reply_params(winners),
     )
 
 
@@ -262,6 +332,73 @@ def _settle(cursor, finishes: list[Finish]) -> set[uuid.UUID]:
     )
     _move_windows(cursor, ledger)
     return {row[0] for row in ledger}
+
+
+def _settle_at_once(cursor, finishes: list[Finish]) -> set[uuid.UUID]:
+    """`_settle` in one statement: the reservations claimed (locked first), their spend on the
+    ledger, and the sums on their windows, locked in id order after the reservations, as `_settle`
+    takes them; the reservation ids settled now."""
+    by_reservation = {item.settlement.reservation_id: item for item in finishes if item.settlement is not None}
+    if not by_reservation:
+        return set()
+    settlements = [(item.settlement, item) for item in by_reservation.values() if item.settlement is not None]
+    through = _table(Reservation.windows.through)
+    cursor.execute(
+        f"""
+        WITH s AS (
+            SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::int[], %s::int[], %s::numeric[], %s::timestamptz[])
+                AS s(reservation_id, turn_id, model, prompt_tokens, completion_tokens, actual, at)
+        ),
+        claimable AS (
+            SELECT id, status FROM {_table(Reservation)}
+            WHERE id = ANY(%s::uuid[]) AND status IN (%s, %s, %s)
+            FOR UPDATE
+        ),
+        claimed AS (
+            UPDATE {_table(Reservation)} AS r SET status = %s, closed_at = %s
+            FROM claimable WHERE r.id = claimable.id
+            RETURNING r.id, claimable.status AS was, r.amount, r.tenant_id, r.api_key_id, r.turn_id
+        ),
+        ledger AS (
+            INSERT INTO {_table(SpendEntry)} (tenant_id, api_key_id, turn_id, reservation_id, model, prompt_tokens,
+                                              completion_tokens, cost, created_at)
+            SELECT c.tenant_id, c.api_key_id, coalesce(c.turn_id, s.turn_id), c.id, s.model, s.prompt_tokens,
+                   s.completion_tokens, s.actual, s.at
+            FROM claimed AS c JOIN s ON s.reservation_id = c.id
+        ),
+        d AS (  -- a late reservation (expired or released) gave its hold back already
+            SELECT rw.budgetwindow_id AS id, sum(CASE WHEN c.was = %s THEN c.amount ELSE 0 END) AS released,
+                   sum(s.actual) AS actual, sum(s.prompt_tokens + s.completion_tokens) AS tokens
+            FROM claimed AS c JOIN s ON s.reservation_id = c.id JOIN {through} AS rw ON rw.reservation_id = c.id
+            GROUP BY rw.budgetwindow_id
+        ),
+        locked AS (SELECT w.id FROM {_table(BudgetWindow)} AS w JOIN d ON d.id = w.id ORDER BY w.id FOR UPDATE OF w),
+        moved AS (
+            UPDATE {_table(BudgetWindow)} AS w
+            SET reserved = w.reserved - d.released, settled = w.settled + d.actual, tokens = w.tokens + d.tokens
+            FROM locked JOIN d ON d.id = locked.id
+            WHERE w.id = locked.id
+        )
+        SELECT id FROM claimed
+        """,
+        [
+            [settlement.reservation_id for settlement, _ in settlements],
+            [item.turn_id for _, item in settlements],
+            [settlement.model for settlement, _ in settlements],
+            [settlement.prompt_tokens for settlement, _ in settlements],
+            [settlement.completion_tokens for settlement, _ in settlements],
+            [settlement.actual for settlement, _ in settlements],
+            [item.at for _, item in settlements],
+            list(by_reservation),
+            Reservation.Status.HELD.value,
+            Reservation.Status.EXPIRED.value,
+            Reservation.Status.RELEASED.value,
+            Reservation.Status.SETTLED.value,
+            finishes[0].at,
+            Reservation.Status.HELD.value,
+        ],
+    )
+    return {reservation_id for (reservation_id,) in cursor.fetchall()}
 
 
 def _move_windows(cursor, ledger: list[tuple]) -> None:

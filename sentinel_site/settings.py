@@ -311,6 +311,9 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # agents/finishing.py), sql (the same statements, a commit per turn) or orm (the earlier lane
     # through the ORM, one turn a transaction; kept for the bench's lanes).
     "WORKER_WRITES": envchoice("SENTINEL_WORKER_WRITES", "batched", ("batched", "sql")),
+    # The statements of a finish (agents/finishing.py): merged (the turns' update with their replies,
+    # events and next turns in one, the settlement in another) or steps (a statement each).
+    "FINISH_STATEMENTS": envchoice("SENTINEL_FINISH_STATEMENTS", "steps", ("merged", "steps")),
     # How admission writes a request's rows (agents/admission.py): hold-first takes the budget hold
     # before the rest of its writes, sql writes them in order; both hand-written.
     "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "hold-first", ("statement", "hold-first", "sql")),
