@@ -7,10 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from agents import finishing, outcomes, providers, runner
-from agents.models import Message, Turn, TurnStatus
+from agents.models import Message, Turn, TurnEventRecord, TurnStatus
 from budgets import audit, spend
 from budgets.models import AuditEntry, Budget, BudgetWindow, Price, Reservation, SpendEntry
 from sentinel_site.groupcommit import GroupCommit
@@ -19,6 +20,13 @@ from tests.stub_llm import Reply
 
 # The group commit's thread has its own connection: it sees only committed rows.
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True, params=["merged", "steps"])
+def statements(request, settings) -> str:
+    """Each test on both shapes of a finish's statements (SENTINEL_FINISH_STATEMENTS)."""
+    settings.SENTINEL = {**settings.SENTINEL, "FINISH_STATEMENTS": request.param}
+    return request.param
 
 
 @pytest.fixture
@@ -159,3 +167,60 @@ def test_a_finish_written_again_after_the_turn_ended_changes_nothing_and_charges
     assert (done.won, done.settled) == (False, False), "the turn ended already and its reservation is settled"
     assert SpendEntry.objects.filter(turn_id=turn.id).count() == 1
     assert Turn.objects.get(id=turn.id).output.content == "once"
+
+
+def a_finish(recorder, content: str) -> finishing.Finish:
+    turn = recorder.turn
+    return finishing.Finish(
+        turn_id=turn.id,
+        attempt=recorder.attempt,
+        tenant_id=turn.tenant_id,
+        conversation_id=turn.conversation_id,
+        seq=turn.seq,
+        at=turn.created_at,
+        reply_id=uuid.uuid4(),
+        reply_index=1,
+        content=content,
+        tool_calls=None,
+        outcome={
+            "agent_state": "idle",
+            "model": "stub-model",
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "latency_ms": 1,
+            "provider_latency_ms": 1,
+            "first_token_ms": 1,
+            "finish_reason": "stop",
+            "cost": Decimal(1),
+        },
+        events=[TurnEventRecord(turn_id=turn.id, attempt=recorder.attempt, seq=99, kind="completed", payload={"n": content})],
+        settlement=finishing.Settlement(recorder.reservation.id, "stub-model", 10, 5, Decimal(1)),
+        audit_entry={"action": "turn.succeeded", "actor": "test", "tenant_id": turn.tenant_id, "target": str(turn.id)},
+    )
+
+
+def test_a_batch_is_written_in_a_fixed_number_of_statements_and_hands_each_conversation_its_next_turn(alice, priced, statements):
+    config = providers.ProviderConfig.for_agent(alice.agent)
+    body = {"model": "stub-model", "max_tokens": 64}
+    recorders = []
+    for n in range(3):
+        recorder = runner.claim(admit_turn(alice, f"batched {n}").id)
+        recorder.reservation = runner.hold_budget(recorder.turn, config, body, 10)
+        recorders.append(recorder)
+    waiting = admit_turn(alice, "after the first", conversation=str(recorders[0].turn.conversation_id))
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        done = finishing.write([a_finish(recorder, f"answer {n}") for n, recorder in enumerate(recorders)])
+    # BEGIN and COMMIT besides; merged: the outcome, the head's lock, the entries, the settlement
+    expected = {"merged": 6, "steps": 11}[statements]
+    assert len(queries) == expected, [q["sql"][:80] for q in queries]
+    assert [(d.won, d.settled) for d in done] == [(True, True)] * 3
+    assert [d.following for d in done] == [waiting.id, None, None]
+    for n, recorder in enumerate(recorders):
+        turn = Turn.objects.get(id=recorder.turn.id)
+        assert turn.status == TurnStatus.SUCCEEDED and turn.output.content == f"answer {n}"
+        assert turn.events.filter(kind="completed", payload__n=f"answer {n}").count() == 1
+        assert SpendEntry.objects.filter(turn_id=turn.id).get().cost == Decimal(1)
+    assert {r.status for r in Reservation.objects.filter(turn_id__in=[r.turn.id for r in recorders])} == {Reservation.Status.SETTLED}
+    window = BudgetWindow.objects.get(budget=priced)
+    assert window.settled == Decimal(3) and window.tokens == 45
+    assert audit.verify() is None and spend.reconcile() == []
