@@ -13,13 +13,14 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Model
 
 from agents import providers
 from agents.models import UNFINISHED, Agent, Conversation, EventKind, Message, MultitaskStrategy, Stop, Turn, TurnEventRecord
@@ -128,8 +129,9 @@ def admit(
         plan = plan_budget(tenant, api_key, agent, data["messages"], params)
         try:
             store = _STORES[settings.SENTINEL["ADMISSION_WRITES"]]
-            if store is _store_in_one_statement and data.get("conversation") is not None:
-                store = _store_held_first  # a conversation's next seq is taken under its row lock (double-texting)
+            strategy = data.get("multitask_strategy") or agent.multitask_strategy
+            if store is _store_in_one_statement and data.get("conversation") is not None and strategy != MultitaskStrategy.ENQUEUE:
+                store = _store_held_first  # double-texting decides on the conversation's turns under its row lock
             turn, busy = store(
                 tenant, api_key, agent, data, params, plan, idempotency_key=idempotency_key, digest=digest, enqueue=enqueue, lazily=lazily
             )
@@ -258,28 +260,66 @@ def _store_in_one_statement(
     enqueue: Callable[[Turn], None],
     lazily: bool = False,
 ) -> tuple[Turn, list[uuid.UUID]]:
-    """A request that starts a conversation (as every OpenAI client sending its whole history does):
-    its rows (the conversation, the turn, its messages, its first event) written by the budget
-    hold's own statement, only if the hold holds (spend.hold's `writes`). One round trip and one
-    commit instead of the hold's and then a transaction's seven; all of it or nothing, as before:
-    BudgetExceeded writes nothing, nor does a lost Idempotency-Key race (the unique index fails the
-    whole statement)."""
+    """The admission's rows (the conversation or its next seq, the turn, its messages, its first
+    event) written by the budget hold's own statement, only if the hold holds (spend.hold's
+    `writes`): one round trip and one commit instead of the hold's and then a transaction's seven.
+    All of it or nothing, as before: BudgetExceeded writes nothing, nor does a lost Idempotency-Key
+    race (the unique index fails the whole statement), nor a conversation that is not the caller's.
+    A continued conversation's next seq is taken by the statement's update of its row, which
+    queues racing admissions of one conversation one after the other (multitask_strategy enqueue:
+    the others decide under the row lock, in _store_held_first)."""
+    conversation_id = data.get("conversation")
     conversation = Conversation(tenant=tenant, agent=agent, last_seq=1)
+    if conversation_id is not None:
+        conversation.id = conversation_id
     turn = _new_turn(tenant, api_key, agent, conversation, data, params, idempotency_key, digest)
     queued = {"message_count": len(data["messages"]), "params": params, "stream": turn.stream}
-    rows: list[list[Any]] = [
-        [conversation],
-        [turn],
-        _input_messages(turn, data["messages"]),
-        [TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)],
-    ]
-    writes = [insert_if(instances, spend.IF_HELD) for instances in rows]
+    event = TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)
+    if conversation_id is None:
+        rows: tuple[Sequence[Model], ...] = ([conversation], [turn], _input_messages(turn, data["messages"]), [event])
+        writes = [(f"w{n}", *insert_if(each, spend.IF_HELD)) for n, each in enumerate(rows)]
+        requires: tuple[str, list] = ("true", [])
+    else:
+        writes, requires = _next_seq_writes(tenant, agent, conversation, turn, data["messages"], event)
     api_key_id = api_key.id if api_key else None
     # Inside a caller's transaction (tests), a savepoint keeps a failed statement from ending it.
     with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
-        spend.hold(tenant.id, api_key_id, plan.amount, budgets=plan.budgets, turn_id=turn.id, lazily=lazily, writes=writes)
+        try:
+            spend.hold(
+                tenant.id, api_key_id, plan.amount, budgets=plan.budgets, turn_id=turn.id, lazily=lazily, writes=writes, requires=requires
+            )
+        except spend.Unmet:
+            _refuse_conversation(tenant, agent, conversation_id)
         transaction.on_commit(lambda: enqueue(turn))  # at once, outside a transaction
+    if conversation_id is not None:
+        turn.refresh_from_db(fields=["seq"])  # the seq the statement took
     return turn, []
+
+
+def _next_seq_writes(
+    tenant: Tenant, agent: Agent, conversation: Conversation, turn: Turn, messages: list[dict], event: TurnEventRecord
+) -> tuple[list[tuple[str, str, list]], tuple[str, list]]:
+    """A continued conversation's part of the one statement: its row's next seq (as `seq`), the
+    turn and its messages at that seq; required: the conversation is the tenant's and the agent's."""
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    owned = "id = %s AND tenant_id = %s AND agent_id = %s"
+    ids = [conversation.id, tenant.id, agent.id]
+    seq = ("next_seq", f"UPDATE {table} SET last_seq = last_seq + 1 WHERE {owned} AND {spend.IF_HELD} RETURNING last_seq AS seq", ids)
+    at_seq = {"seq": "next_seq.seq"}
+    rows = [
+        ("turn", *insert_if([turn], "true", computed=at_seq, also_from="next_seq")),
+        ("messages", *insert_if(_input_messages(turn, messages), "true", computed=at_seq, also_from="next_seq")),
+        ("queued", *insert_if([event], "true", also_from="next_seq")),
+    ]
+    return [seq, *rows], (f"EXISTS (SELECT 1 FROM {table} WHERE {owned})", ids)
+
+
+def _refuse_conversation(tenant: Tenant, agent: Agent, conversation_id: Any) -> None:
+    """Why the statement's conversation was not the caller's: none of the tenant's, or another agent's."""
+    owner = Conversation.objects.filter(id=conversation_id, tenant=tenant).select_related("agent").first()
+    if owner is None:
+        raise ConversationNotFound
+    raise ConversationAgentMismatch(owner.agent.name, agent.name)
 
 
 _STORES = {"sql": _store, "hold-first": _store_held_first, "statement": _store_in_one_statement}

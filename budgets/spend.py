@@ -229,9 +229,13 @@ def _reserve_sql(tenant_id, api_key_id, amount: Decimal, turn_id, budgets: list[
 IF_HELD = "(SELECT fits FROM ok)"
 
 
+class Unmet(Exception):
+    """`hold`'s `requires` did not hold: nothing was held or written."""
+
+
 def hold(
     tenant_id, api_key_id, amount: Decimal, *, budgets: list[Budget], turn_id=None, lazily: bool = True,
-    writes: Sequence[tuple[str, list]] = (),
+    writes: Sequence[tuple[str, str, list]] = (), requires: tuple[str, list] = ("true", []),
 ) -> Reservation:  # fmt: skip
     """`reserve`, as one statement committed on its own, before the caller's transaction: the
     reservation (for `turn_id`, or for none yet: the caller's transaction links it) and every
@@ -247,18 +251,21 @@ def hold(
     If the caller's transaction fails, it releases the hold; if its process dies first, the hold
     expires (RESERVATION_TTL_SECONDS), as every hold of a dead process does.
 
-    `writes`: more data-modifying CTEs of the same statement, (sql, params) each, that write only
-    if the hold holds (their condition: IF_HELD); so a caller's rows and the hold commit as one."""
+    `writes`: more data-modifying CTEs of the same statement, (name, sql, params) each, that write
+    only if the hold holds (their condition: IF_HELD); so a caller's rows and the hold commit as one.
+    `requires`: an SQL condition (and its params) the hold needs besides room, say that a row the
+    writes update exists; Unmet if it does not hold."""
     for fresh in (False, True):
-        held = _hold(tenant_id, api_key_id, amount, budgets, turn_id, lazily, writes, fresh=fresh)
+        held = _hold(tenant_id, api_key_id, amount, budgets, turn_id, lazily, writes, requires, fresh=fresh)
         if held is not None:
             return held
     raise AssertionError("unreachable: a fresh read of the windows holds or raises")
 
 
 def _hold(
-    tenant_id, api_key_id, amount: Decimal, budgets: list[Budget], turn_id, lazily: bool, writes: Sequence[tuple[str, list]], *, fresh: bool
-) -> Reservation | None:
+    tenant_id, api_key_id, amount: Decimal, budgets: list[Budget], turn_id, lazily: bool, writes: Sequence[tuple[str, str, list]],
+    requires: tuple[str, list], *, fresh: bool,
+) -> Reservation | None:  # fmt: skip
     """One try of `hold`; None if a cached window is gone (its budget was deleted): try again, fresh."""
     ttl = timedelta(seconds=settings.SENTINEL["RESERVATION_TTL_SECONDS"])
     reservation = Reservation(tenant_id=tenant_id, api_key_id=api_key_id, turn_id=turn_id, amount=amount, expires_at=timezone.now() + ttl)
@@ -269,16 +276,17 @@ def _hold(
         ordered = sorted(budgets, key=lambda budget: windows[budget.id])
         ids = [windows[budget.id] for budget in ordered]
         setting = "'off'" if lazily else "current_setting('synchronous_commit')"
-        more = "".join(f", w{n} AS ({sql})" for n, (sql, _) in enumerate(writes))
+        more = "".join(f", {name} AS ({sql})" for name, sql, _ in writes)
         cursor.execute(
             f"""
             WITH lazily AS (SELECT set_config('synchronous_commit', {setting}, true)),
+            req AS (SELECT {requires[0]} AS met),
             v AS (SELECT * FROM unnest(%s::bigint[], %s::numeric[]) AS v(id, room)),
             locked AS (
                 SELECT w.id, w.reserved <= v.room - w.settled AS fits
                 FROM {_table(BudgetWindow)} AS w JOIN v ON v.id = w.id ORDER BY w.id FOR UPDATE OF w
             ),
-            ok AS (SELECT count(*) FILTER (WHERE fits) = %s AS fits FROM locked),
+            ok AS (SELECT count(*) FILTER (WHERE fits) = %s AND (SELECT met FROM req) AS fits FROM locked),
             held AS (
                 UPDATE {_table(BudgetWindow)} AS w SET reserved = w.reserved + %s FROM ok WHERE ok.fits AND w.id = ANY(%s) RETURNING w.id
             ),
@@ -290,15 +298,17 @@ def _hold(
                 INSERT INTO {_table(Reservation.windows.through)} (reservation_id, budgetwindow_id)
                 SELECT %s, unnest(%s::bigint[]) FROM ok WHERE ok.fits
             ){more}
-            SELECT ok.fits, (SELECT array_agg(id) FROM locked WHERE NOT fits) FROM ok, lazily
+            SELECT ok.fits, (SELECT array_agg(id) FROM locked WHERE NOT fits), (SELECT met FROM req) FROM ok, lazily
             """,
             [
-                ids, [budget.limit - amount for budget in ordered], len(ids), amount, ids,
+                *requires[1], ids, [budget.limit - amount for budget in ordered], len(ids), amount, ids,
                 reservation.id, tenant_id, api_key_id, turn_id, amount, Reservation.Status.HELD.value, reservation.created_at,
-                reservation.expires_at, reservation.id, ids, *(param for _, params in writes for param in params),
+                reservation.expires_at, reservation.id, ids, *(param for _, _, params in writes for param in params),
             ],
         )  # fmt: skip
-        fits, full = cursor.fetchone()
+        fits, full, met = cursor.fetchone()
+    if not met:
+        raise Unmet
     if fits:
         return reservation
     budget = next((budget for budget in ordered if windows[budget.id] in (full or [])), None)

@@ -79,13 +79,21 @@ def insert(cursor, instances: Sequence[Model]) -> None:
     _mark_saved(instances)
 
 
-def insert_if(instances: Sequence[Model], condition: str) -> tuple[str, list]:
+def insert_if(
+    instances: Sequence[Model], condition: str, *, computed: dict[str, str] | None = None, also_from: str = ""
+) -> tuple[str, list]:
     """`insert`'s statement, to run inside a larger one (a data-modifying CTE): its rows are written
-    only if the SQL `condition` holds (a scalar subquery of the statement, say). Each value is cast
-    to its column's type, since a VALUES list in a subquery gets no types from the INSERT's columns.
-    The instances are marked saved: the caller runs the statement or discards them."""
+    only if the SQL `condition` holds (a scalar subquery of the statement, say). `computed`: columns
+    whose value is an SQL expression over `also_from` (another CTE of the statement, joined to each
+    row) instead of the instance's. Each value is cast to its column's type, since a VALUES list in
+    a subquery gets no types from the INSERT's columns. The instances are marked saved: the caller
+    runs the statement or discards them."""
     fields, statement, _, typed = _insert_shape(type(instances[0]))
-    sql = f"{statement}SELECT * FROM (VALUES {', '.join([typed] * len(instances))}) AS v WHERE {condition}"
+    computed = computed or {}
+    names = ", ".join(f"c{n}" for n in range(len(fields)))
+    picked = ", ".join(computed.get(field.column, f"v.c{n}") for n, field in enumerate(fields))
+    joined = f", {also_from}" if also_from else ""
+    sql = f"{statement}SELECT {picked} FROM (VALUES {', '.join([typed] * len(instances))}) AS v({names}){joined} WHERE {condition}"
     params = _insert_params(instances, fields)
     _mark_saved(instances)
     return sql, params

@@ -138,3 +138,41 @@ def test_the_statement_lane_commits_lazily_only_when_the_client_hears_of_the_tur
 
     assert lazy(True)
     assert not lazy(False), "a 202 or a stream's first bytes tell the client of the turn: on disk first"
+
+
+def test_a_conversation_that_is_not_the_callers_is_refused_in_every_lane_and_nothing_is_held(alice, bob, lane):
+    from agents.models import Agent
+
+    theirs = admit_as(bob, body(bob, "bob's")).turn.conversation_id
+    other_agent = Agent.objects.create(tenant=alice.tenant, name="other", system_prompt="")
+    other = admit(
+        tenant=alice.tenant, api_key=alice.api_key, data={**body(alice), "model": "other"}, idempotency_key=None, enqueue=lambda t: None
+    ).turn.conversation_id
+    before, held = written(), reserved()
+    with pytest.raises(admission.ConversationNotFound):
+        admit_as(alice, body(alice, "into bob's", conversation=theirs))
+    with pytest.raises(admission.ConversationNotFound):
+        admit_as(alice, body(alice, "into nothing", conversation=uuid.uuid4()))
+    with pytest.raises(admission.ConversationAgentMismatch, match=f"belongs to the agent `{other_agent.name}`"):
+        admit_as(alice, body(alice, "into the other agent's", conversation=other))
+    assert written() == before and reserved() == held
+    assert Conversation.objects.get(id=theirs).last_seq == 1 and Conversation.objects.get(id=other).last_seq == 1
+
+
+def test_a_rejecting_conversation_still_refuses_a_second_message_while_its_turn_runs(alice, lane):
+    first = admit_as(alice, body(alice, "one")).turn
+    with pytest.raises(admission.ConversationBusy):
+        admit_as(alice, body(alice, "two", conversation=first.conversation_id, multitask_strategy="reject"))
+    assert Turn.objects.filter(conversation_id=first.conversation_id).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_statement_lane_continues_a_conversation_in_one_statement_and_reads_back_its_seq(alice, settings):
+    settings.SENTINEL = {**settings.SENTINEL, "ADMISSION_WRITES": "statement"}
+    first = admit_as(alice, body(alice, "warm")).turn
+    with CaptureQueriesContext(connection) as queries:
+        turn = admit_as(alice, body(alice, "counted", conversation=first.conversation_id)).turn
+    assert len(queries) == 2, [q["sql"][:200] for q in queries]
+    assert turn.seq == 2 == Turn.objects.get(id=turn.id).seq
+    assert list(Message.objects.filter(turn=turn).values_list("seq", flat=True)) == [2, 2]
+    assert Reservation.objects.filter(turn=turn).exists()
