@@ -313,10 +313,11 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "WORKER_WRITES": envchoice("SENTINEL_WORKER_WRITES", "batched", ("batched", "sql")),
     # The statements of a finish (agents/finishing.py): merged (the turns' update with their replies,
     # events and next turns in one, the settlement in another) or steps (a statement each).
-    "FINISH_STATEMENTS": envchoice("SENTINEL_FINISH_STATEMENTS", "steps", ("merged", "steps")),
-    # How admission writes a request's rows (agents/admission.py): hold-first takes the budget hold
-    # before the rest of its writes, sql writes them in order; both hand-written.
-    "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "hold-first", ("statement", "hold-first", "sql")),
+    "FINISH_STATEMENTS": envchoice("SENTINEL_FINISH_STATEMENTS", "merged", ("merged", "steps")),
+    # How admission writes a request's rows (agents/admission.py): statement writes them with the
+    # budget hold in one statement, hold-first takes the hold before a transaction of the rest, sql
+    # writes them in order in one transaction; all hand-written.
+    "ADMISSION_WRITES": envchoice("SENTINEL_ADMISSION_WRITES", "statement", ("statement", "hold-first", "sql")),
     # /v1/ through a middleware chain async from end to end (sentinel_site/api_lane.py), or through
     # the site's chain with its sync middleware (django).
     "API_LANE": envchoice("SENTINEL_API_LANE", "async", ("async", "django")),
