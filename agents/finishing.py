@@ -4,9 +4,10 @@ A `Finish` is plain data: the reply, the turn's outcome, its events, its settlem
 entry. `write` puts any number of them in the caller's transaction with a fixed number of
 statements, whatever the count: multi-row inserts from arrays and updates joined to `unnest(...)`,
 merged into four statements (SENTINEL_FINISH_STATEMENTS=merged: the outcome, the audit head's lock,
-the audit entries, the settlement) or one each (`steps`: nine). `finish` writes one through the worker's group commit (sentinel_site/groupcommit.py),
-so the turns that end together share one commit and one fsync, and lock the tenant's budget windows
-and the audit chain's head once for all of them.
+the audit entries, the settlement) or one each (`steps`: nine). `finish` writes one through the
+worker's group commit (sentinel_site/groupcommit.py), so the turns that end together share one
+commit and one fsync, and lock the tenant's budget windows and the audit chain's head once for all
+of them.
 
 What each finish is held to:
 - the turn's update is fenced on the attempt that claimed it; a finish whose fence fails (another
