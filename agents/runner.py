@@ -212,7 +212,7 @@ def hold_budget(turn: Turn, config: providers.ProviderConfig, body: dict, prompt
     (a first attempt), else a new one, else the turn fails with budget_exceeded. Every attempt
     settles a reservation of its own: an earlier attempt that was taken over but still finishes its
     call then finds its hold released, and its spend is charged late instead of lost."""
-    held = list(Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD))
+    held = spend.held_for(turn.id)
     if held and turn.attempt == 1:
         return held[0]
     for earlier in held:
