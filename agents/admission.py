@@ -88,6 +88,26 @@ class BudgetPlan:
     amount: Decimal
 
 
+@dataclass(frozen=True)
+class Asked:
+    """One admission's request, as each way of storing it (`_STORES`) takes it."""
+
+    tenant: Tenant
+    api_key: ApiKey | None
+    agent: Agent
+    data: dict[str, Any]
+    params: dict[str, Any]
+    plan: BudgetPlan
+    idempotency_key: str | None
+    digest: str
+    enqueue: Callable[[Turn], None]
+    lazily: bool
+
+    @property
+    def api_key_id(self) -> uuid.UUID | None:
+        return self.api_key.id if self.api_key else None
+
+
 def request_hash(body: dict[str, Any]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -132,9 +152,7 @@ def admit(
             strategy = data.get("multitask_strategy") or agent.multitask_strategy
             if store is _store_in_one_statement and data.get("conversation") is not None and strategy != MultitaskStrategy.ENQUEUE:
                 store = _store_held_first  # double-texting decides on the conversation's turns under its row lock
-            turn, busy = store(
-                tenant, api_key, agent, data, params, plan, idempotency_key=idempotency_key, digest=digest, enqueue=enqueue, lazily=lazily
-            )
+            turn, busy = store(Asked(tenant, api_key, agent, data, params, plan, idempotency_key, digest, enqueue, lazily))
         except spend.BudgetExceeded as exceeded:
             _record_over_budget(exceeded, tenant, api_key, plan.amount)
             raise
@@ -187,57 +205,33 @@ def plan_budget(tenant: Tenant, api_key: ApiKey | None, agent: Agent, messages: 
     return BudgetPlan(budgets, worst_case_cost(tenant, agent, messages, params))
 
 
-def _store(
-    tenant: Tenant,
-    api_key: ApiKey | None,
-    agent: Agent,
-    data: dict[str, Any],
-    params: dict[str, Any],
-    plan: BudgetPlan,
-    *,
-    idempotency_key: str | None,
-    digest: str,
-    enqueue: Callable[[Turn], None],
-    lazily: bool = False,
-) -> tuple[Turn, list[uuid.UUID]]:
+def _store(asked: Asked) -> tuple[Turn, list[uuid.UUID]]:
     """The one transaction: the conversation's next seq, the turn, its messages, its first event and
     the reservation; the turn is enqueued once it commits. BudgetExceeded rolls all of it back.
     Hand-written SQL: each row an INSERT of its own model's fields (sentinel_site.db.insert)."""
     with transaction.atomic(), connection.cursor() as cursor:
-        turn, busy = _write(cursor, tenant, api_key, agent, data, params, idempotency_key, digest, lazily=lazily)
-        api_key_id = api_key.id if api_key else None
-        spend.reserve(tenant.id, api_key_id, plan.amount, turn_id=turn.id, budgets=plan.budgets, savepoint=False)
-        transaction.on_commit(lambda: enqueue(turn))
+        turn, busy = _write(cursor, asked)
+        spend.reserve(asked.tenant.id, asked.api_key_id, asked.plan.amount, turn_id=turn.id, budgets=asked.plan.budgets, savepoint=False)
+        transaction.on_commit(lambda: asked.enqueue(turn))
     return turn, busy
 
 
-def _store_held_first(
-    tenant: Tenant,
-    api_key: ApiKey | None,
-    agent: Agent,
-    data: dict[str, Any],
-    params: dict[str, Any],
-    plan: BudgetPlan,
-    *,
-    idempotency_key: str | None,
-    digest: str,
-    enqueue: Callable[[Turn], None],
-    lazily: bool = False,
-) -> tuple[Turn, list[uuid.UUID]]:
+def _store_held_first(asked: Asked) -> tuple[Turn, list[uuid.UUID]]:
     """`_store` with the budget held first, in one statement committed on its own (spend.hold: the
     tenant's budget windows are locked only while the server runs it, not across this transaction's
     round trips), then linked to the turn in the transaction that writes it. BudgetExceeded before
     anything is written; any failure after the hold releases it."""
-    api_key_id = api_key.id if api_key else None
     # Its own commit need not wait for the disk (this transaction's will); a caller's transaction keeps its setting.
-    reservation = spend.hold(tenant.id, api_key_id, plan.amount, budgets=plan.budgets, lazily=not connection.in_atomic_block)
+    reservation = spend.hold(
+        asked.tenant.id, asked.api_key_id, asked.plan.amount, budgets=asked.plan.budgets, lazily=not connection.in_atomic_block
+    )
     try:
         with transaction.atomic(), connection.cursor() as cursor:
-            turn, busy = _write(cursor, tenant, api_key, agent, data, params, idempotency_key, digest, lazily=lazily)
+            turn, busy = _write(cursor, asked)
             cursor.execute(
                 f"UPDATE {connection.ops.quote_name(Reservation._meta.db_table)} SET turn_id = %s WHERE id = %s", [turn.id, reservation.id]
             )
-            transaction.on_commit(lambda: enqueue(turn))
+            transaction.on_commit(lambda: asked.enqueue(turn))
     except BaseException:
         try:
             spend.release(reservation.id)
@@ -247,19 +241,7 @@ def _store_held_first(
     return turn, busy
 
 
-def _store_in_one_statement(
-    tenant: Tenant,
-    api_key: ApiKey | None,
-    agent: Agent,
-    data: dict[str, Any],
-    params: dict[str, Any],
-    plan: BudgetPlan,
-    *,
-    idempotency_key: str | None,
-    digest: str,
-    enqueue: Callable[[Turn], None],
-    lazily: bool = False,
-) -> tuple[Turn, list[uuid.UUID]]:
+def _store_in_one_statement(asked: Asked) -> tuple[Turn, list[uuid.UUID]]:
     """The admission's rows (the conversation or its next seq, the turn, its messages, its first
     event) written by the budget hold's own statement, only if the hold holds (spend.hold's
     `writes`): one round trip and one commit instead of the hold's and then a transaction's seven.
@@ -268,29 +250,30 @@ def _store_in_one_statement(
     A continued conversation's next seq is taken by the statement's update of its row, which
     queues racing admissions of one conversation one after the other (multitask_strategy enqueue:
     the others decide under the row lock, in _store_held_first)."""
+    tenant, agent, data = asked.tenant, asked.agent, asked.data
     conversation_id = data.get("conversation")
     conversation = Conversation(tenant=tenant, agent=agent, last_seq=1)
     if conversation_id is not None:
         conversation.id = conversation_id
-    turn = _new_turn(tenant, api_key, agent, conversation, data, params, idempotency_key, digest)
-    queued = {"message_count": len(data["messages"]), "params": params, "stream": turn.stream}
-    event = TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)
+    turn = _new_turn(asked, conversation)
+    event = _queued_event(turn, asked)
     if conversation_id is None:
         rows: tuple[Sequence[Model], ...] = ([conversation], [turn], _input_messages(turn, data["messages"]), [event])
         writes = [(f"w{n}", *insert_if(each, spend.IF_HELD)) for n, each in enumerate(rows)]
         requires: tuple[str, list] = ("true", [])
     else:
         writes, requires = _next_seq_writes(tenant, agent, conversation, turn, data["messages"], event)
-    api_key_id = api_key.id if api_key else None
+    plan = asked.plan
     # Inside a caller's transaction (tests), a savepoint keeps a failed statement from ending it.
     with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
         try:
             spend.hold(
-                tenant.id, api_key_id, plan.amount, budgets=plan.budgets, turn_id=turn.id, lazily=lazily, writes=writes, requires=requires
-            )
+                tenant.id, asked.api_key_id, plan.amount, budgets=plan.budgets, turn_id=turn.id, lazily=asked.lazily, writes=writes,
+                requires=requires,
+            )  # fmt: skip
         except spend.Unmet:
             _refuse_conversation(tenant, agent, conversation_id)
-        transaction.on_commit(lambda: enqueue(turn))  # at once, outside a transaction
+        transaction.on_commit(lambda: asked.enqueue(turn))  # at once, outside a transaction
     if conversation_id is not None:
         turn.refresh_from_db(fields=["seq"])  # the seq the statement took
     return turn, []
@@ -325,41 +308,40 @@ def _refuse_conversation(tenant: Tenant, agent: Agent, conversation_id: Any) -> 
 _STORES = {"sql": _store, "hold-first": _store_held_first, "statement": _store_in_one_statement}
 
 
-def _write(
-    cursor, tenant: Tenant, api_key: ApiKey | None, agent: Agent, data: dict[str, Any], params: dict[str, Any],
-    idempotency_key: str | None, digest: str, *, lazily: bool,
-) -> tuple[Turn, list[uuid.UUID]]:  # fmt: skip
+def _write(cursor, asked: Asked) -> tuple[Turn, list[uuid.UUID]]:
     """The admission's rows, in the caller's transaction: the conversation's next seq, the turn, its
     messages and its first event; and the turns a double-text stops (see _double_texting)."""
-    if lazily:
+    data = asked.data
+    if asked.lazily:
         commit_lazily(cursor)
-    conversation = _next_in_conversation(cursor, tenant, agent, data.get("conversation"))
-    busy = _double_texting(agent, data, conversation) if data.get("conversation") is not None else []
-    turn = _new_turn(tenant, api_key, agent, conversation, data, params, idempotency_key, digest)
+    conversation = _next_in_conversation(cursor, asked.tenant, asked.agent, data.get("conversation"))
+    busy = _double_texting(asked.agent, data, conversation) if data.get("conversation") is not None else []
+    turn = _new_turn(asked, conversation)
     insert(cursor, [turn])
     insert(cursor, _input_messages(turn, data["messages"]))
-    queued = {"message_count": len(data["messages"]), "params": params, "stream": turn.stream}
-    insert(cursor, [TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)])
+    insert(cursor, [_queued_event(turn, asked)])
     return turn, busy
 
 
-def _new_turn(
-    tenant: Tenant, api_key: ApiKey | None, agent: Agent, conversation: Conversation, data: dict[str, Any], params: dict[str, Any],
-    idempotency_key: str | None, digest: str,
-) -> Turn:  # fmt: skip
+def _new_turn(asked: Asked, conversation: Conversation) -> Turn:
     return Turn(
-        tenant=tenant,
+        tenant=asked.tenant,
         conversation=conversation,
-        agent=agent,
-        api_key=api_key,
+        agent=asked.agent,
+        api_key=asked.api_key,
         seq=conversation.last_seq,
-        stream=data.get("stream", False),
-        params=params,
-        idempotency_key=idempotency_key or None,
-        request_hash=digest,
+        stream=asked.data.get("stream", False),
+        params=asked.params,
+        idempotency_key=asked.idempotency_key or None,
+        request_hash=asked.digest,
         trace_id=logs.trace_id.get() if logs.trace_id.get() != "-" else "",
         traceparent=tracing.current_traceparent(),
     )
+
+
+def _queued_event(turn: Turn, asked: Asked) -> TurnEventRecord:
+    queued = {"message_count": len(asked.data["messages"]), "params": asked.params, "stream": turn.stream}
+    return TurnEventRecord(turn=turn, attempt=0, seq=0, kind=EventKind.QUEUED, payload=queued)
 
 
 def _next_in_conversation(cursor, tenant: Tenant, agent: Agent, conversation_id: uuid.UUID | None) -> Conversation:

@@ -102,7 +102,7 @@ def test_a_lost_idempotency_key_race_writes_nothing_of_the_loser(alice, lane):
     plan = admission.plan_budget(alice.tenant, alice.api_key, agent, data["messages"], params)
     store = admission._STORES[lane]
     with pytest.raises(IntegrityError):
-        store(alice.tenant, alice.api_key, agent, data, params, plan, idempotency_key="race", digest="x", enqueue=lambda turn: None)
+        store(admission.Asked(alice.tenant, alice.api_key, agent, data, params, plan, "race", "x", lambda turn: None, False))
     assert written() == before
     assert reserved() == held, "the loser's hold went with its rows"
     again = admit_as(alice, data, idempotency_key="race")

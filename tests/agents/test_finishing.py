@@ -129,47 +129,8 @@ def test_two_attempts_of_a_turn_in_one_batch_keep_one_answer_and_charge_both_cal
     assert AuditEntry.objects.filter(action="turn.succeeded").count() == 1
 
 
-def test_a_finish_written_again_after_the_turn_ended_changes_nothing_and_charges_nothing(alice, priced):
-    turn = admit_turn(alice, "twice")
-    recorder = runner.claim(turn.id)
-    config = providers.ProviderConfig.for_agent(turn.agent)
-    body = {"model": "stub-model", "max_tokens": 64}
-    recorder.reservation = runner.hold_budget(recorder.turn, config, body, 10)
-    result = providers.Completion(content="once", prompt_tokens=10, completion_tokens=5, model="stub-model")
-    outcomes.succeed(recorder, result, prompt_estimate=10, config=config, body=body, reply_index=1)
-    again = finishing.Finish(
-        turn_id=turn.id,
-        attempt=recorder.attempt,
-        tenant_id=turn.tenant_id,
-        conversation_id=turn.conversation_id,
-        seq=turn.seq,
-        at=turn.created_at,
-        reply_id=uuid.uuid4(),
-        reply_index=1,
-        content="once more",
-        tool_calls=None,
-        outcome={
-            "agent_state": "idle",
-            "model": "stub-model",
-            "prompt_tokens": 10,
-            "completion_tokens": 5,
-            "latency_ms": 1,
-            "provider_latency_ms": 1,
-            "first_token_ms": 1,
-            "finish_reason": "stop",
-            "cost": Decimal(1),
-        },
-        events=[],
-        settlement=finishing.Settlement(recorder.reservation.id, "stub-model", 10, 5, Decimal(1)),
-        audit_entry={},
-    )
-    (done,) = finishing.write([again])
-    assert (done.won, done.settled) == (False, False), "the turn ended already and its reservation is settled"
-    assert SpendEntry.objects.filter(turn_id=turn.id).count() == 1
-    assert Turn.objects.get(id=turn.id).output.content == "once"
-
-
 def a_finish(recorder, content: str) -> finishing.Finish:
+    """A succeeded attempt's finish, as outcomes.succeed builds it: 10 + 5 tokens at a cost of 1."""
     turn = recorder.turn
     return finishing.Finish(
         turn_id=turn.id,
@@ -197,6 +158,21 @@ def a_finish(recorder, content: str) -> finishing.Finish:
         settlement=finishing.Settlement(recorder.reservation.id, "stub-model", 10, 5, Decimal(1)),
         audit_entry={"action": "turn.succeeded", "actor": "test", "tenant_id": turn.tenant_id, "target": str(turn.id)},
     )
+
+
+def test_a_finish_written_again_after_the_turn_ended_changes_nothing_and_charges_nothing(alice, priced):
+    turn = admit_turn(alice, "twice")
+    recorder = runner.claim(turn.id)
+    config = providers.ProviderConfig.for_agent(turn.agent)
+    body = {"model": "stub-model", "max_tokens": 64}
+    recorder.reservation = runner.hold_budget(recorder.turn, config, body, 10)
+    result = providers.Completion(content="once", prompt_tokens=10, completion_tokens=5, model="stub-model")
+    outcomes.succeed(recorder, result, prompt_estimate=10, config=config, body=body, reply_index=1)
+    again = a_finish(recorder, "once more")  # the same turn and attempt, written a second time
+    (done,) = finishing.write([again])
+    assert (done.won, done.settled) == (False, False), "the turn ended already and its reservation is settled"
+    assert SpendEntry.objects.filter(turn_id=turn.id).count() == 1
+    assert Turn.objects.get(id=turn.id).output.content == "once"
 
 
 def test_a_batch_is_written_in_a_fixed_number_of_statements_and_hands_each_conversation_its_next_turn(alice, priced, statements):
