@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import json
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, TypeVar
 
+import msgspec
 from django.conf import settings
 from django.db import connection
 from django.db.backends.postgresql.base import DatabaseWrapper
@@ -18,6 +20,7 @@ from django.db.models import Model
 from psycopg import postgres
 from psycopg.adapt import Buffer, Loader
 from psycopg.types.datetime import TimestamptzLoader
+from psycopg.types.json import Json, Jsonb
 
 M = TypeVar("M", bound=Model)
 
@@ -74,7 +77,7 @@ def insert(cursor, instances: Sequence[Model]) -> None:
     an auto-incremented primary key is left to the database. The instances are marked saved."""
     if not instances:
         return
-    fields, statement, row, _ = _insert_shape(type(instances[0]))
+    fields, statement, row = _insert_shape(type(instances[0]))
     cursor.execute(statement + "VALUES " + ", ".join([row] * len(instances)), _insert_params(instances, fields))
     _mark_saved(instances)
 
@@ -85,18 +88,56 @@ def insert_if(
     """`insert`'s statement, to run inside a larger one (a data-modifying CTE): its rows are written
     only if the SQL `condition` holds (a scalar subquery of the statement, say). `computed`: columns
     whose value is an SQL expression over `also_from` (another CTE of the statement, joined to each
-    row) instead of the instance's. Each value is cast to its column's type, since a VALUES list in
-    a subquery gets no types from the INSERT's columns. The instances are marked saved: the caller
-    runs the statement or discards them."""
-    fields, statement, _, typed = _insert_shape(type(instances[0]))
+    row) instead of the instance's. The rows travel as one JSON parameter, read back into the
+    table's row type by `jsonb_populate_recordset` (each value parsed as its column's type): one
+    parameter instead of one a value, since psycopg merges each into the statement as a quoted
+    literal in Python, and keeps its parse of a statement only up to 50 of them. The instances are
+    marked saved: the caller runs the statement or discards them."""
+    model = type(instances[0])
+    fields, statement, _ = _insert_shape(model)
     computed = computed or {}
-    names = ", ".join(f"c{n}" for n in range(len(fields)))
-    picked = ", ".join(computed.get(field.column, f"v.c{n}") for n, field in enumerate(fields))
+    picked = ", ".join(computed.get(field.column, f"v.{connection.ops.quote_name(field.column)}") for field in fields)
     joined = f", {also_from}" if also_from else ""
-    sql = f"{statement}SELECT {picked} FROM (VALUES {', '.join([typed] * len(instances))}) AS v({names}){joined} WHERE {condition}"
-    params = _insert_params(instances, fields)
+    table = connection.ops.quote_name(model._meta.db_table)
+    sql = f"{statement}SELECT {picked} FROM jsonb_populate_recordset(NULL::{table}, %s::jsonb) AS v{joined} WHERE {condition}"
+    plain = _plain_fields(model)
+    rows = [
+        {
+            f.column: value if f.column in plain else f.get_db_prep_save(value, connection)
+            for f in fields
+            for value in [f.pre_save(obj, add=True)]
+        }
+        for obj in instances
+    ]
     _mark_saved(instances)
-    return sql, params
+    return sql, [_JSON_ROWS.encode(rows).decode()]
+
+
+# Fields whose value needs no database preparation to travel as JSON (a JSON field's value nests as it is).
+_PLAIN = {
+    "BooleanField", "CharField", "DateTimeField", "DecimalField", "ForeignKey", "IntegerField", "BigIntegerField", "JSONField",
+    "PositiveIntegerField", "PositiveSmallIntegerField", "SmallIntegerField", "TextField", "UUIDField",
+}  # fmt: skip
+
+
+@lru_cache(maxsize=32)
+def _plain_fields(model: type[Model]) -> frozenset[str]:
+    return frozenset(f.column for f in model._meta.concrete_fields if f.get_internal_type() in _PLAIN)
+
+
+def _json_value(value: Any) -> Any:
+    """What msgspec cannot encode by itself: a JSON field's value, as its own dumps writes it, and
+    subclasses of the plain types."""
+    if isinstance(value, Json | Jsonb):
+        return msgspec.Raw((value.dumps or json.dumps)(value.obj))
+    for kind in (bool, int, float, str):  # subclasses, such as the Int4 Django wraps an integer in for psycopg
+        if isinstance(value, kind):
+            return kind(value)
+    raise TypeError(f"no JSON form for {type(value).__name__}")
+
+
+# UUIDs, aware datetimes (RFC 3339) and Decimals (as strings) are msgspec's own; the rest is _json_value's.
+_JSON_ROWS = msgspec.json.Encoder(enc_hook=_json_value)
 
 
 def _insert_params(instances: Sequence[Model], fields: list) -> list:
@@ -109,13 +150,12 @@ def _mark_saved(instances: Sequence[Model]) -> None:
 
 
 @lru_cache(maxsize=32)
-def _insert_shape(model: type[Model]) -> tuple[list, str, str, str]:
-    """The fields written, `INSERT INTO table (columns) `, a row's placeholders, and the same cast to each column's type."""
+def _insert_shape(model: type[Model]) -> tuple[list, str, str]:
+    """The fields written, `INSERT INTO table (columns) ` and a row's placeholders."""
     fields = [f for f in model._meta.concrete_fields if not (f.primary_key and f.get_internal_type() in ("AutoField", "BigAutoField"))]
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     table = connection.ops.quote_name(model._meta.db_table)
-    typed = "(" + ", ".join(f"%s::{f.cast_db_type(connection)}" for f in fields) + ")"
-    return fields, f"INSERT INTO {table} ({columns}) ", "(" + ", ".join(["%s"] * len(fields)) + ")", typed
+    return fields, f"INSERT INTO {table} ({columns}) ", "(" + ", ".join(["%s"] * len(fields)) + ")"
 
 
 def commit_lazily(cursor) -> None:
