@@ -344,8 +344,14 @@ class Stack:
         from prometheus_client.parser import text_string_to_metric_families
 
         scrape = urllib.request.Request(f"{self.base_url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
-        with urllib.request.urlopen(scrape, timeout=10) as response:
-            text = response.read().decode()
+        for attempt in range(4):  # right after an overload run the web may still be draining the requests it admitted
+            try:
+                with urllib.request.urlopen(scrape, timeout=15) as response:
+                    text = response.read().decode()
+                break
+            except TimeoutError:
+                if attempt == 3:
+                    raise
         values: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
