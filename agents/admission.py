@@ -274,8 +274,10 @@ def _store_in_one_statement(asked: Asked) -> tuple[Turn, list[uuid.UUID]]:
         except spend.Unmet:
             _refuse_conversation(tenant, agent, conversation_id)
         transaction.on_commit(lambda: asked.enqueue(turn))  # at once, outside a transaction
-    if conversation_id is not None:
-        turn.refresh_from_db(fields=["seq"])  # the seq the statement took
+    if conversation_id is not None:  # the seq the statement took (the conversation carries its id and seq only)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT seq FROM {connection.ops.quote_name(Turn._meta.db_table)} WHERE id = %s", [turn.id])
+            turn.seq = conversation.last_seq = cursor.fetchone()[0]
     return turn, []
 
 

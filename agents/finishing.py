@@ -35,7 +35,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from agents.models import Message, Turn, TurnEventRecord, TurnStatus
-from agents.recorder import insert_events
+from agents.recorder import EVENT_ARRAYS, EVENT_COLUMNS, EVENT_VALUES, event_arrays, insert_events
 from budgets import audit
 from budgets.models import BudgetWindow, Reservation, SpendEntry
 from sentinel_site.groupcommit import GroupCommit
@@ -146,12 +146,9 @@ def _outcomes(cursor, finishes: Sequence[Finish]) -> tuple[set[tuple[uuid.UUID, 
             JOIN fenced ON fenced.id = v.turn_id AND fenced.attempt = v.attempt
         ),
         events AS (
-            INSERT INTO {_table(TurnEventRecord)} (turn_id, seq, attempt, kind, from_state, to_state, payload, created_at)
-            SELECT e.turn_id, e.seq, e.attempt, e.kind, e.from_state, e.to_state, e.payload::jsonb, e.created_at
-            FROM unnest(%s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
-                        %s::int[])
-                AS e(turn_id, seq, attempt, kind, from_state, to_state, payload, created_at, owner)
-            JOIN fenced ON fenced.id = e.turn_id AND fenced.attempt = e.owner
+            INSERT INTO {_table(TurnEventRecord)} ({EVENT_COLUMNS})
+            SELECT {EVENT_VALUES} FROM unnest({EVENT_ARRAYS}, %s::int[]) AS v({EVENT_COLUMNS}, owner)
+            JOIN fenced ON fenced.id = v.turn_id AND fenced.attempt = v.owner
         ),
         following AS (
             SELECT DISTINCT ON (t.conversation_id) t.conversation_id, t.id
@@ -166,14 +163,7 @@ def _outcomes(cursor, finishes: Sequence[Finish]) -> tuple[set[tuple[uuid.UUID, 
             *_fence_params(finishes),
             *_reply_params(finishes),
             [item.attempt for item in finishes],
-            [event.turn_id for _, event in events],
-            [event.seq for _, event in events],
-            [event.attempt for _, event in events],
-            [str(event.kind) for _, event in events],
-            [event.from_state for _, event in events],
-            [event.to_state for _, event in events],
-            [json.dumps(event.payload) for _, event in events],
-            [event.created_at for _, event in events],
+            *event_arrays([event for _, event in events]),
             [item.attempt for item, _ in events],
             TurnStatus.QUEUED.value,
         ],
@@ -277,6 +267,10 @@ def _next_queued(cursor, winners: list[Finish]) -> dict[uuid.UUID, uuid.UUID]:
     return dict(cursor.fetchall())
 
 
+# A reservation a settlement may claim: held, or late (expired, or released by a takeover).
+_CLAIMABLE = (Reservation.Status.HELD.value, Reservation.Status.EXPIRED.value, Reservation.Status.RELEASED.value)
+
+
 def _settle(cursor, finishes: list[Finish]) -> set[uuid.UUID]:
     """Claim the reservations (held, or late: expired or released), put their spend on the ledger and
     on their windows; the reservation ids settled now (one settled before is not charged again)."""
@@ -296,9 +290,7 @@ def _settle(cursor, finishes: list[Finish]) -> set[uuid.UUID]:
         """,
         [
             list(by_reservation),
-            Reservation.Status.HELD.value,
-            Reservation.Status.EXPIRED.value,
-            Reservation.Status.RELEASED.value,
+            *_CLAIMABLE,
             Reservation.Status.SETTLED.value,
             finishes[0].at,
         ],
@@ -392,9 +384,7 @@ def _settle_at_once(cursor, finishes: list[Finish]) -> set[uuid.UUID]:
             [settlement.actual for settlement, _ in settlements],
             [item.at for _, item in settlements],
             list(by_reservation),
-            Reservation.Status.HELD.value,
-            Reservation.Status.EXPIRED.value,
-            Reservation.Status.RELEASED.value,
+            *_CLAIMABLE,
             Reservation.Status.SETTLED.value,
             finishes[0].at,
             Reservation.Status.HELD.value,

@@ -65,6 +65,26 @@ class Recorder:
         return written
 
 
+# The shape of a multi-row insert of events from arrays (`insert_events`; agents/finishing.py joins it to its fence).
+EVENT_COLUMNS = "turn_id, seq, attempt, kind, from_state, to_state, payload, created_at"
+EVENT_VALUES = "v.turn_id, v.seq, v.attempt, v.kind, v.from_state, v.to_state, v.payload::jsonb, v.created_at"
+EVENT_ARRAYS = "%s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[]"
+
+
+def event_arrays(events: list[TurnEventRecord]) -> list[list]:
+    """EVENT_ARRAYS' parameters for `events`."""
+    return [
+        [event.turn_id for event in events],
+        [event.seq for event in events],
+        [event.attempt for event in events],
+        [str(event.kind) for event in events],
+        [event.from_state for event in events],
+        [event.to_state for event in events],
+        [json.dumps(event.payload) for event in events],
+        [event.created_at for event in events],
+    ]
+
+
 def insert_events(cursor, events: list[TurnEventRecord], *, lazily: bool = False) -> None:
     """Events (unsaved) in one multi-row INSERT: what bulk_create does, without the ORM's cost.
     `lazily`: the statement's own commit (autocommit) does not wait for the disk."""
@@ -73,22 +93,10 @@ def insert_events(cursor, events: list[TurnEventRecord], *, lazily: bool = False
     lazy = ", (SELECT set_config('synchronous_commit', 'off', true)) AS lazily" if lazily else ""
     cursor.execute(
         f"""
-        INSERT INTO {connection.ops.quote_name(TurnEventRecord._meta.db_table)}
-            (turn_id, seq, attempt, kind, from_state, to_state, payload, created_at)
-        SELECT v.turn_id, v.seq, v.attempt, v.kind, v.from_state, v.to_state, v.payload::jsonb, v.created_at
-        FROM unnest(%s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[])
-            AS v(turn_id, seq, attempt, kind, from_state, to_state, payload, created_at){lazy}
+        INSERT INTO {connection.ops.quote_name(TurnEventRecord._meta.db_table)} ({EVENT_COLUMNS})
+        SELECT {EVENT_VALUES} FROM unnest({EVENT_ARRAYS}) AS v({EVENT_COLUMNS}){lazy}
         """,
-        [
-            [event.turn_id for event in events],
-            [event.seq for event in events],
-            [event.attempt for event in events],
-            [str(event.kind) for event in events],
-            [event.from_state for event in events],
-            [event.to_state for event in events],
-            [json.dumps(event.payload) for event in events],
-            [event.created_at for event in events],
-        ],
+        event_arrays(events),
     )
 
 

@@ -113,16 +113,19 @@ def insert_if(
     return sql, [_JSON_ROWS.encode(rows).decode()]
 
 
-# Fields whose value needs no database preparation to travel as JSON (a JSON field's value nests as it is).
+# Fields whose value needs no database preparation to travel as JSON (a JSON field's value nests as
+# it is, unless it has an encoder of its own). A Decimal is prepared: Django rounds it to the field's places.
 _PLAIN = {
-    "BooleanField", "CharField", "DateTimeField", "DecimalField", "ForeignKey", "IntegerField", "BigIntegerField", "JSONField",
+    "BooleanField", "CharField", "DateTimeField", "ForeignKey", "IntegerField", "BigIntegerField", "JSONField",
     "PositiveIntegerField", "PositiveSmallIntegerField", "SmallIntegerField", "TextField", "UUIDField",
 }  # fmt: skip
 
 
 @lru_cache(maxsize=32)
 def _plain_fields(model: type[Model]) -> frozenset[str]:
-    return frozenset(f.column for f in model._meta.concrete_fields if f.get_internal_type() in _PLAIN)
+    return frozenset(
+        f.column for f in model._meta.concrete_fields if f.get_internal_type() in _PLAIN and getattr(f, "encoder", None) is None
+    )
 
 
 def _json_value(value: Any) -> Any:
