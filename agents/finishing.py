@@ -22,7 +22,6 @@ What each finish is held to:
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,9 +34,10 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from agents.models import Message, Turn, TurnEventRecord, TurnStatus
-from agents.recorder import EVENT_ARRAYS, EVENT_COLUMNS, EVENT_VALUES, event_arrays, insert_events
+from agents.recorder import EVENT_COLUMNS, EVENT_TYPES, EVENT_VALUES, event_rows, insert_events
 from budgets import audit
 from budgets.models import BudgetWindow, Reservation, SpendEntry
+from sentinel_site import db
 from sentinel_site.groupcommit import GroupCommit
 
 
@@ -142,12 +142,12 @@ def _outcomes(cursor, finishes: Sequence[Finish]) -> tuple[set[tuple[uuid.UUID, 
         replies AS (
             INSERT INTO {_table(Message)} ({_REPLY_COLUMNS})
             SELECT {_REPLY_VALUES}
-            FROM unnest({_REPLY_ARRAYS}, %s::int[]) AS v({_REPLY_NAMES}, attempt)
+            FROM {db.recordset("v", _REPLY_TYPES + ", attempt int")}
             JOIN fenced ON fenced.id = v.turn_id AND fenced.attempt = v.attempt
         ),
         events AS (
             INSERT INTO {_table(TurnEventRecord)} ({EVENT_COLUMNS})
-            SELECT {EVENT_VALUES} FROM unnest({EVENT_ARRAYS}, %s::int[]) AS v({EVENT_COLUMNS}, owner)
+            SELECT {EVENT_VALUES} FROM {db.recordset("v", EVENT_TYPES + ", owner int")}
             JOIN fenced ON fenced.id = v.turn_id AND fenced.attempt = v.owner
         ),
         following AS (
@@ -161,10 +161,8 @@ def _outcomes(cursor, finishes: Sequence[Finish]) -> tuple[set[tuple[uuid.UUID, 
         """,
         [
             *_fence_params(finishes),
-            *_reply_params(finishes),
-            [item.attempt for item in finishes],
-            *event_arrays([event for _, event in events]),
-            [item.attempt for item, _ in events],
+            _reply_rows(finishes, with_attempt=True),
+            event_rows([event for _, event in events], owners=[item.attempt for item, _ in events]),
             TurnStatus.QUEUED.value,
         ],
     )
@@ -176,6 +174,10 @@ def _table(model: Any) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
+_FENCE_TYPES = """id uuid, attempt int, agent_state text, at timestamptz, model text, prompt_tokens int, completion_tokens int,
+    latency_ms int, provider_latency_ms int, first_token_ms int, finish_reason text, output_id uuid, cost numeric"""
+
+
 @lru_cache(maxsize=1)
 def _fence_sql() -> str:
     """The fenced update of the turns, returning the (turn, attempt) pairs it held for and their conversations."""
@@ -185,35 +187,30 @@ def _fence_sql() -> str:
         prompt_tokens = v.prompt_tokens, completion_tokens = v.completion_tokens, latency_ms = v.latency_ms,
         provider_latency_ms = v.provider_latency_ms, first_token_ms = v.first_token_ms,
         finish_reason = v.finish_reason, output_id = v.output_id, error = NULL, cost = t.cost + v.cost
-    FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::timestamptz[], %s::text[], %s::int[], %s::int[], %s::int[],
-                %s::int[], %s::int[], %s::text[], %s::uuid[], %s::numeric[])
-        AS v(id, attempt, agent_state, at, model, prompt_tokens, completion_tokens, latency_ms,
-             provider_latency_ms, first_token_ms, finish_reason, output_id, cost)
+    FROM {db.recordset("v", _FENCE_TYPES)}
     WHERE t.id = v.id AND t.attempt = v.attempt AND t.status = %s
     RETURNING t.id, v.attempt, t.conversation_id
     """
 
 
+# The outcome's values the fenced update writes as they are.
+_OUTCOME = ("agent_state", "model", "prompt_tokens", "completion_tokens", "latency_ms", "provider_latency_ms", "first_token_ms")
+
+
 def _fence_params(finishes: Sequence[Finish]) -> list:
     rows = [
-        (
-            item.turn_id,
-            item.attempt,
-            item.outcome["agent_state"],
-            item.at,
-            item.outcome["model"],
-            item.outcome["prompt_tokens"],
-            item.outcome["completion_tokens"],
-            item.outcome["latency_ms"],
-            item.outcome["provider_latency_ms"],
-            item.outcome["first_token_ms"],
-            item.outcome["finish_reason"],
-            item.reply_id,
-            item.outcome["cost"],
-        )
+        {
+            "id": item.turn_id,
+            "attempt": item.attempt,
+            "at": item.at,
+            "output_id": item.reply_id,
+            "finish_reason": item.outcome["finish_reason"],
+            "cost": item.outcome["cost"],
+            **{name: item.outcome[name] for name in _OUTCOME},
+        }
         for item in finishes
     ]
-    return [TurnStatus.SUCCEEDED.value, *map(list, zip(*rows, strict=True)), TurnStatus.RUNNING.value]
+    return [TurnStatus.SUCCEEDED.value, db.json_rows(rows), TurnStatus.RUNNING.value]
 
 
 def _fence(cursor, finishes: Sequence[Finish]) -> set[tuple[uuid.UUID, int]]:
@@ -227,28 +224,36 @@ _REPLY_COLUMNS = """id, tenant_id, conversation_id, turn_id, seq, "index", role,
     client_id, occurred_at, embedded, created_at"""
 _REPLY_VALUES = """v.id, v.tenant_id, v.conversation_id, v.turn_id, v.seq, v.index, 'assistant', v.content, '', v.tool_calls::jsonb,
     '', '', v.at, false, v.at"""
-_REPLY_ARRAYS = "%s::uuid[], %s::uuid[], %s::uuid[], %s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[], %s::timestamptz[]"
-_REPLY_NAMES = "id, tenant_id, conversation_id, turn_id, seq, index, content, tool_calls, at"
+_REPLY_TYPES = (
+    "id uuid, tenant_id uuid, conversation_id uuid, turn_id uuid, seq int, index int, content text, tool_calls jsonb, at timestamptz"
+)
 
 
-def _reply_params(finishes: Sequence[Finish]) -> list:
-    return [
-        [item.reply_id for item in finishes],
-        [item.tenant_id for item in finishes],
-        [item.conversation_id for item in finishes],
-        [item.turn_id for item in finishes],
-        [item.seq for item in finishes],
-        [item.reply_index for item in finishes],
-        [item.content for item in finishes],
-        [json.dumps(item.tool_calls) if item.tool_calls else None for item in finishes],
-        [item.at for item in finishes],
+def _reply_rows(finishes: Sequence[Finish], *, with_attempt: bool = False) -> str:
+    rows = [
+        {
+            "id": item.reply_id,
+            "tenant_id": item.tenant_id,
+            "conversation_id": item.conversation_id,
+            "turn_id": item.turn_id,
+            "seq": item.seq,
+            "index": item.reply_index,
+            "content": item.content,
+            "tool_calls": item.tool_calls or None,
+            "at": item.at,
+        }
+        for item in finishes
     ]
+    if with_attempt:
+        for row, item in zip(rows, finishes, strict=True):
+            row["attempt"] = item.attempt
+    return db.json_rows(rows)
 
 
 def _insert_replies(cursor, winners: list[Finish]) -> None:
     cursor.execute(
-        f"INSERT INTO {_table(Message)} ({_REPLY_COLUMNS}) SELECT {_REPLY_VALUES} FROM unnest({_REPLY_ARRAYS}) AS v({_REPLY_NAMES})",
-        _reply_params(winners),
+        f"INSERT INTO {_table(Message)} ({_REPLY_COLUMNS}) SELECT {_REPLY_VALUES} FROM {db.recordset('v', _REPLY_TYPES)}",
+        [_reply_rows(winners)],
     )
 
 
@@ -328,6 +333,11 @@ def _settle(cursor, finishes: list[Finish]) -> set[uuid.UUID]:
     return {row[0] for row in ledger}
 
 
+_SETTLEMENT_TYPES = (
+    "reservation_id uuid, turn_id uuid, model text, prompt_tokens int, completion_tokens int, actual numeric, at timestamptz"
+)
+
+
 def _settle_at_once(cursor, finishes: list[Finish]) -> set[uuid.UUID]:
     """`_settle` in one statement: the reservations claimed (locked first), their spend on the
     ledger, and the sums on their windows, locked in id order after the reservations, as `_settle`
@@ -340,8 +350,7 @@ def _settle_at_once(cursor, finishes: list[Finish]) -> set[uuid.UUID]:
     cursor.execute(
         f"""
         WITH s AS (
-            SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::text[], %s::int[], %s::int[], %s::numeric[], %s::timestamptz[])
-                AS s(reservation_id, turn_id, model, prompt_tokens, completion_tokens, actual, at)
+            SELECT * FROM {db.recordset("s", _SETTLEMENT_TYPES)}
         ),
         claimable AS (
             SELECT id, status FROM {_table(Reservation)}
@@ -376,13 +385,20 @@ def _settle_at_once(cursor, finishes: list[Finish]) -> set[uuid.UUID]:
         SELECT id FROM claimed
         """,
         [
-            [settlement.reservation_id for settlement, _ in settlements],
-            [item.turn_id for _, item in settlements],
-            [settlement.model for settlement, _ in settlements],
-            [settlement.prompt_tokens for settlement, _ in settlements],
-            [settlement.completion_tokens for settlement, _ in settlements],
-            [settlement.actual for settlement, _ in settlements],
-            [item.at for _, item in settlements],
+            db.json_rows(
+                [
+                    {
+                        "reservation_id": settlement.reservation_id,
+                        "turn_id": item.turn_id,
+                        "model": settlement.model,
+                        "prompt_tokens": settlement.prompt_tokens,
+                        "completion_tokens": settlement.completion_tokens,
+                        "actual": settlement.actual,
+                        "at": item.at,
+                    }
+                    for settlement, item in settlements
+                ]
+            ),
             list(by_reservation),
             *_CLAIMABLE,
             Reservation.Status.SETTLED.value,

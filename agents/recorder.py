@@ -4,7 +4,6 @@ goes through (the claim's attempt number: a worker that lost its claim writes no
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +13,7 @@ from agents.models import EventKind, Turn, TurnEventRecord, TurnStatus
 from agents.streams import StreamKind
 from agents.turns import AgentState, Trigger, transition_state
 from budgets.models import Reservation
+from sentinel_site import db
 
 
 class LostClaim(Exception):
@@ -65,24 +65,30 @@ class Recorder:
         return written
 
 
-# The shape of a multi-row insert of events from arrays (`insert_events`; agents/finishing.py joins it to its fence).
+# The shape of a multi-row insert of events from one JSON parameter (`insert_events`; agents/finishing.py joins it to its fence).
 EVENT_COLUMNS = "turn_id, seq, attempt, kind, from_state, to_state, payload, created_at"
-EVENT_VALUES = "v.turn_id, v.seq, v.attempt, v.kind, v.from_state, v.to_state, v.payload::jsonb, v.created_at"
-EVENT_ARRAYS = "%s::uuid[], %s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[]"
+EVENT_VALUES = "v.turn_id, v.seq, v.attempt, v.kind, v.from_state, v.to_state, v.payload, v.created_at"
+EVENT_TYPES = "turn_id uuid, seq int, attempt int, kind text, from_state text, to_state text, payload jsonb, created_at timestamptz"
 
 
-def event_arrays(events: list[TurnEventRecord]) -> list[list]:
-    """EVENT_ARRAYS' parameters for `events`."""
-    return [
-        [event.turn_id for event in events],
-        [event.seq for event in events],
-        [event.attempt for event in events],
-        [str(event.kind) for event in events],
-        [event.from_state for event in events],
-        [event.to_state for event in events],
-        [json.dumps(event.payload) for event in events],
-        [event.created_at for event in events],
+def event_rows(events: list[TurnEventRecord], owners: list[int] | None = None) -> str:
+    """`db.recordset(alias, EVENT_TYPES)`'s parameter for `events` (with an `owner int` column, when `owners` is given)."""
+    rows = [
+        {
+            "turn_id": event.turn_id,
+            "seq": event.seq,
+            "attempt": event.attempt,
+            "kind": str(event.kind),
+            "from_state": event.from_state,
+            "to_state": event.to_state,
+            "payload": event.payload,
+            "created_at": event.created_at,
+        }
+        for event in events
     ]
+    for row, owner in zip(rows, owners or (), strict=False):
+        row["owner"] = owner
+    return db.json_rows(rows)
 
 
 def insert_events(cursor, events: list[TurnEventRecord], *, lazily: bool = False) -> None:
@@ -94,9 +100,9 @@ def insert_events(cursor, events: list[TurnEventRecord], *, lazily: bool = False
     cursor.execute(
         f"""
         INSERT INTO {connection.ops.quote_name(TurnEventRecord._meta.db_table)} ({EVENT_COLUMNS})
-        SELECT {EVENT_VALUES} FROM unnest({EVENT_ARRAYS}) AS v({EVENT_COLUMNS}){lazy}
+        SELECT {EVENT_VALUES} FROM {db.recordset("v", EVENT_TYPES)}{lazy}
         """,
-        event_arrays(events),
+        [event_rows(events)],
     )
 
 

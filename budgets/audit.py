@@ -36,6 +36,8 @@ from django.conf import settings
 from django.db import connections, models, transaction
 from django.utils import timezone
 
+from sentinel_site import db
+
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64
@@ -247,6 +249,12 @@ def record(action: str, *, actor: str, tenant_id=None, target: str = "", data: d
     return entry
 
 
+_ENTRY_FIELDS = ("seq", "tenant_id", "actor", "action", "target", "data", "created_at", "prev_hash", "hash")
+_ENTRY_TYPES = (
+    "seq bigint, tenant_id uuid, actor text, action text, target text, data jsonb, created_at timestamptz, prev_hash text, hash text"
+)
+
+
 def record_many(entries: list[dict[str, Any]]) -> list[AuditEntry]:
     """Append several entries (each `record`'s keyword arguments) under one lock of the head: the
     group commit's way, two statements for any number of entries."""
@@ -268,26 +276,12 @@ def record_many(entries: list[dict[str, Any]]) -> list[AuditEntry]:
             f"""
             WITH added AS (
                 INSERT INTO {entry_table} (seq, tenant_id, actor, action, target, data, created_at, prev_hash, hash)
-                SELECT v.seq, v.tenant_id, v.actor, v.action, v.target, v.data::jsonb, v.created_at, v.prev_hash, v.hash
-                FROM unnest(%s::bigint[], %s::uuid[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[],
-                            %s::text[], %s::text[])
-                    AS v(seq, tenant_id, actor, action, target, data, created_at, prev_hash, hash)
+                SELECT v.seq, v.tenant_id, v.actor, v.action, v.target, v.data, v.created_at, v.prev_hash, v.hash
+                FROM {db.recordset("v", _ENTRY_TYPES)}
             )
             UPDATE {head_table} SET seq = %s, hash = %s WHERE id = 1
             """,
-            [
-                [e.seq for e in chained],
-                [e.tenant_id for e in chained],
-                [e.actor for e in chained],
-                [e.action for e in chained],
-                [e.target for e in chained],
-                [json.dumps(e.data) for e in chained],
-                [e.created_at for e in chained],
-                [e.prev_hash for e in chained],
-                [e.hash for e in chained],
-                seq,
-                prev_hash,
-            ],
+            [db.json_rows([{name: getattr(e, name) for name in _ENTRY_FIELDS} for e in chained]), seq, prev_hash],
         )
     return chained
 

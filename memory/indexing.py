@@ -21,7 +21,7 @@ from agents.models import Agent, Message
 from memory import embeddings, tokens
 from memory.context_reads import MESSAGE_COLUMNS, WindowMessage
 from memory.models import Memory, MemoryKind, Summary
-from sentinel_site import config_cache, metrics
+from sentinel_site import config_cache, db, metrics
 
 
 def message_text(message: Message | WindowMessage) -> str:
@@ -122,8 +122,8 @@ def index_pending_messages(limit: int = MESSAGE_BATCH) -> int:
 # created_at is the clock's (as the ORM lane's timezone.now()), not the transaction's start: a
 # replay's as_of reads it as when the memory came to be.
 _LOCK_MESSAGES = f"SELECT {MESSAGE_COLUMNS} FROM agents_message WHERE id = ANY(%(ids)s::uuid[]) AND embedded = false FOR UPDATE SKIP LOCKED"
-_WRITE_MEMORIES = """
-WITH batch AS (SELECT * FROM unnest(%(with_text)s::uuid[], %(texts)s::text[], %(vectors)s::text[]) AS b(message_id, text, vector)),
+_WRITE_MEMORIES = f"""
+WITH batch AS (SELECT * FROM {db.recordset("b", "message_id uuid, text text, vector vector", "%(batch)s")}),
 sources AS (
     SELECT batch.*, m.tenant_id, c.agent_id, m.conversation_id, m.role, m.occurred_at
     FROM batch JOIN agents_message m ON m.id = batch.message_id JOIN agents_conversation c ON c.id = m.conversation_id
@@ -132,14 +132,14 @@ memories AS (
     INSERT INTO memory_memory (id, tenant_id, agent_id, conversation_id, kind, message_id, summary_id, role, text,
                                source_message_ids, occurred_at, embedding, embedding_model, scope, fact_key, supersedes_id, created_at)
     SELECT gen_random_uuid(), tenant_id, agent_id, conversation_id, %(kind)s, message_id, NULL, role, text,
-           ARRAY[message_id], occurred_at, vector::vector, %(model)s, '', '', NULL, clock_timestamp()
+           ARRAY[message_id], occurred_at, vector, %(model)s, '', '', NULL, clock_timestamp()
     FROM sources
     ON CONFLICT DO NOTHING
 ),
 noted AS (UPDATE agents_agent SET has_memories = true WHERE NOT has_memories AND id IN (SELECT agent_id FROM sources) RETURNING id),
 marked AS (
     UPDATE agents_message m SET token_count = counted.tokens, embedded = true
-    FROM unnest(%(ids)s::uuid[], %(tokens)s::int[]) AS counted(id, tokens) WHERE m.id = counted.id
+    FROM {db.recordset("counted", "id uuid, tokens int", "%(counted)s")} WHERE m.id = counted.id
 )
 SELECT count(*) FROM noted
 """
@@ -155,15 +155,16 @@ def _index_messages_sql(ids: list) -> int:
             return 0
         with_text = [(message, text) for message in batch if (text := message_text(message))]
         vectors = embeddings.embed([text for _, text in with_text])
-        as_stored = Memory._meta.get_field("embedding").get_db_prep_value
         params: dict[str, Any] = {
-            "with_text": [message.id for message, _ in with_text],
-            "texts": [text for _, text in with_text],
-            "vectors": [as_stored(vector, connection) for vector in vectors],
+            "batch": db.json_rows(
+                [
+                    {"message_id": message.id, "text": text, "vector": vector}
+                    for (message, text), vector in zip(with_text, vectors, strict=True)
+                ]
+            ),
             "kind": MemoryKind.MESSAGE,
             "model": embeddings.embedder().name,
-            "ids": [message.id for message in batch],
-            "tokens": [tokens.count_message(message.as_openai()) for message in batch],
+            "counted": db.json_rows([{"id": message.id, "tokens": tokens.count_message(message.as_openai())} for message in batch]),
         }
         cursor.execute(_WRITE_MEMORIES, params)
         if cursor.fetchone()[0]:

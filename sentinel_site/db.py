@@ -129,18 +129,37 @@ def _plain_fields(model: type[Model]) -> frozenset[str]:
 
 
 def _json_value(value: Any) -> Any:
-    """What msgspec cannot encode by itself: a JSON field's value, as its own dumps writes it, and
-    subclasses of the plain types."""
+    """What msgspec cannot encode by itself: a JSON field's value, as its own dumps writes it,
+    subclasses of the plain types, and numpy's arrays and scalars (as lists and numbers)."""
     if isinstance(value, Json | Jsonb):
         return msgspec.Raw((value.dumps or json.dumps)(value.obj))
     for kind in (bool, int, float, str):  # subclasses, such as the Int4 Django wraps an integer in for psycopg
         if isinstance(value, kind):
             return kind(value)
+    if callable(getattr(value, "tolist", None)):  # numpy: an embedding read back from pgvector, or its elements
+        return value.tolist()
     raise TypeError(f"no JSON form for {type(value).__name__}")
 
 
 # UUIDs, aware datetimes (RFC 3339) and Decimals (as strings) are msgspec's own; the rest is _json_value's.
 _JSON_ROWS = msgspec.json.Encoder(enc_hook=_json_value)
+
+
+def recordset(alias: str, columns: str, placeholder: str = "%s") -> str:
+    """A set of rows sent as one JSON parameter (`json_rows`), for a FROM clause: `columns` are
+    "name type, ..." and each row's value for a name is parsed as that type (JSON null is NULL, a
+    JSON column takes the value as it nests). The multi-row statements of the turn's path send
+    their rows so instead of an array a column: psycopg merges every parameter into the statement as
+    a quoted literal, and an array's elements one by one in Python, escaping each (a JSON payload's
+    every quote); msgspec writes the whole batch in C (bench/HISTORY.md row 59). `placeholder`:
+    a named one (`%(name)s`) for a statement that names its parameters."""
+    return f"json_to_recordset({placeholder}::json) AS {alias}({columns})"
+
+
+def json_rows(rows: Sequence[dict[str, Any]]) -> str:
+    """`recordset`'s parameter: each row a dict of its columns' values (UUIDs, aware datetimes,
+    Decimals, numbers, strings, None, and dicts or lists for JSON columns)."""
+    return _JSON_ROWS.encode(rows).decode()
 
 
 def _insert_params(instances: Sequence[Model], fields: list) -> list:
