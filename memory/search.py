@@ -324,7 +324,11 @@ def _statement(condition: str, vectors: int, exact: bool) -> str:
     """The hybrid statement for a scope's condition (memory/search_sql.py `where`), with named placeholders."""
     nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(vectors))
     scoped = f"SELECT id, embedding, search_vector, text, occurred_at FROM memory_memory WHERE {condition}"
-    return _HYBRID.format(scoped=scoped, vec=f"vec AS ({nearest})", columns=search_sql.COLUMNS, ranks=_RANKS_CAST, order=_ORDER_NEWER_FIRST)
+    sql = _HYBRID.format(scoped=scoped, vec=f"vec AS ({nearest})", columns=search_sql.COLUMNS, ranks=_RANKS_CAST, order=_ORDER_NEWER_FIRST)
+    # Its indentation collapsed: psycopg keeps its parse of a statement up to 4,096 bytes only, and
+    # splits a longer one again on every call (4% of a loaded worker; the statement's literals hold
+    # single spaces only and it has no -- comments, so a run of whitespace is one space).
+    return " ".join(sql.split())
 
 
 def _run(cursor, sql: str, params, exact: bool, k: int) -> list:
