@@ -379,11 +379,20 @@ def what_stands_in_the_way(lat: turn_bench.Latency, runs: list[turn_bench.Throug
         "event) commit without waiting for the disk; the finish's commit flushes them. Admission is one statement "
         "(`SENTINEL_ADMISSION_WRITES=statement`: the rows written by the budget hold's own statement, each table's "
         "rows one JSON parameter, HISTORY rows 53 and 58) and a batch of finishes four (`SENTINEL_FINISH_STATEMENTS`, "
-        "row 54); on loopback a round trip costs about 0.1 ms of CPU, so what remains is the Python around them "
+        "row 54), their rows too one JSON parameter a table instead of an array a column (row 59); on loopback a round "
+        "trip costs about 0.1 ms of CPU, so what remains is the Python around them "
         "(model building, parameter quoting), and per turn the web's one admission statement (a group commit in the "
         "web would batch them, each batch's reservations decided in order against the locked windows). Context assembly reads "
         "the conversation in one hand-written statement and recall's hybrid search in another (`SENTINEL_CONTEXT_READS`, "
         "`SENTINEL_SEARCH_READS`: 8.7 -> 2.0 ms CPU for a 60-message turn with memories, HISTORY rows 31-32).",
+        "- *PostgreSQL's own CPU* (the largest consumer under load): recall's hybrid statement was about two thirds of "
+        "PostgreSQL's statement time in a throughput run (HISTORY row 60), and it grows with the agent's memories, which this "
+        "bench adds to with every turn: at 4,114 memories it planned in 2.6-3.2 ms and executed in 13-18 ms (the exact "
+        "vector scan 5 ms, counting the question's common words 2.7 ms, ranking the full-text matches 4.4 ms). Up to "
+        "`SENTINEL_EXACT_SEARCH_MAX` (20,000) memories the vector side is an exact scan, chosen for recall quality "
+        "(HISTORY rows 6 and 39); a scope-bounded cost would need an approximate index that a small scope in a large "
+        "table does not defeat (an index per agent or a partition per tenant, or the scope's vectors held by the worker), "
+        "and full text ranked over a bounded candidate set. Neither is built.",
         "- *Celery per turn:* built, the web's outbox sends the turns admitted at the same moment as one message "
         "(`run_turns`, HISTORY row 23); what is left per message is kombu's Redis transport (polling, the unacked "
         "index, acknowledgements), paid per batch.",
