@@ -4,7 +4,8 @@ The claim in fewer round trips than the ORM lane it replaced (bench/HISTORY.md r
 ORM's per-statement cost: the conversation's row is locked first (one turn per conversation at a time:
 claims of one conversation queue there), then one statement moves the turn to running, if it is
 still queued, no earlier turn of its conversation is unfinished and none runs, and reads it back joined to its
-agent, conversation and API key. The update is the claim (healthchecks' conditional update): two
+agent, conversation and API key, and its newest held reservation (admission's, on a first attempt: the
+provider call's budget check takes it without a statement of its own). The update is the claim (healthchecks' conditional update): two
 workers handed the same turn cannot both win it. Its commit does not wait for the disk (no client is
 told of a claim; the turn's finish, committed synchronously, flushes it too: sentinel_site.db.commit_lazily).
 """
@@ -19,7 +20,7 @@ from django.utils import timezone
 
 from agents.models import UNFINISHED, Agent, Conversation, Turn, TurnStatus
 from agents.turns import AgentState
-from budgets.models import ApiKey
+from budgets.models import ApiKey, Reservation
 from sentinel_site.db import columns, from_row
 
 
@@ -29,7 +30,8 @@ def _table(model: type[Model]) -> str:
 
 def claim(turn_id: Any) -> Turn | None:
     """Claim a queued turn inside the caller's transaction: the turn (running, its attempt counted
-    up), with its agent, conversation and API key attached; None if it is not ours to run (yet)."""
+    up), with its agent, conversation and API key attached, and `held_at_claim` its newest held
+    reservation (None if none); None if it is not ours to run (yet)."""
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
@@ -54,11 +56,16 @@ def claim(turn_id: Any) -> Turn | None:
                 )
                 RETURNING t.*
             )
-            SELECT {columns(Turn, "t")}, {columns(Agent, "a")}, {columns(Conversation, "c")}, {columns(ApiKey, "k")}
+            SELECT {columns(Turn, "t")}, {columns(Agent, "a")}, {columns(Conversation, "c")}, {columns(ApiKey, "k")},
+                   {columns(Reservation, "r")}
             FROM t
             JOIN {_table(Agent)} AS a ON a.id = t.agent_id
             JOIN {_table(Conversation)} AS c ON c.id = t.conversation_id
             LEFT JOIN {_table(ApiKey)} AS k ON k.id = t.api_key_id
+            LEFT JOIN LATERAL (
+                SELECT {columns(Reservation, "held")} FROM {_table(Reservation)} AS held
+                WHERE held.turn_id = t.id AND held.status = %s ORDER BY held.created_at DESC LIMIT 1
+            ) AS r ON true
             """,
             [
                 TurnStatus.RUNNING.value,
@@ -69,13 +76,14 @@ def claim(turn_id: Any) -> Turn | None:
                 TurnStatus.QUEUED.value,
                 TurnStatus.RUNNING.value,  # a resumed turn may come before one that runs: still one at a time
                 [str(status) for status in UNFINISHED],
+                Reservation.Status.HELD.value,
             ],
         )
         row = cursor.fetchone()
     if row is None:
         return None  # an earlier turn of the conversation is unfinished: it hands over when it ends
     parts, start = [], 0
-    for model in (Turn, Agent, Conversation, ApiKey):  # the row holds each model's columns in turn
+    for model in (Turn, Agent, Conversation, ApiKey, Reservation):  # the row holds each model's columns in turn
         end = start + len(model._meta.concrete_fields)
         parts.append(row[start:end])
         start = end
@@ -83,4 +91,5 @@ def claim(turn_id: Any) -> Turn | None:
     conversation.agent = agent  # one agent per conversation (admission checks it)
     turn.agent, turn.conversation = agent, conversation
     turn.api_key = from_row(ApiKey, parts[3]) if turn.api_key_id else None
+    turn.held_at_claim = from_row(Reservation, parts[4]) if parts[4][0] is not None else None  # type: ignore[attr-defined]
     return turn

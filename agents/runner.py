@@ -207,12 +207,20 @@ def call_provider(recorder: Recorder, config: providers.ProviderConfig, body: di
     raise AssertionError("unreachable")
 
 
+_UNREAD = object()  # no claim's read of the turn's reservation to take
+
+
 def hold_budget(turn: Turn, config: providers.ProviderConfig, body: dict, prompt_tokens: int) -> Reservation:
     """The budget check before every provider call: the admission's reservation if it still holds
     (a first attempt), else a new one, else the turn fails with budget_exceeded. Every attempt
     settles a reservation of its own: an earlier attempt that was taken over but still finishes its
     call then finds its hold released, and its spend is charged late instead of lost."""
-    held = spend.held_for(turn.id)
+    # A first attempt's first call takes the reservation its claim read (agents/claims.py); any
+    # later call, or a later attempt (which releases what earlier ones held), reads them afresh.
+    at_claim = turn.__dict__.pop("held_at_claim", _UNREAD)
+    if turn.attempt == 1 and isinstance(at_claim, Reservation):
+        return at_claim
+    held = [] if turn.attempt == 1 and at_claim is None else spend.held_for(turn.id)
     if held and turn.attempt == 1:
         return held[0]
     for earlier in held:

@@ -8,9 +8,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from agents import admission, runner, streams
+from agents import admission, providers, runner, streams
 from agents.admission import admit
 from agents.models import Conversation, Message, Turn, TurnEventRecord, TurnStatus
+from budgets import spend
 from budgets.models import BudgetWindow, Reservation
 from sentinel_site.redis import sync_client
 from tests.stub_llm import Reply
@@ -318,3 +319,41 @@ def test_a_cancel_that_lands_before_the_stream_opens_ends_the_turn_cancelled(ali
     turn.refresh_from_db()
     assert turn.status == TurnStatus.CANCELLED and turn.finish_reason == "cancelled"
     assert not Reservation.objects.filter(turn_id=turn.id, status=Reservation.Status.HELD).exists()
+
+
+def test_a_first_call_takes_the_reservation_its_claim_read_and_later_calls_read_afresh(alice):
+    turn = admit_turn(alice)
+    admitted = Reservation.objects.get(turn_id=turn.id, status=Reservation.Status.HELD)
+    recorder = runner.claim(turn.id)
+    config = providers.ProviderConfig.for_agent(recorder.turn.agent)
+    body = {"model": "stub-model", "max_tokens": 64}
+    with CaptureQueriesContext(connection) as queries:
+        first = runner.hold_budget(recorder.turn, config, body, 10)
+    assert first.id == admitted.id and len(queries) == 0, "the claim read the admission's hold already"
+    with CaptureQueriesContext(connection) as queries:
+        again = runner.hold_budget(recorder.turn, config, body, 10)
+    assert again.id == admitted.id and len(queries) == 1, "a later call of the attempt reads the holds again"
+
+
+def test_a_hold_released_after_the_claim_is_not_taken_by_a_later_call(alice):
+    turn = admit_turn(alice)
+    recorder = runner.claim(turn.id)
+    config = providers.ProviderConfig.for_agent(recorder.turn.agent)
+    body = {"model": "stub-model", "max_tokens": 64}
+    runner.hold_budget(recorder.turn, config, body, 10)  # takes the claim's read
+    released = Reservation.objects.get(turn_id=turn.id)
+    assert spend.release(released.id)
+    fresh = runner.hold_budget(recorder.turn, config, body, 10)
+    assert fresh.id != released.id and fresh.status == Reservation.Status.HELD
+
+
+def test_a_second_attempt_releases_the_first_attempts_hold_and_holds_anew(alice):
+    turn = admit_turn(alice)
+    first = runner.claim(turn.id)
+    assert first.turn.held_at_claim is not None
+    Turn.objects.filter(id=turn.id).update(status=TurnStatus.QUEUED)  # the Supervisor took the turn back
+    second = runner.claim(turn.id)
+    config = providers.ProviderConfig.for_agent(second.turn.agent)
+    held = runner.hold_budget(second.turn, config, {"model": "stub-model", "max_tokens": 64}, 10)
+    assert held.id != first.turn.held_at_claim.id
+    assert Reservation.objects.get(id=first.turn.held_at_claim.id).status == Reservation.Status.RELEASED
