@@ -31,7 +31,7 @@ import itertools
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -131,11 +131,13 @@ class Piece:
     why: dict | None = None  # recalled pieces: ranks per retriever, fused rank (memory/search.py FusedHit)
 
     def explain(self) -> dict:
-        """The piece without its text, for the turn's event log."""
-        data = asdict(self)
-        data.pop("text")
-        data.pop("message")
-        return {key: value for key, value in data.items() if value not in (None, [])}
+        """The piece without its text, for the turn's event log: its fields as they are (dataclasses'
+        asdict copied every nested value deeply, 2.5% of a loaded worker; nothing changes a piece
+        once assembly has built it)."""
+        return {name: value for name in _EXPLAINED if (value := getattr(self, name)) not in (None, [])}
+
+
+_EXPLAINED = tuple(f.name for f in fields(Piece) if f.name not in ("text", "message"))
 
 
 @dataclass
