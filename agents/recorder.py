@@ -86,8 +86,9 @@ def event_rows(events: list[TurnEventRecord], owners: list[int] | None = None) -
         }
         for event in events
     ]
-    for row, owner in zip(rows, owners or (), strict=False):
-        row["owner"] = owner
+    if owners is not None:
+        for row, owner in zip(rows, owners, strict=True):
+            row["owner"] = owner
     return db.json_rows(rows)
 
 

@@ -110,7 +110,7 @@ def insert_if(
         for obj in instances
     ]
     _mark_saved(instances)
-    return sql, [_JSON_ROWS.encode(rows).decode()]
+    return sql, [json_rows(rows)]
 
 
 # Fields whose value needs no database preparation to travel as JSON (a JSON field's value nests as
