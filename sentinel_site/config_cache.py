@@ -6,7 +6,8 @@ queryset updates that bypass signals (a key revoked, an agent deleted). The bump
 process's cache at once and increments the counter in Redis, again after the commit, so no
 process can keep a row it read in between. Every process compares its generation with Redis's at
 most every CONFIG_CHECK_SECONDS, so a revoked key or a changed price takes effect everywhere
-within that interval (0.25 s by default). An entry lives at most CONFIG_CACHE_SECONDS whatever
+within that interval (0.25 s by default) and the one Redis read in flight: a request that finds
+another thread reading the counter goes on with what is cached. An entry lives at most CONFIG_CACHE_SECONDS whatever
 happens, for a write made outside Sentinel's code. Setting that to 0 turns the cache off, which is
 the lane the benchmark compares against.
 

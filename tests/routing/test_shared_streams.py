@@ -97,6 +97,7 @@ def test_a_follower_that_leaves_stalls_nobody_and_cancels_nothing(live_stack, al
 
 def test_the_agents_policy_shares_requests_without_a_header_and_a_header_opts_out(live_stack, alice, stub_llm):
     Policy.objects.create(agent=alice.agent, dedup=True)
+    _policy_seen(live_stack, alice)
     slow_answer(stub_llm, "policy-shared")
 
     async def run(opt_out: bool):
@@ -175,6 +176,18 @@ def test_a_leader_refused_at_admission_lets_its_twin_be_admitted_on_its_own(live
     assert not list(sync_client().scan_iter(f"{dedup.PREFIX}{alice.tenant.id}:*")), "no claim outlives a refused admission"
 
 
+def _policy_seen(live_stack, actor):
+    """One request before the concurrent ones, so the web process has read the policy just
+    changed: a request racing the thread that reads the config generation from Redis is served
+    the cached spec (sentinel_site/config_cache.py), and three concurrent ones would race it."""
+
+    async def run():
+        async with client(live_stack, actor) as h:
+            return await h.post("/chat/completions", json=body("policy seen"))
+
+    assert asyncio.run(run()).status_code == 200
+
+
 def _concurrent(live_stack, alice, payload, n=3, **headers):
     async def run():
         async with client(live_stack, alice, **headers) as h:
@@ -211,5 +224,6 @@ def test_dedup_off_and_the_policy_turn_the_default_off(live_stack, alice, stub_l
     _concurrent(live_stack, alice, body("opted-out", stream=True, temperature=0), **{"Sentinel-Dedup": "off"})
     assert len(calls(stub_llm, "opted-out")) == 3, "Sentinel-Dedup: off gives each request its own call"
     Policy.objects.create(agent=alice.agent, dedup_deterministic=False)
+    _policy_seen(live_stack, alice)
     _concurrent(live_stack, alice, body("opted-out", stream=True, temperature=0))
     assert len(calls(stub_llm, "opted-out")) == 6, "the agent's policy turns the default off"
