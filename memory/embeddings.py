@@ -44,9 +44,11 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import redis
 from django.conf import settings
 
 from memory.models import EMBEDDING_DIMENSIONS, EmbeddingCache
+from sentinel_site.redis import sync_client
 
 MAX_BATCH_TEXTS = 256  # texts per model call when many queries wait at once
 BACKGROUND_BATCH = 32  # texts per model call for indexing, between which queries go first
@@ -58,6 +60,7 @@ log = logging.getLogger(__name__)
 class Embedder(Protocol):
     name: str
     cached: bool  # worth the embedding cache: slower to run than a cache lookup
+    shared: bool  # worth the recent vectors in Redis: slower to run than a Redis round trip (not cached)
 
     def embed(self, texts: list[str], urgent: bool = False) -> list[list[float]]: ...
 
@@ -248,6 +251,7 @@ class StaticEmbedder:
     """The static model: each token's vector looked up, averaged, normalised; no network, no torch."""
 
     cached = False
+    shared = False  # tens of microseconds a text: less than a Redis round trip
 
     def __init__(self, directory: Path) -> None:
         _offline()
@@ -338,6 +342,7 @@ class LocalEmbedder(QueuedEmbedder):
 
     name = LOCAL_MODEL_NAME
     cached = True
+    shared = False
 
     def __init__(self) -> None:
         _offline()
@@ -358,9 +363,11 @@ class LocalEmbedder(QueuedEmbedder):
 
 class OnnxEmbedder(QueuedEmbedder):
     """MiniLM exported to ONNX (int8 unless told otherwise), run by ONNX Runtime on the embedder's own
-    thread; no torch at run time, no network, no cache (a cache read and write cost more than it)."""
+    thread; no torch at run time, no network, no cache (a cache read and write cost more than it),
+    but its recent vectors shared through Redis (`_recent`)."""
 
     cached = False
+    shared = True
 
     def __init__(self, directory: Path, quantized: bool = True) -> None:
         _offline()  # for the export, if this process is the one that builds the model
@@ -402,6 +409,7 @@ class OpenAIEmbedder:
     """OpenAI (or a compatible server) embeddings, asked for EMBEDDING_DIMENSIONS dimensions."""
 
     cached = True
+    shared = False
 
     def __init__(self, model: str, base_url: str, api_key: str) -> None:
         import openai
@@ -445,14 +453,67 @@ def embed(texts: list[str], urgent: bool = False) -> list[list[float]]:
             (row.content_hash, list(row.embedding)) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=wanted)
         )
     missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known and h not in fresh}
+    if missing and model.shared:
+        recent = _recent(model.name, list(missing))
+        known.update(recent)
+        for h in recent:
+            del missing[h]
     if missing:
         fresh.update(zip(missing.keys(), model.embed(list(missing.values()), urgent=urgent), strict=True))
     if fresh and model.cached:
         EmbeddingCache.objects.bulk_create(
             [EmbeddingCache(model=model.name, content_hash=h, embedding=v) for h, v in fresh.items()], ignore_conflicts=True
         )
+    elif fresh and model.shared:
+        _keep_recent(model.name, fresh)
     known.update(fresh)
     return [known[h] for h in hashes]
+
+
+# Recent vectors, shared through Redis for RECENT_VECTORS_SECONDS: most texts are embedded twice a
+# few moments apart, a turn's new message as its recall query and again when the indexer stores it,
+# and the turn's reply when the indexer stores it and again in the next turn's query; the second time
+# often in another worker process. A model that takes milliseconds a text (ONNX's MiniLM: 1.5-3 ms)
+# takes longer than a Redis read and write (about 0.1 ms), and that is the model worth it (`shared`).
+# Keyed by model and the text's sha256, as the embedding cache: a vector is the text's whoever said
+# it, and no process that is not Sentinel's reads this Redis.
+RECENT_PREFIX = "sentinel:vector:"
+_VECTOR_BYTES = EMBEDDING_DIMENSIONS * 4  # float32, the precision the models compute and pgvector keeps
+
+
+def _recent_key(model: str, content_hash: str) -> str:
+    return f"{RECENT_PREFIX}{model}:{content_hash}"
+
+
+def _recent(model: str, hashes: list[str]) -> dict[str, list[float]]:
+    """The vectors of these texts some process computed in the last RECENT_VECTORS_SECONDS (one
+    Redis round trip); none when Redis does not answer, the model runs instead."""
+    if settings.SENTINEL["RECENT_VECTORS_SECONDS"] <= 0:
+        return {}
+    try:
+        values = sync_client().mget([_recent_key(model, h) for h in hashes])
+    except redis.RedisError as exc:
+        log.warning("recent vectors unreadable: %s", type(exc).__name__)
+        return {}
+    return {
+        h: np.frombuffer(value, dtype=np.float32).tolist()
+        for h, value in zip(hashes, values, strict=True)
+        if value is not None and len(value) == _VECTOR_BYTES
+    }
+
+
+def _keep_recent(model: str, vectors: dict[str, list[float]]) -> None:
+    """Keep vectors just computed for RECENT_VECTORS_SECONDS (one pipelined round trip)."""
+    seconds = settings.SENTINEL["RECENT_VECTORS_SECONDS"]
+    if seconds <= 0:
+        return
+    try:
+        with sync_client().pipeline(transaction=False) as pipe:
+            for h, vector in vectors.items():
+                pipe.set(_recent_key(model, h), np.asarray(vector, dtype=np.float32).tobytes(), ex=seconds)
+            pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("recent vectors not kept: %s", type(exc).__name__)
 
 
 # Prefetching: a turn's recall query starts on the model while the worker claims the turn and reads

@@ -344,6 +344,9 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     "EMBEDDINGS_BASE_URL": envurl("SENTINEL_EMBEDDINGS_BASE_URL", "", ("http", "https")),
     "EMBED_QUERY_TIMEOUT": envfloat("SENTINEL_EMBED_QUERY_TIMEOUT", 10.0, minimum=0.1),
     "EMBED_THREADS": envint("SENTINEL_EMBED_THREADS", 1, minimum=1),
+    # Seconds a vector the ONNX model computed is kept in Redis for the next process that embeds the
+    # same text (memory/embeddings.py `_recent`); 0: none kept, every text run through the model.
+    "RECENT_VECTORS_SECONDS": envint("SENTINEL_RECENT_VECTORS_SECONDS", 30, minimum=0),
     # How context assembly reads a live turn's conversation: sql (the window, the totals and the
     # summaries in one hand-written statement, memory/context_reads.py) or orm (a statement each, the
     # lane a replay reads through; kept for the bench's lanes).

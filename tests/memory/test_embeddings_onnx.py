@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 from django.core.management import call_command
 
 from memory import embeddings, search
 from memory.models import EmbeddingCache, Memory
+from sentinel_site.redis import sync_client
 from tests.memory.conftest import use_embeddings
 from tests.memory.helpers import FILLER, conversation_with
 
@@ -102,7 +104,8 @@ def test_the_onnx_model_ranks_the_relevant_memory_first(alice, onnx_embeddings):
     assert Memory.objects.filter(embedding_model=onnx_embeddings.name).count() == len(FILLER) + 1
 
 
-def test_onnx_embeddings_skip_the_cache_and_a_prefetch_is_computed_once(monkeypatch, onnx_embeddings, django_assert_num_queries):
+def test_onnx_embeddings_skip_the_cache_and_a_prefetch_is_computed_once(monkeypatch, settings, onnx_embeddings, django_assert_num_queries):
+    settings.SENTINEL = {**settings.SENTINEL, "RECENT_VECTORS_SECONDS": 0}  # the prefetch alone (the tests below: with them)
     calls: list[list[str]] = []
     original = onnx_embeddings.submit
     monkeypatch.setattr(onnx_embeddings, "submit", lambda texts, urgent=True: calls.append(list(texts)) or original(texts, urgent))
@@ -178,3 +181,56 @@ def test_build_embedder_builds_the_configured_model_ahead_of_time(tmp_path, sett
     settings.SENTINEL = {**settings.SENTINEL, "EMBEDDINGS": "local"}
     call_command("build_embedder", stdout=out)
     assert "nothing to build" in out.getvalue()
+
+
+def _spy(monkeypatch, model) -> list[list[str]]:
+    """Every list of texts the model's thread is asked to embed."""
+    calls: list[list[str]] = []
+    original = model.submit
+    monkeypatch.setattr(model, "submit", lambda texts, urgent=True: calls.append(list(texts)) or original(texts, urgent))
+    return calls
+
+
+def test_a_query_just_embedded_is_not_run_through_the_model_again_when_its_message_is_indexed(monkeypatch, alice, onnx_embeddings):
+    calls = _spy(monkeypatch, onnx_embeddings)
+    question = "Which city did my sister Ingrid move to?"
+    [vector] = embeddings.embed_query([question])  # a turn's recall query, in one worker process
+    conversation_with(alice, [question, "Trondheim, last spring."])  # indexed, here or in another process
+    assert calls == [[question], ["Trondheim, last spring."]], "the new message's vector came from Redis, the reply's from the model"
+    stored = Memory.objects.get(text=question)
+    assert np.array_equal(np.float32(stored.embedding), np.float32(vector)), "the same float32s"
+    key = embeddings._recent_key(onnx_embeddings.name, embeddings.content_hash("Trondheim, last spring."))
+    assert 0 < sync_client().ttl(key) <= 30, "the reply is kept for the next turn's query, RECENT_VECTORS_SECONDS at most"
+    reply = Memory.objects.get(text="Trondheim, last spring.").embedding
+    assert np.allclose(embeddings.embed_query(["Trondheim, last spring.", "something new"])[0], reply, atol=1e-6)
+    assert calls[-1] == ["something new"], "the next turn's query takes the reply's vector from Redis"
+
+
+def test_with_no_recent_vectors_kept_every_text_runs_through_the_model(monkeypatch, settings, onnx_embeddings):
+    settings.SENTINEL = {**settings.SENTINEL, "RECENT_VECTORS_SECONDS": 0}
+    calls = _spy(monkeypatch, onnx_embeddings)
+    text = "A text embedded twice with nothing kept between."
+    first = embeddings.embed_query([text])
+    assert embeddings.embed([text]) == first and calls == [[text], [text]]
+    assert not sync_client().exists(embeddings._recent_key(onnx_embeddings.name, embeddings.content_hash(text)))
+
+
+def test_a_kept_vector_of_the_wrong_size_is_ignored_and_replaced(monkeypatch, onnx_embeddings):
+    calls = _spy(monkeypatch, onnx_embeddings)
+    text = "A text whose kept vector was cut short."
+    key = embeddings._recent_key(onnx_embeddings.name, embeddings.content_hash(text))
+    sync_client().set(key, b"\x00" * 100, ex=30)
+    vector = embeddings.embed([text])
+    assert calls == [[text]] and len(vector[0]) == 384 and abs(np.linalg.norm(vector[0]) - 1) < 1e-3
+    assert len(sync_client().get(key)) == 384 * 4, "the model's vector replaced it"
+
+
+def test_without_redis_the_model_embeds_and_nothing_fails(monkeypatch, onnx_embeddings, caplog):
+    calls = _spy(monkeypatch, onnx_embeddings)
+    text = "A text embedded while Redis is down."
+    expected = embeddings.embed([text])
+    nobody = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)  # a port nothing listens on
+    monkeypatch.setattr(embeddings, "sync_client", lambda: nobody)
+    assert embeddings.embed([text]) == expected, "the model ran again: the same vector"
+    assert calls == [[text], [text]]
+    assert "recent vectors unreadable: ConnectionError" in caplog.text and "recent vectors not kept: ConnectionError" in caplog.text
