@@ -95,6 +95,7 @@ def _latency(stack: Stack, lanes: dict[str, dict[str, str]], order: list[str], p
         *((f"  phase {phase} p50 ms", [percentile(x.phases[phase], 50) for x in r]) for phase in turn_bench.PHASES),
         *((f"SQL per turn, {p}", [x.db_queries.get(p, 0) for x in r]) for p in ("web", "worker")),
         ("Redis commands per turn", [x.redis_commands for x in r]),
+        *((f"texts embedded per turn, {s}", [x.embedded.get(s, 0) for x in r]) for s in turn_bench.EMBEDDING_SOURCES),
         *((f"CPU ms per turn, {p}", [x.cpu_ms.get(p, 0) for x in r]) for p in ("web", "worker", "postgres", "redis", "stub")),
         ("CPU ms per turn, web + worker", [x.cpu_ms.get("web", 0) + x.cpu_ms.get("worker", 0) for x in r]),
         ("WAL fsyncs per turn", [x.wal.get("fsyncs", 0) for x in r]),

@@ -161,10 +161,14 @@ def turn_sections(stack: Stack, quick: bool, proxy: anchor.LiteLLM | None, reaso
         f"| SQL statements per turn, web process | {lat.db_queries.get('web', 0):.1f} |",
         f"| SQL statements per turn, worker | {lat.db_queries.get('worker', 0):.1f} |",
         f"| WAL fsyncs per turn (`pg_stat_io`, object `wal`) | {lat.wal.get('fsyncs', 0):.2f} |",
+        f"| texts whose vector a turn asked for, by where it came from | {_embedded(lat.embedded)} |",
         f"| Redis commands per turn (all processes; broker included) | {lat.redis_commands:.1f} |",
         f"| top Redis commands per turn | {', '.join(f'{name} {n:.1f}' for name, n in lat.redis_top)} |",
         "",
         "Counted, not estimated: `sentinel_db_queries_total` (every statement through Django's connection, by process), "
+        "`sentinel_embedded_texts_total` (the model: computed when asked; prefetch: computed earlier, when the worker took "
+        "the turn; recent: another call's vector of the same text, kept in Redis by `SENTINEL_RECENT_VECTORS_SECONDS`; cache: "
+        "the embedding cache of the slower models), "
         "PostgreSQL's `pg_stat_io` and Redis's `INFO commandstats`, before and after the sequential run, divided by its turns. "
         "The last two are server-wide: another user of the same PostgreSQL cluster or Redis server during the run adds to them.",
         "",
@@ -424,6 +428,11 @@ def what_stands_in_the_way(lat: turn_bench.Latency, runs: list[turn_bench.Throug
         f"{percentile(lat.phases['queue'], 50):.0f} ms, more than the 6 ms target for the whole turn.",
         "",
     ]
+
+
+def _embedded(per_source: dict[str, float]) -> str:
+    """'model 1.0, prefetch 1.0, recent 1.0' (texts per turn by source), the empty ones left out."""
+    return ", ".join(f"{source} {n:.2f}" for source, n in per_source.items() if n) or "none"
 
 
 def turn_bench_summary(values: list[float]) -> str:

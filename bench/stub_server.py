@@ -5,19 +5,23 @@ nothing, with a configurable latency and streaming pace.
 
 POST /v1/chat/completions answers after `latency_ms`; with `stream: true` it sends `chunks` chunks
 `chunk_ms` apart. POST /control with any of those keys changes them for the requests that follow,
-so one server serves every benchmark in a run.
+so one server serves every benchmark in a run. Every answer is a new text (numbered), as a model's
+would be: a constant one would hit whatever keeps a text's embedding (memory/embeddings.py
+`_recent`) on every turn.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 from typing import Any
 
 SETTINGS: dict[str, float] = {"latency_ms": 0.0, "chunks": 64, "chunk_ms": 20.0}
-ANSWER = "Sentinel benchmark answer."
+ANSWER = "Sentinel benchmark answer"
+_NUMBERS = itertools.count(1)  # the stub's answers so far: each answer says its number
 MODELS = json.dumps({"object": "list", "data": [{"id": "stub-model", "object": "model", "created": 0, "owned_by": "bench"}]}).encode()
 
 
@@ -47,7 +51,7 @@ async def _complete(send, request: dict) -> None:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": request.get("model", "stub-model"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}, "finish_reason": "stop"}],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": f"{ANSWER} {next(_NUMBERS)}."}, "finish_reason": "stop"}],
         "usage": _usage(request),
     }
     await _send_json(send, 200, json.dumps(response).encode())
@@ -71,10 +75,11 @@ async def _stream(send, request: dict) -> None:
         return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
     await send({"type": "http.response.body", "body": event({"role": "assistant", "content": ""}), "more_body": True})
+    number = next(_NUMBERS)
     for i in range(chunks):
         if i:
             await asyncio.sleep(SETTINGS["chunk_ms"] / 1000)
-        await send({"type": "http.response.body", "body": event({"content": f" w{i}"}), "more_body": True})
+        await send({"type": "http.response.body", "body": event({"content": f" w{i}" if i else f"#{number} w0"}), "more_body": True})
     usage = {**_usage(request), "completion_tokens": chunks}
     usage["total_tokens"] = usage["prompt_tokens"] + chunks
     tail = event({}, "stop", usage) + b"data: [DONE]\n\n"

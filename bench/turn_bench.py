@@ -52,6 +52,9 @@ def _anchor_body(text: str, stream: bool = False) -> dict:
 
 
 # --- 1. added latency -----------------------------------------------------------------------
+EMBEDDING_SOURCES = ("model", "prefetch", "recent", "cache")  # sentinel_embedded_texts_total's
+
+
 @dataclass
 class Latency:
     requests: int = 0
@@ -62,6 +65,7 @@ class Latency:
     provider_ms: list[float] = field(default_factory=list)
     anchor_added_ms: list[float] = field(default_factory=list)  # LiteLLM's proxy over the same direct call
     db_queries: dict[str, float] = field(default_factory=dict)  # per turn, by process
+    embedded: dict[str, float] = field(default_factory=dict)  # texts a vector was asked for per turn, by source
     redis_commands: float = 0.0  # per turn
     redis_top: list[tuple[str, float]] = field(default_factory=list)
     phases: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in PHASES})  # ms, per turn
@@ -75,7 +79,7 @@ class Latency:
             getattr(self, name).extend(getattr(other, name))
         for name in PHASES:
             self.phases[name].extend(other.phases.get(name, []))
-        for name in ("db_queries", "cpu_ms", "wal"):
+        for name in ("db_queries", "embedded", "cpu_ms", "wal"):
             mine, theirs = getattr(self, name), getattr(other, name)
             for key in {*mine, *theirs}:
                 mine[key] = (mine.get(key, 0) * self.requests + theirs.get(key, 0) * other.requests) / total
@@ -174,6 +178,9 @@ def added_latency(stack: Stack, requests: int, proxy: anchor.LiteLLM | None = No
     for process in ("web", "worker"):
         key = f"sentinel_db_queries_total{{process={process}}}"
         result.db_queries[process] = (metrics_after.get(key, 0) - metrics_before.get(key, 0)) / requests
+    for source in EMBEDDING_SOURCES:
+        key = f"sentinel_embedded_texts_total{{source={source}}}"
+        result.embedded[source] = (metrics_after.get(key, 0) - metrics_before.get(key, 0)) / requests
     calls = {name: redis_after.get(name, 0) - redis_before.get(name, 0) for name in redis_after}
     calls = {name: n for name, n in calls.items() if n > 0 and name not in ("info", "config|resetstat")}
     result.redis_commands = sum(calls.values()) / requests

@@ -48,6 +48,7 @@ import redis
 from django.conf import settings
 
 from memory.models import EMBEDDING_DIMENSIONS, EmbeddingCache
+from sentinel_site.metrics import EMBEDDED_TEXTS
 from sentinel_site.redis import sync_client
 
 MAX_BATCH_TEXTS = 256  # texts per model call when many queries wait at once
@@ -447,18 +448,21 @@ def embed(texts: list[str], urgent: bool = False) -> list[list[float]]:
     model = embedder()
     hashes = [content_hash(text) for text in texts]  # a text twice in one call is embedded once, cache or not
     known, fresh = _take_prefetched(set(hashes))
+    EMBEDDED_TEXTS.labels("prefetch").inc(len(known) + len(fresh))
     wanted = set(hashes) - known.keys() - fresh.keys()
     if wanted and model.cached:
-        known.update(
-            (row.content_hash, list(row.embedding)) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=wanted)
-        )
+        rows = [(row.content_hash, list(row.embedding)) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=wanted)]
+        EMBEDDED_TEXTS.labels("cache").inc(len(rows))
+        known.update(rows)
     missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known and h not in fresh}
     if missing and model.shared:
         recent = _recent(model.name, list(missing))
+        EMBEDDED_TEXTS.labels("recent").inc(len(recent))
         known.update(recent)
         for h in recent:
             del missing[h]
     if missing:
+        EMBEDDED_TEXTS.labels("model").inc(len(missing))
         fresh.update(zip(missing.keys(), model.embed(list(missing.values()), urgent=urgent), strict=True))
     if fresh and model.cached:
         EmbeddingCache.objects.bulk_create(

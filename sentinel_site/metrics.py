@@ -169,6 +169,12 @@ GROUP_COMMIT_BATCH = Histogram(
 ENQUEUE_BATCH = Histogram(
     "sentinel_enqueue_batch_size", "Turns per broker message the web's outbox sent.", buckets=(1, 2, 4, 8, 16, 32, 64)
 )
+EMBEDDED_TEXTS = Counter(
+    "sentinel_embedded_texts_total",
+    "Texts whose vector was asked for, by where it came from: model, prefetch (the model, started earlier), "
+    "recent (another call's, kept in Redis) or cache (the embedding cache).",
+    ["source"],
+)
 MEMORY_INDEXED = Counter("sentinel_memory_indexed_total", "Messages and summaries embedded into long-term memory.")
 DB_QUERIES = Counter("sentinel_db_queries_total", "SQL statements sent to PostgreSQL, by process kind.", ["process"])
 
