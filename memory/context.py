@@ -202,6 +202,7 @@ def assemble(
         for message, cost in window
     ]
     # Shared pieces are other conversations' (and so are recalled ones of other conversations).
+    # recalled_from: the conversations of recalled pieces whose client ids the search did not bring
     reads.attach_client_ids(pieces, elsewhere=bool(shared_pieces) or bool(recalled_from - {conversation.id}))
     return Context(
         pieces=pieces,
@@ -590,7 +591,7 @@ class _Chooser:
     def __init__(self, remaining: int, summary_ids: set, seen_texts: set) -> None:
         self.remaining, self.summary_ids, self.seen_texts = remaining, summary_ids, set(seen_texts)
         self.memory_ids: set[str] = set()
-        self.conversation_ids: set = set()
+        self.conversation_ids: set = set()  # of the pieces whose client ids the search did not bring (the ORM lane's)
         self.pieces: list[Piece] = []
 
     def take(self, hit: memory_search.FusedHit) -> bool:
@@ -605,7 +606,9 @@ class _Chooser:
             return False
         self.remaining -= cost
         self.memory_ids.add(str(memory.id))
-        self.conversation_ids.add(memory.conversation_id)
+        client_ids = getattr(memory, "client_ids", None)  # a FoundMemory's (SENTINEL_SEARCH_READS=sql)
+        if client_ids is None:
+            self.conversation_ids.add(memory.conversation_id)
         self.seen_texts.add(memory.text)
         self.pieces.append(
             Piece(
@@ -615,6 +618,7 @@ class _Chooser:
                 memory_id=str(memory.id),
                 score=round(hit.similarity, 4) if hit.similarity is not None else None,
                 source_message_ids=[str(mid) for mid in memory.source_message_ids],
+                client_ids=list(client_ids or ()),
                 date=memory.occurred_at.date().isoformat(),
                 why=_why(hit),
             )

@@ -31,7 +31,18 @@ from memory.asof import AsOf
 class FoundMemory:
     """A memory as hybrid search returns it: the fields context assembly reads (memory.models.Memory's names)."""
 
-    __slots__ = ("conversation_id", "id", "kind", "occurred_at", "role", "source_message_ids", "summary_id", "supersedes_id", "text")
+    __slots__ = (
+        "client_ids",
+        "conversation_id",
+        "id",
+        "kind",
+        "occurred_at",
+        "role",
+        "source_message_ids",
+        "summary_id",
+        "supersedes_id",
+        "text",
+    )
 
     id: uuid.UUID
     conversation_id: uuid.UUID
@@ -42,17 +53,27 @@ class FoundMemory:
     source_message_ids: list[uuid.UUID]
     occurred_at: datetime
     supersedes_id: uuid.UUID | None
+    client_ids: list[str]  # the importer's ids of its source messages that have one, in their order
 
     def __init__(self, row: Sequence) -> None:
         (self.id, self.conversation_id, self.kind, self.summary_id, self.role, self.text, self.source_message_ids, self.occurred_at,
-         self.supersedes_id) = row[:FIELDS]  # fmt: skip
+         self.supersedes_id, self.client_ids) = row[:FIELDS]  # fmt: skip
 
     def __repr__(self) -> str:
         return f"FoundMemory({self.kind}: {self.text[:60]!r})"
 
 
-COLUMNS = "m.id, m.conversation_id, m.kind, m.summary_id, m.role, m.text, m.source_message_ids, m.occurred_at, m.supersedes_id"
-FIELDS = len(COLUMNS.split(", "))
+# The source messages' client ids come with each row: context assembly otherwise read them in a
+# statement of their own whenever recall found a memory of another conversation (4% of a loaded
+# worker's GIL samples; bench/HISTORY.md row 65). A few primary-key reads a row, in the statement.
+CLIENT_IDS = (
+    "ARRAY(SELECT a.client_id FROM unnest(m.source_message_ids) WITH ORDINALITY s(mid, n) JOIN agents_message a ON a.id = s.mid"
+    " WHERE a.client_id <> '' ORDER BY s.n)"
+)
+COLUMNS = (
+    f"m.id, m.conversation_id, m.kind, m.summary_id, m.role, m.text, m.source_message_ids, m.occurred_at, m.supersedes_id, {CLIENT_IDS}"
+)
+FIELDS = 10
 
 
 class QueryVector:

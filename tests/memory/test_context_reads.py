@@ -237,6 +237,20 @@ def test_client_ids_are_looked_up_only_when_the_conversation_has_some(settings, 
     assert len(statements) == 2 and "client_id <> ''" in statements[1]
 
 
+def test_recall_brings_another_conversations_client_ids_in_the_search_itself(settings, alice):
+    imported = long_history(alice)
+    give_client_ids(imported)
+    plain = conversation_with(alice, ["Something else entirely.", "Indeed.", "What is the name of my dog?"])
+    sql_statements(settings, plain.id, embed=embeddings.embed)  # the scope counted once
+    statements = sql_statements(settings, plain.id, embed=embeddings.embed)
+    assert len(statements) == 2 and "memory_memory" in statements[1], "no statement of its own for the client ids"
+    recalled = [piece for piece in assemble(fresh(plain.id), embed=embeddings.embed).pieces if piece.kind == "recalled"]
+    assert any(piece.client_ids == ["import-3"] and "Biscuit" in piece.text for piece in recalled)
+    settings.SENTINEL = {**settings.SENTINEL, "SEARCH_READS": "orm"}
+    statements = sql_statements(settings, plain.id, embed=embeddings.embed)
+    assert "client_id <> ''" in statements[-1], "the ORM search brings none: they are looked up after it"
+
+
 def test_recall_adds_only_the_search_to_the_statement(settings, alice):
     settings.SENTINEL = {**settings.SENTINEL, "EXACT_SEARCH_MAX": 20000}
     search._scope_verdicts.clear()
