@@ -403,8 +403,11 @@ def what_stands_in_the_way(lat: turn_bench.Latency, runs: list[turn_bench.Throug
         "- *The embeddings:* skipped for an agent with no long-term memories; MiniLM int8 through ONNX Runtime, the "
         "default now, costs 5-8 ms a turn (query + 2 indexed) instead of 26-30 through torch, with the same planted "
         "facts (section Embeddings, HISTORY row 24); the static model costs about 0.15 ms but misses the 90% bar, "
-        "so it is opt-in. Still the largest single cost of a turn with memory on; embedding lazily (when a message "
-        "leaves the recent window) is not built.",
+        "so it is opt-in. Each new text now runs through the model once: the vector of a turn's new message, "
+        "embedded as its recall query, is kept in Redis for the indexer, and the reply's for the next turn's query "
+        "(`SENTINEL_RECENT_VECTORS_SECONDS`, HISTORY row 64: 3 -> 2 model runs a stateless turn, worker CPU 0.90x). "
+        "Still the largest single cost of a turn with memory on; embedding lazily (when a message leaves the recent "
+        "window) is not built.",
         "- *The provider call's parsing:* the stream is read as JSON behind the SDK's client (built, "
         "`SENTINEL_PROVIDER_CLIENT=raw`: 3.1 -> 1.2 ms CPU a call; its kill -9 chaos failure was the client "
         "collected mid-stream, HISTORY rows 21 and 26); the connection is kept for the next call, the stream read to "
