@@ -186,7 +186,7 @@ def assemble(
     scope = shared.scope_of(conversation)
     shared_pieces = _shared(conversation, scope, vector, window, int(remaining * SHARED_SHARE), as_of) if scope else []
     remaining -= sum(piece.tokens for piece in shared_pieces)
-    recalled, recalled_from = _recall(conversation, texts, window, [*summaries, *shared_pieces], remaining, vector, as_of)
+    recalled, unattached_from = _recall(conversation, texts, window, [*summaries, *shared_pieces], remaining, vector, as_of)
 
     pieces = [Piece(kind="system", text=agent.system_prompt, tokens=system)] if agent.system_prompt else []
     pieces += [*summaries, *shared_pieces, *recalled]
@@ -202,8 +202,8 @@ def assemble(
         for message, cost in window
     ]
     # Shared pieces are other conversations' (and so are recalled ones of other conversations).
-    # recalled_from: the conversations of recalled pieces whose client ids the search did not bring
-    reads.attach_client_ids(pieces, elsewhere=bool(shared_pieces) or bool(recalled_from - {conversation.id}))
+    # unattached_from: the conversations of recalled pieces whose client ids the search did not bring
+    reads.attach_client_ids(pieces, elsewhere=bool(shared_pieces) or bool(unattached_from - {conversation.id}))
     return Context(
         pieces=pieces,
         messages=_render(agent.system_prompt, summaries, shared_pieces, recalled, window),
@@ -531,7 +531,7 @@ def _recall(
     for hit in hits:  # then, with what is left, the turns around the hits
         if hit.via == "neighbour" and hit.of in chosen_hits:
             chooser.take(hit)
-    return sorted(chooser.pieces, key=lambda piece: piece.text), chooser.conversation_ids  # dated lines: chronological
+    return sorted(chooser.pieces, key=lambda piece: piece.text), chooser.unattached_from  # dated lines: chronological
 
 
 # Two lines follow one pattern when they share at least PATTERN_SHARE of the word pairs of the
@@ -591,7 +591,7 @@ class _Chooser:
     def __init__(self, remaining: int, summary_ids: set, seen_texts: set) -> None:
         self.remaining, self.summary_ids, self.seen_texts = remaining, summary_ids, set(seen_texts)
         self.memory_ids: set[str] = set()
-        self.conversation_ids: set = set()  # of the pieces whose client ids the search did not bring (the ORM lane's)
+        self.unattached_from: set = set()  # conversations of the pieces whose client ids the search did not bring (the ORM lane's)
         self.pieces: list[Piece] = []
 
     def take(self, hit: memory_search.FusedHit) -> bool:
@@ -608,7 +608,7 @@ class _Chooser:
         self.memory_ids.add(str(memory.id))
         client_ids = getattr(memory, "client_ids", None)  # a FoundMemory's (SENTINEL_SEARCH_READS=sql)
         if client_ids is None:
-            self.conversation_ids.add(memory.conversation_id)
+            self.unattached_from.add(memory.conversation_id)
         self.seen_texts.add(memory.text)
         self.pieces.append(
             Piece(

@@ -448,7 +448,8 @@ def embed(texts: list[str], urgent: bool = False) -> list[list[float]]:
     model = embedder()
     hashes = [content_hash(text) for text in texts]  # a text twice in one call is embedded once, cache or not
     known, fresh = _take_prefetched(set(hashes))
-    EMBEDDED_TEXTS.labels("prefetch").inc(len(known) + len(fresh))
+    EMBEDDED_TEXTS.labels("prefetch").inc(len(fresh))
+    EMBEDDED_TEXTS.labels("cache").inc(len(known))  # a prefetch that found them in the cache
     wanted = set(hashes) - known.keys() - fresh.keys()
     if wanted and model.cached:
         rows = [(row.content_hash, list(row.embedding)) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=wanted)]

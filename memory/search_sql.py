@@ -70,10 +70,9 @@ CLIENT_IDS = (
     "ARRAY(SELECT a.client_id FROM unnest(m.source_message_ids) WITH ORDINALITY s(mid, n) JOIN agents_message a ON a.id = s.mid"
     " WHERE a.client_id <> '' ORDER BY s.n)"
 )
-COLUMNS = (
-    f"m.id, m.conversation_id, m.kind, m.summary_id, m.role, m.text, m.source_message_ids, m.occurred_at, m.supersedes_id, {CLIENT_IDS}"
-)
-FIELDS = 10
+_FIELD_COLUMNS = "m.id, m.conversation_id, m.kind, m.summary_id, m.role, m.text, m.source_message_ids, m.occurred_at, m.supersedes_id"
+COLUMNS = f"{_FIELD_COLUMNS}, {CLIENT_IDS}"
+FIELDS = len(_FIELD_COLUMNS.split(", ")) + 1  # CLIENT_IDS: one column with commas of its own
 
 
 class QueryVector:

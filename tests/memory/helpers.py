@@ -1,5 +1,15 @@
 from agents.models import Conversation, Message
-from memory import indexing
+from memory import embeddings, indexing
+
+
+def model_calls(monkeypatch) -> list[list[str]]:
+    """Every list of texts the configured model's thread is asked to embed, by any path (a queued
+    model's: onnx, local)."""
+    calls: list[list[str]] = []
+    model = embeddings.embedder()
+    original = model.submit
+    monkeypatch.setattr(model, "submit", lambda texts, urgent=True: calls.append(list(texts)) or original(texts, urgent))
+    return calls
 
 
 def conversation_with(actor, texts, *, index=True, **agent_fields):

@@ -15,7 +15,7 @@ from memory import embeddings, search
 from memory.models import EmbeddingCache, Memory
 from sentinel_site.redis import sync_client
 from tests.memory.conftest import use_embeddings
-from tests.memory.helpers import FILLER, conversation_with
+from tests.memory.helpers import FILLER, conversation_with, model_calls
 
 pytestmark = pytest.mark.django_db
 
@@ -183,16 +183,8 @@ def test_build_embedder_builds_the_configured_model_ahead_of_time(tmp_path, sett
     assert "nothing to build" in out.getvalue()
 
 
-def _spy(monkeypatch, model) -> list[list[str]]:
-    """Every list of texts the model's thread is asked to embed."""
-    calls: list[list[str]] = []
-    original = model.submit
-    monkeypatch.setattr(model, "submit", lambda texts, urgent=True: calls.append(list(texts)) or original(texts, urgent))
-    return calls
-
-
 def test_a_query_just_embedded_is_not_run_through_the_model_again_when_its_message_is_indexed(monkeypatch, alice, onnx_embeddings):
-    calls = _spy(monkeypatch, onnx_embeddings)
+    calls = model_calls(monkeypatch)
     question = "Which city did my sister Ingrid move to?"
     [vector] = embeddings.embed_query([question])  # a turn's recall query, in one worker process
     conversation_with(alice, [question, "Trondheim, last spring."])  # indexed, here or in another process
@@ -208,7 +200,7 @@ def test_a_query_just_embedded_is_not_run_through_the_model_again_when_its_messa
 
 def test_with_no_recent_vectors_kept_every_text_runs_through_the_model(monkeypatch, settings, onnx_embeddings):
     settings.SENTINEL = {**settings.SENTINEL, "RECENT_VECTORS_SECONDS": 0}
-    calls = _spy(monkeypatch, onnx_embeddings)
+    calls = model_calls(monkeypatch)
     text = "A text embedded twice with nothing kept between."
     first = embeddings.embed_query([text])
     assert embeddings.embed([text]) == first and calls == [[text], [text]]
@@ -216,7 +208,7 @@ def test_with_no_recent_vectors_kept_every_text_runs_through_the_model(monkeypat
 
 
 def test_a_kept_vector_of_the_wrong_size_is_ignored_and_replaced(monkeypatch, onnx_embeddings):
-    calls = _spy(monkeypatch, onnx_embeddings)
+    calls = model_calls(monkeypatch)
     text = "A text whose kept vector was cut short."
     key = embeddings._recent_key(onnx_embeddings.name, embeddings.content_hash(text))
     sync_client().set(key, b"\x00" * 100, ex=30)
@@ -226,7 +218,7 @@ def test_a_kept_vector_of_the_wrong_size_is_ignored_and_replaced(monkeypatch, on
 
 
 def test_without_redis_the_model_embeds_and_nothing_fails(monkeypatch, onnx_embeddings, caplog):
-    calls = _spy(monkeypatch, onnx_embeddings)
+    calls = model_calls(monkeypatch)
     text = "A text embedded while Redis is down."
     expected = embeddings.embed([text])
     nobody = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)  # a port nothing listens on

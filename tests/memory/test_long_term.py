@@ -5,7 +5,7 @@ import pytest
 from agents.models import Message
 from memory import embeddings, indexing, search, tokens
 from memory.models import EmbeddingCache, Memory
-from tests.memory.helpers import FILLER, conversation_with
+from tests.memory.helpers import FILLER, conversation_with, model_calls
 
 pytestmark = pytest.mark.django_db
 
@@ -62,18 +62,9 @@ def test_identical_texts_are_embedded_once(alice, bob, monkeypatch, local_embedd
     assert Memory.objects.filter(text="the same words").count() == 3, "each message still gets its own memory"
 
 
-def _spy_on_the_model(monkeypatch) -> list[list[str]]:
-    """Every text the local model is asked to embed, by any path."""
-    calls: list[list[str]] = []
-    model = embeddings.embedder()
-    original = model.submit
-    monkeypatch.setattr(model, "submit", lambda texts, urgent=True: calls.append(list(texts)) or original(texts, urgent))
-    return calls
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_prefetched_query_is_computed_once_and_cached_by_whoever_takes_it(monkeypatch, local_embeddings):
-    calls = _spy_on_the_model(monkeypatch)
+    calls = model_calls(monkeypatch)
     text = "Where did Ingrid move to last spring?"
     expected = embeddings.embedder().embed([text], urgent=True)
     calls.clear()
@@ -92,7 +83,7 @@ def test_a_prefetched_query_is_computed_once_and_cached_by_whoever_takes_it(monk
 @pytest.mark.django_db(transaction=True)
 def test_prefetching_a_cached_text_costs_no_model_call_and_unclaimed_prefetches_are_bounded(monkeypatch, local_embeddings):
     embeddings.embed(["already known"])
-    calls = _spy_on_the_model(monkeypatch)
+    calls = model_calls(monkeypatch)
     embeddings.prefetch(["already known"])
     assert embeddings.embed_query(["already known"]) and calls == []
     for i in range(embeddings.PREFETCH_KEEP + 10):  # turns that were never claimed leave their prefetch behind
