@@ -30,7 +30,7 @@ def mean_batch() -> float:
 
 
 class Outbox:
-    """Turns ([turn id, recall hint]) from many threads, handed to `send` in lists of up to `max_batch`."""
+    """Turns ([turn id, recall hint, tenant id]) from many threads, handed to `send` in lists of up to `max_batch`."""
 
     def __init__(self, send: Callable[[list[list[str | None]]], None], max_batch: int) -> None:
         self.send = send
@@ -39,13 +39,13 @@ class Outbox:
         self._lock = threading.Lock()
         self._pid = 0  # the thread belongs to the process that started it
 
-    def put(self, turn_id: str, recall_hint: str | None = None) -> None:
+    def put(self, turn_id: str, recall_hint: str | None = None, tenant_id: str | None = None) -> None:
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
                     threading.Thread(target=self._serve, name="turn-outbox", daemon=True).start()
                     self._pid = os.getpid()
-        self._queue.put([turn_id, recall_hint])
+        self._queue.put([turn_id, recall_hint, tenant_id])
 
     def _serve(self) -> None:
         global _mean_batch

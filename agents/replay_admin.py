@@ -6,6 +6,7 @@ web process everywhere (memory/remote.py)."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 from django.contrib import admin, messages
 from django.utils.html import format_html
@@ -22,7 +23,7 @@ def report_for(turn: Turn) -> dict:
     if turn.conversation_id and turn.agent_id:
         turn.conversation.agent = turn.agent
     try:
-        return replay.replay(turn, embed=remote.embed_texts_sync).as_dict()
+        return replay.replay(turn, embed=partial(remote.embed_texts_sync, tenant=turn.tenant_id)).as_dict()
     except replay.NotReplayable as refused:
         return {"object": "turn.replay", "turn": str(turn.id), "replayable": False, "why": refused.message}
     except remote.EmbeddingsUnavailable as unavailable:

@@ -13,6 +13,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -121,7 +122,7 @@ def _request(recorder: Recorder, config: providers.ProviderConfig) -> outcomes.R
         request = outcomes.Request(body=body, prompt_tokens=resume["prompt_tokens"], reply_index=resume["reply_index"])
         recorder.record(EventKind.PROVIDER_REQUEST, {"endpoint": config.endpoint, "body": body, "resumed": True})
         return request
-    ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=embeddings.embed_query)
+    ctx = memory_context.assemble(turn.conversation, upto_seq=turn.seq, embed=partial(embeddings.embed_query, tenant=turn.tenant_id))
     metrics.CONTEXT_TOKENS.observe(ctx.total_tokens)
     body = providers.request_body(config, ctx.messages, turn.params, stream=True)
     recorder.record(EventKind.PROVIDER_REQUEST, {"endpoint": config.endpoint, "body": body, "context": ctx.explain()})

@@ -31,11 +31,12 @@ class ClaimFailed(Exception):
 
 
 @shared_task(bind=True, name="agents.tasks.run_turn", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def run_turn(self, turn_id: str, recall_hint: str | None = None) -> str:
+def run_turn(self, turn_id: str, recall_hint: str | None = None, tenant_id: str | None = None) -> str:
     """Run one turn. Delivered twice, or for a turn not ready yet, it does nothing.
-    `recall_hint`: the text the turn will recall by, embedded while the turn is claimed."""
+    `recall_hint`: the text the turn will recall by, embedded for the turn's tenant (`tenant_id`)
+    while the turn is claimed."""
     try:
-        return _run(turn_id, recall_hint)
+        return _run(turn_id, recall_hint, tenant_id)
     except ClaimFailed:
         # The database blinked (a restart, dropped connections): try again in a moment rather
         # than leave the turn to the Supervisor's slower sweep.
@@ -44,16 +45,16 @@ def run_turn(self, turn_id: str, recall_hint: str | None = None) -> str:
 
 @shared_task(name="agents.tasks.run_turns", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run_turns(turns: list[list[str | None]]) -> str:
-    """Several turns in one message ([turn id, recall hint] each; the web's enqueue batches them):
+    """Several turns in one message ([turn id, recall hint, tenant id] each; the web's enqueue batches them):
     run side by side on the process's turn threads, acknowledged once all have ended. Each is the
     same run as `run_turn`'s, so a redelivered batch skips the turns that ran."""
     outcomes = list(_turn_threads().map(lambda turn: _run_or_retry(*turn), turns))
     return f"{len(outcomes)} turns: " + ", ".join(sorted({*outcomes}))
 
 
-def _run_or_retry(turn_id: str, recall_hint: str | None) -> str:
+def _run_or_retry(turn_id: str, recall_hint: str | None, tenant_id: str | None = None) -> str:
     try:
-        return _run(turn_id, recall_hint)
+        return _run(turn_id, recall_hint, tenant_id)
     except ClaimFailed:
         enqueue_turn(turn_id, countdown=CLAIM_RETRY_SECONDS)  # alone this time, as run_turn retries
         return "retrying"
@@ -77,12 +78,12 @@ def _turn_threads() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=_worker_concurrency[0], thread_name_prefix="turn")
 
 
-def _run(turn_id: str, recall_hint: str | None) -> str:
+def _run(turn_id: str, recall_hint: str | None, tenant_id: str | None) -> str:
     # Worker threads run task after task: start each turn with a clean log context.
     tokens = [logs.turn_id.set(turn_id), logs.trace_id.set("-"), logs.tenant_id.set("-")]
     try:
-        if recall_hint:
-            _prefetch(recall_hint)
+        if recall_hint and tenant_id:
+            _prefetch(recall_hint, tenant_id)
         try:
             recorder = runner.claim(turn_id)
         except (db.OperationalError, db.InterfaceError) as error:
@@ -115,10 +116,10 @@ def _run(turn_id: str, recall_hint: str | None) -> str:
             var.reset(token)
 
 
-def _prefetch(text: str) -> None:
+def _prefetch(text: str, tenant_id: str) -> None:
     """Only a head start: if it fails, the turn embeds its query itself, as without it."""
     try:
-        embeddings.prefetch([text])
+        embeddings.prefetch([text], tenant_id)
     except Exception as error:  # noqa: BLE001 - never a reason to fail or delay a turn
         log.info("could not prefetch the recall query: %s", type(error).__name__)
 
@@ -141,18 +142,18 @@ def _attempt_span(recorder: runner.Recorder):
     )
 
 
-def enqueue_turn(turn_id: Any, countdown: int = 0, recall_hint: str | None = None) -> None:
+def enqueue_turn(turn_id: Any, countdown: int = 0, recall_hint: str | None = None, tenant_id: str | None = None) -> None:
     """Send a turn to the workers: in the web process through the outbox, which sends the turns
     admitted at the same moment as one message (SENTINEL_ENQUEUE_BATCH_MAX); else, or delayed, alone."""
     if not countdown and settings.PROCESS == "web" and settings.SENTINEL["ENQUEUE_BATCH_MAX"] > 1:
-        outbox().put(str(turn_id), recall_hint)
+        outbox().put(str(turn_id), recall_hint, tenant_id)
         return
-    kwargs = {"recall_hint": recall_hint} if recall_hint else {}
+    kwargs = {"recall_hint": recall_hint, "tenant_id": tenant_id} if recall_hint else {}
     run_turn.apply_async(args=[str(turn_id)], kwargs=kwargs, queue="turns", countdown=countdown or None)
 
 
-def enqueue_turn_now(turn_id: str, recall_hint: str | None = None) -> None:
-    kwargs = {"recall_hint": recall_hint} if recall_hint else {}
+def enqueue_turn_now(turn_id: str, recall_hint: str | None = None, tenant_id: str | None = None) -> None:
+    kwargs = {"recall_hint": recall_hint, "tenant_id": tenant_id} if recall_hint else {}
     run_turn.apply_async(args=[turn_id], kwargs=kwargs, queue="turns")
 
 

@@ -25,6 +25,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from django.test import Client
 
@@ -102,9 +103,9 @@ def _client_ids(conversation) -> dict[str, str]:
 
 def _ask(conversation, question: dict, text_of: dict[str, str], memory_of: dict[str, str]) -> Asked:
     t0 = time.perf_counter()
-    context = assemble(conversation, query=question["question"], embed=embeddings.embed_query)
+    context = assemble(conversation, query=question["question"], embed=partial(embeddings.embed_query, tenant=conversation.tenant_id))
     latency = (time.perf_counter() - t0) * 1000
-    vector = embeddings.embed_query([question["question"]])[0]  # for the stage diagnosis only, after timing
+    vector = embeddings.embed_query([question["question"]], conversation.tenant_id)[0]  # for the stage diagnosis only, after timing
     carried = {cid for piece in context.pieces for cid in piece.client_ids}
     wanted = set(question["evidence"])
     recalled = [piece for piece in context.pieces if piece.kind == "recalled"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from functools import partial
 
 
 def _options() -> dict[str, str]:
@@ -80,7 +81,8 @@ def _inner() -> int:
         tokens_by_kind.setdefault(question["kind"], []).append(asked.tokens)
         if asked.in_context and "all" not in options:
             continue
-        built = context.assemble(conversation, query=question["question"], embed=embeddings.embed_query)
+        embed = partial(embeddings.embed_query, tenant=conversation.tenant_id)
+        built = context.assemble(conversation, query=question["question"], embed=embed)
         held = {piece.memory_id for piece in built.pieces if piece.memory_id}
         print(f"\n{'HIT ' if asked.in_context else 'MISS'} {question['id']} [{asked.stage}] {question['question']}")
         query = context._QueryVector([question["question"]], embeddings.embed_query, speakers=speakers)

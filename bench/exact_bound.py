@@ -27,6 +27,7 @@ import random
 import statistics
 import sys
 import time
+from functools import partial
 
 from bench import context_bench
 
@@ -112,12 +113,13 @@ def _measure(distractors: int) -> None:
     statement: dict[str, list[float]] = {mode: [] for mode in modes}
     indexed: dict[str, int] = {mode: 0 for mode in modes}
     embeddings.embed_query(["warm up"])
+    embed = partial(embeddings.embed_query, tenant=conversation.tenant_id)
     for question in questions:
-        vector = embeddings.embed_query([question["question"]])[0]
+        vector = embed([question["question"]])[0]
         for mode, bound in modes.items():
             settings.SENTINEL = {**conf, "EXACT_SEARCH_MAX": bound}
             started = time.perf_counter()
-            context = assemble(conversation, query=question["question"], embed=embeddings.embed_query)  # cached after the first mode
+            context = assemble(conversation, query=question["question"], embed=embed)  # cached after the first mode
             wall[mode].append((time.perf_counter() - started) * 1000)
             carried = {cid for piece in context.pieces for cid in piece.client_ids}
             found[mode][question["kind"]].append(set(question["evidence"]) <= carried)

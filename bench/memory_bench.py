@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -204,13 +205,13 @@ def run(
     # search latency (query embedding + search) over all this tenant's memories: the exact scan used
     # at this size, and the HNSW index forced, with its recall@10 against the exact answer
     questions = [q for _, facts in plan for _, q, _ in facts]
-    vectors = embeddings.embed(questions)
+    vectors = embeddings.embed(questions, tenant=tenant.id)
     conf = settings.SENTINEL
     for mode, exact_max in (("exact", 10**9), ("hnsw", 0)):
         settings.SENTINEL = {**conf, "EXACT_SEARCH_MAX": exact_max}
         for question in questions * 3:
             t0 = time.perf_counter()
-            search.search(tenant.id, embeddings.embed([question])[0], k=10)
+            search.search(tenant.id, embeddings.embed([question], tenant=tenant.id)[0], k=10)
             result.search_ms.setdefault(mode, []).append((time.perf_counter() - t0) * 1000)
     settings.SENTINEL = {**conf, "EXACT_SEARCH_MAX": 10**9}
     exact_ids = [{h.memory.id for h in search.search(tenant.id, v, k=10)} for v in vectors]
@@ -273,7 +274,7 @@ def _recall_skip(kind: str, tenant) -> dict[str, float]:
             Message.objects.filter(conversation=conversation, index=2).update(content=f"And the roses, {kind} {flag} {i}?")
             t0 = time.process_time()
             with CaptureQueriesContext(connection) as queries:
-                assemble(conversation, embed=embeddings.embed_query)
+                assemble(conversation, embed=partial(embeddings.embed_query, tenant=conversation.tenant_id))
             cpu.append((time.process_time() - t0) * 1000)
             statements = len(queries)
         costs[f"assemble_ms_{flag}"], costs[f"assemble_sql_{flag}"] = statistics.median(cpu), statements
@@ -299,7 +300,7 @@ def embedding_costs(kind: str, plan) -> dict[str, float]:
         batches = iter(_distinct_texts(32 * 20, f"{kind} batch")[i : i + 32] for i in range(0, 32 * 20, 32))
         costs["batch_ms"] = statistics.mean(_cpu_ms(lambda: model.embed(next(batches)), 32, 20))
         through = iter(_distinct_texts(200, f"{kind} embed"))
-        costs["embed_ms"] = statistics.mean(_cpu_ms(lambda: embeddings.embed_query([next(through)]), 1, 200))
+        costs["embed_ms"] = statistics.mean(_cpu_ms(lambda: embeddings.embed_query([next(through)], "bench"), 1, 200))
         t0 = time.monotonic()
         reembedded = 0
         while step := indexing.reembed_stale(limit=512):

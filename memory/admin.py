@@ -70,7 +70,7 @@ class MemoryAdmin(BigTableMixin, ReadOnlyAdmin):
                 raise Http404("No such conversation.")  # another tenant's and none at all look the same
             texts = [query] if query else recall_query(conversation)
             try:
-                vectors = remote.embed_texts_sync(texts) if texts else []
+                vectors = remote.embed_texts_sync(texts, conversation.tenant_id) if texts else []
             except Exception as exc:  # noqa: BLE001 - shown to the operator; the context without recall
                 messages.error(request, f"Query embedding failed, recall left out: {exc}")
                 vectors = []
@@ -92,7 +92,7 @@ class MemoryAdmin(BigTableMixin, ReadOnlyAdmin):
                 raise Http404("No such tenant.")
         if query and tenant_id:
             try:
-                hits = search.search(tenant_id, remote.embed_texts_sync([query])[0], k=20)
+                hits = search.search(tenant_id, remote.embed_texts_sync([query], tenant)[0], k=20)
             except Exception as exc:  # noqa: BLE001 - shown to the operator
                 messages.error(request, f"Search failed: {exc}")
         context = {

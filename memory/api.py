@@ -9,6 +9,7 @@ conversation resource itself (list, read, create) is the agents app's (agents/ap
 from __future__ import annotations
 
 import uuid
+from functools import partial
 
 from adrf.views import APIView as AsyncAPIView
 from asgiref.sync import sync_to_async
@@ -460,7 +461,8 @@ class ContextView(AsyncAPIView):
         query = self.query.read(request)
         # Embedded by a worker (memory/remote.py), from the assembly's thread: recall may ask for
         # more than the query (a vector per clause of a two-part question).
-        context = await sync_to_async(assemble)(conversation, query=query, embed=remote.embed_texts_sync)
+        embed = partial(remote.embed_texts_sync, tenant=conversation.tenant_id)
+        context = await sync_to_async(assemble)(conversation, query=query, embed=embed)
         pieces = [context_piece(p) for p in context.pieces]
         return Response(
             {
@@ -508,7 +510,7 @@ class MemorySearchView(AsyncAPIView):
         if params.get("conversation"):
             conversation = await sync_to_async(_conversation_or_404)(tenant, params["conversation"])
             scope["conversation_id"] = conversation.id
-        vector = (await remote.embed_texts([q]))[0]
+        vector = (await remote.embed_texts([q], tenant.id))[0]
         hits = await sync_to_async(search.search)(tenant.id, vector, k=k, **scope)
         return Response(
             {

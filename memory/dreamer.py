@@ -310,7 +310,7 @@ def _fact_memories(conversation: Conversation, found: list[facts.Fact]) -> list[
     """The facts as long-term memories, embedded now (a handful of short texts), not saved yet."""
     if not found:
         return []
-    vectors = embeddings.embed([fact.text for fact in found])
+    vectors = embeddings.embed([fact.text for fact in found], tenant=conversation.tenant_id)
     model = embeddings.embedder().name
     return [
         Memory(

@@ -17,9 +17,10 @@ Four adapters, chosen by SENTINEL_EMBEDDINGS:
 Vectors of different models are incomparable: each memory records the model that embedded it
 (Memory.embedding_model), search compares a query only with memories of the query's model, and
 after a switch the indexer re-embeds the others in the background (`manage.py reembed_memories`
-does it at once). `embed` goes through a cache keyed by (model name, sha256 of the text) for the
-models that are slower to run than the cache is to read (torch's MiniLM, OpenAI); the ONNX and
-static models run faster than a cache read and write, so they have none.
+does it at once). `embed` goes through a cache keyed by (model name, sha256 of the tenant and the
+text) for the models that are slower to run than the cache is to read (torch's MiniLM, OpenAI); the
+ONNX model keeps its vectors in Redis for a few seconds instead, and the static model runs faster
+than either. No vector is reused across tenants (`content_hash`).
 """
 
 from __future__ import annotations
@@ -435,29 +436,37 @@ def embedder() -> Embedder:
     return StaticEmbedder(Path(conf["STATIC_EMBEDDINGS_DIR"]))
 
 
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()
+def content_hash(text: str, tenant: object = None) -> str:
+    """The key a vector is reused by (prefetched, cached, kept in Redis): the text and the tenant
+    whose text it is. Reuse never crosses tenants: a vector another tenant's text left behind would
+    answer a search sooner, and the time would tell whether anyone had said those exact words."""
+    return hashlib.sha256(f"{tenant}\n{text}".encode("utf-8", "replace")).hexdigest()
 
 
-def embed(texts: list[str], urgent: bool = False) -> list[list[float]]:
+def embed(texts: list[str], urgent: bool = False, *, tenant: object = None) -> list[list[float]]:
     """Embeddings for texts, computing only those not already prefetched or (for the models that
-    have one) in the cache, in one batch call. `urgent`: someone waits on the answer (a turn's
-    recall query), so it goes before indexing."""
+    have one) in the cache or kept in Redis, in one batch call. `urgent`: someone waits on the answer
+    (a turn's recall query), so it goes before indexing. `tenant`: whose texts they are, one id for
+    all or a list with one per text (an indexing batch holds several tenants'); a vector is reused
+    only for the tenant it was computed for, and one computed for no tenant (None) is not kept."""
     if not texts:
         return []
     model = embedder()
-    hashes = [content_hash(text) for text in texts]  # a text twice in one call is embedded once, cache or not
-    known, fresh = _take_prefetched(set(hashes))
+    owners = tenant if isinstance(tenant, list) else [tenant] * len(texts)
+    # A text twice in one call is embedded once; one with an owner may be reused and is kept.
+    hashes = [content_hash(text, owner) for text, owner in zip(texts, owners, strict=True)]
+    reusable = {h for h, owner in zip(hashes, owners, strict=True) if owner is not None}
+    known, fresh = _take_prefetched(reusable)
     EMBEDDED_TEXTS.labels("prefetch").inc(len(fresh))
     EMBEDDED_TEXTS.labels("cache").inc(len(known))  # a prefetch that found them in the cache
-    wanted = set(hashes) - known.keys() - fresh.keys()
+    wanted = reusable - known.keys() - fresh.keys()
     if wanted and model.cached:
         rows = [(row.content_hash, list(row.embedding)) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=wanted)]
         EMBEDDED_TEXTS.labels("cache").inc(len(rows))
         known.update(rows)
     missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known and h not in fresh}
-    if missing and model.shared:
-        recent = _recent(model.name, list(missing))
+    if model.shared and (unknown := [h for h in missing if h in reusable]):
+        recent = _recent(model.name, unknown)
         EMBEDDED_TEXTS.labels("recent").inc(len(recent))
         known.update(recent)
         for h in recent:
@@ -465,12 +474,13 @@ def embed(texts: list[str], urgent: bool = False) -> list[list[float]]:
     if missing:
         EMBEDDED_TEXTS.labels("model").inc(len(missing))
         fresh.update(zip(missing.keys(), model.embed(list(missing.values()), urgent=urgent), strict=True))
-    if fresh and model.cached:
+    kept = {h: vector for h, vector in fresh.items() if h in reusable}
+    if kept and model.cached:
         EmbeddingCache.objects.bulk_create(
-            [EmbeddingCache(model=model.name, content_hash=h, embedding=v) for h, v in fresh.items()], ignore_conflicts=True
+            [EmbeddingCache(model=model.name, content_hash=h, embedding=v) for h, v in kept.items()], ignore_conflicts=True
         )
-    elif fresh and model.shared:
-        _keep_recent(model.name, fresh)
+    elif kept and model.shared:
+        _keep_recent(model.name, kept)
     known.update(fresh)
     return [known[h] for h in hashes]
 
@@ -480,14 +490,19 @@ def embed(texts: list[str], urgent: bool = False) -> list[list[float]]:
 # and the turn's reply when the indexer stores it and again in the next turn's query; the second time
 # often in another worker process. A model that takes milliseconds a text (ONNX's MiniLM: 1.5-3 ms)
 # takes longer than a Redis read and write (about 0.1 ms), and that is the model worth it (`shared`).
-# Keyed by model and the text's sha256, as the embedding cache: a vector is the text's whoever said
-# it, and no process that is not Sentinel's reads this Redis.
+# Keyed by model and content_hash (the tenant's id and the text), as the embedding cache; no process
+# that is not Sentinel's reads this Redis.
 RECENT_PREFIX = "sentinel:vector:"
 _VECTOR_BYTES = EMBEDDING_DIMENSIONS * 4  # float32, the precision the models compute and pgvector keeps
 
 
 def _recent_key(model: str, content_hash: str) -> str:
     return f"{RECENT_PREFIX}{model}:{content_hash}"
+
+
+def recent_keys(hashes: set[str]) -> list[str]:
+    """The Redis keys the current model keeps these texts' vectors under."""
+    return [_recent_key(embedder().name, h) for h in hashes]
 
 
 def _recent(model: str, hashes: list[str]) -> dict[str, list[float]]:
@@ -529,13 +544,13 @@ _prefetched: OrderedDict[str, tuple[Future, int, bool]] = OrderedDict()  # hash 
 _prefetched_lock = threading.Lock()
 
 
-def prefetch(texts: list[str]) -> None:
-    """Start embedding texts a turn is about to ask for, without waiting (models on a thread of their
-    own: the static model takes less time than a hand-off would)."""
+def prefetch(texts: list[str], tenant: object) -> None:
+    """Start embedding texts a turn of `tenant` is about to ask for, without waiting (models on a
+    thread of their own: the static model takes less time than a hand-off would)."""
     model = embedder()
-    if not texts or not isinstance(model, QueuedEmbedder):
+    if not texts or tenant is None or not isinstance(model, QueuedEmbedder):
         return
-    by_hash = {content_hash(text): text for text in texts}
+    by_hash = {content_hash(text, tenant): text for text in texts}
     cached = (
         {row.content_hash: list(row.embedding) for row in EmbeddingCache.objects.filter(model=model.name, content_hash__in=by_hash)}
         if model.cached
@@ -571,6 +586,6 @@ def _take_prefetched(hashes: set[str]) -> tuple[dict[str, list[float]], dict[str
     return known, fresh
 
 
-def embed_query(texts: list[str]) -> list[list[float]]:
-    """embed() for a turn or a search waiting on the answer."""
-    return embed(texts, urgent=True)
+def embed_query(texts: list[str], tenant: object = None) -> list[list[float]]:
+    """embed() for a turn or a search of `tenant` waiting on the answer."""
+    return embed(texts, urgent=True, tenant=tenant)

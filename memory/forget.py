@@ -38,7 +38,7 @@ from agents import streams
 from agents.models import Conversation, EventKind, Message, Turn, TurnEventRecord, TurnStatus
 from budgets import audit
 from memory import shared
-from memory.embeddings import content_hash
+from memory.embeddings import content_hash, recent_keys
 from memory.indexing import forget_memories_of, message_text
 from memory.models import EmbeddingCache, Memory, Summary
 from sentinel_site.redis import sync_client
@@ -96,7 +96,7 @@ def forget_message(conversation: Conversation, message_id, *, actor: str) -> dic
             "turn_events": redacted_events,
             "turns": len(redacted_turns),
         }
-        hashes = {content_hash(text) for text in needles if text}
+        hashes = {content_hash(text, conversation.tenant_id) for text in needles if text}
         report["embedding_cache_entries"], _ = EmbeddingCache.objects.filter(content_hash__in=hashes).delete()
         Summary.objects.filter(id__in=[summary.id for summary in summaries]).delete()
         Memory.objects.filter(_facts_from(message), conversation=conversation).delete()  # they quote it
@@ -105,6 +105,8 @@ def forget_message(conversation: Conversation, message_id, *, actor: str) -> dic
         # Last, so a Redis failure rolls everything back (503) and a commit failure leaves only the
         # stream gone, which the event log stands in for.
         report["turn_streams"] = sync_client().delete(*map(streams.key, stream_turns)) if stream_turns else 0
+        if hashes:
+            sync_client().delete(*recent_keys(hashes))  # the vectors kept a few seconds (embeddings.RECENT_PREFIX)
         audit.record("memory.message_forgotten", actor=actor, tenant_id=conversation.tenant_id, target=str(message_id), data=report)
     return report
 

@@ -84,7 +84,7 @@ def index_pending_messages(limit: int = MESSAGE_BATCH) -> int:
             return 0
         with_text = [(message, message_text(message)) for message in batch]
         with_text = [(message, text) for message, text in with_text if text]
-        vectors = embeddings.embed([text for _, text in with_text])
+        vectors = embeddings.embed([text for _, text in with_text], tenant=[message.tenant_id for message, _ in with_text])
         model = embeddings.embedder().name
         Memory.objects.bulk_create(
             [
@@ -121,7 +121,9 @@ def index_pending_messages(limit: int = MESSAGE_BATCH) -> int:
 # learn of it, or the web keeps sending their turns without a recall hint (HISTORY row 52).
 # created_at is the clock's (as the ORM lane's timezone.now()), not the transaction's start: a
 # replay's as_of reads it as when the memory came to be.
-_LOCK_MESSAGES = f"SELECT {MESSAGE_COLUMNS} FROM agents_message WHERE id = ANY(%(ids)s::uuid[]) AND embedded = false FOR UPDATE SKIP LOCKED"
+_LOCK_MESSAGES = (
+    f"SELECT tenant_id, {MESSAGE_COLUMNS} FROM agents_message WHERE id = ANY(%(ids)s::uuid[]) AND embedded = false FOR UPDATE SKIP LOCKED"
+)
 _WRITE_MEMORIES = f"""
 WITH batch AS (SELECT * FROM {db.recordset("b", "message_id uuid, text text, vector vector", "%(batch)s")}),
 sources AS (
@@ -150,11 +152,13 @@ def _index_messages_sql(ids: list) -> int:
     same rows as the ORM lane writes (tests/memory/test_index_writes.py)."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_LOCK_MESSAGES, {"ids": ids})
-        batch: list[Any] = [WindowMessage(row) for row in cursor.fetchall()]  # Any: as_openai is Message's, typed so
+        rows = cursor.fetchall()
+        batch: list[Any] = [WindowMessage(row[1:]) for row in rows]  # Any: as_openai is Message's, typed so
         if not batch:
             return 0
+        tenants = {message.id: row[0] for message, row in zip(batch, rows, strict=True)}
         with_text = [(message, text) for message in batch if (text := message_text(message))]
-        vectors = embeddings.embed([text for _, text in with_text])
+        vectors = embeddings.embed([text for _, text in with_text], tenant=[tenants[message.id] for message, _ in with_text])
         params: dict[str, Any] = {
             "batch": db.json_rows(
                 [
@@ -195,7 +199,7 @@ def index_pending_summaries(limit: int = SUMMARY_BATCH) -> int:
         )
         if not batch:
             return 0
-        vectors = embeddings.embed([summary.text for summary in batch])
+        vectors = embeddings.embed([summary.text for summary in batch], tenant=[summary.tenant_id for summary in batch])
         model = embeddings.embedder().name
         Memory.objects.bulk_create(
             [
@@ -256,7 +260,7 @@ def reembed_stale(limit: int = 256) -> int:
         if not batch:
             _none_stale.add(model)
             return 0
-        vectors = embeddings.embed([memory.text for memory in batch])
+        vectors = embeddings.embed([memory.text for memory in batch], tenant=[memory.tenant_id for memory in batch])
         for memory, vector in zip(batch, vectors, strict=True):
             memory.embedding, memory.embedding_model = vector, model
         Memory.objects.bulk_update(batch, ["embedding", "embedding_model"])

@@ -112,7 +112,9 @@ class Memory(models.Model):
 
 
 class EmbeddingCache(models.Model):
-    """Embeddings by (model, text hash): an identical text is embedded once, whoever wrote it."""
+    """Embeddings by (model, hash of the tenant and the text): a tenant's identical texts are embedded
+    once. Never shared across tenants: a hit answers sooner, and would tell a tenant what another had
+    said (memory/embeddings.content_hash)."""
 
     model = models.CharField(max_length=100)
     content_hash = models.CharField(max_length=64)

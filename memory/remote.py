@@ -39,10 +39,11 @@ class EmbeddingsUnavailable(Exception):
         super().__init__("The embedding service did not answer in time; try again.")
 
 
-def _request(texts: list[str]) -> tuple[str, str, float]:
+def _request(texts: list[str], tenant: object) -> tuple[str, str, float]:
     timeout = settings.SENTINEL["EMBED_QUERY_TIMEOUT"]
     reply_key = f"sentinel:embed-reply:{uuid.uuid4().hex}"
-    return reply_key, json.dumps({"texts": texts, "reply": reply_key, "deadline": time.time() + timeout}), timeout
+    owner = None if tenant is None else str(tenant)
+    return reply_key, json.dumps({"texts": texts, "tenant": owner, "reply": reply_key, "deadline": time.time() + timeout}), timeout
 
 
 def _vectors(reply) -> list[list[float]]:
@@ -54,16 +55,17 @@ def _vectors(reply) -> list[list[float]]:
     return answer
 
 
-async def embed_texts(texts: list[str]) -> list[list[float]]:
-    reply_key, request, timeout = _request(texts)
+async def embed_texts(texts: list[str], tenant: object) -> list[list[float]]:
+    """The query vectors of `tenant`'s texts (vectors are reused only within a tenant: embeddings.content_hash)."""
+    reply_key, request, timeout = _request(texts, tenant)
     client = async_client()
     await client.rpush(REQUESTS_KEY, request)
     return _vectors(await client.blpop([reply_key], timeout=timeout))
 
 
-def embed_texts_sync(texts: list[str]) -> list[list[float]]:
+def embed_texts_sync(texts: list[str], tenant: object) -> list[list[float]]:
     """The same for sync callers (the admin)."""
-    reply_key, request, timeout = _request(texts)
+    reply_key, request, timeout = _request(texts, tenant)
     client = sync_client()
     client.rpush(REQUESTS_KEY, request)
     return _vectors(client.blpop([reply_key], timeout=timeout))
@@ -82,7 +84,10 @@ def serve_once(block_seconds: float = 1.0) -> int:
     if not requests:
         return 0
     try:
-        vectors = embeddings.embed_query([text for request in requests for text in request["texts"]])
+        vectors = embeddings.embed_query(
+            [text for request in requests for text in request["texts"]],
+            [request.get("tenant") for request in requests for _ in request["texts"]],
+        )
         answers, start = [], 0
         for request in requests:
             answers.append(vectors[start : start + len(request["texts"])])

@@ -52,7 +52,7 @@ def remember(tenant_id: Any, scope: str, message_ids: Iterable[Any]) -> int:
         indexed = set(Memory.objects.filter(tenant_id=tenant_id, message_id__in=ids).values_list("message_id", flat=True))
         fresh = [(message, text) for message in locked if message.id not in indexed and (text := message_text(message))]
         if fresh:
-            vectors = embeddings.embed([text for _, text in fresh])
+            vectors = embeddings.embed([text for _, text in fresh], tenant=tenant_id)
             model = embeddings.embedder().name
             Memory.objects.bulk_create(
                 [

@@ -39,7 +39,7 @@ def execute(run: Run, step: Step, text: str, vectors: dict[str, list[float]]) ->
         if step.kind == StepKind.TRANSFORM:
             return Outcome(output=text)
         if step.kind == StepKind.EMBED:
-            (vector,) = embeddings.embed_query([text])
+            (vector,) = embeddings.embed_query([text], run.tenant_id)
             return Outcome(output=text, result={"model": embeddings.model_name(), "dimensions": len(vector), "vector": vector})
         if step.kind == StepKind.VECTOR_SEARCH:
             return _vector_search(run, step, text, vectors)
@@ -56,7 +56,7 @@ def execute(run: Run, step: Step, text: str, vectors: dict[str, list[float]]) ->
 
 def _vector_search(run: Run, step: Step, text: str, vectors: dict[str, list[float]]) -> Outcome:
     source = step.config.get("embedding")
-    vector = vectors[source] if source else embeddings.embed_query([text])[0]
+    vector = vectors[source] if source else embeddings.embed_query([text], run.tenant_id)[0]
     agent_id = None
     if step.config.get("scope_agent"):
         agent = Agent.objects.live().filter(tenant_id=run.tenant_id, name=step.config["scope_agent"]).first()
@@ -85,7 +85,7 @@ def _route(run: Run, step: Step, text: str) -> Outcome:
     """The router agent's choice when one was asked and named a candidate; else the candidate whose
     specialization is nearest the input (cosine of unit vectors). Every score is kept either way."""
     candidates = step.config["candidates"]
-    vectors = np.asarray(embeddings.embed_query([text] + [c["specialization"] for c in candidates]))
+    vectors = np.asarray(embeddings.embed_query([text] + [c["specialization"] for c in candidates], run.tenant_id))
     scores = vectors[1:] @ vectors[0]
     best = int(np.argmax(scores))
     ranked = {c["agent"]: round(float(score), 4) for c, score in zip(candidates, scores, strict=True)}

@@ -160,7 +160,7 @@ def test_query_embeddings_nobody_answers(settings, monkeypatch):
     settings.SENTINEL = {**settings.SENTINEL, "EMBED_QUERY_TIMEOUT": 0.1}
     monkeypatch.setattr(remote, "REQUESTS_KEY", f"{remote.REQUESTS_KEY}:{uuid.uuid4().hex}")  # no worker serves this list
     assert_refusal(
-        refusal(lambda: remote.embed_texts_sync(["anything"])),
+        refusal(lambda: remote.embed_texts_sync(["anything"], None)),
         503,
         "The embedding service did not answer in time; try again.",
         type="server_error",

@@ -254,7 +254,9 @@ def _admit_one(principal: Principal, data: dict[str, Any], idempotency_key: str 
         idempotency_key=idempotency_key,
         lazily=lazily,
         # The worker starts embedding the recall query while it claims the turn, if it will recall.
-        enqueue=lambda turn: enqueue_turn(turn.id, recall_hint=recall_hint(data["messages"]) if turn.agent.has_memories else None),
+        enqueue=lambda turn: enqueue_turn(
+            turn.id, recall_hint=recall_hint(data["messages"]) if turn.agent.has_memories else None, tenant_id=str(turn.tenant_id)
+        ),
     )
 
 

@@ -7,6 +7,7 @@ Everything is scoped to the caller's tenant: another tenant's agent, turn or con
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -181,7 +182,7 @@ class TurnReplayView(APIView):
                 actor = audit.actor_for_key(request.user.api_key)
                 result = rerun.rerun(turn, api_key_id=request.user.api_key.id, actor=actor)
                 return Response(result.as_dict())
-            return Response(replay.replay(turn, embed=remote.embed_texts_sync).as_dict())
+            return Response(replay.replay(turn, embed=partial(remote.embed_texts_sync, tenant=turn.tenant_id)).as_dict())
         except replay.NotReplayable as refused:
             raise ApiError(409, refused.message, code=refused.code) from None
         except providers.ProviderError as error:

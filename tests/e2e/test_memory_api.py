@@ -206,6 +206,6 @@ def test_search_queries_are_answered_while_consolidations_fill_the_memory_queue(
     stub_llm.when("slowdream", lambda body: Reply(content="- They talked.", delay=2.5))
     for conversation in conversations:
         consolidate_task.apply_async(args=[str(conversation.id)], queue="memory")
-    vectors = remote.embed_texts_sync(["Where was I born?"])
+    vectors = remote.embed_texts_sync(["Where was I born?"], None)
     assert len(vectors) == 1 and len(vectors[0]) == 384
     assert waiting_tasks("memory.tasks.consolidate") > 0, "the query was answered before the bulk work queued ahead of it"

@@ -15,3 +15,11 @@ def local_embeddings(settings):
     use_embeddings(settings, "local")
     yield
     embeddings.embedder.cache_clear()
+
+
+@pytest.fixture
+def onnx_embeddings(settings):
+    """The ONNX model (the default outside tests), which keeps recent vectors in Redis."""
+    use_embeddings(settings, "onnx")
+    yield embeddings.embedder()
+    embeddings.embedder.cache_clear()

@@ -55,8 +55,8 @@ def test_the_static_model_ranks_the_relevant_memory_first(alice, static_embeddin
 
 def test_static_embeddings_skip_the_cache_and_the_database(static_embeddings, django_assert_num_queries):
     with django_assert_num_queries(0):
-        embeddings.embed(["never seen before", "nor this"])
-        embeddings.prefetch(["a prefetch is for slow models"])
+        embeddings.embed(["never seen before", "nor this"], tenant="a tenant")
+        embeddings.prefetch(["a prefetch is for slow models"], "a tenant")
     assert not EmbeddingCache.objects.exists()
 
 

@@ -14,12 +14,12 @@ from django.core.management import call_command
 from memory import embeddings, search
 from memory.models import EmbeddingCache, Memory
 from sentinel_site.redis import sync_client
-from tests.memory.conftest import use_embeddings
 from tests.memory.helpers import FILLER, conversation_with, model_calls
 
 pytestmark = pytest.mark.django_db
 
 FACT = "My sister Ingrid lives in Trondheim and works as a marine biologist."
+TENANT = "3d2b8f10-5c4e-4a7b-9e21-7f6a0c5d8b93"
 
 # Each question and the one candidate that answers it in other words; the other candidates share
 # its topics (a home, food, travel, a car, a house, mornings, weather, books) but not its meaning.
@@ -33,13 +33,6 @@ PARAPHRASES = [
     ("Will it rain this afternoon?", "The forecast says showers after lunch."),
     ("Who is my favourite writer?", "I love the novels of Ursula K. Le Guin more than any others."),
 ]
-
-
-@pytest.fixture
-def onnx_embeddings(settings):
-    use_embeddings(settings, "onnx")
-    yield embeddings.embedder()
-    embeddings.embedder.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +104,12 @@ def test_onnx_embeddings_skip_the_cache_and_a_prefetch_is_computed_once(monkeypa
     monkeypatch.setattr(onnx_embeddings, "submit", lambda texts, urgent=True: calls.append(list(texts)) or original(texts, urgent))
     text = "Where did Ingrid move to last spring?"
     with django_assert_num_queries(0):
-        embeddings.prefetch([text])
+        embeddings.prefetch([text], TENANT)
         assert calls == [[text]], "the prefetch starts the model without waiting for anyone to ask"
-        vector = embeddings.embed_query([text, "an earlier reply"])[0]
+        vector = embeddings.embed_query([text, "an earlier reply"], TENANT)[0]
     assert calls == [[text], ["an earlier reply"]], "the prefetched text is not computed a second time"
     assert not EmbeddingCache.objects.exists(), "a cache read and write would cost more than the model"
-    assert np.dot(vector, embeddings.embed_query([text])[0]) > 0.995
+    assert np.dot(vector, embeddings.embed_query([text], TENANT)[0]) > 0.995
     assert calls[-1] == [text], "taken once; after that the model runs again"
 
 
@@ -186,33 +179,50 @@ def test_build_embedder_builds_the_configured_model_ahead_of_time(tmp_path, sett
 def test_a_query_just_embedded_is_not_run_through_the_model_again_when_its_message_is_indexed(monkeypatch, alice, onnx_embeddings):
     calls = model_calls(monkeypatch)
     question = "Which city did my sister Ingrid move to?"
-    [vector] = embeddings.embed_query([question])  # a turn's recall query, in one worker process
+    [vector] = embeddings.embed_query([question], alice.tenant.id)  # a turn's recall query, in one worker process
     conversation_with(alice, [question, "Trondheim, last spring."])  # indexed, here or in another process
     assert calls == [[question], ["Trondheim, last spring."]], "the new message's vector came from Redis, the reply's from the model"
     stored = Memory.objects.get(text=question)
     assert np.array_equal(np.float32(stored.embedding), np.float32(vector)), "the same float32s"
-    key = embeddings._recent_key(onnx_embeddings.name, embeddings.content_hash("Trondheim, last spring."))
+    key = embeddings._recent_key(onnx_embeddings.name, embeddings.content_hash("Trondheim, last spring.", alice.tenant.id))
     assert 0 < sync_client().ttl(key) <= 30, "the reply is kept for the next turn's query, RECENT_VECTORS_SECONDS at most"
     reply = Memory.objects.get(text="Trondheim, last spring.").embedding
-    assert np.allclose(embeddings.embed_query(["Trondheim, last spring.", "something new"])[0], reply, atol=1e-6)
+    assert np.allclose(embeddings.embed_query(["Trondheim, last spring.", "something new"], alice.tenant.id)[0], reply, atol=1e-6)
     assert calls[-1] == ["something new"], "the next turn's query takes the reply's vector from Redis"
+
+
+def test_a_vector_kept_for_one_tenant_is_never_read_for_another_nor_for_no_tenant(monkeypatch, alice, bob, onnx_embeddings):
+    calls = model_calls(monkeypatch)
+    secret = "Our Q3 layoffs are planned for the 12th."
+    conversation_with(alice, [secret])  # alice's indexer keeps its vector for a few seconds
+    assert calls == [[secret]]
+    embeddings.embed_query([secret], bob.tenant.id)  # bob's search for the same words
+    assert calls == [[secret], [secret]], "bob's query ran the model: a vector from Redis would have answered sooner"
+    embeddings.embed_query([secret])
+    assert calls[-1] == [secret], "no tenant: nothing read"
+    embeddings.embed_query([secret], alice.tenant.id)
+    assert len(calls) == 3, "alice's own query takes the kept vector"
+    owners = (alice.tenant.id, bob.tenant.id, None)
+    keys = [embeddings._recent_key(onnx_embeddings.name, embeddings.content_hash(secret, owner)) for owner in owners]
+    kept = [sync_client().exists(key) for key in keys]
+    assert kept == [1, 1, 0], "kept for alice (her indexer) and for bob (his query); nothing for no tenant"
 
 
 def test_with_no_recent_vectors_kept_every_text_runs_through_the_model(monkeypatch, settings, onnx_embeddings):
     settings.SENTINEL = {**settings.SENTINEL, "RECENT_VECTORS_SECONDS": 0}
     calls = model_calls(monkeypatch)
     text = "A text embedded twice with nothing kept between."
-    first = embeddings.embed_query([text])
-    assert embeddings.embed([text]) == first and calls == [[text], [text]]
-    assert not sync_client().exists(embeddings._recent_key(onnx_embeddings.name, embeddings.content_hash(text)))
+    first = embeddings.embed_query([text], TENANT)
+    assert embeddings.embed([text], tenant=TENANT) == first and calls == [[text], [text]]
+    assert not sync_client().exists(embeddings._recent_key(onnx_embeddings.name, embeddings.content_hash(text, TENANT)))
 
 
 def test_a_kept_vector_of_the_wrong_size_is_ignored_and_replaced(monkeypatch, onnx_embeddings):
     calls = model_calls(monkeypatch)
     text = "A text whose kept vector was cut short."
-    key = embeddings._recent_key(onnx_embeddings.name, embeddings.content_hash(text))
+    key = embeddings._recent_key(onnx_embeddings.name, embeddings.content_hash(text, TENANT))
     sync_client().set(key, b"\x00" * 100, ex=30)
-    vector = embeddings.embed([text])
+    vector = embeddings.embed([text], tenant=TENANT)
     assert calls == [[text]] and len(vector[0]) == 384 and abs(np.linalg.norm(vector[0]) - 1) < 1e-3
     assert len(sync_client().get(key)) == 384 * 4, "the model's vector replaced it"
 
@@ -220,9 +230,9 @@ def test_a_kept_vector_of_the_wrong_size_is_ignored_and_replaced(monkeypatch, on
 def test_without_redis_the_model_embeds_and_nothing_fails(monkeypatch, onnx_embeddings, caplog):
     calls = model_calls(monkeypatch)
     text = "A text embedded while Redis is down."
-    expected = embeddings.embed([text])
+    expected = embeddings.embed([text], tenant=TENANT)
     nobody = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)  # a port nothing listens on
     monkeypatch.setattr(embeddings, "sync_client", lambda: nobody)
-    assert embeddings.embed([text]) == expected, "the model ran again: the same vector"
+    assert embeddings.embed([text], tenant=TENANT) == expected, "the model ran again: the same vector"
     assert calls == [[text], [text]]
     assert "recent vectors unreadable: ConnectionError" in caplog.text and "recent vectors not kept: ConnectionError" in caplog.text

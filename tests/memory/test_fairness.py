@@ -112,13 +112,14 @@ def test_waiting_query_requests_are_answered_in_one_batch_and_stale_ones_dropped
     answers = {}
 
     def ask(text):
-        answers[text] = remote.embed_texts_sync([text])
+        answers[text] = remote.embed_texts_sync([text], "a tenant")
 
     askers = [threading.Thread(target=ask, args=(text,)) for text in FILLER[:2]]
     for asker in askers:
         asker.start()
     while client.llen(remote.REQUESTS_KEY) < 3:
         time.sleep(0.01)
+    assert json.loads(client.lindex(remote.REQUESTS_KEY, 1))["tenant"] == "a tenant", "the worker reuses vectors only within it"
     assert remote.serve_once() == 2, "both live requests in one call, the stale one dropped"
     for asker in askers:
         asker.join(5)
@@ -129,14 +130,14 @@ def test_waiting_query_requests_are_answered_in_one_batch_and_stale_ones_dropped
 def test_a_query_the_worker_cannot_embed_is_a_503_at_once(settings, monkeypatch, private_queues):
     settings.SENTINEL = {**settings.SENTINEL, "EMBED_QUERY_TIMEOUT": 30.0}
 
-    def broken(texts):
+    def broken(texts, tenants):
         raise RuntimeError("the model fell over")
 
     monkeypatch.setattr(embeddings, "embed_query", broken)
     server = threading.Thread(target=remote.serve_once, kwargs={"block_seconds": 5})
     server.start()
     with pytest.raises(Exception) as raised:
-        remote.embed_texts_sync(["anything"])
+        remote.embed_texts_sync(["anything"], "a tenant")
     server.join(5)
     error = classify(raised.value)  # how the client sees the domain error (sentinel_site/errors.py)
     assert error.status == 503 and error.code == "embeddings_unavailable"

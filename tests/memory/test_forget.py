@@ -13,6 +13,7 @@ from memory import embeddings, indexing
 from memory.forget import REDACTED
 from memory.models import EmbeddingCache, Memory, Summary
 from sentinel_site.redis import sync_client
+from tests.memory.helpers import conversation_with
 from tests.stub_llm import Reply
 
 pytestmark = pytest.mark.django_db
@@ -79,7 +80,7 @@ def test_forgetting_a_message_removes_and_redacts_its_text_everywhere_and_report
     first, secret, summary = remembered["first"], remembered["secret"], remembered["summary"]
     assert stored_anywhere(SECRET) and stored_anywhere(SUMMARY), "the scenario puts the text in turn events"
     assert sync_client().exists(streams.key(first.id))
-    assert EmbeddingCache.objects.filter(content_hash=embeddings.content_hash(SECRET)).exists()
+    assert EmbeddingCache.objects.filter(content_hash=embeddings.content_hash(SECRET, alice.tenant.id)).exists()
     assert SECRET in json.dumps(remembered["elsewhere"].events.get(kind="provider_request").payload), "recalled in another conversation"
 
     response = forget(Client(), alice, first.conversation_id, secret.id)
@@ -99,11 +100,21 @@ def test_forgetting_a_message_removes_and_redacts_its_text_everywhere_and_report
     assert request["body"]["messages"][-1] == {"role": "user", "content": REDACTED}
     assert request["redacted"]["message_ids"] == [str(secret.id)]
     assert REDACTED in remembered["second"].events.get(kind="provider_request").payload["body"]["messages"][0]["content"]
-    assert not EmbeddingCache.objects.filter(content_hash__in=[embeddings.content_hash(SECRET), embeddings.content_hash(SUMMARY)]).exists()
+    hashes = [embeddings.content_hash(text, alice.tenant.id) for text in (SECRET, SUMMARY)]
+    assert not EmbeddingCache.objects.filter(content_hash__in=hashes).exists()
     assert not sync_client().exists(streams.key(first.id))
     entry = AuditEntry.objects.get(action="memory.message_forgotten")
     assert entry.target == str(secret.id) and entry.actor == f"key:{alice.api_key.key_id}"
     assert "4417" not in json.dumps(entry.data) and entry.data["summaries"] == 1, "audited with counts, never the text"
+
+
+def test_forgetting_a_message_drops_the_vector_kept_for_it_in_redis(alice, onnx_embeddings):
+    conversation = conversation_with(alice, [SECRET])
+    message = Message.objects.get(conversation=conversation)
+    key = embeddings._recent_key(onnx_embeddings.name, embeddings.content_hash(SECRET, alice.tenant.id))
+    assert sync_client().exists(key), "kept by the indexer for the next query"
+    assert forget(Client(), alice, conversation.id, message.id).status_code == 200
+    assert not sync_client().exists(key)
 
 
 def test_forgetting_a_reply_clears_the_turns_response_and_redacts_what_the_model_said(alice, stub_llm):

@@ -9,6 +9,8 @@ from tests.memory.helpers import FILLER, conversation_with, model_calls
 
 pytestmark = pytest.mark.django_db
 
+TENANT, OTHER_TENANT = "6f1c0a52-7d0e-4f57-9a51-2c6f3b8e9d10", "0b9e4d37-1a2f-4c86-b7d3-5e8a9f0c1b24"
+
 
 def test_tokens_are_counted_with_the_local_models_tokenizer():
     assert tokens.tokenizer_name() == "smollm2-gguf"
@@ -49,7 +51,7 @@ def test_one_indexing_pass_runs_at_a_time_and_a_dead_ones_flag_expires(alice):
     assert not client.exists(tasks._INDEX_RUNNING), "the flag is cleared when the pass ends"
 
 
-def test_identical_texts_are_embedded_once(alice, bob, monkeypatch, local_embeddings):
+def test_identical_texts_are_embedded_once_per_tenant(alice, bob, monkeypatch, local_embeddings):
     calls = []
     model = embeddings.embedder()
     original = model.embed
@@ -57,9 +59,26 @@ def test_identical_texts_are_embedded_once(alice, bob, monkeypatch, local_embedd
     conversation_with(alice, ["the same words", "other words", "the same words"])
     conversation_with(bob, ["the same words"])
     embedded = [text for call in calls for text in call]
-    assert embedded.count("the same words") == 1
-    assert EmbeddingCache.objects.filter(content_hash=embeddings.content_hash("the same words")).count() == 1
+    assert embedded.count("the same words") == 2, "once for alice's two, once again for bob: no vector crosses tenants"
+    for tenant in (alice.tenant.id, bob.tenant.id):
+        assert EmbeddingCache.objects.filter(content_hash=embeddings.content_hash("the same words", tenant)).count() == 1
+    assert not EmbeddingCache.objects.filter(content_hash=embeddings.content_hash("the same words")).exists()
     assert Memory.objects.filter(text="the same words").count() == 3, "each message still gets its own memory"
+
+
+def test_a_text_another_tenant_cached_is_embedded_again_and_one_of_no_tenant_is_not_cached(alice, bob, monkeypatch, local_embeddings):
+    calls = model_calls(monkeypatch)
+    secret = "The merger with Initech closes on the 14th."
+    conversation_with(alice, [secret])
+    calls.clear()
+    embeddings.embed_query([secret], bob.tenant.id)  # bob searches for alice's words: as slow as any new text
+    assert calls == [[secret]], "bob's query ran the model: a cache hit would have answered sooner"
+    embeddings.embed_query([secret], alice.tenant.id)
+    assert calls == [[secret]], "alice's own query is a cache hit"
+    embeddings.embed_query(["a warm-up of nobody's"])
+    embeddings.embed_query(["a warm-up of nobody's"])
+    assert calls[1:] == [["a warm-up of nobody's"]] * 2, "no tenant: neither cached nor read from the cache"
+    assert EmbeddingCache.objects.count() == 2, "alice's secret, once for alice and once for bob; nothing for no tenant"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -68,26 +87,30 @@ def test_a_prefetched_query_is_computed_once_and_cached_by_whoever_takes_it(monk
     text = "Where did Ingrid move to last spring?"
     expected = embeddings.embedder().embed([text], urgent=True)
     calls.clear()
-    embeddings.prefetch([text])
+    embeddings.prefetch([text], TENANT)
     assert calls == [[text]], "the prefetch starts the model without waiting for anyone to ask"
-    assert not EmbeddingCache.objects.filter(content_hash=embeddings.content_hash(text)).exists()
-    vector = embeddings.embed_query([text, "an earlier reply"])[0]
-    assert calls == [[text], ["an earlier reply"]], "the prefetched text is not computed a second time"
+    assert not EmbeddingCache.objects.filter(content_hash=embeddings.content_hash(text, TENANT)).exists()
+    embeddings.embed_query([text], OTHER_TENANT)
+    assert calls == [[text], [text]], "another tenant's identical query does not take the prefetch"
+    vector = embeddings.embed_query([text, "an earlier reply"], TENANT)[0]
+    assert calls == [[text], [text], ["an earlier reply"]], "the prefetched text is not computed a second time"
     assert vector == pytest.approx(expected[0], abs=1e-6)
-    assert EmbeddingCache.objects.filter(content_hash=embeddings.content_hash(text)).count() == 1, "taken, then cached"
+    assert EmbeddingCache.objects.filter(content_hash=embeddings.content_hash(text, TENANT)).count() == 1, "taken, then cached"
     calls.clear()
-    assert embeddings.embed_query([text])[0] == pytest.approx(vector, abs=1e-6)
+    assert embeddings.embed_query([text], TENANT)[0] == pytest.approx(vector, abs=1e-6)
     assert calls == [], "a prefetch is taken once; after that the cache answers"
 
 
 @pytest.mark.django_db(transaction=True)
 def test_prefetching_a_cached_text_costs_no_model_call_and_unclaimed_prefetches_are_bounded(monkeypatch, local_embeddings):
-    embeddings.embed(["already known"])
+    embeddings.embed(["already known"], tenant=TENANT)
     calls = model_calls(monkeypatch)
-    embeddings.prefetch(["already known"])
-    assert embeddings.embed_query(["already known"]) and calls == []
+    embeddings.prefetch(["already known"], TENANT)
+    assert embeddings.embed_query(["already known"], TENANT) and calls == []
+    embeddings.prefetch(["for no tenant"], None)
+    assert calls == [] and not embeddings._prefetched, "nothing to take it by: not started"
     for i in range(embeddings.PREFETCH_KEEP + 10):  # turns that were never claimed leave their prefetch behind
-        embeddings.prefetch([f"never asked for {i}"])
+        embeddings.prefetch([f"never asked for {i}"], TENANT)
     assert len(embeddings._prefetched) == embeddings.PREFETCH_KEEP
     embeddings._prefetched.clear()
 

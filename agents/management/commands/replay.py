@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from functools import partial
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -49,7 +50,7 @@ class Command(BaseCommand):
         for turn in turns.select_related("agent", "conversation").order_by("created_at").iterator(chunk_size=200):
             turn.conversation.agent = turn.agent
             try:
-                report = replay.replay(turn, embed=embeddings.embed_query)
+                report = replay.replay(turn, embed=partial(embeddings.embed_query, tenant=turn.tenant_id))
             except replay.NotReplayable:
                 counts["skipped"] += 1
                 continue
