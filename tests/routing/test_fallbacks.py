@@ -160,4 +160,7 @@ def test_routed_turns_split_between_two_servers_roughly_by_weight(alice, stub_ll
         run(admit_turn(alice, f"hi {index}"))
     first, second = len(stub_llm.requests), len(second_llm.requests)
     assert first + second == 60, "one call per turn"
-    assert 0.55 < first / 60 < 0.95, f"weight 3 of 4 should take about 75% of the turns, took {first} of 60"
+    # The split's proportion is measured over 4,000 choices in test_selection.py; here, that routed
+    # turns reach both servers, the heavier one more (at weight 3 of 4, 30 or fewer of 60 has odds of
+    # about 1 in 100,000; the bound of 33 this replaced was crossed once in a full run).
+    assert second > 0 and first > 30, f"weight 3 of 4 should take about 75% of the turns, took {first} of 60"
