@@ -78,13 +78,16 @@ def _build(distractors: int):
 def _statement_ms(conversation, vector, text: str, exact: bool) -> tuple[float, bool]:
     """The hybrid statement's execution time in PostgreSQL (EXPLAIN ANALYZE), as the recall runs it,
     and whether its plan used the HNSW index."""
+    from django.conf import settings
     from django.db import transaction
 
     from memory import embeddings, search, search_sql
 
     condition, params = search_sql.scope(conversation.tenant_id, embeddings.model_name(), agent_id=conversation.agent_id)
-    params.update(text=text, k=96, rrf=search.RRF_K, neighbours=True, vector0=search_sql.QueryVector(vector))
-    sql = "EXPLAIN (ANALYZE, FORMAT JSON) " + search._statement(condition, 1, exact)
+    size = search_sql.count(condition, params, settings.SENTINEL["EXACT_SEARCH_MAX"] + 1)
+    params.update(text=text, k=96, depth=search.DEPTH * 96, rrf=search.RRF_K, neighbours=True, vector0=search_sql.QueryVector(vector))
+    params.update(common=search._common_word_bound(size))
+    sql = "EXPLAIN (ANALYZE, FORMAT JSON) " + search._statement(condition, 1, exact, settings.SENTINEL["TEXT_RANK"])
     with transaction.atomic(), search_sql.binding_cursor() as cursor:
         if not exact:
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")

@@ -408,7 +408,7 @@ class ContextWhySerializer(serializers.Serializer):
     vector_rank = serializers.IntegerField(required=False, help_text="Rank by cosine similarity; absent when outside its top k.")
     similarity = serializers.FloatField(required=False)
     text_rank = serializers.IntegerField(required=False, help_text="Rank by PostgreSQL full text; absent when no word matched.")
-    text_score = serializers.FloatField(required=False, help_text="ts_rank_cd.")
+    text_score = serializers.FloatField(required=False, help_text="Full text's score: ts_rank, or ts_rank_cd (SENTINEL_TEXT_RANK).")
     of = serializers.UUIDField(required=False, help_text="The hit a neighbour or update came with.")
     supersedes = serializers.UUIDField(required=False, help_text="A fact: the earlier fact it replaces (both kept).")
 

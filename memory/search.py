@@ -142,7 +142,7 @@ class FusedHit:
     fused_rank: int  # 1-based, after fusion (neighbours and updates: their hit's rank)
     similarity: float | None  # cosine similarity, when the vector retriever ranked it
     vector_rank: int | None
-    text_score: float | None  # ts_rank_cd, when the full-text retriever ranked it
+    text_score: float | None  # SENTINEL_TEXT_RANK's score (ts_rank_cd or ts_rank), when the full-text retriever ranked it
     text_rank: int | None
     via: str = ""  # "" for a hit; "neighbour" (a message next to a hit) or "update" (a later fact replacing a hit)
     of: str | None = None  # the hit's memory id, for a neighbour or an update
@@ -178,7 +178,7 @@ query AS MATERIALIZED (SELECT CASE WHEN %(common)s::int IS NULL
 txt AS (
     SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank, score FROM (
         SELECT DISTINCT ON (text) id, score FROM (
-            SELECT scoped.id, scoped.text, scoped.occurred_at, ts_rank_cd(scoped.search_vector, query.q) AS score
+            SELECT scoped.id, scoped.text, scoped.occurred_at, {rank}(scoped.search_vector, query.q) AS score
             FROM scoped, query WHERE query.q::text <> '' AND scoped.search_vector @@ query.q
             ORDER BY 4 DESC LIMIT %(depth)s
         ) matched ORDER BY text, score DESC, occurred_at DESC, id
@@ -315,16 +315,18 @@ def hybrid(
     params.update(text=text[:2000], k=k, depth=DEPTH * k, rrf=RRF_K, neighbours=neighbours, common=_common_word_bound(size))
     params.update({f"vector{n}": search_sql.QueryVector(v) for n, v in enumerate(vectors)})
     with search_sql.binding_cursor() as cursor:
-        rows = _run(cursor, _statement(condition, len(vectors), exact), params, exact, k)
+        rows = _run(cursor, _statement(condition, len(vectors), exact, settings.SENTINEL["TEXT_RANK"]), params, exact, k)
     return [_found_hit(row) for row in rows]  # in `_newer_first`'s order already
 
 
 @lru_cache(maxsize=256)
-def _statement(condition: str, vectors: int, exact: bool) -> str:
+def _statement(condition: str, vectors: int, exact: bool, rank: str) -> str:
     """The hybrid statement for a scope's condition (memory/search_sql.py `where`), with named placeholders."""
     nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(vectors))
     scoped = f"SELECT id, embedding, search_vector, text, occurred_at FROM memory_memory WHERE {condition}"
-    sql = _HYBRID.format(scoped=scoped, vec=f"vec AS ({nearest})", columns=search_sql.COLUMNS, ranks=_RANKS_CAST, order=_ORDER_NEWER_FIRST)
+    sql = _HYBRID.format(
+        scoped=scoped, vec=f"vec AS ({nearest})", columns=search_sql.COLUMNS, ranks=_RANKS_CAST, order=_ORDER_NEWER_FIRST, rank=rank
+    )
     # Its indentation collapsed: psycopg keeps its parse of a statement up to 4,096 bytes only, and
     # splits a longer one again on every call (4% of a loaded worker; the statement's literals hold
     # single spaces only and it has no -- comments, so a run of whitespace is one space).
@@ -381,7 +383,14 @@ def _orm_hybrid(
     )
     vectors = [vector, *extra_vectors]
     nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(len(vectors)))
-    sql = _HYBRID.format(scoped=scoped_sql.replace("%s", "%%s"), vec=f"vec AS ({nearest})", columns=_COLUMNS, ranks=_RANKS, order=_ORDER)
+    sql = _HYBRID.format(
+        scoped=scoped_sql.replace("%s", "%%s"),
+        vec=f"vec AS ({nearest})",
+        columns=_COLUMNS,
+        ranks=_RANKS,
+        order=_ORDER,
+        rank=settings.SENTINEL["TEXT_RANK"],
+    )
     params = {"text": text[:2000], "k": k, "depth": DEPTH * k, "rrf": RRF_K, "neighbours": neighbours, "common": _common_word_bound(size)}
     params.update({f"vector{n}": _vector_literal(v) for n, v in enumerate(vectors)})
     sql, args = _positional(sql, scoped_params, params)

@@ -355,6 +355,7 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # How recall's hybrid search reads: sql (its scope hand-written, rows as light objects,
     # memory/search_sql.py) or orm (the scope compiled by the ORM, rows as Memory: the reference lane).
     "SEARCH_READS": envchoice("SENTINEL_SEARCH_READS", "sql", ("sql", "orm")),
+    "TEXT_RANK": envchoice("SENTINEL_TEXT_RANK", "ts_rank", ("ts_rank", "ts_rank_cd")),
     # How indexing writes a batch of messages as memories (memory/indexing.py): sql (two hand-written
     # statements) or orm (five compiled by the ORM: the reference lane).
     "INDEX_WRITES": envchoice("SENTINEL_INDEX_WRITES", "sql", ("sql", "orm")),

@@ -2,6 +2,7 @@
 column's type, whatever it holds; and the statements that use them stay within psycopg's cache."""
 
 import datetime
+import itertools
 import json
 import uuid
 from decimal import Decimal
@@ -70,5 +71,5 @@ def test_no_rows_is_an_empty_set():
 def test_a_one_vector_hybrid_statement_stays_within_psycopgs_cache_of_parsed_statements():
     """psycopg splits a statement longer than its limit again on every call (bench/HISTORY.md row 59)."""
     condition, _ = search_sql.scope(uuid.uuid4(), embeddings.model_name(), agent_id=uuid.uuid4())
-    for exact in (True, False):
-        assert len(search._statement(condition, 1, exact).encode()) <= psycopg._queries.MAX_CACHED_STATEMENT_LENGTH
+    for exact, rank in itertools.product((True, False), ("ts_rank_cd", "ts_rank")):
+        assert len(search._statement(condition, 1, exact, rank).encode()) <= psycopg._queries.MAX_CACHED_STATEMENT_LENGTH

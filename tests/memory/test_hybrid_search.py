@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 
 from agents.models import Message
 from memory import embeddings, search
@@ -149,3 +150,23 @@ def test_an_and_between_two_names_joins_the_names_not_two_clauses():
         "Where are Mara's late-summer plans",
         "Jonas's Asian travel hopes",
     ]
+
+
+@pytest.mark.parametrize("reads", ["sql", "orm"])
+@pytest.mark.parametrize("rank", ["ts_rank_cd", "ts_rank"])
+def test_full_text_ranks_by_the_configured_function(alice, settings, rank, reads):
+    settings.SENTINEL = {**settings.SENTINEL, "TEXT_RANK": rank, "SEARCH_READS": reads}
+    conversation = conversation_with(alice, [*REVENUE, GOLDFISH, BEAGLE, "My goldfish Zephyrine likes the new tank."])
+    question = "Is Zephyrine the goldfish happy in the tank?"
+    hits = [hit for hit in search_for(conversation, question, k=4) if hit.text_rank is not None]
+    assert len(hits) == 2, hits
+    query = "replace(replace(plainto_tsquery('english', %s)::text, ' & ', ' | '), ' <-> ', ' | ')::tsquery"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, ts_rank_cd(search_vector, {query}), ts_rank(search_vector, {query}) FROM memory_memory WHERE id = ANY(%s)",
+            [question, question, [hit.memory.id for hit in hits]],
+        )
+        scores = {memory_id: {"ts_rank_cd": cd, "ts_rank": plain} for memory_id, cd, plain in cursor.fetchall()}
+    for hit in hits:
+        assert hit.text_score == pytest.approx(scores[hit.memory.id][rank], rel=1e-5)
+    assert any(abs(by["ts_rank_cd"] - by["ts_rank"]) > 1e-3 for by in scores.values()), "the two functions tell apart"
