@@ -9,13 +9,19 @@ This lane keeps what the API needs, in the same order: the trusted-proxy and req
 (async-capable already) and the response headers SecurityMiddleware and XFrameOptionsMiddleware
 set (their hooks do no I/O, so they run inline here). Everything else (the admin, the docs, health,
 /metrics) goes through the site's chain as before. `SENTINEL_API_LANE=django` sends `/v1/` there too.
+
+A request's thread-sensitive calls (`sync_to_async`: admission, the ORM) run on one thread of their
+own, as under Django's handler; but where Django starts a thread for every request and ends it after,
+this lane takes an idle one a finished request left (`ApiHandler._threads`): starting and ending a
+thread was about a tenth of the loaded web process's GIL samples (bench/HISTORY.md row 68).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import markcoroutinefunction
+from asgiref.sync import ThreadSensitiveContext, markcoroutinefunction
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse
@@ -54,8 +60,30 @@ class ResponseHeadersMiddleware:
         return response
 
 
+IDLE_THREADS_MAX = 256  # request threads kept for the next requests; past this many a finished one ends
+
+
 class ApiHandler(ASGIHandler):
-    """Django's ASGI handler with API_MIDDLEWARE for its chain instead of settings.MIDDLEWARE."""
+    """Django's ASGI handler with API_MIDDLEWARE for its chain instead of settings.MIDDLEWARE, and
+    its requests' threads kept for the next requests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._threads: list[ThreadPoolExecutor] = []  # idle, one thread each; touched on the event loop only
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        thread = self._threads.pop() if self._threads else ThreadPoolExecutor(max_workers=1, thread_name_prefix="api")
+        try:
+            # Django's own handler does the same with a thread it starts here and ends on the way out.
+            async with ThreadSensitiveContext(executor=thread):
+                await self.handle(scope, receive, send)
+        finally:
+            if len(self._threads) < IDLE_THREADS_MAX:
+                self._threads.append(thread)
+            else:
+                thread.shutdown(wait=False)
 
     def load_middleware(self, is_async: bool = False) -> None:
         self._view_middleware: list = []
