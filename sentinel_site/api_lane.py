@@ -13,7 +13,8 @@ set (their hooks do no I/O, so they run inline here). Everything else (the admin
 A request's thread-sensitive calls (`sync_to_async`: admission, the ORM) run on one thread of their
 own, as under Django's handler; but where Django starts a thread for every request and ends it after,
 this lane takes an idle one a finished request left (`ApiHandler._threads`): starting and ending a
-thread was about a tenth of the loaded web process's GIL samples (bench/HISTORY.md row 68).
+thread was about a tenth of the loaded web process's GIL samples (bench/HISTORY.md row 68). Only
+while a request's database connection ends with it (the pool, the default: CONN_MAX_AGE 0).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext, markcoroutinefunction
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponse
@@ -60,6 +62,12 @@ class ResponseHeadersMiddleware:
         return response
 
 
+def connections_outlive_requests() -> bool:
+    """Whether a request's database connection stays open after it (no pool: SENTINEL_DB_CONN_MAX_AGE).
+    Django keeps connections per thread, so a kept idle thread would keep its connection open."""
+    return bool(settings.DATABASES["default"].get("CONN_MAX_AGE"))
+
+
 IDLE_THREADS_MAX = 256  # request threads kept for the next requests; past this many a finished one ends
 
 
@@ -74,6 +82,9 @@ class ApiHandler(ASGIHandler):
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        if connections_outlive_requests():
+            await super().__call__(scope, receive, send)  # Django's way: a thread a request
+            return
         thread = self._threads.pop() if self._threads else ThreadPoolExecutor(max_workers=1, thread_name_prefix="api")
         try:
             # Django's own handler does the same with a thread it starts here and ends on the way out.

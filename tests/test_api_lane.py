@@ -83,3 +83,11 @@ def test_another_tenants_request_on_a_kept_thread_sees_only_its_own_tenant(alice
     assert "alices-own" in {model["id"] for model in first["data"]}
     assert "alices-own" not in {model["id"] for model in second["data"]}
     assert {model["owned_by"] for model in second["data"]} == {bob.tenant.name}
+
+
+def test_with_connections_kept_past_a_request_no_thread_is_kept(alice, monkeypatch):
+    assert not api_lane.connections_outlive_requests(), "the pool (the default): a connection ends with its request"
+    monkeypatch.setattr(api_lane, "connections_outlive_requests", lambda: True)  # as with SENTINEL_DB_POOL_MAX_SIZE=0
+    handler = api_lane.ApiHandler()
+    status, _ = asyncio.run(get(handler, "/v1/models", alice.key))
+    assert status == 200 and handler._threads == [], "an idle thread would hold its connection open"
