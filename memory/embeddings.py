@@ -501,8 +501,9 @@ def _recent_key(model: str, content_hash: str) -> str:
 
 
 def recent_keys(hashes: set[str]) -> list[str]:
-    """The Redis keys the current model keeps these texts' vectors under."""
-    return [_recent_key(embedder().name, h) for h in hashes]
+    """The Redis keys the configured model keeps these texts' vectors under (the model not loaded:
+    the web process, which forgets messages, never loads it)."""
+    return [_recent_key(model_name(), h) for h in hashes]
 
 
 def _recent(model: str, hashes: list[str]) -> dict[str, list[float]]:
