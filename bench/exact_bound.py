@@ -45,6 +45,7 @@ def _build(distractors: int):
     from bench.memory_bench import ASSISTANT_LINES, TOPICS, USER_LINES
     from budgets.models import Tenant
     from memory import indexing
+    from memory.models import Memory
 
     data = dialogue_data.load()
     tenant = Tenant.objects.create(name="exact-bound")
@@ -70,6 +71,8 @@ def _build(distractors: int):
             for i in range(min(1000, distractors - c))
         )  # fmt: skip
     indexing.index_pending(limit=512)
+    # Measured both ways, as for a tenant the HNSW index is for (memory/hnsw.py): every memory in it.
+    Memory.objects.filter(tenant=tenant).update(in_hnsw=True)
     agent.refresh_from_db(fields=["has_memories"])
     conversation.agent = agent
     return conversation, [q for q in data["questions"] if q["kind"] in KINDS]

@@ -77,6 +77,7 @@ def _grow(tenant: Tenant, agent: Agent, conversation: Conversation, base: np.nda
                     text=message.content,
                     source_message_ids=[message.id],
                     embedding=vector.tolist(),
+                    in_hnsw=True,  # a tenant this large is one the HNSW index is for (memory/hnsw.py)
                 )
                 for message, vector in zip(messages, vectors, strict=True)
             )
@@ -91,12 +92,13 @@ def _grow(tenant: Tenant, agent: Agent, conversation: Conversation, base: np.nda
 def _sql(tenant_id, vector: list[float], exact: bool) -> tuple[float, list]:
     literal = "[" + ",".join(f"{x:.7f}" for x in vector) + "]"
     distance = "(embedding <=> %s::vector) + 0" if exact else "embedding <=> %s::vector"
+    indexed = "" if exact else " AND in_hnsw"  # the index is partial on it
     started = time.perf_counter()
     with transaction.atomic(), connection.cursor() as cursor:
         if not exact:
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cursor.execute("SET LOCAL hnsw.ef_search = 200")
-        cursor.execute(f"SELECT id FROM memory_memory WHERE tenant_id = %s ORDER BY {distance} LIMIT 10", [tenant_id, literal])
+        cursor.execute(f"SELECT id FROM memory_memory WHERE tenant_id = %s{indexed} ORDER BY {distance} LIMIT 10", [tenant_id, literal])
         ids = [row[0] for row in cursor.fetchall()]
     return (time.perf_counter() - started) * 1000, ids
 

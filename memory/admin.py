@@ -35,7 +35,7 @@ class MemoryAdmin(BigTableMixin, ReadOnlyAdmin):
 
     deletable = True  # as DELETE /v1/memory/{id}: forgets the embedding, the message stays in history
     list_display = ("short_text", "kind", "role", "tenant", "conversation", "occurred_at")
-    list_filter = ("kind", TenantFilter)
+    list_filter = ("kind", "in_hnsw", TenantFilter)
     list_select_related = ("tenant", "conversation")
     search_fields = ("text",)
     exclude = ("embedding",)

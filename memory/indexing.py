@@ -119,6 +119,7 @@ def index_pending_messages(limit: int = MESSAGE_BATCH) -> int:
 # row's columns from the message and its conversation), where the ORM lane compiled and ran five.
 # It returns how many agents it gave their first memory: the web's cached agents (config_cache) must
 # learn of it, or the web keeps sending their turns without a recall hint (HISTORY row 52).
+# A memory of a tenant the HNSW index is for (memory/hnsw.py) enters the index as it is written.
 # created_at is the clock's (as the ORM lane's timezone.now()), not the transaction's start: a
 # replay's as_of reads it as when the memory came to be.
 _LOCK_MESSAGES = (
@@ -132,9 +133,11 @@ sources AS (
 ),
 memories AS (
     INSERT INTO memory_memory (id, tenant_id, agent_id, conversation_id, kind, message_id, summary_id, role, text,
-                               source_message_ids, occurred_at, embedding, embedding_model, scope, fact_key, supersedes_id, created_at)
+                               source_message_ids, occurred_at, embedding, embedding_model, scope, fact_key, supersedes_id, created_at,
+                               in_hnsw)
     SELECT gen_random_uuid(), tenant_id, agent_id, conversation_id, %(kind)s, message_id, NULL, role, text,
-           ARRAY[message_id], occurred_at, vector, %(model)s, '', '', NULL, clock_timestamp()
+           ARRAY[message_id], occurred_at, vector, %(model)s, '', '', NULL, clock_timestamp(),
+           %(hnsw_all)s OR EXISTS (SELECT 1 FROM memory_hnswtenant h WHERE h.tenant_id = sources.tenant_id)
     FROM sources
     ON CONFLICT DO NOTHING
 ),
@@ -168,6 +171,7 @@ def _index_messages_sql(ids: list) -> int:
             ),
             "kind": MemoryKind.MESSAGE,
             "model": embeddings.embedder().name,
+            "hnsw_all": settings.SENTINEL["HNSW"] == "all",
             "counted": db.json_rows([{"id": message.id, "tokens": tokens.count_message(message.as_openai())} for message in batch]),
         }
         cursor.execute(_WRITE_MEMORIES, params)

@@ -2,7 +2,7 @@
 
 Messages themselves live in agents.Message (the medium-term record, never deleted by
 consolidation). A Memory is one embedded text: a message or a summary, with its metadata, searchable
-by cosine distance through an HNSW index. Every row belongs to a tenant; every query filters on it.
+by cosine distance (exactly, or through an HNSW index for a large tenant). Every row belongs to a tenant; every query filters on it.
 """
 
 from __future__ import annotations
@@ -83,13 +83,25 @@ class Memory(models.Model):
     # search ranks the newer first (nothing is lost to a destructive merge).
     fact_key = models.CharField(max_length=200, blank=True, default="")
     supersedes = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="superseded_by")
+    # Whether the HNSW index holds this memory (memory/hnsw.py): only a tenant one of whose scopes
+    # outgrew the exact scan needs it, and entering it is most of PostgreSQL's cost of writing a row.
+    in_hnsw = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         ordering = ["-occurred_at"]
         verbose_name_plural = "memories"
         indexes = [
-            HnswIndex(name="memory_embedding_hnsw", fields=["embedding"], m=16, ef_construction=64, opclasses=["vector_cosine_ops"]),
+            HnswIndex(
+                name="memory_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+                condition=models.Q(in_hnsw=True),
+            ),
+            # A search past the exact bound scans what the HNSW index does not hold yet by this one.
+            models.Index(fields=["tenant", "in_hnsw"], name="memory_tenant_in_hnsw"),
             GinIndex(name="memory_search_vector_gin", fields=["search_vector"]),
             models.Index(fields=["conversation", "fact_key"], condition=models.Q(kind="fact"), name="memory_fact_key"),
             models.Index(fields=["tenant", "agent"], name="memory_tenant_agent"),
@@ -127,6 +139,21 @@ class EmbeddingCache(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model}:{self.content_hash[:12]}"
+
+
+class HnswTenant(models.Model):
+    """A tenant whose memories the HNSW index holds (memory/hnsw.py): a search of one of its scopes
+    found more memories than it scans exactly. Once a tenant, always: a scope that shrinks is
+    scanned exactly again, and the index entries it has cost nothing more."""
+
+    tenant = models.OneToOneField(Tenant, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "HNSW tenant"
+
+    def __str__(self) -> str:
+        return f"HNSW index for {self.tenant_id}"
 
 
 class ConsolidationRun(models.Model):

@@ -1,7 +1,8 @@
 """Semantic search over long-term memory, tenant-scoped, by cosine similarity.
 
 A search is scoped (tenant, and often agent or conversation). Up to EXACT_SEARCH_MAX scoped memories
-it scans them exactly: a few milliseconds, and perfect recall. Past that it uses the HNSW index. The
+it scans them exactly: a few milliseconds, and perfect recall. Past that it uses the HNSW index for
+what it holds of the scope and scans the rest (memory/hnsw.py says which memories it holds). The
 benchmark measured why: on chat history, where many texts repeat word for word, HNSW at the default
 ef_search found 4 of 10 planted facts among 8,000 memories that an exact scan found all of.
 """
@@ -19,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Expression, Value
 from pgvector.django import CosineDistance
 
-from memory import embeddings, search_sql
+from memory import embeddings, hnsw, search_sql
 from memory.asof import AsOf
 from memory.models import Memory
 from memory.search_sql import FoundMemory
@@ -109,23 +110,25 @@ def search(
     limit = settings.SENTINEL["EXACT_SEARCH_MAX"]
     exact = _exact(_counter(queryset), limit, (tenant_id, agent_id, conversation_id, limit) if as_of is None else None)
     distance: Expression = CosineDistance("embedding", vector)
+    # A scan of the scope (the btree index finds it; "+ 0" keeps the planner off the HNSW index,
+    # which would search the whole table and filter afterwards).
+    scanned = queryset.annotate(distance=distance + Value(0.0)).order_by("distance").defer("embedding")
     if exact:
-        # A small scoped set: scan it exactly (the btree index finds it; "+ 0" keeps the planner
-        # off the HNSW index, which would search the whole table and filter afterwards).
-        distance = distance + Value(0.0)
-    queryset = queryset.annotate(distance=distance).order_by("distance").defer("embedding")[:k]
-    if exact:
-        rows = list(queryset)  # one statement: no transaction round trips around it
+        rows = list(scanned[:k])  # one statement: no transaction round trips around it
     else:
+        if as_of is None:
+            hnsw.want(tenant_id)
+        indexed = queryset.filter(in_hnsw=True).annotate(distance=distance).order_by("distance").defer("embedding")
         with transaction.atomic(), connection.cursor() as cursor:
             # Filters apply after the index scan; iterative scans keep going until k rows pass
             # them (pgvector 0.8). A wide candidate list keeps recall up on repetitive data.
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             cursor.execute("SET LOCAL hnsw.ef_search = %s", [max(200, 4 * k)])
-            rows = list(queryset)
+            # The index's nearest and the nearest of what it does not hold yet (memory/hnsw.py).
+            rows = list(indexed[:k]) + list(scanned.filter(in_hnsw=False)[:k])
     hits = [Hit(memory=row, score=1.0 - float(row.distance)) for row in rows]
     hits.sort(key=lambda hit: hit.score, reverse=True)  # relaxed order: re-sort the final few
-    return hits
+    return hits[:k]
 
 
 # Reciprocal-rank fusion's constant (Cormack et al. 2009): a memory ranked r by a retriever scores
@@ -219,10 +222,30 @@ ORDER BY {order}
 """
 
 _NEAREST = """(SELECT id, row_number() OVER (ORDER BY distance, id) AS rank, 1 - distance AS similarity FROM (
-        SELECT DISTINCT ON (text) id, distance FROM (
-            SELECT id, text, occurred_at, (embedding <=> %(vector{n})s::vector){exact} AS distance FROM scoped ORDER BY 4 LIMIT %(depth)s
-        ) nearest ORDER BY text, distance, occurred_at DESC, id
+        SELECT DISTINCT ON (text) id, distance FROM ({candidates}) nearest ORDER BY text, distance, occurred_at DESC, id
     ) nearest{n} ORDER BY distance, id LIMIT %(k)s)"""
+# The DEPTH * k nearest: a scan of the scope ("+ 0" keeps the planner off the HNSW index, which would
+# search the whole table and filter afterwards); past the exact bound, the nearest the HNSW index
+# holds and the nearest of the rest (memory/hnsw.py: memories it has not taken in yet), whose union
+# holds the DEPTH * k nearest of all.
+_CANDIDATE = "SELECT id, text, occurred_at, {distance} AS distance FROM scoped{where} ORDER BY 4 LIMIT %(depth)s"
+_SCANNED = "(embedding <=> %(vector{n})s::vector) + 0"
+_EXACT_CANDIDATES = _CANDIDATE.format(distance=_SCANNED, where="")
+_INDEXED_CANDIDATES = (
+    f"({_CANDIDATE.format(distance='embedding <=> %(vector{n})s::vector', where=' WHERE in_hnsw')})"
+    f" UNION ALL ({_CANDIDATE.format(distance=_SCANNED, where=' WHERE NOT in_hnsw')})"
+)
+
+
+def _nearest(vectors: int, exact: bool) -> str:
+    """The vector retriever's ranks, for each query vector (`_NEAREST`)."""
+    candidates = _EXACT_CANDIDATES if exact else _INDEXED_CANDIDATES
+    return " UNION ALL ".join(_NEAREST.format(n=n, candidates=candidates.format(n=n)) for n in range(vectors))
+
+
+# The scope's columns the statement reads (whether the HNSW index holds a memory only past the bound).
+_SCOPED_COLUMNS = "id, embedding, search_vector, text, occurred_at"
+_SCOPED_COLUMNS_INDEXED = f"{_SCOPED_COLUMNS}, in_hnsw"
 
 _ORDER = "found.fused_rank, found.via, m.occurred_at DESC"  # then `_newer_first`
 # `_newer_first` in SQL: a fact that supersedes another at the better rank of the two, neighbours
@@ -311,6 +334,8 @@ def hybrid(
     scope_key = (tenant_id, scope.get("agent_id"), scope.get("conversation_id"), limit)
     size = _scope_size(lambda upto: search_sql.count(condition, params, upto), limit, scope_key if as_of is None else None)
     exact = size <= limit
+    if not exact and as_of is None:
+        hnsw.want(tenant_id)
     vectors = [vector, *extra_vectors]
     params.update(text=text[:2000], k=k, depth=DEPTH * k, rrf=RRF_K, neighbours=neighbours, common=_common_word_bound(size))
     params.update({f"vector{n}": search_sql.QueryVector(v) for n, v in enumerate(vectors)})
@@ -322,11 +347,9 @@ def hybrid(
 @lru_cache(maxsize=256)
 def _statement(condition: str, vectors: int, exact: bool, rank: str) -> str:
     """The hybrid statement for a scope's condition (memory/search_sql.py `where`), with named placeholders."""
-    nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(vectors))
-    scoped = f"SELECT id, embedding, search_vector, text, occurred_at FROM memory_memory WHERE {condition}"
-    sql = _HYBRID.format(
-        scoped=scoped, vec=f"vec AS ({nearest})", columns=search_sql.COLUMNS, ranks=_RANKS_CAST, order=_ORDER_NEWER_FIRST, rank=rank
-    )
+    scoped = f"SELECT {_SCOPED_COLUMNS if exact else _SCOPED_COLUMNS_INDEXED} FROM memory_memory WHERE {condition}"
+    nearest = f"vec AS ({_nearest(vectors, exact)})"
+    sql = _HYBRID.format(scoped=scoped, vec=nearest, columns=search_sql.COLUMNS, ranks=_RANKS_CAST, order=_ORDER_NEWER_FIRST, rank=rank)
     # Its indentation collapsed: psycopg keeps its parse of a statement up to 4,096 bytes only, and
     # splits a longer one again on every call (4% of a loaded worker; the statement's literals hold
     # single spaces only and it has no -- comments, so a run of whitespace is one space).
@@ -378,14 +401,14 @@ def _orm_hybrid(
     scope_key = (tenant_id, scope.get("agent_id"), scope.get("conversation_id"), limit)
     size = _scope_size(_counter(queryset), limit, scope_key if as_of is None else None)
     exact = size <= limit
-    scoped_sql, scoped_params = (
-        queryset.order_by().values("id", "embedding", "search_vector", "text", "occurred_at").query.sql_with_params()
-    )
+    if not exact and as_of is None:
+        hnsw.want(tenant_id)
+    columns = (_SCOPED_COLUMNS if exact else _SCOPED_COLUMNS_INDEXED).split(", ")
+    scoped_sql, scoped_params = queryset.order_by().values(*columns).query.sql_with_params()
     vectors = [vector, *extra_vectors]
-    nearest = " UNION ALL ".join(_NEAREST.format(n=n, exact=" + 0" if exact else "") for n in range(len(vectors)))
     sql = _HYBRID.format(
         scoped=scoped_sql.replace("%s", "%%s"),
-        vec=f"vec AS ({nearest})",
+        vec=f"vec AS ({_nearest(len(vectors), exact)})",
         columns=_COLUMNS,
         ranks=_RANKS,
         order=_ORDER,

@@ -9,7 +9,7 @@ from celery import shared_task
 from celery.signals import worker_ready, worker_shutting_down
 from django.conf import settings
 
-from memory import dreamer, embeddings, indexing, limits, remote, tokens
+from memory import dreamer, embeddings, hnsw, indexing, limits, remote, tokens
 from sentinel_site.redis import sync_client
 from sentinel_site.singletons import once_per_period
 
@@ -29,7 +29,8 @@ def schedule_indexing() -> None:
 @shared_task(name="memory.tasks.index_memories", ignore_result=True)
 def index_memories() -> int:
     """One indexing pass at a time per deployment, looping while work keeps arriving; when none is
-    pending, memories of another embedding model are re-embedded (a batch between new work).
+    pending, memories of another embedding model are re-embedded, and memories moved into the HNSW
+    index (memory/hnsw.py), a batch at a time between new work.
 
     Concurrent passes only queued behind each other for the embedder, each holding a database
     connection meanwhile, and starved the turns of connections. A task that
@@ -49,8 +50,9 @@ def index_memories() -> int:
                 # committed after the read set the schedule flag again.
                 more = summaries == indexing.SUMMARY_BATCH or messages == indexing.MESSAGE_BATCH
                 stale = 0 if more else indexing.reembed_stale()  # between new work, as before
+                admitted = 0 if more or stale else hnsw.admit()  # memories into the HNSW index, between new work too
                 indexed += summaries + messages + stale
-                if not (more or stale):
+                if not (more or stale or admitted):
                     break
                 client.expire(_INDEX_RUNNING, _INDEX_RUNNING_TTL)  # still alive: keep the flag
         finally:

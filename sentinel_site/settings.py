@@ -352,6 +352,10 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # lane a replay reads through; kept for the bench's lanes).
     "CONTEXT_READS": envchoice("SENTINEL_CONTEXT_READS", "sql", ("sql", "orm")),
     "EXACT_SEARCH_MAX": envint("SENTINEL_EXACT_SEARCH_MAX", 20000, minimum=0),
+    # Which memories the HNSW index holds (memory/hnsw.py): large (those of a tenant one of whose
+    # scopes a search found past EXACT_SEARCH_MAX) or all (every memory as the indexer writes it, as
+    # before; kept for the bench's lanes).
+    "HNSW": envchoice("SENTINEL_HNSW", "large", ("large", "all")),
     # How recall's hybrid search reads: sql (its scope hand-written, rows as light objects,
     # memory/search_sql.py) or orm (the scope compiled by the ORM, rows as Memory: the reference lane).
     "SEARCH_READS": envchoice("SENTINEL_SEARCH_READS", "sql", ("sql", "orm")),
