@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import Expression, Value
 from pgvector.django import CosineDistance
 
-from memory import embeddings, hnsw, search_sql
+from memory import embeddings, held_vectors, hnsw, search_sql
 from memory.asof import AsOf
 from memory.models import Memory
 from memory.search_sql import FoundMemory
@@ -231,21 +231,25 @@ _NEAREST = """(SELECT id, row_number() OVER (ORDER BY distance, id) AS rank, 1 -
 _CANDIDATE = "SELECT id, text, occurred_at, {distance} AS distance FROM scoped{where} ORDER BY 4 LIMIT %(depth)s"
 _SCANNED = "(embedding <=> %(vector{n})s::vector) + 0"
 _EXACT_CANDIDATES = _CANDIDATE.format(distance=_SCANNED, where="")
+# Those a process holds the scope's vectors for (memory/held_vectors.py): its nearest held and
+# whatever was written at or past the frontier it read them at.
+_HELD_CANDIDATES = _CANDIDATE.format(distance=_SCANNED, where=" WHERE (id = ANY(%(held{n})s::uuid[]) OR written_xid >= %(frontier)s::xid8)")
 _INDEXED_CANDIDATES = (
     f"({_CANDIDATE.format(distance='embedding <=> %(vector{n})s::vector', where=' WHERE in_hnsw')})"
     f" UNION ALL ({_CANDIDATE.format(distance=_SCANNED, where=' WHERE NOT in_hnsw')})"
 )
 
 
-def _nearest(vectors: int, exact: bool) -> str:
+def _nearest(vectors: int, exact: bool, held: bool = False) -> str:
     """The vector retriever's ranks, for each query vector (`_NEAREST`)."""
-    candidates = _EXACT_CANDIDATES if exact else _INDEXED_CANDIDATES
+    candidates = _INDEXED_CANDIDATES if not exact else _HELD_CANDIDATES if held else _EXACT_CANDIDATES
     return " UNION ALL ".join(_NEAREST.format(n=n, candidates=candidates.format(n=n)) for n in range(vectors))
 
 
 # The scope's columns the statement reads (whether the HNSW index holds a memory only past the bound).
 _SCOPED_COLUMNS = "id, embedding, search_vector, text, occurred_at"
 _SCOPED_COLUMNS_INDEXED = f"{_SCOPED_COLUMNS}, in_hnsw"
+_SCOPED_COLUMNS_HELD = f"{_SCOPED_COLUMNS}, written_xid"
 
 _ORDER = "found.fused_rank, found.via, m.occurred_at DESC"  # then `_newer_first`
 # `_newer_first` in SQL: a fact that supersedes another at the better rank of the two, neighbours
@@ -339,16 +343,34 @@ def hybrid(
     vectors = [vector, *extra_vectors]
     params.update(text=text[:2000], k=k, depth=DEPTH * k, rrf=RRF_K, neighbours=neighbours, common=_common_word_bound(size))
     params.update({f"vector{n}": search_sql.QueryVector(v) for n, v in enumerate(vectors)})
+    held = None
+    if exact and as_of is None and scope.get("agent_id") is not None and scope.get("conversation_id") is None:
+        held = held_vectors.nearest(
+            tenant_id,
+            scope["agent_id"],
+            params["model"],
+            vectors,
+            size=size,
+            n=DEPTH * k + held_vectors.MARGIN,
+            exclude_memory_ids=scope.get("exclude_memory_ids", ()),
+            exclude_message_ids=scope.get("exclude_message_ids", ()),
+            exclude_conversation_ids=scope.get("exclude_conversation_ids", ()),
+        )
+    if held is not None:
+        params.update({f"held{n}": ids for n, ids in enumerate(held[0])}, frontier=held[1])
     with search_sql.binding_cursor() as cursor:
-        rows = _run(cursor, _statement(condition, len(vectors), exact, settings.SENTINEL["TEXT_RANK"]), params, exact, k)
+        statement = _statement(condition, len(vectors), exact, settings.SENTINEL["TEXT_RANK"], held is not None)
+        rows = _run(cursor, statement, params, exact, k)
     return [_found_hit(row) for row in rows]  # in `_newer_first`'s order already
 
 
 @lru_cache(maxsize=256)
-def _statement(condition: str, vectors: int, exact: bool, rank: str) -> str:
-    """The hybrid statement for a scope's condition (memory/search_sql.py `where`), with named placeholders."""
-    scoped = f"SELECT {_SCOPED_COLUMNS if exact else _SCOPED_COLUMNS_INDEXED} FROM memory_memory WHERE {condition}"
-    nearest = f"vec AS ({_nearest(vectors, exact)})"
+def _statement(condition: str, vectors: int, exact: bool, rank: str, held: bool = False) -> str:
+    """The hybrid statement for a scope's condition (memory/search_sql.py `where`), with named placeholders;
+    `held`: its vector candidates from the vectors this process holds (memory/held_vectors.py)."""
+    columns = _SCOPED_COLUMNS_INDEXED if not exact else _SCOPED_COLUMNS_HELD if held else _SCOPED_COLUMNS
+    scoped = f"SELECT {columns} FROM memory_memory WHERE {condition}"
+    nearest = f"vec AS ({_nearest(vectors, exact, held)})"
     sql = _HYBRID.format(scoped=scoped, vec=nearest, columns=search_sql.COLUMNS, ranks=_RANKS_CAST, order=_ORDER_NEWER_FIRST, rank=rank)
     # Its indentation collapsed: psycopg keeps its parse of a statement up to 4,096 bytes only, and
     # splits a longer one again on every call (4% of a loaded worker; the statement's literals hold

@@ -352,6 +352,9 @@ SENTINEL: dict[str, Any] = {  # Any: each value is read where its type is known
     # lane a replay reads through; kept for the bench's lanes).
     "CONTEXT_READS": envchoice("SENTINEL_CONTEXT_READS", "sql", ("sql", "orm")),
     "EXACT_SEARCH_MAX": envint("SENTINEL_EXACT_SEARCH_MAX", 20000, minimum=0),
+    # MiB of memories' vectors a process holds for recall's exact scan (memory/held_vectors.py), a
+    # scope of up to a quarter of it; 0: none held, PostgreSQL scans every scoped vector each search.
+    "HELD_VECTORS_MB": envint("SENTINEL_HELD_VECTORS_MB", 128, minimum=0),
     # Which memories the HNSW index holds (memory/hnsw.py): large (those of a tenant one of whose
     # scopes a search found past EXACT_SEARCH_MAX) or all (every memory as the indexer writes it, as
     # before; kept for the bench's lanes).
