@@ -391,12 +391,15 @@ def what_stands_in_the_way(lat: turn_bench.Latency, runs: list[turn_bench.Throug
         "`SENTINEL_SEARCH_READS`: 8.7 -> 2.0 ms CPU for a 60-message turn with memories, HISTORY rows 31-32).",
         "- *PostgreSQL's own CPU* (the largest consumer under load): recall's hybrid statement was about two thirds of "
         "PostgreSQL's statement time in a throughput run (HISTORY row 60), and it grows with the agent's memories, which this "
-        "bench adds to with every turn: at 4,114 memories it planned in 2.6-3.2 ms and executed in 13-18 ms (the exact "
-        "vector scan 5 ms, counting the question's common words 2.7 ms, ranking the full-text matches 4.4 ms). Up to "
-        "`SENTINEL_EXACT_SEARCH_MAX` (20,000) memories the vector side is an exact scan, chosen for recall quality "
-        "(HISTORY rows 6 and 39); a scope-bounded cost would need an approximate index that a small scope in a large "
-        "table does not defeat (an index per agent or a partition per tenant, or the scope's vectors held by the worker), "
-        "and full text ranked over a bounded candidate set. Neither is built.",
+        "bench adds to with every turn. Up to `SENTINEL_EXACT_SEARCH_MAX` (20,000) memories the vector side is exact, "
+        "chosen for recall quality (HISTORY rows 6 and 39). Built: the exact scan's distances are computed in the "
+        "searching process over the scope's vectors it holds, PostgreSQL ranking only the nearest held and what was "
+        "written since (`SENTINEL_HELD_VECTORS_MB`, HISTORY row 71: 17-18 -> 7-9 ms of PostgreSQL's CPU a search at "
+        "11,096 memories, 1.5 ms more in the worker); the HNSW index holds only the memories of tenants with a scope past "
+        "the bound (`SENTINEL_HNSW`, row 70: about 1 ms of PostgreSQL's CPU saved for each memory written). Left, and "
+        "growing with the scope: the full-text side, which counts the question's words in the scope and ranks every "
+        "match (the bench's questions are eight common words each); a bounded cost would need each word's count kept "
+        "per scope and the ranking over a bounded candidate set. Not built.",
         "- *Celery per turn:* built, the web's outbox sends the turns admitted at the same moment as one message "
         "(`run_turns`, HISTORY row 23); what is left per message is kombu's Redis transport (polling, the unacked "
         "index, acknowledgements), paid per batch.",
