@@ -28,9 +28,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-import psycopg
 from django.conf import settings
-from django.db import connection
+
+from memory import search_sql
 
 REFRESH_SECONDS = 1.0
 RELOAD_SECONDS = 300.0
@@ -67,9 +67,8 @@ class _Scope:
 
     def read(self, tenant_id: Any, agent_id: Any, model: str) -> None:
         """Read what was written at or past the frontier (everything, the first time) and move it up."""
-        connection.ensure_connection()
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(_READ, {"tenant": tenant_id, "agent": agent_id, "model": model, "since": self.frontier}, binary=True)
+        with search_sql.binding_cursor(binary_results=True) as cursor:
+            cursor.execute(_READ, {"tenant": tenant_id, "agent": agent_id, "model": model, "since": self.frontier})
             rows = cursor.fetchall()
         frontier = rows[0][4]
         new = [row for row in rows[1:] if row[0] not in self.row_of]

@@ -168,13 +168,16 @@ def count(condition: str, params: dict[str, Any], limit: int) -> int:
         return cursor.fetchone()[0]
 
 
-def binding_cursor() -> Any:
+def binding_cursor(*, binary_results: bool = False) -> Any:
     """A cursor of this thread's connection that binds parameters server-side (Django's binds them
     into the statement's text, which cannot carry a binary parameter), wrapped as Django wraps its
-    own: the statement is counted and logged like any other."""
+    own: the statement is counted and logged like any other. `binary_results`: rows in PostgreSQL's
+    binary formats (a vector as its bytes: memory/held_vectors.py)."""
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_thread_sharing()
     raw: Any = psycopg.Cursor(connection.connection)  # Any: django-stubs type make_cursor's argument as a wrapper
     raw.adapters.register_dumper(QueryVector, _QueryVectorDumper)
+    if binary_results:
+        raw.format = Format.BINARY
     return connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)

@@ -38,7 +38,9 @@ def test_consolidation_summarises_the_oldest_span_and_deletes_nothing(alice, stu
     runs = dreamer.consolidate(conversation.id)
     assert runs and all(run.status == "succeeded" for run in runs)
     assert Message.objects.filter(conversation=conversation).count() == 60, "consolidation never deletes messages"
-    summaries = list(Summary.objects.filter(conversation=conversation).order_by("first_seq"))
+    # Every message of these conversations is of one turn (seq 1): the summaries are told apart by when
+    # they were written, oldest span first.
+    summaries = list(Summary.objects.filter(conversation=conversation).order_by("first_seq", "created_at"))
     covered = [mid for s in summaries for mid in s.source_message_ids]
     assert len(covered) == len(set(covered)), "no message is in two summaries"
     oldest = list(Message.objects.filter(conversation=conversation).order_by("index").values_list("id", flat=True)[: len(covered)])
@@ -171,7 +173,7 @@ def test_a_model_that_goes_on_with_the_conversation_is_stopped_and_its_echo_left
     stub_llm.script(*[Reply(content=echo) for _ in range(20)])
     dreamer.consolidate(conversation.id)
     assert stub_llm.requests[0]["stop"] == ["\nassistant:", "\nuser:"], "the server stops where a transcript line begins"
-    first = Summary.objects.filter(conversation=conversation).order_by("first_seq").first()
+    first = Summary.objects.filter(conversation=conversation).order_by("first_seq", "created_at").first()
     assert first.text == "- the user talked about the weather", "lines copied from the transcript are no summary"
 
 
