@@ -70,8 +70,9 @@ class _Scope:
         with search_sql.binding_cursor(binary_results=True) as cursor:
             cursor.execute(_READ, {"tenant": tenant_id, "agent": agent_id, "model": model, "since": self.frontier})
             rows = cursor.fetchall()
-        frontier = rows[0][4]
-        new = [row for row in rows[1:] if row[0] not in self.row_of]
+        # The frontier's row is the one without an id (UNION ALL promises no order of its branches).
+        frontier = next(row[4] for row in rows if row[0] is None)
+        new = [row for row in rows if row[0] is not None and row[0] not in self.row_of]
         if new:
             self._append(new)
         self.frontier = frontier
@@ -105,9 +106,9 @@ class _Scope:
     ) -> list[str]:
         """For each query vector, the ids of the n nearest held rows not excluded, as uuid[] literals."""
         allowed = np.ones(self.count, dtype=bool)
-        allowed[[row for memory in memories if (row := self.row_of.get(_uuid(memory))) is not None]] = False
-        allowed[[row for message in messages if (row := self.message_row.get(_uuid(message))) is not None]] = False
-        if codes := [code for c in conversations if (code := self.codes.get(_uuid(c))) is not None]:
+        allowed[[row for memory in _uuids(memories) if (row := self.row_of.get(memory)) is not None]] = False
+        allowed[[row for message in _uuids(messages) if (row := self.message_row.get(message)) is not None]] = False
+        if codes := [code for c in _uuids(conversations) if (code := self.codes.get(c)) is not None]:
             allowed &= ~np.isin(self.conversations[: self.count], codes)
         held = self.matrix[: self.count]
         found = []
@@ -120,8 +121,9 @@ class _Scope:
         return found
 
 
-def _uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+def _uuids(values: Iterable) -> list[uuid.UUID]:
+    """Ids (UUIDs or their strings) as UUIDs; None is left out, as the statement's exclusions leave it (search_sql._uuids)."""
+    return [value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)) for value in values if value is not None]
 
 
 _scopes: OrderedDict[tuple, _Scope] = OrderedDict()  # least recently searched first

@@ -268,7 +268,8 @@ def reembed_stale(limit: int = 256) -> int:
         for memory, vector in zip(batch, vectors, strict=True):
             memory.embedding, memory.embedding_model = vector, model
         Memory.objects.bulk_update(batch, ["embedding", "embedding_model"])
-        with connection.cursor() as cursor:  # a new vector: a worker holding the scope's reads it afresh (memory/held_vectors.py)
+        # A new vector: a process holding the scope reads it as written since (memory/held_vectors.py).
+        with connection.cursor() as cursor:
             cursor.execute(
                 "UPDATE memory_memory SET written_xid = pg_current_xact_id() WHERE id = ANY(%s)", [[memory.id for memory in batch]]
             )

@@ -84,6 +84,16 @@ def test_recall_finds_the_same_memories_with_the_vectors_held_as_with_them_scann
     assert written_since_frontier(alice.tenant.id) == 0, "every memory came from the held vectors"
 
 
+def test_an_exclusion_list_holding_none_excludes_as_the_statement_does(alice, settings, monkeypatch):
+    conversation = conversation_with(alice, [*REVENUE, GOLDFISH, BEAGLE, *MANY])
+    beagle = Memory.objects.filter(conversation=conversation, text=BEAGLE).values_list("id", flat=True)[0]
+    held_once_the_frontier_passes(conversation, settings, monkeypatch)
+    scope = {"exclude_memory_ids": [None, beagle], "exclude_message_ids": [None], "exclude_conversation_ids": [None]}
+    held = hits_of(conversation, QUESTIONS[0], settings, held_mb=128, **scope)
+    assert beagle not in [hit[0] for hit in held]
+    assert held == hits_of(conversation, QUESTIONS[0], settings, held_mb=0, **scope)
+
+
 def test_a_memory_written_after_the_scope_was_read_is_found_before_any_refresh(alice, settings, monkeypatch):
     monkeypatch.setattr(held_vectors, "REFRESH_SECONDS", 1e9)
     conversation = conversation_with(alice, [*REVENUE, *FILLER])
